@@ -1,0 +1,32 @@
+"""Intelligent fallback: run the request on another model that the store says can stand in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from recovery.ports import ModelStore
+from recovery.strategies.base import changed, failed, not_applicable
+from recovery.taxonomy import ErrorContext, RecoveryResult, RecoveryStrategy
+
+__all__ = ["IntelligentFallback"]
+
+
+@dataclass(frozen=True)
+class IntelligentFallback:
+    """Switch to the best candidate not tried yet for this request (``system_state["tried_models"]``)."""
+
+    kind: ClassVar[RecoveryStrategy] = RecoveryStrategy.INTELLIGENT_FALLBACK
+    store: ModelStore | None = None
+
+    def recover(self, ctx: ErrorContext) -> RecoveryResult:
+        if self.store is None:
+            return not_applicable(self.kind, "no model store")
+        if ctx.model_id is None:
+            return not_applicable(self.kind, "the request names no model")
+        tried = set(ctx.system_state.get("tried_models", ())) | {ctx.model_id}
+        fresh = [candidate for candidate in self.store.fallback_candidates(ctx.model_id) if candidate not in tried]
+        if not fresh:
+            return failed(self.kind, f"no untried alternative to {ctx.model_id}")
+        line = f"model {ctx.model_id} → {fresh[0]} ({ctx.failure_type.value})"
+        return changed(self.kind, line, changes=[line], model_id=fresh[0], degraded=True)

@@ -1,0 +1,57 @@
+"""User-facing text: a full catalogue, no paths, tokens or tracebacks, the API error shape."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import recovery
+from recovery import CATALOGUE, EnhancedFailureType as F, scrub
+
+SECRETS = re.compile(r"hf_[A-Za-z0-9]{6,}|Bearer (?!\[redacted\])\S|abc\.def|Traceback|/root|/home|/tmp|\.py\b")
+
+
+@pytest.mark.parametrize("failure_type", list(F), ids=lambda f: f.value)
+def test_catalogue_is_complete(failure_type: F) -> None:
+    """Every failure type has a message, steps, options and an estimated resolution time."""
+    guidance = CATALOGUE[failure_type]
+    assert guidance.user_message and guidance.actionable_steps and guidance.alternative_options
+    assert guidance.estimated_resolution_time.total_seconds() > 0
+
+
+@pytest.mark.parametrize("failure_type", list(F), ids=lambda f: f.value)
+def test_api_error_leaks_nothing(failure_type: F) -> None:
+    """Even when the raw error holds a token, a path and a traceback, the user-facing JSON does not."""
+    raw = ('Traceback (most recent call last):\n  File "/root/app/x.py", line 3, in f\nOSError: '
+           "token=hf_abcdefghijklmnop Bearer abc.def at /root/.cache/huggingface/hub/models--x/blobs/1")
+    ctx = recovery.ErrorContext(failure_type, OSError(raw), recovery.ErrorSeverity.MEDIUM)
+    text = str(recovery.api_error(ctx))
+    assert not SECRETS.search(text)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("token hf_AbCdEf123456 refused", "token [redacted] refused"),
+    ("Authorization: Bearer eyJhbGciOi.x", "Authorization: Bearer [redacted]"),
+    ("password=hunter2 given", "password=[redacted] given"),
+    ("cannot open /root/.cache/x.safetensors", "cannot open [path]"),
+    ("see https://huggingface.co/acme/video for access", "see https://huggingface.co/acme/video for access"),
+    ('Traceback (most recent call last):\n  File "/a/b.py", line 1, in <module>\nValueError: bad', "ValueError: bad"),
+])
+def test_scrub_removes_secrets_paths_tracebacks(raw: str, expected: str) -> None:
+    """The scrubber redacts tokens, replaces paths, drops tracebacks and keeps URLs."""
+    assert scrub(raw) == expected
+
+
+def test_scrub_keeps_paths_inside_the_data_folder() -> None:
+    """Paths in the app's own data folder may be shown."""
+    assert scrub("saved /srv/kintsugi/data/out.mp4", data_dir="/srv/kintsugi/data") == (
+        "saved /srv/kintsugi/data/out.mp4")
+
+
+@pytest.mark.parametrize(("minutes", "text"), [(5, "5 minutes"), (1, "1 minute"), (0.5, "30 seconds")])
+def test_format_duration(minutes: float, text: str) -> None:
+    """Estimated times read as plain words."""
+    from datetime import timedelta
+
+    assert recovery.format_duration(timedelta(minutes=minutes)) == text
