@@ -1,0 +1,33 @@
+"""Kintsugi's video domain: requests, the Wan pipeline adapter, the worker process, the generation service.
+
+Each piece works on its own in a notebook; the web app (``app.py``) only wires them to the page.
+"""
+
+from components.embedded_model import EMBEDDED_MODEL_ID, build_embedded_model, ensure_embedded_model, verify_manifest
+from components.pipeline import GenerationOutput, RunOptions, WanGenerator
+from components.request import LIMITS, GenerationRequest, Limits, validate_request
+from components.service import GenerationResult, GenerationService, ServiceEvent
+from components.settings import Settings, parse_bytes
+from components.worker import Worker, WorkerConfig, WorkerEvent
+
+__all__ = [
+    "EMBEDDED_MODEL_ID",
+    "GenerationOutput",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationService",
+    "LIMITS",
+    "Limits",
+    "RunOptions",
+    "ServiceEvent",
+    "Settings",
+    "WanGenerator",
+    "Worker",
+    "WorkerConfig",
+    "WorkerEvent",
+    "build_embedded_model",
+    "ensure_embedded_model",
+    "parse_bytes",
+    "validate_request",
+    "verify_manifest",
+]

@@ -1,0 +1,182 @@
+"""The embedded default model: a tiny, randomly initialised ``WanPipeline`` built offline from code.
+
+It is a real diffusers Wan pipeline (transformer, VAE, UMT5 text encoder, tokenizer, UniPC flow scheduler) with
+very small dimensions, so the whole product runs on a laptop CPU without downloading anything. Its weights are
+random: **its videos are noise**, which the UI says. Every module is seeded, so the same code builds
+byte-identical files. A hash manifest (``kintsugi_manifest.json``) records the sha256 and size of every file: it is
+the only thing that catches damage that loads silently (zeroed weights, a deleted tokenizer).
+
+Build it with ``python -m components.embedded_model [TARGET_DIR]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import string
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = [
+    "EMBEDDED_MODEL_ID",
+    "MANIFEST_NAME",
+    "build_embedded_model",
+    "ensure_embedded_model",
+    "read_manifest",
+    "verify_manifest",
+]
+
+EMBEDDED_MODEL_ID = "kintsugi/tiny-wan-random"
+MANIFEST_NAME = "kintsugi_manifest.json"
+SEED = 20261128
+TEXT_DIM = 32
+
+# Dimensions of the tiny pipeline. The transformer is sized a little above diffusers' test values so that
+# denoising has a real cost next to the VAE decode (see DESIGN.md, "where the time goes").
+TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=4,
+    attention_head_dim=16,
+    in_channels=16,
+    out_channels=16,
+    text_dim=TEXT_DIM,
+    freq_dim=32,
+    ffn_dim=128,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=1024,
+)
+VAE_CONFIG = dict(
+    base_dim=3,
+    z_dim=16,
+    dim_mult=[1, 1, 1, 1],
+    num_res_blocks=1,
+    temperal_downsample=[False, True, True],
+)
+
+
+def _vocabulary() -> list[tuple[str, float]]:
+    """A character-level unigram vocabulary: special tokens, the word boundary, then printable characters."""
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    for i, char in enumerate(sorted(set(string.ascii_letters + string.digits + string.punctuation))):
+        pieces.append((char, -3.0 - i * 0.01))
+    return pieces
+
+
+def _build_pipeline():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    tokenizer = T5Tokenizer(vocab=_vocabulary(), extra_ids=0)
+    torch.manual_seed(SEED)
+    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
+    torch.manual_seed(SEED + 1)
+    vae = AutoencoderKLWan(**VAE_CONFIG)
+    torch.manual_seed(SEED + 2)
+    text_config = UMT5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    text_encoder = UMT5EncoderModel(text_config)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+    )
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    entries = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    manifest = {"model_id": EMBEDDED_MODEL_ID, "seed": SEED, "files": entries}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def build_embedded_model(target_dir: str | os.PathLike[str]) -> Path:
+    """Build the tiny Wan pipeline into ``target_dir`` atomically (build beside, verify, then rename).
+
+    An existing folder at ``target_dir`` is replaced only after the new build verified.
+    """
+    target = Path(target_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".incomplete", dir=target.parent))
+    try:
+        _build_pipeline().save_pretrained(staging, safe_serialization=True)
+        _write_manifest(staging)
+        problems = verify_manifest(staging)
+        if problems:
+            raise OSError(f"embedded model build did not verify: {problems}")
+        staging.chmod(0o755)  # mkdtemp makes it private; the model folder is ordinary data
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_manifest(folder: str | os.PathLike[str]) -> dict:
+    """The hash manifest written at build time."""
+    return json.loads((Path(folder) / MANIFEST_NAME).read_text())
+
+
+def verify_manifest(folder: str | os.PathLike[str], *, full: bool = True) -> list[str]:
+    """Compare a model folder with its manifest; return one line per problem (empty when intact).
+
+    ``full=False`` checks presence and sizes only (milliseconds); ``full=True`` also hashes every file.
+    """
+    folder = Path(folder)
+    try:
+        entries = read_manifest(folder)["files"]
+    except (OSError, ValueError, KeyError) as exc:
+        return [f"{MANIFEST_NAME}: unreadable ({type(exc).__name__})"]
+    problems = []
+    for name, expected in entries.items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif path.stat().st_size != expected["size"]:
+            problems.append(f"{name}: size {path.stat().st_size} != {expected['size']}")
+        elif full and _sha256(path) != expected["sha256"]:
+            problems.append(f"{name}: sha256 differs")
+    return problems
+
+
+def ensure_embedded_model(
+    target_dir: str | os.PathLike[str], *, on_build: Callable[[Path], None] | None = None
+) -> Path:
+    """Return the embedded model folder, building it first when it is missing or fails the quick check."""
+    target = Path(target_dir)
+    if target.is_dir() and not verify_manifest(target, full=False):
+        return target
+    if on_build is not None:
+        on_build(target)
+    return build_embedded_model(target)
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by `make`
+    import sys
+
+    from components.settings import Settings
+
+    destination = Path(sys.argv[1]) if len(sys.argv) > 1 else Settings.from_env().embedded_model_dir
+    ensure_embedded_model(destination)
+    sys.stdout.write(f"embedded model ready: {destination}\n")

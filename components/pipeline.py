@@ -1,0 +1,398 @@
+"""The diffusers adapter: one Wan text-to-video generation as numbered steps.
+
+    1. check inputs        (shape rules the pipeline itself would only warn about)
+    2. ensure model        (load once, keep warm; a different model id reloads)
+    3. apply memory plan   (named switches, all off until asked for)
+    4. denoise             (``output_type="latent"``, progress and cancellation per step)
+    5. keep latents        (so a decode that runs out of memory is retried without denoising again)
+    6. decode              (VAE → uint8 frames; NaN/black frames are a failure, not a result)
+    7. export              (mp4 written beside, then renamed into place)
+
+This module runs inside the worker process (``components.worker``) but works in-process too (notebooks,
+benchmarks). Allocator failures leave here as ``recovery.errors.OutOfMemoryError`` carrying the phase and the
+bytes requested, so that they cross the process boundary as data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from components.request import GenerationRequest
+from recovery.errors import (
+    BadOutputError,
+    DependencyMissingError,
+    GenerationCancelledError,
+    InvalidParameterError,
+    OutOfMemoryError,
+    UnsupportedOperationError,
+)
+
+__all__ = ["RunOptions", "GenerationOutput", "WanGenerator", "release_memory", "resolve_device"]
+
+StepCallback = Callable[[int, int], None]
+CancelCheck = Callable[[], bool]
+_CPU_ALLOC_BYTES = re.compile(r"you tried to allocate (\d+) bytes")
+_CUDA_ALLOC = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
+_UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Memory switches for one run. Each costs speed or quality, so each is off unless a plan turns it on."""
+
+    vae_tiling: bool = False
+    model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
+
+
+@dataclass
+class GenerationOutput:
+    """What one generation produced and what it cost."""
+
+    video_path: str
+    request: dict[str, Any]
+    options: dict[str, Any]
+    timings: dict[str, float]
+    peak_memory_bytes: int | None
+    device: str
+    dtype: str
+    frames: int
+    width: int
+    height: int
+    frames_sha256: str
+    steps_completed: int
+    denoise_skipped: bool = False
+    model_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a CUDA device is usable, else ``cpu``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in {"cpu", "cuda"}:
+        raise InvalidParameterError(f"`device` must be auto, cpu or cuda (got {device!r})", parameter="device",
+                                    value=device, constraint="auto|cpu|cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UnsupportedOperationError("`device` cuda was asked for but no CUDA device is available (got 'cuda')",
+                                        operation="device=cuda", reason="no CUDA device")
+    return device
+
+
+def release_memory(pipe: Any = None) -> None:
+    """Give memory back after a failure: VAE feature cache, Python garbage, CUDA cache, glibc's free lists."""
+    vae = getattr(pipe, "vae", None)
+    if vae is not None and hasattr(vae, "clear_cache"):
+        vae.clear_cache()
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _oom_from(exc: BaseException, phase: str, device: str, steps: int, latents_kept: bool,
+              memory_cap: int | None) -> OutOfMemoryError | None:
+    """The allocator's refusal as our typed error, with the facts its message carries; None if not an OOM."""
+    import torch
+
+    text = str(exc)
+    requested: int | None = None
+    if isinstance(exc, torch.OutOfMemoryError):
+        match = _CUDA_ALLOC.search(text)
+        requested = int(float(match.group(1)) * _UNIT[match.group(2)]) if match else None
+    elif isinstance(exc, MemoryError):
+        requested = None
+    elif isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in text:
+        match = _CPU_ALLOC_BYTES.search(text)
+        requested = int(match.group(1)) if match else None
+    else:
+        return None
+    return OutOfMemoryError(
+        f"out of memory during {phase}", phase=phase, bytes_requested=requested, device=device,
+        memory_cap=memory_cap, steps_completed=steps, latents_kept=latents_kept,
+    )
+
+
+class _PeakMemory:
+    """Peak memory of one run: CUDA's peak counter, or the process's peak RSS (VmHWM, reset per run)."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def read(self) -> int | None:
+        if self.device == "cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+
+def _latent_key(request: GenerationRequest) -> tuple:
+    """Everything that decides the denoised latents (not fps, which only matters at export)."""
+    return (request.model_id, request.prompt, request.negative_prompt, request.width, request.height,
+            request.num_frames, request.steps, request.guidance_scale, request.seed)
+
+
+class WanGenerator:
+    """A warm ``WanPipeline`` plus the latents of the last denoising run."""
+
+    def __init__(self, *, device: str = "auto", dtype: str = "bfloat16") -> None:
+        self.device = resolve_device(device)
+        self.dtype_name = dtype
+        if dtype == "float16" and self.device == "cpu":
+            raise UnsupportedOperationError(
+                "`dtype` float16 is not supported on the CPU (got 'float16'); use bfloat16 or float32",
+                operation="dtype=float16", reason="cpu",
+            )
+        self.memory_cap: int | None = None  # set by whoever capped this process, reported with an OOM
+        self.pipe: Any = None
+        self.model_id: str | None = None
+        self._offloaded = False
+        self._latents: tuple[tuple, Any] | None = None
+        self.denoise_steps_run = 0  # counts every denoising step this process has run (proves decode-only retries)
+
+    # -- step 2: ensure model -------------------------------------------------------------------------------------
+    def load(self, model_path: str | os.PathLike[str], model_id: str) -> float:
+        """Load (or keep) the pipeline for ``model_id`` from a local folder; return seconds spent loading."""
+        if self.pipe is not None and self.model_id == model_id:
+            return 0.0
+        import torch
+        from diffusers import WanPipeline
+
+        self.unload()
+        started = time.perf_counter()
+        pipe = WanPipeline.from_pretrained(os.fspath(model_path), dtype=getattr(torch, self.dtype_name),
+                                           use_safetensors=True)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(self.device)
+        self.model_id = model_id
+        return time.perf_counter() - started
+
+    def unload(self) -> None:
+        self.pipe = None
+        self.model_id = None
+        self._offloaded = False
+        self._latents = None
+        release_memory()
+
+    # -- step 3: memory switches ----------------------------------------------------------------------------------
+    def enable_vae_tiling(self, enabled: bool = True) -> None:
+        """Decode in spatial tiles: lower peak memory for large frames, slightly slower."""
+        (self.pipe.vae.enable_tiling if enabled else self.pipe.vae.disable_tiling)()
+
+    def enable_model_cpu_offload(self) -> None:
+        """Keep each sub-model on the GPU only while it runs (CUDA only)."""
+        if self.device != "cuda":
+            raise UnsupportedOperationError(
+                "`model_cpu_offload` needs a CUDA device (got device 'cpu')",
+                operation="model_cpu_offload", reason="cpu",
+            )
+        if not self._offloaded:
+            self.pipe.enable_model_cpu_offload()
+            self._offloaded = True
+
+    def _apply(self, options: RunOptions) -> None:
+        self.enable_vae_tiling(options.vae_tiling)
+        if options.model_cpu_offload:
+            self.enable_model_cpu_offload()
+
+    # -- the whole run --------------------------------------------------------------------------------------------
+    def generate(
+        self,
+        request: GenerationRequest,
+        output_path: str | os.PathLike[str],
+        *,
+        model_path: str | os.PathLike[str],
+        options: RunOptions = RunOptions(),
+        on_step: StepCallback | None = None,
+        on_phase: Callable[[str], None] | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> GenerationOutput:
+        """Run steps 1–7 for ``request`` and write the mp4 to ``output_path``."""
+        timings: dict[str, float] = {}
+        phase_hook = on_phase or (lambda _phase: None)
+        peak = _PeakMemory(self.device)
+        peak.reset()
+
+        # 1. check inputs
+        if (request.num_frames - 1) % 4 or request.width % 16 or request.height % 16:
+            raise InvalidParameterError(
+                f"`num_frames`/`width`/`height` must be 4k+1 and divisible by 16 "
+                f"(got {request.num_frames}x{request.width}x{request.height})",
+                parameter="num_frames/width/height", value=(request.num_frames, request.width, request.height),
+                constraint="4k+1, divisible by 16",
+            )
+        # 2. ensure model
+        phase_hook("load")
+        timings["load"] = self._guard("load", [0], False, lambda: self.load(model_path, request.model_id))
+        # 3. apply memory plan
+        self._apply(options)
+        # 4–5. denoise, keeping the latents
+        key = _latent_key(request)
+        steps_done = [0]
+        denoise_skipped = self._latents is not None and self._latents[0] == key
+        if denoise_skipped:
+            timings["denoise"] = 0.0
+            steps_done[0] = request.steps
+        else:
+            phase_hook("denoise")
+            started = time.perf_counter()
+            latents = self._guard("denoise", steps_done, False,
+                                  lambda: self._denoise(request, steps_done, on_step, should_cancel))
+            timings["denoise"] = time.perf_counter() - started
+            self._latents = (key, latents)
+        latents = self._latents[1]
+        # 6. decode
+        phase_hook("decode")
+        started = time.perf_counter()
+        frames = self._guard("decode", steps_done, True, lambda: self._decode(latents))
+        timings["decode"] = time.perf_counter() - started
+        # 7. export
+        phase_hook("export")
+        started = time.perf_counter()
+        digest = hashlib.sha256(frames.tobytes()).hexdigest()
+        _export_mp4(frames, Path(output_path), request.fps)
+        timings["export"] = time.perf_counter() - started
+        self._latents = None  # delivered: the next request starts clean
+        return GenerationOutput(
+            video_path=os.fspath(output_path), request=request.to_dict(), options=asdict(options), timings=timings,
+            peak_memory_bytes=peak.read(), device=self.device, dtype=self.dtype_name, frames=int(frames.shape[0]),
+            height=int(frames.shape[1]), width=int(frames.shape[2]), frames_sha256=digest,
+            steps_completed=steps_done[0], denoise_skipped=denoise_skipped, model_id=request.model_id,
+        )
+
+    def _guard(self, phase: str, steps_done: list[int], latents_kept: bool, call: Callable[[], Any]) -> Any:
+        """Run one phase; an allocator failure leaves as ``OutOfMemoryError`` after memory was released."""
+        typed: OutOfMemoryError | None = None
+        try:
+            return call()
+        except (RuntimeError, MemoryError) as exc:
+            typed = _oom_from(exc, phase, self.device, steps_done[0], latents_kept, self.memory_cap)
+            if typed is None:
+                raise
+            typed.__cause__ = exc
+        # Outside the except block the failed frames are unreachable, so their memory can really be returned.
+        release_memory(self.pipe)
+        raise typed
+
+    def _denoise(self, request: GenerationRequest, steps_done: list[int], on_step: StepCallback | None,
+                 should_cancel: CancelCheck | None) -> Any:
+        import torch
+
+        def step_end(pipe: Any, index: int, _timestep: Any, callback_kwargs: dict) -> dict:
+            steps_done[0] = index + 1
+            self.denoise_steps_run += 1
+            if on_step is not None:
+                on_step(index + 1, request.steps)
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelledError("generation cancelled", phase="denoise", steps_completed=index + 1)
+            return callback_kwargs
+
+        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        with _quiet_diffusers():
+            latents = self.pipe(
+                prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                height=request.height, width=request.width, num_frames=request.num_frames,
+                num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                generator=generator, output_type="latent", callback_on_step_end=step_end,
+            ).frames
+        if not bool(torch.isfinite(latents).all()):
+            raise BadOutputError("the denoised latents contain NaN or infinite values", reason="non-finite latents",
+                                 phase="denoise")
+        return latents
+
+    def _decode(self, latents: Any) -> Any:
+        """Latents → uint8 frames (F, H, W, 3), exactly as ``WanPipeline.__call__`` decodes them."""
+        import numpy as np
+        import torch
+
+        vae = self.pipe.vae
+        with torch.no_grad():
+            z = latents.to(vae.device, dtype=vae.dtype)
+            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+            video = vae.decode(z / inv_std + mean, return_dict=False)[0]
+            video = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        if not np.isfinite(video).all():
+            raise BadOutputError("the decoded frames contain NaN or infinite values", reason="non-finite frames",
+                                 phase="decode")
+        frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+        if frames.max() == 0:
+            raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
+        return frames
+
+
+@contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Silence diffusers' per-call warnings (e.g. rounding notices we already reported as corrections)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def _export_mp4(frames: Any, path: Path, fps: int) -> None:
+    """Write an H.264 mp4 beside its final name, then rename it into place: a reader never sees half a file."""
+    try:
+        import imageio.v2 as imageio
+        import imageio_ffmpeg  # noqa: F401  (the writer below needs its bundled ffmpeg)
+    except ImportError as exc:
+        raise DependencyMissingError(
+            "the mp4 writer is not installed", package="imageio-ffmpeg", install="pip install imageio imageio-ffmpeg"
+        ) from exc
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.incomplete{path.suffix}")
+    try:
+        writer = imageio.get_writer(partial, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
+                                    pixelformat="yuv420p", macro_block_size=16, ffmpeg_log_level="error")
+        try:
+            for frame in frames:
+                writer.append_data(frame)
+        finally:
+            writer.close()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

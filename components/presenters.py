@@ -1,0 +1,72 @@
+"""Plain text (Markdown) for what the user sees: the live timeline, the result, the failure report.
+
+Shared by the web app and notebooks; returns strings only, no UI objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from components.service import GenerationResult, ServiceEvent
+from recovery import events
+
+__all__ = ["timeline_line", "result_markdown", "failure_markdown"]
+
+_PHASES = {"load": "Loading the model", "denoise": "Denoising", "decode": "Decoding frames", "export": "Writing the mp4"}
+
+
+def timeline_line(event: ServiceEvent) -> str | None:
+    """One timeline line for an event, or ``None`` for events that only move the progress bar."""
+    data = event.data
+    if event.kind == "correction":
+        return f"- **Corrected** {event.message}"
+    if event.kind == "phase":
+        return f"- {_PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)})"
+    if event.kind != "recovery":
+        return None
+    if event.message == events.FAILURE_CLASSIFIED:
+        return f"- **Attempt {data['attempt']} failed**: {data['failure_type']} (severity {data['severity']})"
+    if event.message == events.STRATEGY_FINISHED and data.get("applicable", True):
+        verdict = "worked" if data.get("success") else "did not help"
+        return f"- **Tried** {data['strategy']}: {verdict}"
+    if event.message == events.PARAMS_ADJUSTED:
+        return "- **Retrying with** " + "; ".join(data.get("changes", ()))
+    if event.message == events.RECOVERED:
+        return f"- **Recovered** after {data['attempts']} attempts"
+    if event.message == events.GAVE_UP:
+        return f"- **Gave up**: {data.get('reason', 'no strategy could recover')}"
+    return None
+
+
+def result_markdown(result: GenerationResult) -> str:
+    """The result panel: what was made, what we changed, and whether it is degraded."""
+    out = result.output
+    request = result.request
+    lines = []
+    if result.degraded:
+        lines.append("> **Degraded result** — this is a lower-quality preview, not the video you asked for.")
+    lines.append(
+        f"**{out['frames']} frames · {out['width']}×{out['height']} · {request.steps} steps · seed {request.seed}** "
+        f"in {sum(out['timings'].values()):.1f} s on {out['device']} ({out['dtype']})"
+    )
+    if result.attempts > 1:
+        lines.append(f"Recovered automatically after {result.attempts} attempts.")
+    changed = list(result.corrections) + list(result.changes)
+    if changed:
+        lines.append("**What we changed**")
+        lines.extend(f"- {line}" for line in changed)
+    lines.extend(f"_{note}_" for note in result.notes)
+    return "\n\n".join(lines)
+
+
+def failure_markdown(report: Mapping[str, Any]) -> str:
+    """A failure report (the spec's API error shape) as Markdown: message, detail, steps."""
+    error = report["error"]
+    lines = [f"**{error['user_message']}**"]
+    if error.get("message") and error["message"] not in error["user_message"]:
+        lines.append(error["message"])
+    if error.get("actionable_steps"):
+        lines.append("What you can do:")
+        lines.extend(f"- {step}" for step in error["actionable_steps"])
+    return "\n\n".join(lines)

@@ -1,0 +1,164 @@
+"""What a user asks for: ``GenerationRequest`` and its validation.
+
+Every rejection names the parameter and the value (``"`num_frames` must be 4k+1 (got 16)"``). Wan's shape rules
+(frames ``4k+1``, sides divisible by 16) can instead be auto-corrected to the nearest valid value; each correction
+is returned as a line for the user, never applied silently. Bounds are never auto-corrected: a value out of range
+is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from recovery.errors import InvalidParameterError
+
+__all__ = ["GenerationRequest", "Limits", "LIMITS", "validate_request", "MODEL_ID_PATTERN"]
+
+# `owner/name` as the hub spells repo ids; no path separators beyond the one slash, no `..`.
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on every parameter; the UI's sliders use the same numbers."""
+
+    min_side: int = 16
+    max_side: int = 1024
+    side_multiple: int = 16
+    min_frames: int = 1
+    max_frames: int = 161
+    frame_multiple: int = 4  # num_frames = frame_multiple * k + 1
+    min_steps: int = 1
+    max_steps: int = 100
+    max_guidance: float = 20.0
+    min_fps: int = 1
+    max_fps: int = 60
+    max_prompt_chars: int = 2000
+    max_seed: int = 2**32 - 1
+
+
+LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One text-to-video request. Defaults give a small, quick clip on the embedded model."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int = 256
+    height: int = 256
+    num_frames: int = 17
+    steps: int = 4
+    guidance_scale: float = 5.0
+    seed: int | None = 0
+    fps: int = 8
+    model_id: str = "kintsugi/tiny-wan-random"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        """Build from a mapping, ignoring unknown keys (e.g. recovery bookkeeping)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+
+def _fail(parameter: str, value: Any, constraint: str) -> InvalidParameterError:
+    return InvalidParameterError(
+        f"`{parameter}` {constraint} (got {value!r})", parameter=parameter, value=value, constraint=constraint
+    )
+
+
+def _integer(parameter: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(parameter, value, "must be a whole number")
+    if isinstance(value, float) and (not math.isfinite(value) or value != int(value)):
+        raise _fail(parameter, value, "must be a whole number")
+    return int(value)
+
+
+def _in_range(parameter: str, value: int | float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise _fail(parameter, value, f"must be between {low} and {high}")
+
+
+def _text(parameter: str, value: Any, limit: int, *, required: bool) -> str:
+    if not isinstance(value, str):
+        raise _fail(parameter, value, "must be text")
+    if "\x00" in value:
+        raise _fail(parameter, "<text with a NUL character>", "must not contain NUL characters")
+    if required and not value.strip():
+        raise _fail(parameter, value, "must not be empty")
+    if len(value) > limit:
+        raise _fail(parameter, f"<{len(value)} characters>", f"must be at most {limit} characters")
+    return value
+
+
+def _nearest_multiple(value: int, multiple: int, low: int, high: int) -> int:
+    candidate = max(multiple, round(value / multiple) * multiple)
+    return min(max(candidate, low), high)
+
+
+def validate_request(
+    request: GenerationRequest, *, limits: Limits = LIMITS, auto_correct: bool = True, rng: random.Random | None = None
+) -> tuple[GenerationRequest, list[str]]:
+    """Check every field; return the request to run and the corrections made (one line each).
+
+    With ``auto_correct=False`` a shape that Wan cannot use (frames not 4k+1, side not divisible by 16) is an
+    error instead of a correction. A missing seed is drawn here so that the result is reproducible.
+    """
+    corrections: list[str] = []
+    prompt = _text("prompt", request.prompt, limits.max_prompt_chars, required=True)
+    negative = _text("negative_prompt", request.negative_prompt, limits.max_prompt_chars, required=False)
+    model_id = request.model_id
+    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.match(model_id) or ".." in model_id:
+        raise _fail("model_id", model_id, "must look like owner/name (letters, digits, '-', '_', '.')")
+
+    sides = {}
+    for name in ("width", "height"):
+        value = _integer(name, getattr(request, name))
+        _in_range(name, value, limits.min_side, limits.max_side)
+        if value % limits.side_multiple:
+            if not auto_correct:
+                raise _fail(name, value, f"must be divisible by {limits.side_multiple}")
+            fixed = _nearest_multiple(value, limits.side_multiple, limits.min_side, limits.max_side)
+            corrections.append(f"{name} {value} → {fixed} (Wan needs sides divisible by {limits.side_multiple})")
+            value = fixed
+        sides[name] = value
+
+    frames = _integer("num_frames", request.num_frames)
+    _in_range("num_frames", frames, limits.min_frames, limits.max_frames)
+    if (frames - 1) % limits.frame_multiple:
+        if not auto_correct:
+            raise _fail("num_frames", frames, f"must be {limits.frame_multiple}k+1")
+        fixed = _nearest_multiple(frames - 1, limits.frame_multiple, 0, limits.max_frames - 1) + 1
+        corrections.append(f"num_frames {frames} → {fixed} (Wan needs {limits.frame_multiple}k+1 frames)")
+        frames = fixed
+
+    steps = _integer("steps", request.steps)
+    _in_range("steps", steps, limits.min_steps, limits.max_steps)
+    guidance = request.guidance_scale
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+        raise _fail("guidance_scale", guidance, "must be a finite number")
+    _in_range("guidance_scale", guidance, 0.0, limits.max_guidance)
+    fps = _integer("fps", request.fps)
+    _in_range("fps", fps, limits.min_fps, limits.max_fps)
+
+    seed = request.seed
+    if seed is None:
+        seed = (rng or random.SystemRandom()).randint(0, limits.max_seed)
+        corrections.append(f"seed chosen at random: {seed} (reuse it to get the same video)")
+    seed = _integer("seed", seed)
+    _in_range("seed", seed, 0, limits.max_seed)
+
+    checked = replace(
+        request, prompt=prompt, negative_prompt=negative, num_frames=frames, steps=steps,
+        guidance_scale=float(guidance), fps=fps, seed=seed, **sides,
+    )
+    return checked, corrections

@@ -1,0 +1,246 @@
+"""``GenerationService``: the one entry point for a generation, used by the app, the API and notebooks.
+
+    1. validate the request (auto-correct Wan's shape rules, report every correction)
+    2. ensure the model (the embedded model is built on first use)
+    3. run it in the supervised worker, inside the recovery engine's run loop
+    4. stream events (corrections, phases, denoising progress, recovery steps) and end with a result
+
+A failure that recovery cannot fix ends the stream with ``GenerationFailedError``, whose ``report`` is the
+spec's API error shape (plain-language message, steps, no paths or tokens).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
+from components.pipeline import RunOptions
+from components.request import GenerationRequest, validate_request
+from components.settings import Settings
+from components.worker import Worker, WorkerConfig
+from recovery import events
+from recovery.engine import EnhancedErrorRecovery
+from recovery.errors import GenerationFailedError, KintsugiError
+from recovery.events import RecoveryEvent
+from recovery.metrics import MetricsStore
+from recovery.outcome import AttemptInfo, Outcome
+from recovery.ports import ResourceFreer
+from recovery.taxonomy import ErrorContext
+
+__all__ = ["GenerationService", "GenerationResult", "ServiceEvent", "EMBEDDED_MODEL_NOTE"]
+
+EMBEDDED_MODEL_NOTE = (
+    "Made with the built-in tiny model: its weights are random, so the video is coloured noise. "
+    "Choose a real model (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) where a network and a GPU are available."
+)
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    """One thing the user can see happen: ``correction``, ``phase``, ``progress``, ``recovery`` or ``result``."""
+
+    kind: str
+    message: str
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """A finished video and the story of how it was made."""
+
+    video_path: str
+    request: GenerationRequest
+    corrections: tuple[str, ...]
+    changes: tuple[str, ...]
+    degraded: bool
+    attempts: int
+    correlation_id: str
+    output: Mapping[str, Any]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def recovered(self) -> bool:
+        return self.attempts > 1
+
+
+class _WorkerFreer:
+    """The ``ResourceFreer`` port: the worker frees memory after each failure itself, so freeing means a restart."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def free_memory(self, ctx: ErrorContext) -> list[str]:
+        return []  # already done inside the worker (caches cleared, garbage collected, malloc_trim)
+
+    def restart_worker(self, ctx: ErrorContext) -> list[str]:
+        self.worker.restart()
+        return ["restarted the generation worker with a clean memory state"]
+
+
+class GenerationService:
+    """Validates, runs in the worker with recovery, streams events, records metrics."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        worker: Worker | None = None,
+        engine: EnhancedErrorRecovery | None = None,
+        freer: ResourceFreer | None = None,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.worker = worker or Worker(WorkerConfig(
+            device=self.settings.device, dtype=self.settings.dtype, memory_cap=self.settings.worker_memory_cap,
+            load_timeout_s=self.settings.load_timeout_s,
+        ))
+        self.metrics: MetricsStore | None = None
+        if engine is None:
+            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.metrics = MetricsStore(self.settings.metrics_db)
+            engine = EnhancedErrorRecovery(
+                self.settings.max_recovery_attempts, self.settings.recovery_timeout_s,
+                self.settings.user_intervention_threshold, freer=freer or _WorkerFreer(self.worker),
+                metrics=self.metrics,
+            )
+        self.engine = engine
+
+    # -- life cycle -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Build the embedded model if it is missing and start the worker (it imports in the background)."""
+        ensure_embedded_model(self.settings.embedded_model_dir)
+        self.worker.start()
+
+    def close(self) -> None:
+        self.worker.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def __enter__(self) -> GenerationService:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- models ---------------------------------------------------------------------------------------------------
+    def model_path(self, model_id: str) -> Path:
+        """Local folder of ``model_id``: the embedded model (built if needed) or a hub snapshot in the HF cache."""
+        if model_id == EMBEDDED_MODEL_ID:
+            return ensure_embedded_model(self.settings.embedded_model_dir)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+
+    # -- generation -----------------------------------------------------------------------------------------------
+    def generate(self, request: GenerationRequest | Mapping[str, Any], *, session_id: str | None = None
+                 ) -> Iterator[ServiceEvent]:
+        """Run ``request`` with recovery; yield what happens, ending with a ``result`` event.
+
+        Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled.
+        """
+        correlation_id = uuid.uuid4().hex[:12]
+        try:
+            if not isinstance(request, GenerationRequest):
+                request = GenerationRequest.from_dict(dict(request))
+            checked, corrections = validate_request(request)
+        except (KintsugiError, TypeError, ValueError) as exc:
+            raise self._failure(exc, correlation_id, request) from exc
+        for line in corrections:
+            yield ServiceEvent("correction", line, {"correlation_id": correlation_id})
+
+        inbox: queue.Queue[Any] = queue.Queue()
+        outcome_box: list[Outcome[Any]] = []
+
+        def listen(event: RecoveryEvent) -> None:
+            if event.correlation_id == correlation_id:
+                inbox.put(ServiceEvent("recovery", event.name, {**event.data, "correlation_id": correlation_id}))
+
+        def attempt(parameters: Mapping[str, Any], info: AttemptInfo) -> dict[str, Any]:
+            attempt_request = GenerationRequest.from_dict(dict(parameters))
+            options = RunOptions(**dict(parameters.get("options") or {}))
+            model_path = self.model_path(attempt_request.model_id)
+            output_path = self.settings.outputs_dir / f"{correlation_id}-{info.number}.mp4"
+            for worker_event in self.worker.run(attempt_request, output_path, model_path=model_path,
+                                                options=options):
+                if worker_event.kind == "result":
+                    return worker_event.data
+                message = worker_event.data.get("phase", "") if worker_event.kind == "phase" else (
+                    f"step {worker_event.data['step']}/{worker_event.data['total']}")
+                inbox.put(ServiceEvent(worker_event.kind, message, {**worker_event.data,
+                                                                    "attempt": info.number}))
+            raise KintsugiError("the worker ended a job without a result")
+
+        def run() -> None:
+            try:
+                outcome_box.append(self.engine.run(
+                    attempt, {**checked.to_dict(), "options": {}}, model_id=checked.model_id,
+                    correlation_id=correlation_id, hardware_key=self.worker.config.device,
+                    user_session_id=session_id,
+                ))
+            except BaseException as exc:  # cancellation and anything the engine lets through
+                inbox.put(exc)
+            finally:
+                inbox.put(_DONE)
+
+        unsubscribe = self.engine.bus.subscribe(listen)
+        thread = threading.Thread(target=run, name=f"generate-{correlation_id}", daemon=True)
+        thread.start()
+        try:
+            while (item := inbox.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            unsubscribe()
+        outcome = outcome_box[0]
+        if not outcome.ok:
+            raise self._failure(outcome.error, correlation_id, checked, outcome)
+        yield ServiceEvent("result", "done", {"result": self._result(outcome, checked, corrections)})
+
+    def generate_video(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
+        """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
+        for event in self.generate(request):
+            if event.kind == "result":
+                return event.data["result"]
+        raise KintsugiError("generation ended without a result")
+
+    def cancel(self) -> None:
+        """Stop the running generation at its next denoising step."""
+        self.worker.cancel()
+
+    def _result(self, outcome: Outcome[Any], requested: GenerationRequest,
+                corrections: list[str]) -> GenerationResult:
+        output = dict(outcome.value)
+        actual = GenerationRequest.from_dict(output["request"])
+        notes = (EMBEDDED_MODEL_NOTE,) if actual.model_id == EMBEDDED_MODEL_ID else ()
+        return GenerationResult(
+            video_path=output["video_path"], request=actual, corrections=tuple(corrections),
+            changes=outcome.changes, degraded=outcome.degraded, attempts=len(outcome.attempts),
+            correlation_id=outcome.correlation_id, output=MappingProxyType(output), notes=notes,
+        )
+
+    def _failure(self, error: BaseException | None, correlation_id: str, request: Any,
+                 outcome: Outcome[Any] | None = None) -> GenerationFailedError:
+        """The catalogued, scrubbed report for a request that ends without a video."""
+        data_dir = str(self.settings.data_dir)
+        report = outcome.api_error(data_dir=data_dir) if outcome is not None else None
+        if report is None:
+            parameters = request.to_dict() if isinstance(request, GenerationRequest) else {}
+            ctx = self.engine.categorize(error or KintsugiError("unknown failure"), {
+                "correlation_id": correlation_id, "operation": "generate", "user_parameters": parameters,
+            })
+            from recovery.messages import api_error
+
+            report = api_error(ctx, data_dir=data_dir)
+        return GenerationFailedError(
+            report["error"]["user_message"], report=report, correlation_id=correlation_id,
+            attempts=len(outcome.attempts) if outcome is not None else 0,
+        )

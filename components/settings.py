@@ -1,0 +1,104 @@
+"""Kintsugi's settings: one frozen dataclass, every field settable by a ``KINTSUGI_*`` environment variable.
+
+Defaults serve a newcomer: data in a git-ignored ``data/`` folder of the checkout, the embedded tiny model, no
+memory cap. The README lists every variable; ``app.py`` exposes the same names as CLI flags.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from recovery.errors import InvalidParameterError
+
+__all__ = ["Settings", "parse_bytes"]
+
+_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "t": 10**12, "tb": 10**12}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+
+
+def parse_bytes(text: str, *, name: str = "size") -> int:
+    """``"2GiB"`` → 2147483648; ``"1.5GB"`` → 1500000000; a bare number is bytes."""
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS:
+        raise InvalidParameterError(
+            f"`{name}` must be a size such as 2GiB or 1500MB (got {text!r})",
+            parameter=name, value=text, constraint="size with unit",
+        )
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where Kintsugi keeps its files and how it runs generation and recovery."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    model: str = "kintsugi/tiny-wan-random"
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "bfloat16"  # bfloat16 | float32 | float16 (float16 only on CUDA)
+    worker_memory_cap: int | None = None  # bytes; None = no cap
+    load_timeout_s: float = 600.0
+    max_recovery_attempts: int = 5
+    recovery_timeout_s: float = 300.0
+    user_intervention_threshold: int = 3
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def embedded_model_dir(self) -> Path:
+        return self.models_dir / "tiny-wan-random"
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.data_dir / "outputs"
+
+    @property
+    def metrics_db(self) -> Path:
+        return self.data_dir / "metrics.sqlite"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``KINTSUGI_<FIELD>`` variables (e.g. ``KINTSUGI_WORKER_MEMORY_CAP=2GiB``), then apply overrides."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = environ.get(f"KINTSUGI_{f.name.upper()}")
+            if raw is None or f.name == "extra" or raw.strip() == "":
+                continue
+            values[f.name] = _convert(f.name, raw)
+        settings = cls(**values)
+        return replace(settings, **overrides) if overrides else settings
+
+
+def _convert(name: str, raw: str) -> object:
+    if name == "data_dir":
+        return Path(raw).expanduser()
+    if name == "worker_memory_cap":
+        return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name="KINTSUGI_WORKER_MEMORY_CAP")
+    if name in {"load_timeout_s", "recovery_timeout_s"}:
+        return _number(name, raw, float)
+    if name in {"max_recovery_attempts", "user_intervention_threshold"}:
+        return _number(name, raw, int)
+    return raw
+
+
+def _number(name: str, raw: str, kind: type) -> object:
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value < 0:
+        raise InvalidParameterError(
+            f"`KINTSUGI_{name.upper()}` must be a non-negative number (got {raw!r})",
+            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint=">= 0",
+        )
+    return value

@@ -1,0 +1,352 @@
+"""The supervised worker process: generation runs here, away from the app.
+
+Only a process boundary lets us kill a model load that hangs, survive the host's OOM killer or a segfault, start
+over after a poisoned CUDA context, and cap memory to emulate a smaller machine. The worker keeps the pipeline
+warm between requests; the supervisor (``Worker``) streams its progress back, notices its death within a fraction
+of a second, reports a typed error and starts a fresh one.
+
+Memory cap: on the CPU the cap is ``RLIMIT_AS`` set to the worker's address-space size after its imports plus
+the cap, so the cap is what models and generation may use; on CUDA it is ``set_per_process_memory_fraction``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from components.pipeline import RunOptions
+from components.request import GenerationRequest
+from recovery.errors import ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
+
+__all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
+
+log = logging.getLogger(__name__)
+_POLL_S = 0.1
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How the worker process runs."""
+
+    device: str = "auto"
+    dtype: str = "bfloat16"
+    memory_cap: int | None = None  # bytes available to models and generation; None = no cap
+    load_timeout_s: float = 600.0
+    start_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """One message from a running job: ``phase`` (data: phase), ``progress`` (step, total) or ``result``."""
+
+    kind: str
+    job_id: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inside the worker process
+# --------------------------------------------------------------------------------------------------------------
+def _vm_size() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("VmSize not found in /proc/self/status")
+
+
+def _apply_memory_cap(cap: int | None, device: str) -> dict[str, Any]:
+    if cap is None:
+        return {"memory_cap": None}
+    if device == "cuda":
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+        return {"memory_cap": cap, "cap_kind": "cuda_memory_fraction"}
+    import resource
+
+    limit = _vm_size() + cap
+    resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+    return {"memory_cap": cap, "cap_kind": "rlimit_as", "address_space_limit": limit}
+
+
+def _exception_chain(exc: BaseException) -> list[bytes]:
+    """Pickle ``exc`` and its causes one by one (pickling drops ``__cause__``; the classifier needs the chain)."""
+    chain: list[bytes] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(chain) < 8:
+        seen.add(id(current))
+        try:
+            chain.append(pickle.dumps(current))
+        except Exception:  # an exception type that does not pickle: keep its type name and text
+            chain.append(pickle.dumps(RuntimeError(f"{type(current).__name__}: {current}")))
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _rebuild_chain(chain: list[bytes]) -> BaseException:
+    errors = [pickle.loads(item) for item in chain]
+    for error, cause in zip(errors, errors[1:]):
+        error.__cause__ = cause
+    return errors[0]
+
+
+class _Cancelled:
+    """The step callback's view of the pipe: a ``cancel`` message from the app sets it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.flag = False
+
+    def __call__(self) -> bool:
+        while not self.flag and self.conn.poll():
+            if self.conn.recv()[0] == "cancel":
+                self.flag = True
+        return self.flag
+
+
+def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no cover - child process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the app, which stops us itself
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from components.pipeline import WanGenerator
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    try:
+        generator = WanGenerator(device=config.device, dtype=config.dtype)
+        info = {"pid": os.getpid(), "device": generator.device, **_apply_memory_cap(config.memory_cap, generator.device)}
+        generator.memory_cap = config.memory_cap
+    except Exception as exc:
+        conn.send(("error", "", _exception_chain(exc)))
+        return
+    conn.send(("ready", "", info))
+    while True:
+        try:
+            command, job_id, payload = conn.recv()
+        except EOFError:
+            return
+        if command == "stop":
+            return
+        if command == "stats":
+            conn.send(("stats", job_id, {"denoise_steps_run": generator.denoise_steps_run, "vm_size": _vm_size()}))
+            continue
+        if command != "generate":  # e.g. a late "cancel" for a job that already ended
+            continue
+        try:
+            output = generator.generate(
+                GenerationRequest.from_dict(payload["request"]), payload["output_path"],
+                model_path=payload["model_path"], options=RunOptions(**payload["options"]),
+                on_step=lambda step, total: conn.send(("progress", job_id, {"step": step, "total": total})),
+                on_phase=lambda phase: conn.send(("phase", job_id, {"phase": phase})),
+                should_cancel=_Cancelled(conn),
+            )
+            result: tuple = ("result", job_id, output.to_dict())
+        except Exception as exc:
+            result = ("error", job_id, _exception_chain(exc))
+        # Sent outside the except block: by now the failed run's memory is unreachable and can be reused.
+        conn.send(result)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# In the app: the supervisor
+# --------------------------------------------------------------------------------------------------------------
+class Worker:
+    """Supervises one worker process; ``run`` streams a job's events and raises typed errors."""
+
+    def __init__(self, config: WorkerConfig | None = None) -> None:
+        self.config = config or WorkerConfig()
+        self._lock = threading.Lock()  # one job at a time
+        self._send_lock = threading.Lock()  # cancel() may send while run() is receiving
+        self._process: subprocess.Popen | None = None
+        self._conn: Connection | None = None
+        self.info: dict[str, Any] = {}
+        self.restarts = 0
+
+    # -- life cycle -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the process without waiting for it (imports take seconds); ``run`` waits when it needs it."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        parent, child = socket.socketpair()
+        environment = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                       "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])),
+                       # fewer glibc arenas: a smaller, steadier address space under RLIMIT_AS
+                       "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", "from components.worker import child_main; child_main()", str(child.fileno())],
+            pass_fds=[child.fileno()], env=environment, stdin=subprocess.DEVNULL, cwd=_PROJECT_ROOT,
+        )
+        child.close()
+        self._conn = Connection(parent.detach())
+        self._conn.send(("config", "", asdict(self.config)))
+        self.info = {}
+
+    def _ensure_ready(self) -> None:
+        self.start()
+        if self.info:
+            return
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            kind, _job, data = self._receive(time.monotonic() + _POLL_S, phase="start") or (None, None, None)
+            if kind == "ready":
+                self.info = data
+                return
+            if kind == "error":
+                self._discard()
+                raise WorkerStartError("the generation worker could not start", reason=str(_rebuild_chain(data)))
+        self._discard()
+        raise WorkerStartError("the generation worker did not start in time", reason="timeout")
+
+    def _receive(self, deadline: float, *, phase: str) -> tuple | None:
+        """One message, or None at the deadline; raises ``WorkerCrashedError`` if the process died."""
+        assert self._conn is not None
+        if not wait([self._conn], timeout=max(0.0, deadline - time.monotonic())):
+            return None
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):  # the other end closed: the process is gone
+            assert self._process is not None
+            try:
+                code = self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # it closed the pipe but lives on: not a worker we can use
+                self._process.kill()
+                code = self._process.wait()
+            name = signal.Signals(-code).name if code is not None and code < 0 else None
+            self._discard()
+            self.restarts += 1
+            self.start()  # a fresh worker for the next request, importing while the caller handles the error
+            raise WorkerCrashedError(
+                f"the generation worker stopped unexpectedly during {phase}"
+                + (f" (killed by {name})" if name else f" (exit code {code})"),
+                exitcode=code, signal_name=name, phase=phase,
+            ) from None
+
+    def _discard(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process, self._conn, self.info = None, None, {}
+
+    def restart(self) -> None:
+        """Replace the process (e.g. when memory did not come back after a failure)."""
+        with self._lock:
+            self._discard()
+            self.restarts += 1
+            self.start()
+
+    def close(self) -> None:
+        """Stop the process politely, then firmly."""
+        with self._lock:
+            if self._conn is not None and self._process is not None and self._process.poll() is None:
+                try:
+                    self._conn.send(("stop", "", None))
+                    self._process.wait(timeout=5)
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            self._discard()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to the worker process (what the host OOM killer does; used by tests and chaos)."""
+        if self._process is not None and self._process.pid:
+            os.kill(self._process.pid, sig)
+
+    def cancel(self) -> None:
+        """Ask the running job to stop at its next denoising step."""
+        if self._conn is not None:
+            try:
+                with self._send_lock:
+                    self._conn.send(("cancel", "", None))
+            except OSError:
+                pass
+
+    def stats(self) -> dict[str, Any]:
+        """Counters from inside the worker (denoising steps run, address-space size)."""
+        with self._lock:
+            self._ensure_ready()
+            assert self._conn is not None
+            self._conn.send(("stats", "", None))
+            while True:
+                message = self._receive(time.monotonic() + 10, phase="stats")
+                if message is None:
+                    raise WorkerStartError("the generation worker did not answer", reason="stats timeout")
+                if message[0] == "stats":
+                    return message[2]
+
+    # -- jobs -----------------------------------------------------------------------------------------------------
+    def run(
+        self,
+        request: GenerationRequest,
+        output_path: str | os.PathLike[str],
+        *,
+        model_path: str | os.PathLike[str],
+        options: RunOptions = RunOptions(),
+    ) -> Iterator[WorkerEvent]:
+        """Run one generation; yield ``phase``/``progress`` events, then one ``result`` event.
+
+        Raises the worker's typed errors (e.g. ``OutOfMemoryError``), ``WorkerCrashedError`` when the process
+        died (a fresh one is already starting) and ``ModelLoadTimeoutError`` when loading exceeded the limit.
+        """
+        with self._lock:
+            self._ensure_ready()
+            assert self._conn is not None
+            job_id = uuid.uuid4().hex[:12]
+            with self._send_lock:
+                self._conn.send(("generate", job_id, {
+                    "request": request.to_dict(), "output_path": os.fspath(output_path),
+                    "model_path": os.fspath(model_path), "options": asdict(options),
+                }))
+            phase, phase_started = "start", time.monotonic()
+            while True:
+                message = self._receive(time.monotonic() + _POLL_S, phase=phase)
+                if message is None:
+                    if phase == "load" and time.monotonic() - phase_started > self.config.load_timeout_s:
+                        self._discard()
+                        self.restarts += 1
+                        self.start()
+                        raise ModelLoadTimeoutError(
+                            f"loading the model took longer than {self.config.load_timeout_s:g} s",
+                            model_id=request.model_id, timeout_s=self.config.load_timeout_s,
+                        )
+                    continue
+                kind, _job, data = message
+                if kind == "phase":
+                    phase, phase_started = data["phase"], time.monotonic()
+                    yield WorkerEvent("phase", job_id, data)
+                elif kind == "progress":
+                    yield WorkerEvent("progress", job_id, data)
+                elif kind == "result":
+                    yield WorkerEvent("result", job_id, data)
+                    return
+                elif kind == "error":
+                    raise _rebuild_chain(data)
+
+
+def child_main() -> None:  # pragma: no cover - the worker process itself
+    """Entry point of the worker process: the socket's descriptor is ``argv[1]``, the config its first message."""
+    connection = Connection(int(sys.argv[1]))
+    _kind, _job, config = connection.recv()
+    _worker_main(connection, WorkerConfig(**config))

@@ -1,0 +1,82 @@
+"""GenerationService end to end: validation, the worker, the recovery loop, events, the failure report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from components.service import EMBEDDED_MODEL_NOTE, GenerationService
+from components.settings import Settings
+from recovery import events
+from recovery.errors import GenerationFailedError
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
+    """A service on a fresh data folder whose embedded model is a copy of the session's build."""
+    import shutil
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), device="cpu")
+    shutil.copytree(tiny_model, settings.embedded_model_dir)
+    with GenerationService(settings) as started:
+        yield started
+
+
+REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 3}
+
+
+def test_generate_streams_corrections_progress_and_a_result(service: GenerationService) -> None:
+    """Corrections come first, then phases and steps, and the stream ends with the result."""
+    stream = list(service.generate({**REQUEST, "num_frames": 6, "width": 70}))
+    kinds = [event.kind for event in stream]
+    assert kinds[:2] == ["correction", "correction"]
+    assert kinds[-1] == "result"
+    assert [e.data["step"] for e in stream if e.kind == "progress"] == [1, 2]
+    result = stream[-1].data["result"]
+    assert (result.request.num_frames, result.request.width) == (5, 64)
+    assert Path(result.video_path).is_file()
+    assert result.video_path.startswith(str(service.settings.outputs_dir))
+
+
+def test_result_says_the_embedded_model_makes_noise(service: GenerationService) -> None:
+    """A video from the embedded model carries the note that its weights are random."""
+    result = service.generate_video(REQUEST)
+    assert result.notes == (EMBEDDED_MODEL_NOTE,)
+    assert result.attempts == 1 and not result.degraded and result.changes == ()
+
+
+def test_recovery_events_of_the_run_are_streamed(service: GenerationService) -> None:
+    """The engine's attempt events for this request reach the stream, tagged with its correlation id."""
+    stream = list(service.generate(REQUEST))
+    names = [e.message for e in stream if e.kind == "recovery"]
+    assert names == [events.ATTEMPT_STARTED, events.ATTEMPT_FINISHED]
+    assert stream[-1].data["result"].correlation_id == stream[0].data["correlation_id"]
+
+
+def test_invalid_parameter_fails_with_a_report_naming_it(service: GenerationService) -> None:
+    """An out-of-range value ends in GenerationFailedError whose report names the parameter and value."""
+    with pytest.raises(GenerationFailedError) as caught:
+        list(service.generate({**REQUEST, "width": 5000}))
+    error = caught.value.report["error"]
+    assert error["type"] == "invalid_parameters"
+    assert "`width`" in error["message"] and "5000" in error["message"]
+    assert error["user_message"] and error["actionable_steps"]
+
+
+def test_failure_report_holds_no_paths_or_tracebacks(service: GenerationService, tmp_path: Path) -> None:
+    """A model that cannot be loaded produces a report without file paths or traceback text."""
+    with pytest.raises(GenerationFailedError) as caught:
+        list(service.generate({**REQUEST, "model_id": "nobody/missing-model"}))
+    text = str(caught.value.report)
+    assert "Traceback" not in text and "/root" not in text and "/tmp" not in text and ".py" not in text
+
+
+def test_recovery_attempts_are_recorded_in_the_metrics_store(service: GenerationService) -> None:
+    """Each strategy tried on a failed request lands in the SQLite metrics store of the data folder."""
+    assert service.metrics is not None
+    before = service.metrics.count()
+    with pytest.raises(GenerationFailedError):
+        list(service.generate({**REQUEST, "model_id": "nobody/missing-model"}))
+    assert service.metrics.count() > before

@@ -1,0 +1,116 @@
+"""The supervised worker process: real crashes, a real memory cap, errors that cross the process boundary."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from components.request import GenerationRequest
+from components.worker import Worker, WorkerConfig
+from recovery.errors import GenerationCancelledError, OutOfMemoryError, WorkerCrashedError
+
+SMALL = GenerationRequest(prompt="a lantern", width=64, height=64, num_frames=5, steps=2, seed=5)
+LONG = GenerationRequest(prompt="a lantern", width=256, height=256, num_frames=33, steps=12, seed=5)
+
+
+def _run(worker: Worker, request: GenerationRequest, output: Path, model: Path) -> dict:
+    events = list(worker.run(request, output, model_path=model))
+    assert events[-1].kind == "result"
+    return events[-1].data
+
+
+def test_generation_in_worker_streams_phases_progress_and_result(worker: Worker, tiny_model: Path,
+                                                                 tmp_path: Path) -> None:
+    """A job yields its phases in order, one progress event per step, then the result with the mp4 path."""
+    events = list(worker.run(SMALL, tmp_path / "v.mp4", model_path=tiny_model))
+    assert [e.data["phase"] for e in events if e.kind == "phase"] == ["load", "denoise", "decode", "export"]
+    assert [e.data["step"] for e in events if e.kind == "progress"] == [1, 2]
+    assert events[-1].kind == "result" and Path(events[-1].data["video_path"]).is_file()
+
+
+def test_sigkill_mid_generation_is_noticed_within_a_second(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """Killing the worker while it denoises ends the job with WorkerCrashedError naming the signal and phase."""
+    killed_at = 0.0
+    with pytest.raises(WorkerCrashedError) as caught:
+        for event in worker.run(LONG, tmp_path / "v.mp4", model_path=tiny_model):
+            if event.kind == "progress" and event.data["step"] == 2:
+                killed_at = time.monotonic()
+                worker.kill()
+    assert time.monotonic() - killed_at < 1.0
+    assert caught.value.signal_name == "SIGKILL"
+    assert caught.value.phase == "denoise"
+
+
+def test_request_after_a_crash_succeeds_on_a_fresh_worker(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """After a crash the next request runs on a new process and gives the same frames as before the crash."""
+    before = _run(worker, SMALL, tmp_path / "a.mp4", tiny_model)
+    old_pid = worker.pid
+    worker.kill()
+    with pytest.raises(WorkerCrashedError):
+        _run(worker, SMALL, tmp_path / "b.mp4", tiny_model)
+    after = _run(worker, SMALL, tmp_path / "c.mp4", tiny_model)
+    assert worker.pid != old_pid
+    assert after["frames_sha256"] == before["frames_sha256"]
+
+
+def test_cancel_from_another_thread_stops_the_job(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """``cancel()`` while a job denoises ends it with GenerationCancelledError; the worker stays usable."""
+    def cancel_on_first_step() -> None:
+        while worker_events and worker_events[-1] != "progress":
+            time.sleep(0.01)
+        worker.cancel()
+
+    worker_events: list[str] = ["start"]
+    canceller = threading.Thread(target=cancel_on_first_step)
+    canceller.start()
+    with pytest.raises(GenerationCancelledError) as caught:
+        for event in worker.run(LONG, tmp_path / "v.mp4", model_path=tiny_model):
+            worker_events.append(event.kind)
+    canceller.join()
+    assert caught.value.steps_completed < LONG.steps
+    assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model)["frames"] == SMALL.num_frames
+
+
+def test_loading_error_crosses_with_its_cause_chain(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """A truncated weight file fails the load in the worker; the caller gets the library's own error type."""
+    from safetensors import SafetensorError
+
+    broken = Path(shutil.copytree(tiny_model, tmp_path / "broken"))
+    weights = broken / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    request = GenerationRequest(**{**SMALL.to_dict(), "model_id": "local/broken"})
+    with pytest.raises(SafetensorError, match="incomplete metadata"):
+        _run(worker, request, tmp_path / "v.mp4", broken)
+
+
+def test_memory_cap_gives_typed_oom_and_worker_stays_usable(tiny_model: Path, tmp_path: Path) -> None:
+    """Under a 400 MiB cap a large request fails in the real allocator with the typed OOM error (phase, bytes);
+    a small request in the same worker process then succeeds."""
+    capped = Worker(WorkerConfig(device="cpu", memory_cap=400 * 2**20))
+    try:
+        large = GenerationRequest(prompt="a lantern", width=512, height=512, num_frames=9, steps=2, seed=5)
+        with pytest.raises(OutOfMemoryError) as caught:
+            _run(capped, large, tmp_path / "big.mp4", tiny_model)
+        pid = capped.pid
+        error = caught.value
+        assert error.phase == "decode" and error.latents_kept is True
+        assert error.bytes_requested and error.bytes_requested > 0
+        assert error.memory_cap == 400 * 2**20
+        assert "DefaultCPUAllocator" in str(error.__cause__)
+        assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model)["frames"] == SMALL.num_frames
+        assert capped.pid == pid
+    finally:
+        capped.close()
+
+
+def test_typed_errors_pickle_with_their_data() -> None:
+    """Our errors keep their message and data through pickle, as they must to leave the worker."""
+    error = OutOfMemoryError("out of memory during decode", phase="decode", bytes_requested=123, memory_cap=None)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is OutOfMemoryError and isinstance(again, MemoryError)
+    assert (str(again), again.phase, again.bytes_requested) == ("out of memory during decode", "decode", 123)
