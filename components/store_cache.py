@@ -1,0 +1,263 @@
+"""The Hugging Face cache as the store's disk: layout, revision manifests, and the store's own small state.
+
+Files live exactly where ``huggingface_hub`` puts them (``models--org--name/{blobs,snapshots,refs}``), so a model
+fetched here loads with ``from_pretrained(repo_id)`` and one fetched by the hub client is visible here. What the
+cache cannot say by itself (the expected size and hash of every file of a revision, which revisions were fully
+verified, which commit a ref pointed to before an update) is kept in one JSON file per repo under ``state_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import constants
+from huggingface_hub.file_download import repo_folder_name
+
+__all__ = ["HubCache", "ManifestEntry", "RevisionManifest", "is_commit_hash", "LFS_SUFFIXES"]
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".msgpack", ".h5")
+_LFS_MIN_SIZE = 10 * 1024 * 1024
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def is_commit_hash(revision: str) -> bool:
+    return _COMMIT.fullmatch(revision) is not None
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One file of a revision as the hub describes it: size, git blob id, and sha256 when stored with LFS."""
+
+    path: str
+    size: int
+    blob_id: str
+    sha256: str | None = None
+
+    @property
+    def blob_name(self) -> str:
+        """The name of its blob in the cache (the hub's ETag): sha256 for LFS files, the git blob id otherwise."""
+        return self.sha256 or self.blob_id
+
+
+@dataclass(frozen=True)
+class RevisionManifest:
+    """Every file of one commit of a repo, with what it must contain."""
+
+    repo_id: str
+    commit: str
+    files: tuple[ManifestEntry, ...]
+
+    @property
+    def total_size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def entry(self, path: str) -> ManifestEntry:
+        return next(f for f in self.files if f.path == path)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [asdict(f) for f in self.files]
+
+    @classmethod
+    def from_json(cls, repo_id: str, commit: str, rows: Iterable[dict[str, Any]]) -> RevisionManifest:
+        return cls(repo_id, commit, tuple(ManifestEntry(**row) for row in rows))
+
+
+class HubCache:
+    """Paths and bookkeeping for the hub cache at ``cache_dir`` (default: ``HF_HUB_CACHE``)."""
+
+    def __init__(self, cache_dir: str | Path | None = None, state_dir: str | Path | None = None) -> None:
+        self.cache_dir = Path(cache_dir or constants.HF_HUB_CACHE)
+        default_state = Path(os.environ.get("KINTSUGI_DATA_DIR", Path(constants.HF_HOME))) / "kintsugi-store"
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state
+        self._lock = threading.RLock()
+
+    # -- layout ----------------------------------------------------------------------------------------------
+    def repo_dir(self, repo_id: str) -> Path:
+        return self.cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
+
+    def blob_path(self, repo_id: str, blob_name: str) -> Path:
+        return self.repo_dir(repo_id) / "blobs" / blob_name
+
+    def incomplete_path(self, repo_id: str, blob_name: str) -> Path:
+        """Where a transfer of this blob accumulates; kept across attempts so a retry resumes with Range."""
+        return self.repo_dir(repo_id) / "blobs" / f"{blob_name}.incomplete"
+
+    def snapshot_dir(self, repo_id: str, commit: str) -> Path:
+        return self.repo_dir(repo_id) / "snapshots" / commit
+
+    def resolve(self, repo_id: str, revision: str) -> str | None:
+        """The commit a revision names locally: a commit hash with a snapshot, or the content of ``refs/<rev>``."""
+        if is_commit_hash(revision):
+            return revision if self.snapshot_dir(repo_id, revision).is_dir() else None
+        ref = self.repo_dir(repo_id) / "refs" / revision
+        return ref.read_text().strip() if ref.is_file() else None
+
+    def set_ref(self, repo_id: str, ref: str, commit: str) -> None:
+        """Point ``refs/<ref>`` at ``commit`` atomically."""
+        path = self.repo_dir(repo_id) / "refs" / ref
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(commit)
+        os.replace(tmp, path)
+
+    def link(self, repo_id: str, commit: str, entry: ManifestEntry) -> Path:
+        """Make ``snapshots/<commit>/<path>`` a relative symlink to the entry's blob (as the hub does)."""
+        target = self.snapshot_dir(repo_id, commit) / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        relative = os.path.relpath(self.blob_path(repo_id, entry.blob_name), target.parent)
+        if target.is_symlink() and os.readlink(target) == relative:
+            return target
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        os.symlink(relative, tmp)
+        os.replace(tmp, target)
+        return target
+
+    def partial_bytes(self, repo_id: str) -> dict[str, int]:
+        """Bytes already in ``*.incomplete`` files of this repo, by blob name."""
+        blobs = self.repo_dir(repo_id) / "blobs"
+        if not blobs.is_dir():
+            return {}
+        return {p.name.split(".")[0]: p.stat().st_size for p in blobs.glob("*.incomplete")}
+
+    def snapshot_commits(self, repo_id: str) -> list[str]:
+        snapshots = self.repo_dir(repo_id) / "snapshots"
+        return sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+
+    # -- manifests -------------------------------------------------------------------------------------------
+    def save_manifest(self, manifest: RevisionManifest) -> None:
+        with self._state(manifest.repo_id) as state:
+            state["manifests"][manifest.commit] = manifest.to_json()
+
+    def manifest(self, repo_id: str, commit: str) -> RevisionManifest | None:
+        """The recorded manifest of a commit, else one rebuilt from the snapshot's links (sizes then unknown: -1)."""
+        rows = self.read_state(repo_id)["manifests"].get(commit)
+        if rows is not None:
+            return RevisionManifest.from_json(repo_id, commit, rows)
+        snapshot = self.snapshot_dir(repo_id, commit)
+        if not snapshot.is_dir():
+            return None
+        return RevisionManifest(repo_id, commit, tuple(_entries_from_links(snapshot)))
+
+    # -- verification records and ref history ----------------------------------------------------------------
+    def blob_stamp(self, repo_id: str, blob_name: str) -> list[int] | None:
+        """(size, mtime_ns) of a blob: a verification stays valid only while this is unchanged."""
+        try:
+            st = self.blob_path(repo_id, blob_name).stat()
+        except FileNotFoundError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+
+    def mark_verified(self, manifest: RevisionManifest, ok: bool) -> None:
+        with self._state(manifest.repo_id) as state:
+            if ok:
+                state["verified"][manifest.commit] = {f.blob_name: self.blob_stamp(manifest.repo_id, f.blob_name)
+                                                      for f in manifest.files}
+            else:
+                state["verified"].pop(manifest.commit, None)
+
+    def is_verified(self, manifest: RevisionManifest) -> bool:
+        stamps = self.read_state(manifest.repo_id)["verified"].get(manifest.commit)
+        return stamps is not None and all(
+            stamps.get(f.blob_name) == self.blob_stamp(manifest.repo_id, f.blob_name) for f in manifest.files)
+
+    def push_previous(self, repo_id: str, ref: str, commit: str) -> None:
+        """Remember that ``ref`` pointed at ``commit`` before an update (for rollback)."""
+        with self._state(repo_id) as state:
+            state["previous"].setdefault(ref, []).append(commit)
+
+    def pop_previous(self, repo_id: str, ref: str) -> str | None:
+        with self._state(repo_id) as state:
+            history = state["previous"].get(ref) or []
+            return history.pop() if history else None
+
+    def previous(self, repo_id: str, ref: str) -> list[str]:
+        return list(self.read_state(repo_id)["previous"].get(ref, []))
+
+    def read_state(self, repo_id: str) -> dict[str, Any]:
+        path = self._state_path(repo_id)
+        with self._lock:
+            state = json.loads(path.read_text()) if path.is_file() else {}
+        for key in ("manifests", "verified", "previous"):
+            state.setdefault(key, {})
+        return state
+
+    @contextmanager
+    def _state(self, repo_id: str) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            state = self.read_state(repo_id)
+            yield state
+            path = self._state_path(repo_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(json.dumps(state, indent=1))
+            os.replace(tmp, path)
+
+    def _state_path(self, repo_id: str) -> Path:
+        return self.state_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.json"
+
+    # -- local folders ---------------------------------------------------------------------------------------
+    def import_folder(self, repo_id: str, folder: Path, *, ref: str = "main",
+                      only: Iterable[str] | None = None) -> RevisionManifest:
+        """Put a local model folder into the cache as a commit of ``repo_id`` (the embedded model's way in).
+
+        The commit id is derived from the content, so rebuilding the same model gives the same commit. With
+        ``only``, just those files are (re)written: the repair path for a model that has no hub to fetch from.
+        """
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        entries = tuple(_entry_for(p.relative_to(folder).as_posix(), p) for p in files)
+        listing = "".join(f"{e.path}\0{e.blob_name}\n" for e in entries)
+        manifest = RevisionManifest(repo_id, hashlib.sha1(listing.encode()).hexdigest(), entries)
+        wanted = set(only) if only is not None else None
+        for entry in entries:
+            if wanted is not None and entry.path not in wanted:
+                continue
+            blob = self.blob_path(repo_id, entry.blob_name)
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            tmp = blob.with_name(f"{blob.name}.{uuid.uuid4().hex[:8]}.incomplete")
+            try:
+                shutil.copyfile(folder / entry.path, tmp)
+                os.replace(tmp, blob)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self.link(repo_id, manifest.commit, entry)
+        self.save_manifest(manifest)
+        self.set_ref(repo_id, ref, manifest.commit)
+        return manifest
+
+
+def _entry_for(path: str, file: Path) -> ManifestEntry:
+    """A manifest entry for a local file, hashed in one streaming pass (git blob id, and sha256 if LFS)."""
+    size = file.stat().st_size
+    lfs = path.endswith(LFS_SUFFIXES) or size >= _LFS_MIN_SIZE
+    git = hashlib.sha1(b"blob %d\0" % size)
+    sha256 = hashlib.sha256() if lfs else None
+    with file.open("rb") as f:
+        while chunk := f.read(4 * 1024 * 1024):
+            git.update(chunk)
+            if sha256 is not None:
+                sha256.update(chunk)
+    return ManifestEntry(path, size, git.hexdigest(), sha256.hexdigest() if sha256 else None)
+
+
+def _entries_from_links(snapshot: Path) -> Iterator[ManifestEntry]:
+    """Entries read from a snapshot's symlinks: the blob name says which hash to expect, the size is unknown."""
+    for link in sorted(snapshot.rglob("*")):
+        if link.is_dir() and not link.is_symlink():
+            continue
+        name = Path(os.readlink(link)).name if link.is_symlink() else ""
+        path = link.relative_to(snapshot).as_posix()
+        if len(name) == 64:
+            yield ManifestEntry(path, -1, "", name)
+        else:
+            yield ManifestEntry(path, -1, name)

@@ -1,0 +1,143 @@
+"""Disk pre-flight and cleanup plans for the hub cache.
+
+Before a download: bytes still needed (the hub's file sizes, minus blobs and partial files already here) against
+the free space of the cache's filesystem, keeping ``reserve_bytes`` free. When that falls short, a concrete plan
+from ``scan_cache_dir``: which repo revisions to delete and how much each frees (shared blobs accounted for),
+old detached revisions first, then whole repos least recently used. Nothing is deleted until ``apply_cleanup``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HFCacheInfo, scan_cache_dir
+
+from components.store_cache import HubCache, RevisionManifest
+
+__all__ = ["CleanupItem", "CleanupPlan", "PreflightReport", "apply_cleanup", "bytes_needed", "free_bytes",
+           "plan_cleanup", "preflight"]
+
+
+@dataclass(frozen=True)
+class CleanupItem:
+    """One revision that could be deleted, and why it was chosen."""
+
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    bytes_freed: int
+    reason: str
+    last_accessed: float
+
+
+@dataclass(frozen=True)
+class CleanupPlan:
+    """Revisions to delete to free ``bytes_to_free``; ``bytes_freed`` counts blobs shared between items once."""
+
+    cache_dir: Path
+    bytes_to_free: int
+    items: tuple[CleanupItem, ...]
+    bytes_freed: int
+
+    @property
+    def sufficient(self) -> bool:
+        return self.bytes_freed >= self.bytes_to_free
+
+
+@dataclass(frozen=True)
+class PreflightReport:
+    """Whether a revision fits on the cache's filesystem, and if not, how to make it fit."""
+
+    repo_id: str
+    commit: str
+    path: Path
+    bytes_needed: int
+    bytes_free: int
+    reserve_bytes: int
+    plan: CleanupPlan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.shortfall == 0
+
+    @property
+    def shortfall(self) -> int:
+        return max(0, self.bytes_needed + self.reserve_bytes - self.bytes_free)
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the filesystem holding ``path`` (or its nearest existing parent)."""
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def bytes_needed(cache: HubCache, manifest: RevisionManifest) -> int:
+    """Bytes still to write for a revision: files without a complete blob, minus their partial downloads."""
+    partial = cache.partial_bytes(manifest.repo_id)
+    needed = 0
+    for entry in {e.blob_name: e for e in manifest.files}.values():
+        blob = cache.blob_path(manifest.repo_id, entry.blob_name)
+        if not (blob.is_file() and blob.stat().st_size == entry.size):
+            needed += entry.size - min(partial.get(entry.blob_name, 0), entry.size)
+    return needed
+
+
+def preflight(cache: HubCache, manifest: RevisionManifest, reserve_bytes: int) -> PreflightReport:
+    """Compare what a revision still needs with the free space; attach a cleanup plan when short."""
+    report = PreflightReport(manifest.repo_id, manifest.commit, cache.cache_dir, bytes_needed(cache, manifest),
+                             free_bytes(cache.cache_dir), reserve_bytes)
+    if report.ok:
+        return report
+    plan = plan_cleanup(cache, report.shortfall, protect={manifest.repo_id: {manifest.commit}})
+    return PreflightReport(**{**report.__dict__, "plan": plan})
+
+
+def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str]] | None = None) -> CleanupPlan:
+    """Pick revisions to delete until ``bytes_to_free`` is reached; never touches protected repos' current
+    revisions (what a ref points to, the commits in ``protect``, and the last revision kept for rollback)."""
+    protect = protect or {}
+    if not cache.cache_dir.is_dir():
+        return CleanupPlan(cache.cache_dir, bytes_to_free, (), 0)
+    info = scan_cache_dir(cache.cache_dir)
+    detached, whole = [], []
+    for repo in info.repos:
+        if repo.repo_type != "model":
+            continue
+        kept = protect.get(repo.repo_id, set()) | set(cache.previous(repo.repo_id, "main")[-1:])
+        for revision in repo.revisions:
+            if revision.commit_hash in kept or (repo.repo_id in protect and revision.refs):
+                continue
+            freed = info.delete_revisions(revision.commit_hash).expected_freed_size
+            if not revision.refs:
+                item = CleanupItem(repo.repo_id, revision.commit_hash, (), freed,
+                                   "old revision that no branch points to", repo.last_accessed)
+                detached.append(item)
+            else:
+                item = CleanupItem(repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)), freed,
+                                   "model not used recently", repo.last_accessed)
+                whole.append(item)
+    chosen: list[CleanupItem] = []
+    for item in sorted(detached, key=lambda i: i.last_accessed) + sorted(whole, key=lambda i: i.last_accessed):
+        if _freed(info, chosen) >= bytes_to_free:
+            break
+        chosen.append(item)
+    return CleanupPlan(cache.cache_dir, bytes_to_free, tuple(chosen), _freed(info, chosen))
+
+
+def apply_cleanup(plan: CleanupPlan) -> int:
+    """Delete the plan's revisions (only ever on request); returns the bytes the hub expects to free."""
+    if not plan.items:
+        return 0
+    strategy = scan_cache_dir(plan.cache_dir).delete_revisions(*(i.commit for i in plan.items))
+    strategy.execute()
+    return strategy.expected_freed_size
+
+
+def _freed(info: HFCacheInfo, items: list[CleanupItem]) -> int:
+    if not items:
+        return 0
+    return info.delete_revisions(*(i.commit for i in items)).expected_freed_size

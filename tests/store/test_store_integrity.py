@@ -1,0 +1,122 @@
+"""Quick and full checks on real damaged files, and repair that re-fetches only what failed."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+
+from components.store import ModelStatus, ModelStore
+from components.store_integrity import FileProblem, VerifyProgress, quick_check, safetensors_problem
+from recovery.errors import CorruptModelError
+from tests.store.conftest import REPO, WEIGHTS
+from tests.support.hub_server import HubServer
+
+
+def weight_blob(store: ModelStore) -> Path:
+    return (store.cache.snapshot_dir(REPO, store.cache.resolve(REPO, "main")) / WEIGHTS).resolve()
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def truncate(path: Path, keep: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(keep)
+
+
+@pytest.fixture
+def downloaded(store: ModelStore, hub: HubServer) -> ModelStore:
+    store.download(REPO)
+    hub.clear()
+    return store
+
+
+def test_quick_check_catches_truncation(downloaded: ModelStore) -> None:
+    """A truncated weight blob fails the quick check as a size mismatch, without hashing anything."""
+    truncate(weight_blob(downloaded), 100_000)
+    report = quick_check(downloaded.cache, downloaded.health.manifest(REPO))
+    assert [(b.path, b.problem) for b in report.bad] == [(WEIGHTS, FileProblem.SIZE_MISMATCH)]
+
+
+def test_quick_check_misses_a_flipped_byte_that_the_full_check_catches(downloaded: ModelStore) -> None:
+    """A flipped byte in tensor data keeps sizes and headers intact; only the sha256 check sees it."""
+    flip_byte(weight_blob(downloaded), 400_000)
+    assert quick_check(downloaded.cache, downloaded.health.manifest(REPO)).ok
+    report = downloaded.health.verify(REPO)
+    assert [(b.path, b.problem) for b in report.bad] == [(WEIGHTS, FileProblem.HASH_MISMATCH)]
+    assert downloaded.availability.availability(REPO).status is ModelStatus.PRESENT_UNVERIFIED
+
+
+def test_health_monitor_refuses_to_load_a_truncated_model(downloaded: ModelStore) -> None:
+    """before_load raises CorruptModelError naming the damaged file."""
+    truncate(weight_blob(downloaded), 1000)
+    with pytest.raises(CorruptModelError) as info:
+        downloaded.health.before_load(REPO)
+    assert info.value.files == [WEIGHTS]
+    assert downloaded.availability.availability(REPO).status is ModelStatus.CORRUPT
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_repair_refetches_only_the_damaged_blob(downloaded: ModelStore, hub: HubServer, damage: str) -> None:
+    """Repair downloads just the bad file (request log), swaps it in, and the revision verifies again."""
+    blob = weight_blob(downloaded)
+    truncate(blob, 50_000) if damage == "truncate" else flip_byte(blob, 300_000)
+    report = downloaded.health.repair(REPO)
+    assert report.ok and report.files == (WEIGHTS,)
+    assert [r.filename for r in hub.fetched()] == [WEIGHTS]
+    assert downloaded.health.verify(REPO).ok
+
+
+def test_repair_offline_says_so_with_the_exact_step(downloaded: ModelStore, hub: HubServer,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline, a repair reports failure with a reconnect step and the exact download command."""
+    flip_byte(weight_blob(downloaded), 300_000)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    report = downloaded.health.repair(REPO)
+    assert not report.ok and not hub.fetched()
+    assert any(f"hf download {REPO} {WEIGHTS} --revision {report.commit}" in step for step in report.steps)
+
+
+def test_ensure_repairs_a_truncated_model_before_returning_it(downloaded: ModelStore, hub: HubServer) -> None:
+    """ensure() finds the truncation with the quick check and re-fetches that one file."""
+    truncate(weight_blob(downloaded), 10)
+    snapshot = downloaded.ensure(REPO)
+    assert (snapshot / WEIGHTS).stat().st_size == len(hub.file_bytes(REPO, WEIGHTS))
+    assert [r.filename for r in hub.fetched()] == [WEIGHTS]
+
+
+def test_full_check_reports_progress_up_to_the_total(downloaded: ModelStore) -> None:
+    """The full check streams progress events whose last count equals the bytes hashed."""
+    seen: list[VerifyProgress] = []
+    report = downloaded.health.verify(REPO, on_progress=seen.append)
+    assert report.ok and seen[-1].bytes_done == seen[-1].bytes_total == report.bytes_checked
+
+
+def _safetensors(header: dict, data: bytes, declared: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", declared if declared is not None else len(raw)) + raw + data
+
+
+@pytest.mark.parametrize(("blob", "fragment"), [
+    (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16), None),
+    (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "spans bytes"),
+    (_safetensors({}, b"", declared=10**9), "does not fit"),
+    (b"\x05\0\0\0\0\0\0\0{bad}", "not valid JSON"),
+    (_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16), "bytes for shape"),
+    (b"\0\0", "no header"),
+])
+def test_safetensors_header_check(tmp_path: Path, blob: bytes, fragment: str | None) -> None:
+    """The header check accepts a well-formed file and names each kind of damage."""
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(blob)
+    problem = safetensors_problem(path, len(blob))
+    assert problem is None if fragment is None else fragment in (problem or "")
