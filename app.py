@@ -1,0 +1,119 @@
+"""Kintsugi web app: Gradio layout and event wiring only (also the Hugging Face Space entry point).
+
+Every handler is a thin call into ``components``; see README.md for settings (``KINTSUGI_*``) and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+import gradio as gr  # noqa: E402
+
+from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
+from components.presenters import failure_markdown, result_markdown, timeline_line  # noqa: E402
+from recovery import GenerationFailedError  # noqa: E402
+
+TITLE = "Kintsugi — video generation that mends itself"
+INTRO = (
+    "Text-to-video with diffusers' Wan pipeline. When something breaks (memory, a damaged model, the network), "
+    "Kintsugi recovers by itself and tells you what it changed. The built-in model has **random weights: it makes "
+    "coloured noise**, quickly, with no download. Real models such as `Wan-AI/Wan2.1-T2V-1.3B-Diffusers` are "
+    "chosen by hub id where a network and a GPU are available."
+)
+
+_service: GenerationService | None = None
+
+
+def get_service() -> GenerationService:
+    """The app's one service, created on first use from ``KINTSUGI_*`` settings."""
+    global _service
+    if _service is None:
+        _service = GenerationService(Settings.from_env())
+    return _service
+
+
+def generate(prompt: str, negative_prompt: str, model_id: str, width: float, height: float, num_frames: float,
+             steps: float, guidance_scale: float, seed: float, fps: float,
+             progress: gr.Progress = gr.Progress()) -> Iterator[tuple[str | None, str]]:
+    """Stream the timeline while the video is made; end with the video and the result panel."""
+    request = {"prompt": prompt, "negative_prompt": negative_prompt, "model_id": model_id, "width": width,
+               "height": height, "num_frames": num_frames, "steps": steps, "guidance_scale": guidance_scale,
+               "seed": None if seed is None or seed < 0 else seed, "fps": fps}
+    timeline: list[str] = []
+    try:
+        for event in get_service().generate(request):
+            if event.kind == "progress":
+                progress((event.data["step"], event.data["total"]), desc="Denoising", unit="steps")
+            elif event.kind == "result":
+                result = event.data["result"]
+                yield result.video_path, result_markdown(result) + "\n\n---\n" + "\n".join(timeline)
+                return
+            line = timeline_line(event)
+            if line:
+                timeline.append(line)
+                yield None, "\n".join(timeline)
+    except GenerationFailedError as exc:
+        raise gr.Error(failure_markdown(exc.report), title="Generation failed", print_exception=False) from None
+
+
+def build_app() -> gr.Blocks:
+    """The page: parameters on the left, the video and what happened on the right."""
+    with gr.Blocks(title="Kintsugi") as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        with gr.Row():
+            with gr.Column(scale=1):
+                prompt = gr.Textbox(label="Prompt", value="a paper boat drifting on a golden river", lines=2,
+                                    max_length=LIMITS.max_prompt_chars)
+                negative = gr.Textbox(label="Negative prompt", value="", max_length=LIMITS.max_prompt_chars)
+                model = gr.Dropdown(label="Model", choices=[EMBEDDED_MODEL_ID], value=EMBEDDED_MODEL_ID,
+                                    allow_custom_value=True)
+                with gr.Row():
+                    width = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Width")
+                    height = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Height")
+                with gr.Row():
+                    frames = gr.Slider(1, LIMITS.max_frames, value=17, step=4, label="Frames (4k+1)")
+                    steps = gr.Slider(LIMITS.min_steps, 50, value=4, step=1, label="Steps")
+                with gr.Row():
+                    guidance = gr.Slider(0, LIMITS.max_guidance, value=5.0, step=0.5, label="Guidance scale")
+                    fps = gr.Slider(LIMITS.min_fps, 30, value=8, step=1, label="Frames per second")
+                seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0)
+                button = gr.Button("Generate", variant="primary")
+            with gr.Column(scale=1):
+                video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False)
+                status = gr.Markdown(elem_id="status")
+        button.click(generate, [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
+                     [video, status], api_name="generate", concurrency_limit=1)
+    return demo
+
+
+demo = build_app()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python app.py [--data-dir DIR] [--worker-memory-cap 2GiB] ...``: start the worker, then serve."""
+    parser = argparse.ArgumentParser(description="Kintsugi web app")
+    parser.add_argument("--data-dir", help="where models, videos and metrics live (KINTSUGI_DATA_DIR)")
+    parser.add_argument("--worker-memory-cap", help="memory cap of the generation worker, e.g. 2GiB "
+                                                    "(KINTSUGI_WORKER_MEMORY_CAP)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="KINTSUGI_DEVICE")
+    args = parser.parse_args(argv)
+    for flag, variable in (("data_dir", "KINTSUGI_DATA_DIR"), ("worker_memory_cap", "KINTSUGI_WORKER_MEMORY_CAP"),
+                           ("device", "KINTSUGI_DEVICE")):
+        if getattr(args, flag):
+            os.environ[variable] = getattr(args, flag)
+    service = get_service()
+    service.start()
+    demo.queue(max_size=16)
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                allowed_paths=[str(service.settings.outputs_dir)], show_error=False)
+
+
+if __name__ == "__main__":
+    main()
