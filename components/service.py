@@ -21,6 +21,8 @@ from types import MappingProxyType
 from typing import Any
 
 from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
+from components.store import ModelStore, StorePort
+from components.store_download import RetryPolicy
 from components.pipeline import RunOptions
 from components.request import GenerationRequest, validate_request
 from components.settings import Settings
@@ -95,8 +97,15 @@ class GenerationService:
         worker: Worker | None = None,
         engine: EnhancedErrorRecovery | None = None,
         freer: ResourceFreer | None = None,
+        store: ModelStore | None = None,
     ) -> None:
         self.settings = settings or Settings.from_env()
+        # Few, quick retries inside the store: the engine's own retry strategy backs off between whole attempts.
+        self.store = store or ModelStore(self.settings.hub_cache_dir, self.settings.store_state_dir,
+                                         retry=RetryPolicy(attempts=3, base_s=0.5))
+        # The embedded model enters the hub cache like any model; its "download" is a build from code.
+        self.store.register_local_source(
+            EMBEDDED_MODEL_ID, lambda _target: ensure_embedded_model(self.settings.embedded_model_dir), install=False)
         self.worker = worker or Worker(WorkerConfig(
             device=self.settings.device, dtype=self.settings.dtype, memory_cap=self.settings.worker_memory_cap,
             load_timeout_s=self.settings.load_timeout_s,
@@ -108,15 +117,15 @@ class GenerationService:
             engine = EnhancedErrorRecovery(
                 self.settings.max_recovery_attempts, self.settings.recovery_timeout_s,
                 self.settings.user_intervention_threshold, freer=freer or _WorkerFreer(self.worker),
-                metrics=self.metrics,
+                store=StorePort(self.store), metrics=self.metrics,
             )
         self.engine = engine
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Build the embedded model if it is missing and start the worker (it imports in the background)."""
-        ensure_embedded_model(self.settings.embedded_model_dir)
+        """Start the worker (it imports in the background) and make sure the default model is ready."""
         self.worker.start()
+        self.store.ensure(EMBEDDED_MODEL_ID)
 
     def close(self) -> None:
         self.worker.close()
@@ -132,12 +141,9 @@ class GenerationService:
 
     # -- models ---------------------------------------------------------------------------------------------------
     def model_path(self, model_id: str) -> Path:
-        """Local folder of ``model_id``: the embedded model (built if needed) or a hub snapshot in the HF cache."""
-        if model_id == EMBEDDED_MODEL_ID:
-            return ensure_embedded_model(self.settings.embedded_model_dir)
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        """The snapshot folder of ``model_id`` in the hub cache: downloaded, resumed or repaired as needed, and
+        quick-checked (sizes, safetensors headers) before every load."""
+        return self.store.ensure(model_id)
 
     # -- generation -----------------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest | Mapping[str, Any], *, session_id: str | None = None

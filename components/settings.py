@@ -39,6 +39,7 @@ class Settings:
     """Where Kintsugi keeps its files and how it runs generation and recovery."""
 
     data_dir: Path = DEFAULT_DATA_DIR
+    hub_cache_dir: Path | None = None  # None: the hub's own (HF_HUB_CACHE, else HF_HOME/hub)
     model: str = "kintsugi/tiny-wan-random"
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "bfloat16"  # bfloat16 | float32 | float16 (float16 only on CUDA)
@@ -62,6 +63,10 @@ class Settings:
         return self.data_dir / "outputs"
 
     @property
+    def store_state_dir(self) -> Path:
+        return self.data_dir / "kintsugi-store"
+
+    @property
     def metrics_db(self) -> Path:
         return self.data_dir / "metrics.sqlite"
 
@@ -80,7 +85,7 @@ class Settings:
 
 
 def _convert(name: str, raw: str) -> object:
-    if name == "data_dir":
+    if name in {"data_dir", "hub_cache_dir"}:
         return Path(raw).expanduser()
     if name == "worker_memory_cap":
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name="KINTSUGI_WORKER_MEMORY_CAP")

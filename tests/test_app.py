@@ -30,7 +30,8 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     data_dir = tmp_path_factory.mktemp("appdata")
     shutil.copytree(tiny_model, data_dir / "models" / "tiny-wan-random")
     port = _free_port()
-    env = {**os.environ, "KINTSUGI_DATA_DIR": str(data_dir), "GRADIO_SERVER_PORT": str(port),
+    env = {**os.environ, "KINTSUGI_DATA_DIR": str(data_dir), "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
+           "GRADIO_SERVER_PORT": str(port), "HF_ENDPOINT": f"http://127.0.0.1:{_free_port()}",
            "KINTSUGI_DEVICE": "cpu"}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import recovery
 from components.service import EMBEDDED_MODEL_NOTE, GenerationService
 from components.settings import Settings
+from components.store import ModelStore
+from components.store_download import RetryPolicy
 from recovery import events
 from recovery.errors import GenerationFailedError
 
@@ -16,12 +21,22 @@ from recovery.errors import GenerationFailedError
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
     """A service on a fresh data folder whose embedded model is a copy of the session's build."""
-    import shutil
-
-    settings = Settings(data_dir=tmp_path_factory.mktemp("data"), device="cpu")
+    data_dir = tmp_path_factory.mktemp("data")
+    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
     shutil.copytree(tiny_model, settings.embedded_model_dir)
-    with GenerationService(settings) as started:
+    # The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down.
+    store = ModelStore(settings.hub_cache_dir, settings.store_state_dir, endpoint=f"http://127.0.0.1:{_closed_port()}",
+                       retry=RetryPolicy(attempts=1))
+    recovery.set_testing(True)
+    with GenerationService(settings, store=store) as started:
         yield started
+    recovery.set_testing(False)
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 3}
