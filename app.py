@@ -19,6 +19,11 @@ from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  #
 from components.presenters import failure_markdown, result_markdown, timeline_line  # noqa: E402
 from recovery import GenerationFailedError  # noqa: E402
 
+try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
+    import spaces
+except ImportError:
+    spaces = None
+
 TITLE = "Kintsugi — video generation that mends itself"
 INTRO = (
     "Text-to-video with diffusers' Wan pipeline. When something breaks (memory, a damaged model, the network), "
@@ -60,6 +65,10 @@ def generate(prompt: str, negative_prompt: str, model_id: str, width: float, hei
                 yield None, "\n".join(timeline)
     except GenerationFailedError as exc:
         raise gr.Error(failure_markdown(exc.report), title="Generation failed", print_exception=False) from None
+
+
+if spaces is not None:
+    generate = spaces.GPU(generate)
 
 
 def build_app() -> gr.Blocks:
