@@ -14,8 +14,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import gradio as gr  # noqa: E402
+import uvicorn  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 
 from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
+from components.http_api import EventFeed, build_router  # noqa: E402
 from components.presenters import failure_markdown, result_markdown, timeline_line  # noqa: E402
 from recovery import GenerationFailedError  # noqa: E402
 
@@ -33,6 +36,7 @@ INTRO = (
 )
 
 _service: GenerationService | None = None
+feed = EventFeed()
 
 
 def get_service() -> GenerationService:
@@ -40,6 +44,7 @@ def get_service() -> GenerationService:
     global _service
     if _service is None:
         _service = GenerationService(Settings.from_env())
+        _service.engine.bus.subscribe(feed)
     return _service
 
 
@@ -104,6 +109,15 @@ def build_app() -> gr.Blocks:
 demo = build_app()
 
 
+def build_server() -> FastAPI:
+    """One server: the REST API and event feed under ``/api/v1``, the Gradio page at ``/``."""
+    server = FastAPI(title="Kintsugi", docs_url="/api/v1/docs", openapi_url="/api/v1/openapi.json")
+    server.include_router(build_router(get_service, feed))
+    demo.queue(max_size=16)
+    return gr.mount_gradio_app(server, demo, path="/", allowed_paths=[str(get_service().settings.outputs_dir)],
+                               show_error=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python app.py [--data-dir DIR] [--worker-memory-cap 2GiB] ...``: start the worker, then serve."""
     parser = argparse.ArgumentParser(description="Kintsugi web app")
@@ -116,12 +130,11 @@ def main(argv: list[str] | None = None) -> None:
                            ("device", "KINTSUGI_DEVICE")):
         if getattr(args, flag):
             os.environ[variable] = getattr(args, flag)
-    service = get_service()
-    service.start()
-    demo.queue(max_size=16)
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-                allowed_paths=[str(service.settings.outputs_dir)], show_error=False)
+    get_service().start()
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    print(f"Kintsugi on http://{host}:{port}/", flush=True)  # noqa: T201 - the one line a user needs
+    uvicorn.run(build_server(), host=host, port=port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -106,3 +106,61 @@ def test_click_generate_plays_a_video_in_chromium(app_url: str) -> None:
         page.screenshot(path=str(SCREENSHOTS / "generate.png"), full_page=True)
         browser.close()
     assert duration > 0
+
+
+def test_rest_generate_returns_video_url_and_result(app_url: str) -> None:
+    """POST /api/v1/generate answers JSON with a video URL that serves the mp4, and the corrections made."""
+    import httpx
+
+    answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "width": 70, "height": 64,
+                                                          "num_frames": 5, "steps": 1, "seed": 2}, timeout=120)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["request"]["width"] == 64 and any("width 70" in line for line in body["corrections"])
+    video = httpx.get(app_url + body["video_url"].lstrip("/"), timeout=30)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4" and video.content[4:8] == b"ftyp"
+
+
+def test_rest_invalid_request_answers_the_spec_error_shape(app_url: str) -> None:
+    """A bad parameter gives 422 with the spec's error fields and the parameter named in the message."""
+    import httpx
+
+    answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "steps": 0}, timeout=60)
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert set(error) == {"type", "severity", "message", "user_message", "recovery_attempted", "recovery_success",
+                          "actionable_steps", "estimated_resolution_time"}
+    assert error["type"] == "invalid_parameters" and "`steps`" in error["message"]
+
+
+def test_rest_video_names_cannot_escape_the_output_folder(app_url: str) -> None:
+    """Only plain mp4 file names are served; a traversal attempt is a 404, not a file."""
+    import httpx
+
+    for name in ("..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "x.txt"):
+        assert httpx.get(app_url + f"api/v1/videos/{name}", timeout=10).status_code == 404
+
+
+def test_event_feed_streams_recovery_attempts_as_sse(app_url: str) -> None:
+    """The SSE feed delivers a `recovery_attempt` message, with correlation id and result fields, when a request
+    needs recovery (here: a model that cannot be reached)."""
+    import json
+    import threading
+
+    import httpx
+
+    def fail_one() -> None:
+        httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "model_id": "nobody/missing-model",
+                                                      "num_frames": 5, "width": 64, "height": 64}, timeout=120)
+
+    messages: list[dict] = []
+    with httpx.stream("GET", app_url + "api/v1/events", timeout=120) as stream:
+        threading.Thread(target=fail_one, daemon=True).start()
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                messages.append(json.loads(line[6:]))
+                break
+    message = messages[0]
+    assert message["type"] == "recovery_attempt" and message["correlation_id"]
+    assert {"success", "strategy", "message", "user_message", "recovery_time", "requires_user_action"} <= set(
+        message["data"])

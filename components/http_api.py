@@ -1,0 +1,132 @@
+"""The REST side of the app: JSON generation with the spec's error shape, videos, and a live event feed (SSE).
+
+``EventFeed`` listens to the recovery engine and turns each strategy attempt into the spec's WebSocket message
+(``{"type": "recovery_attempt", "correlation_id": …, "data": {…}}``), delivered to every subscriber as Server-Sent
+Events. ``build_router`` returns a FastAPI router the app mounts beside the Gradio UI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+from components.service import GenerationService
+from recovery import events
+from recovery.errors import GenerationFailedError
+from recovery.events import RecoveryEvent
+from recovery.messages import guidance_for
+from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
+
+__all__ = ["EventFeed", "build_router", "recovery_message"]
+
+_VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.mp4$")
+
+
+def recovery_message(event: RecoveryEvent) -> dict[str, Any] | None:
+    """The spec's notification for a finished strategy attempt; ``None`` for other events."""
+    if event.name != events.STRATEGY_FINISHED or not event.data.get("applicable", True):
+        return None
+    data = event.data
+    strategy = data["strategy"]
+    return {
+        "type": "recovery_attempt",
+        "correlation_id": event.correlation_id,
+        "data": {
+            "success": bool(data["success"]),
+            "strategy": strategy,
+            "failure_type": data["failure_type"],
+            "severity": data["severity"],
+            "message": data.get("message", ""),
+            "user_message": guidance_for(EnhancedFailureType(data["failure_type"])).user_message,
+            "recovery_time": round(float(data["duration_s"]), 3),
+            "requires_user_action": strategy == RecoveryStrategy.USER_INTERVENTION.value,
+            "timestamp": event.timestamp,
+        },
+    }
+
+
+class EventFeed:
+    """A listener that keeps the latest messages and fans them out to subscribers on their event loops."""
+
+    def __init__(self, keep: int = 200) -> None:
+        self.recent: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._subscribers: set[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, event: RecoveryEvent) -> None:
+        message = recovery_message(event)
+        if message is None:
+            return
+        with self._lock:
+            self.recent.append(message)
+            subscribers = list(self._subscribers)
+        for loop, inbox in subscribers:
+            loop.call_soon_threadsafe(inbox.put_nowait, message)
+
+    async def stream(self, *, replay: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """Messages as they happen (after the recent ones, with ``replay``), until the consumer stops."""
+        entry = (asyncio.get_running_loop(), asyncio.Queue())
+        with self._lock:
+            backlog = list(self.recent) if replay else []
+            self._subscribers.add(entry)
+        try:
+            for message in backlog:
+                yield message
+            while True:
+                yield await entry[1].get()
+        finally:
+            with self._lock:
+                self._subscribers.discard(entry)
+
+
+def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) -> APIRouter:
+    """``POST /api/v1/generate``, ``GET /api/v1/videos/{name}``, ``GET /api/v1/events`` (SSE)."""
+    router = APIRouter(prefix="/api/v1")
+
+    @router.post("/generate")
+    def generate(body: dict[str, Any]) -> JSONResponse:
+        """Generate a video from a JSON request; a failure answers with the spec's error shape."""
+        service = get_service()
+        try:
+            result = service.generate_video(body)
+        except GenerationFailedError as exc:
+            status = 422 if exc.report["error"]["type"] in {"invalid_parameters", "unsupported_operation"} else 500
+            return JSONResponse(exc.report, status_code=status)
+        name = result.video_path.rsplit("/", 1)[-1]
+        return JSONResponse({
+            "video_url": f"/api/v1/videos/{name}", "correlation_id": result.correlation_id,
+            "attempts": result.attempts, "degraded": result.degraded, "corrections": list(result.corrections),
+            "changes": list(result.changes), "notes": list(result.notes), "request": result.request.to_dict(),
+            "timings": dict(result.output["timings"]), "frames_sha256": result.output["frames_sha256"],
+        })
+
+    @router.get("/videos/{name}")
+    def video(name: str) -> Any:
+        """A generated video, by file name only (no paths)."""
+        path = get_service().settings.outputs_dir / name
+        if not _VIDEO_NAME.match(name) or not path.is_file():
+            return JSONResponse({"error": {"type": "not_found", "message": "no such video"}}, status_code=404)
+        return FileResponse(path, media_type="video/mp4")
+
+    @router.get("/events")
+    async def feed_events(request: Request, replay: bool = False) -> StreamingResponse:
+        """Server-Sent Events: one ``data:`` line of JSON per recovery attempt, as it happens."""
+
+        async def body() -> AsyncIterator[str]:
+            yield ": kintsugi recovery feed\n\n"
+            async for message in feed.stream(replay=replay):
+                if await request.is_disconnected():
+                    return
+                yield f"event: recovery_attempt\ndata: {json.dumps(message)}\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    return router
