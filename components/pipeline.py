@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from components.request import GenerationRequest
+from recovery.classify import classify_exception
 from recovery.errors import (
     BadOutputError,
     DependencyMissingError,
@@ -36,6 +37,7 @@ from recovery.errors import (
     OutOfMemoryError,
     UnsupportedOperationError,
 )
+from recovery.taxonomy import EnhancedFailureType
 
 __all__ = ["RunOptions", "GenerationOutput", "WanGenerator", "release_memory", "resolve_device"]
 
@@ -114,21 +116,19 @@ def release_memory(pipe: Any = None) -> None:
 
 def _oom_from(exc: BaseException, phase: str, device: str, steps: int, latents_kept: bool,
               memory_cap: int | None) -> OutOfMemoryError | None:
-    """The allocator's refusal as our typed error, with the facts its message carries; None if not an OOM."""
-    import torch
+    """The allocator's refusal as our typed error, with the bytes its message names; None if not an OOM.
 
+    Whether it *is* an out-of-memory is the classifier's call (torch's OOM type, ``MemoryError``, the CPU
+    allocator's and oneDNN's messages), so the one message table decides here too.
+    """
+    if classify_exception(exc).failure_type is not EnhancedFailureType.VRAM_EXHAUSTION:
+        return None
     text = str(exc)
     requested: int | None = None
-    if isinstance(exc, torch.OutOfMemoryError):
-        match = _CUDA_ALLOC.search(text)
-        requested = int(float(match.group(1)) * _UNIT[match.group(2)]) if match else None
-    elif isinstance(exc, MemoryError):
-        requested = None
-    elif isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate memory" in text:
-        match = _CPU_ALLOC_BYTES.search(text)
-        requested = int(match.group(1)) if match else None
-    else:
-        return None
+    if match := _CPU_ALLOC_BYTES.search(text):
+        requested = int(match.group(1))
+    elif match := _CUDA_ALLOC.search(text):
+        requested = int(float(match.group(1)) * _UNIT[match.group(2)])
     return OutOfMemoryError(
         f"out of memory during {phase}", phase=phase, bytes_requested=requested, device=device,
         memory_cap=memory_cap, steps_completed=steps, latents_kept=latents_kept,

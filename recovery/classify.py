@@ -56,6 +56,8 @@ def _row(name: str, pattern: str, failure_type: EnhancedFailureType) -> MessageR
 MESSAGE_RULES: tuple[MessageRule, ...] = (
     _row("cpu_allocator", r"DefaultCPUAllocator: can't allocate memory|can't allocate memory", F.VRAM_EXHAUSTION),
     _row("out_of_memory", r"out of memory", F.VRAM_EXHAUSTION),
+    # oneDNN (torch's CPU kernels) fails this way when its workspace allocation is refused under a memory cap
+    _row("onednn_allocation", r"could not create a primitive", F.VRAM_EXHAUSTION),
     _row("poisoned_device", r"illegal memory access|device-side assert|CUBLAS_STATUS|CUDNN_STATUS",
          F.SYSTEM_RESOURCE_ERROR),
     _row("open_files", r"too many open files", F.SYSTEM_RESOURCE_ERROR),

@@ -145,6 +145,7 @@ def test_http_status_sets_retryable(status: int, retryable: bool) -> None:
 ROW_SAMPLES = {
     "cpu_allocator": "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried",
     "out_of_memory": "CUDA error: out of memory",
+    "onednn_allocation": "could not create a primitive",
     "poisoned_device": "CUDA error: an illegal memory access was encountered",
     "open_files": "[Errno 24] Too many open files",
     "disk_full": "write failed: No space left on device",
