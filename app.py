@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
 from components.http_api import EventFeed, build_router  # noqa: E402
+from components.model_views import ModelActions, models_table  # noqa: E402
+from components.store_catalog import CATALOG  # noqa: E402
+from components.store_disk import CleanupPlan  # noqa: E402
 from components.presenters import failure_markdown, result_markdown, timeline_line  # noqa: E402
 from recovery import GenerationFailedError  # noqa: E402
 
@@ -76,33 +80,85 @@ if spaces is not None:
     generate = spaces.GPU(generate)
 
 
+def actions() -> ModelActions:
+    service = get_service()
+    return ModelActions(service.store, data_dir=str(service.settings.data_dir))
+
+
+def model_action(method: str) -> Callable[[str], str]:
+    """A handler that runs one ``ModelActions`` method on the chosen model."""
+    def run(model_id: str) -> str:
+        return getattr(actions(), method)(model_id)
+
+    return run
+
+
+def download(model_id: str) -> Iterator[str]:
+    """Stream download progress lines into the report."""
+    yield from actions().download(model_id)
+
+
+def model_table() -> pd.DataFrame:
+    return models_table(get_service().store)
+
+
+def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
+    return actions().cleanup_preview(gigabytes or 0.0)
+
+
 def build_app() -> gr.Blocks:
-    """The page: parameters on the left, the video and what happened on the right."""
+    """Tabs: Generate (parameters left, video and what happened right) and Models."""
+    model_ids = [entry.model_id for entry in CATALOG]
     with gr.Blocks(title="Kintsugi") as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        with gr.Row():
-            with gr.Column(scale=1):
-                prompt = gr.Textbox(label="Prompt", value="a paper boat drifting on a golden river", lines=2,
-                                    max_length=LIMITS.max_prompt_chars)
-                negative = gr.Textbox(label="Negative prompt", value="", max_length=LIMITS.max_prompt_chars)
-                model = gr.Dropdown(label="Model", choices=[EMBEDDED_MODEL_ID], value=EMBEDDED_MODEL_ID,
-                                    allow_custom_value=True)
-                with gr.Row():
-                    width = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Width")
-                    height = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Height")
-                with gr.Row():
-                    frames = gr.Slider(1, LIMITS.max_frames, value=17, step=4, label="Frames (4k+1)")
-                    steps = gr.Slider(LIMITS.min_steps, 50, value=4, step=1, label="Steps")
-                with gr.Row():
-                    guidance = gr.Slider(0, LIMITS.max_guidance, value=5.0, step=0.5, label="Guidance scale")
-                    fps = gr.Slider(LIMITS.min_fps, 30, value=8, step=1, label="Frames per second")
-                seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0)
-                button = gr.Button("Generate", variant="primary")
-            with gr.Column(scale=1):
-                video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False)
-                status = gr.Markdown(elem_id="status")
-        button.click(generate, [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
-                     [video, status], api_name="generate", concurrency_limit=1)
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    prompt = gr.Textbox(label="Prompt", value="a paper boat drifting on a golden river", lines=2,
+                                        max_length=LIMITS.max_prompt_chars)
+                    negative = gr.Textbox(label="Negative prompt", value="", max_length=LIMITS.max_prompt_chars)
+                    model = gr.Dropdown(label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID,
+                                        allow_custom_value=True, info="Hub models download on first use")
+                    with gr.Row():
+                        width = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Width")
+                        height = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Height")
+                    with gr.Row():
+                        frames = gr.Slider(1, LIMITS.max_frames, value=17, step=4, label="Frames (4k+1)")
+                        steps = gr.Slider(LIMITS.min_steps, 50, value=4, step=1, label="Steps")
+                    with gr.Row():
+                        guidance = gr.Slider(0, LIMITS.max_guidance, value=5.0, step=0.5, label="Guidance scale")
+                        fps = gr.Slider(LIMITS.min_fps, 30, value=8, step=1, label="Frames per second")
+                    seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0)
+                    button = gr.Button("Generate", variant="primary")
+                with gr.Column(scale=1):
+                    video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False)
+                    status = gr.Markdown(elem_id="status")
+            button.click(generate, [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
+                         [video, status], api_name="generate", concurrency_limit=1)
+        with gr.Tab("Models"):
+            table = gr.Dataframe(label="Known models", interactive=False, wrap=True)
+            with gr.Row():
+                chosen = gr.Dropdown(label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID,
+                                     allow_custom_value=True, scale=3)
+                refresh = gr.Button("Refresh", scale=1)
+            with gr.Row():
+                buttons = {name: gr.Button(name) for name in
+                           ("Quick check", "Full check", "Repair", "Download", "Update", "Roll back")}
+            report = gr.Markdown(elem_id="model-report")
+            with gr.Accordion("Disk clean-up", open=False):
+                gigabytes = gr.Number(label="Space to free (GB)", value=10, minimum=0)
+                preview = gr.Button("Preview what would be deleted")
+                plan_table = gr.Dataframe(label="Would be deleted", interactive=False)
+                plan = gr.State(None)
+                apply = gr.Button("Delete the previewed revisions", variant="stop")
+        refresh.click(model_table, None, table, api_name="models")
+        for name, method in (("Quick check", "quick_check"), ("Full check", "full_check"), ("Repair", "repair"),
+                             ("Download", "download"), ("Update", "update"), ("Roll back", "rollback")):
+            handler = download if method == "download" else model_action(method)
+            buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(model_table, None, table)
+        preview.click(cleanup_preview, gigabytes, [plan_table, plan], api_name=False)
+        apply.click(lambda p: actions().apply_cleanup(p), plan, report, api_name=False).then(model_table, None, table)
+        demo.load(model_table, None, table)
     return demo
 
 

@@ -302,7 +302,9 @@ class ModelStore:
         self.local_sources[repo_id] = build
         if install and self.cache.resolve(repo_id, "main") is None:
             with tempfile.TemporaryDirectory(prefix="kintsugi-build-") as tmp:
-                self.cache.import_folder(repo_id, build(Path(tmp) / "model"))
+                manifest = self.cache.import_folder(repo_id, build(Path(tmp) / "model"))
+            # import_folder hashed every file it wrote: the revision is verified by construction
+            self.cache.mark_verified(manifest, True)
 
     def download(self, repo_id: str, revision: str = "main", *, on_event: EventListener | None = None,
                  cancel: CancelToken | None = None) -> DownloadResult:

@@ -164,3 +164,16 @@ def test_event_feed_streams_recovery_attempts_as_sse(app_url: str) -> None:
     assert message["type"] == "recovery_attempt" and message["correlation_id"]
     assert {"success", "strategy", "message", "user_message", "recovery_time", "requires_user_action"} <= set(
         message["data"])
+
+
+def test_api_models_table_lists_the_embedded_model(app_url: str) -> None:
+    """/models returns the Models tab's table, the embedded model first and ready after start-up."""
+    table = _client(app_url).predict(api_name="/models")
+    rows = table["data"]
+    assert rows[0][0] == "kintsugi/tiny-wan-random" and rows[0][1] == "verified"
+
+
+def test_api_quick_check_of_the_embedded_model_is_clean(app_url: str) -> None:
+    """/model_quick_check answers in words that every file is intact."""
+    text = _client(app_url).predict("kintsugi/tiny-wan-random", api_name="/model_quick_check")
+    assert "intact" in text

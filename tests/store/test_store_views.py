@@ -1,0 +1,73 @@
+"""The Models tab's data and actions, against the loopback hub and real files."""
+
+from __future__ import annotations
+
+from components.model_views import ModelActions, format_bytes, models_table
+from components.store import ModelStore
+from components.store_catalog import CATALOG
+from tests.store.conftest import REPO, WEIGHTS
+from tests.support.hub_server import HubServer
+
+
+def _damage(store: ModelStore) -> None:
+    snapshot = store.ensure(REPO)
+    blob = (snapshot / WEIGHTS).resolve()
+    blob.write_bytes(blob.read_bytes()[:1000])
+
+
+def test_table_lists_every_known_model_with_its_status(store: ModelStore) -> None:
+    """Every catalogue entry has a row; nothing downloaded yet reads as missing, with the expected download size."""
+    table = models_table(store)
+    assert list(table["model"]) == [entry.model_id for entry in CATALOG]
+    assert set(table["status"]) == {"missing"}
+    assert table.loc[1, "download"].endswith("GB")
+
+
+def test_download_streams_progress_then_ready(store: ModelStore, hub: HubServer) -> None:
+    """Downloading from the hub yields progress lines and ends with the model ready."""
+    lines = list(ModelActions(store).download(REPO, every_s=0.0))
+    assert any("%" in line for line in lines[:-1])
+    assert lines[-1].startswith(f"**{REPO} is ready**")
+
+
+def test_quick_check_reports_a_truncated_file_and_repair_fixes_it(store: ModelStore) -> None:
+    """A truncated weight file shows in the quick check; Repair re-fetches it and the check is clean again."""
+    actions = ModelActions(store)
+    _damage(store)
+    assert "damaged file" in actions.quick_check(REPO) and WEIGHTS in actions.quick_check(REPO)
+    assert actions.repair(REPO).startswith(f"**Repaired {REPO}**")
+    assert "intact" in actions.quick_check(REPO)
+
+
+def test_full_check_of_an_intact_model_is_clean(store: ModelStore) -> None:
+    """After a download every file hashes to its name."""
+    store.ensure(REPO)
+    assert "intact" in ModelActions(store).full_check(REPO)
+
+
+def test_failure_is_explained_in_catalogued_words(store: ModelStore) -> None:
+    """An unknown repo answers with the plain-language message and steps, not an exception's text."""
+    text = "\n".join(ModelActions(store).download("nobody/unknown-model"))
+    assert "Traceback" not in text and "/tmp" not in text
+    assert text.startswith("**") and "\n- " in text
+
+
+def test_cleanup_needs_a_preview_first(store: ModelStore) -> None:
+    """Apply without a previewed plan deletes nothing and says so."""
+    assert "preview" in ModelActions(store).apply_cleanup(None)
+
+
+def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStore, hub: HubServer,
+                                                                model_v2) -> None:
+    """After an update, the preview proposes the old revision, and applying it frees that space."""
+    store.ensure(REPO)
+    hub.add_revision(REPO, model_v2)
+    store.versions.update(REPO)
+    table, plan = ModelActions(store).cleanup_preview(0.000001)
+    assert len(table) >= 1 and plan.items
+    assert ModelActions(store).apply_cleanup(plan).startswith("**Freed")
+
+
+def test_sizes_read_like_the_hub_shows_them() -> None:
+    """Decimal units with one decimal."""
+    assert (format_bytes(999), format_bytes(1_234_567), format_bytes(29e9)) == ("999 B", "1.2 MB", "29.0 GB")
