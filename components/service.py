@@ -11,8 +11,10 @@ spec's API error shape (plain-language message, steps, no paths or tokens).
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -31,7 +33,7 @@ from recovery import events
 from recovery.engine import EnhancedErrorRecovery
 from recovery.errors import GenerationFailedError, KintsugiError
 from recovery.events import RecoveryEvent
-from recovery.metrics import MetricsStore
+from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
 from recovery.taxonomy import ErrorContext
@@ -43,6 +45,7 @@ EMBEDDED_MODEL_NOTE = (
     "Choose a real model (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) where a network and a GPU are available."
 )
 _DONE = object()
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,7 @@ class GenerationService:
             raise KintsugiError("the worker ended a job without a result")
 
         def run() -> None:
+            started = time.time()
             try:
                 outcome_box.append(self.engine.run(
                     attempt, {**checked.to_dict(), "options": {}}, model_id=checked.model_id,
@@ -193,6 +197,8 @@ class GenerationService:
                 ))
             except BaseException as exc:  # cancellation and anything the engine lets through
                 inbox.put(exc)
+            else:  # recorded here, so a run counts even when the caller stopped reading the stream
+                self._record_run(outcome_box[0], checked, started)
             finally:
                 inbox.put(_DONE)
 
@@ -221,6 +227,21 @@ class GenerationService:
     def cancel(self) -> None:
         """Stop the running generation at its next denoising step."""
         self.worker.cancel()
+
+    def _record_run(self, outcome: Outcome[Any], requested: GenerationRequest, started: float) -> None:
+        """One row per request in the metrics store: how it ended, after how many tries, and the quality it
+        kept (pixel·frames made over pixel·frames asked). Recording never breaks a generation."""
+        if self.metrics is None:
+            return
+        try:
+            quality = None
+            if outcome.ok:
+                made = outcome.value["width"] * outcome.value["height"] * outcome.value["frames"]
+                quality = min(1.0, made / (requested.width * requested.height * requested.num_frames))
+            self.metrics.record_run(RunRow.from_outcome(outcome, started_at=started, finished_at=time.time(),
+                                                        quality_kept=quality))
+        except Exception:
+            log.exception("could not record run %s in the metrics store", outcome.correlation_id)
 
     def _result(self, outcome: Outcome[Any], requested: GenerationRequest,
                 corrections: list[str]) -> GenerationResult:

@@ -40,7 +40,7 @@ from recovery.errors import (
 )
 from recovery.events import EventBus, Listener, RecoveryEvent, logging_listener
 from recovery.messages import CATALOGUE, Guidance, api_error, format_duration, guidance_for, scrub
-from recovery.metrics import AttemptRow, MetricsStore
+from recovery.metrics import DURATION_EDGES_S, AttemptRow, MetricsStore, RunRow, RunSummary
 from recovery.outcome import AttemptInfo, AttemptRecord, Outcome
 from recovery.ports import Adjustment, Degrader, ModelStore, Notifier, ParameterAdjuster, ResourceFreer
 from recovery.settings import EngineLimits, is_testing, set_testing
@@ -70,6 +70,7 @@ __all__ = [
     "Classifier",
     "CorruptModelError",
     "DEFAULT_STRATEGY_MAP",
+    "DURATION_EDGES_S",
     "Degrader",
     "DependencyMissingError",
     "EngineLimits",
@@ -106,6 +107,8 @@ __all__ = [
     "RecoveryStrategy",
     "ResourceFreer",
     "RetryBudget",
+    "RunRow",
+    "RunSummary",
     "SlowDownloadError",
     "StorageFullError",
     "Strategy",

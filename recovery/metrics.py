@@ -1,25 +1,31 @@
-"""A SQLite store of recovery attempts (one file, WAL), with bounded retention and DataFrame queries.
+"""A SQLite store of recovery attempts and generation runs (one file, WAL), with bounded retention and DataFrame
+queries.
 
-The store is an event listener: subscribe it to the engine's bus and every finished strategy becomes a row.
-pandas is imported only by the queries.
+The store is an event listener: subscribe it to the engine's bus and every finished strategy becomes a row of
+``recovery_attempts``. The caller records one ``RunRow`` per request in ``runs`` at the end of it. Both tables keep
+at most ``max_rows`` rows and none older than ``max_age_seconds``. Queries aggregate in SQL, so the dashboard stays
+fast at the retention limit; pandas is imported only by the queries.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from recovery import events
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AttemptRow", "MetricsStore"]
+    from recovery.outcome import Outcome
+
+__all__ = ["AttemptRow", "MetricsStore", "RunRow", "RunSummary", "DURATION_EDGES_S"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS recovery_attempts (
@@ -37,8 +43,34 @@ CREATE TABLE IF NOT EXISTS recovery_attempts (
 CREATE INDEX IF NOT EXISTS ix_attempts_finished ON recovery_attempts (finished_at);
 CREATE INDEX IF NOT EXISTS ix_attempts_strategy ON recovery_attempts (strategy, success, duration_s);
 CREATE INDEX IF NOT EXISTS ix_attempts_type ON recovery_attempts (failure_type, strategy, success, duration_s);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    correlation_id TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    recovered INTEGER NOT NULL,
+    degraded INTEGER NOT NULL,
+    first_failure_type TEXT,
+    final_failure_type TEXT,
+    quality_kept REAL,
+    model_id TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
+CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered);
+CREATE INDEX IF NOT EXISTS ix_runs_first_failure ON runs (first_failure_type, attempts, ok, degraded, quality_kept);
 """
-_COLUMNS = "correlation_id, attempt, failure_type, severity, strategy, success, duration_s, started_at, finished_at"
+_ATTEMPT_COLUMNS = ("correlation_id", "attempt", "failure_type", "severity", "strategy", "success", "duration_s",
+                    "started_at", "finished_at")
+_RUN_COLUMNS = ("correlation_id", "started_at", "finished_at", "duration_s", "ok", "attempts", "recovered",
+                "degraded", "first_failure_type", "final_failure_type", "quality_kept", "model_id")
+_TABLES = ("recovery_attempts", "runs")
+_OOM = "vram_exhaustion"
+
+DURATION_EDGES_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+"""Upper edges of the recovery-time histogram's bins, in seconds; a last bin holds everything slower."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +88,82 @@ class AttemptRow:
     finished_at: float
 
 
+@dataclass(frozen=True)
+class RunRow:
+    """One generation request from start to end: did it succeed, after how many tries, what it cost in quality.
+
+    ``first_failure_type`` is the failure of the first failed try, ``final_failure_type`` the one that ended a
+    failed run (``None`` when it succeeded). ``quality_kept`` is the share of pixel·frames delivered versus asked
+    (1.0: all of it; ``None`` when unknown or no video).
+    """
+
+    correlation_id: str
+    started_at: float
+    finished_at: float
+    ok: bool
+    attempts: int
+    degraded: bool = False
+    first_failure_type: str | None = None
+    final_failure_type: str | None = None
+    quality_kept: float | None = None
+    model_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0:
+            raise ValueError(f"`attempts` must be >= 0 (got {self.attempts!r})")
+        if self.finished_at < self.started_at:
+            raise ValueError(f"`finished_at` must not precede `started_at` (got {self.finished_at!r} < "
+                             f"{self.started_at!r})")
+        if self.quality_kept is not None and not 0.0 <= self.quality_kept <= 1.0:
+            raise ValueError(f"`quality_kept` must be within 0..1 (got {self.quality_kept!r})")
+
+    @property
+    def duration_s(self) -> float:
+        """Wall time of the whole request, every try and recovery included."""
+        return self.finished_at - self.started_at
+
+    @property
+    def recovered(self) -> bool:
+        """Whether it succeeded after at least one failed try."""
+        return self.ok and self.attempts > 1
+
+    @classmethod
+    def from_outcome(cls, outcome: Outcome[Any], *, started_at: float, finished_at: float,
+                     quality_kept: float | None = None) -> RunRow:
+        """The row of an engine run: tries, failure types and the model that was used come from ``outcome``."""
+        failures = [record.failure_type.value for record in outcome.attempts if record.failure_type is not None]
+        return cls(
+            correlation_id=outcome.correlation_id, started_at=started_at, finished_at=finished_at, ok=outcome.ok,
+            attempts=len(outcome.attempts), degraded=outcome.degraded,
+            first_failure_type=failures[0] if failures else None,
+            final_failure_type=None if outcome.ok or not failures else failures[-1],
+            quality_kept=quality_kept, model_id=outcome.model_id,
+        )
+
+    def values(self) -> tuple[Any, ...]:
+        """The row in the order of the ``runs`` columns."""
+        return (self.correlation_id, self.started_at, self.finished_at, self.duration_s, self.ok, self.attempts,
+                self.recovered, self.degraded, self.first_failure_type, self.final_failure_type, self.quality_kept,
+                self.model_id)
+
+
+class RunSummary(TypedDict):
+    """Headline numbers over the kept runs; shares and means are ``None`` while there are no runs."""
+
+    requests: int
+    succeeded: int
+    recovered: int
+    failed: int
+    success_share: float | None
+    recovered_share: float | None
+    rescue_share: float | None
+    degraded_share: float | None
+    mean_attempts: float | None
+
+
 class MetricsStore:
-    """Rows in ``path``; at most ``max_rows`` rows and none older than ``max_age_seconds``, pruned on write."""
+    """Rows in ``path``; per table at most ``max_rows`` rows and none older than ``max_age_seconds``, pruned on
+    write."""
 
     def __init__(self, path: str | Path, *, max_rows: int = 100_000, max_age_seconds: float = 30 * 86400,
                  clock: Callable[[], float] = time.time) -> None:
@@ -71,6 +177,7 @@ class MetricsStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA mmap_size=268435456")  # reads map the file instead of copying pages
         self._db.executescript(_SCHEMA)
 
     def __call__(self, event: events.RecoveryEvent) -> None:
@@ -82,29 +189,63 @@ class MetricsStore:
                                data["strategy"], bool(data["success"]), float(data["duration_s"]),
                                event.timestamp - float(data["duration_s"]), event.timestamp))
 
+    # -- writing ----------------------------------------------------------------------------------------------
+
     def record(self, row: AttemptRow) -> None:
-        """Insert one row, then apply retention."""
+        """Insert one attempt, then apply retention."""
         self.record_many([row])
 
     def record_many(self, rows: Iterable[AttemptRow]) -> None:
-        """Insert rows in one transaction, then apply retention."""
+        """Insert attempts in one transaction, then apply retention."""
+        self._insert("INSERT", "recovery_attempts", _ATTEMPT_COLUMNS, (astuple(row) for row in rows))
+
+    def record_run(self, row: RunRow) -> None:
+        """Insert one run (replacing an earlier row of the same correlation id), then apply retention."""
+        self.record_runs([row])
+
+    def record_runs(self, rows: Iterable[RunRow]) -> None:
+        """Insert runs in one transaction, then apply retention."""
+        self._insert("INSERT OR REPLACE", "runs", _RUN_COLUMNS, (row.values() for row in rows))
+
+    def _insert(self, verb: str, table: str, columns: Sequence[str], values: Iterable[tuple[Any, ...]]) -> None:
+        marks = ",".join("?" * len(columns))
         with self._lock:
             self._db.execute("BEGIN")
-            self._db.executemany(f"INSERT INTO recovery_attempts ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                                 (astuple(row) for row in rows))
-            self._prune()
+            try:
+                self._db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
+                self._prune()
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             self._db.execute("COMMIT")
 
     def _prune(self) -> None:
-        self._db.execute("DELETE FROM recovery_attempts WHERE finished_at < ?",
-                         (self._clock() - self.max_age_seconds,))
-        self._db.execute("DELETE FROM recovery_attempts WHERE id <= (SELECT max(id) FROM recovery_attempts) - ?",
-                         (self.max_rows,))
+        for table in _TABLES:
+            self._db.execute(f"DELETE FROM {table} WHERE finished_at < ?", (self._clock() - self.max_age_seconds,))
+            self._db.execute(f"DELETE FROM {table} WHERE id <= (SELECT max(id) FROM {table}) - ?", (self.max_rows,))
+
+    # -- reading ----------------------------------------------------------------------------------------------
 
     def count(self) -> int:
-        """How many rows are kept."""
+        """How many attempt rows are kept."""
+        return self._scalar("SELECT count(*) FROM recovery_attempts")
+
+    def count_runs(self) -> int:
+        """How many run rows are kept."""
+        return self._scalar("SELECT count(*) FROM runs")
+
+    def time_span(self) -> tuple[float, float] | None:
+        """The first and last finish time (epoch seconds) over both tables, or ``None`` while they are empty."""
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM recovery_attempts").fetchone()[0])
+            # Two sub-selects: SQLite answers a lone min() or max() from the index without a scan.
+            ends = [self._db.execute(f"SELECT (SELECT min(finished_at) FROM {table}), "
+                                     f"(SELECT max(finished_at) FROM {table})").fetchone() for table in _TABLES]
+        known = [end for end in ends if end[0] is not None]
+        return (min(end[0] for end in known), max(end[1] for end in known)) if known else None
+
+    def _scalar(self, sql: str) -> int:
+        with self._lock:
+            return int(self._db.execute(sql).fetchone()[0])
 
     def _frame(self, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
         import pandas as pd
@@ -122,20 +263,33 @@ class MetricsStore:
 
     def failures_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
         """Columns: bucket (UTC time), failure_type, failures (distinct failed tries per bucket)."""
-        import pandas as pd
-
         frame = self._frame(
             "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1 AS bucket, failure_type, "
             "count(DISTINCT coalesce(correlation_id, id) || ':' || attempt) AS failures "
             "FROM recovery_attempts GROUP BY bucket, failure_type ORDER BY bucket, failure_type",
             (bucket_seconds,))
-        frame["bucket"] = pd.to_datetime(frame["bucket"], unit="s", utc=True)
-        return frame
+        return _utc(frame, "bucket")
 
     def recovery_time_distribution(self) -> pd.DataFrame:
         """Columns: strategy, failure_type, success, duration_s — one row per attempt, for histograms."""
         frame = self._frame("SELECT strategy, failure_type, success, duration_s FROM recovery_attempts")
         frame["success"] = frame["success"].astype(bool)
+        return frame
+
+    def recovery_time_histogram(self, edges_s: Sequence[float] = DURATION_EDGES_S) -> pd.DataFrame:
+        """Columns: strategy, bin (0-based), lower_s, upper_s (``inf`` for the last), attempts — counted in SQL.
+
+        Bin ``i`` holds durations in ``[edges_s[i-1], edges_s[i])``; empty bins are left out.
+        """
+        if not edges_s or list(edges_s) != sorted(set(edges_s)) or not all(map(math.isfinite, edges_s)):
+            raise ValueError(f"`edges_s` must be finite, strictly increasing and non-empty (got {edges_s!r})")
+        cases = " ".join(f"WHEN duration_s < {float(edge)!r} THEN {index}" for index, edge in enumerate(edges_s))
+        frame = self._frame(
+            f"SELECT strategy, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS attempts "
+            "FROM recovery_attempts GROUP BY strategy, bin ORDER BY strategy, bin")
+        bounds = (0.0, *map(float, edges_s), float("inf"))
+        frame.insert(2, "lower_s", [bounds[index] for index in frame["bin"]])
+        frame.insert(3, "upper_s", [bounds[index + 1] for index in frame["bin"]])
         return frame
 
     def strategy_effectiveness(self) -> pd.DataFrame:
@@ -145,7 +299,73 @@ class MetricsStore:
             "avg(success) AS success_rate, avg(duration_s) AS mean_duration_s "
             "FROM recovery_attempts GROUP BY failure_type, strategy ORDER BY failure_type, success_rate DESC")
 
+    def runs_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
+        """Columns: bucket (UTC time), first_try, recovered, failed, requests — runs per bucket of finish time.
+
+        ``first_try``, ``recovered`` and ``failed`` do not overlap: they add up to ``requests``.
+        """
+        frame = self._frame(
+            "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1 AS bucket, sum(ok AND NOT recovered) AS first_try, "
+            "sum(recovered) AS recovered, sum(NOT ok) AS failed, count(*) AS requests "
+            "FROM runs GROUP BY bucket ORDER BY bucket", (bucket_seconds,))
+        return _utc(frame, "bucket")
+
+    def oom_rescue(self) -> pd.DataFrame:
+        """Runs whose first failure ran out of memory, per number of tries. Columns: attempts, runs, rescued,
+        failed, degraded, mean_quality_kept, min_quality_kept (quality over rescued runs that report it)."""
+        return self._frame(
+            "SELECT attempts, count(*) AS runs, sum(ok) AS rescued, sum(NOT ok) AS failed, "
+            "sum(degraded) AS degraded, avg(CASE WHEN ok THEN quality_kept END) AS mean_quality_kept, "
+            "min(CASE WHEN ok THEN quality_kept END) AS min_quality_kept "
+            "FROM runs WHERE first_failure_type = ? GROUP BY attempts ORDER BY attempts", (_OOM,))
+
+    def recent_events(self, limit: int = 50) -> pd.DataFrame:
+        """The latest ``limit`` attempts, newest first, with their run's end when it is recorded. Columns: time
+        (UTC), correlation_id, failure_type, severity, strategy, success, duration_s, model_id, run (``first try``,
+        ``recovered``, ``failed``, or missing while the run is going on)."""
+        if limit < 1:
+            raise ValueError(f"`limit` must be >= 1 (got {limit!r})")
+        frame = self._frame(
+            "SELECT a.finished_at AS time, a.correlation_id, a.failure_type, a.severity, a.strategy, a.success, "
+            "a.duration_s, r.model_id, CASE WHEN r.id IS NULL THEN NULL WHEN NOT r.ok THEN 'failed' "
+            "WHEN r.recovered THEN 'recovered' ELSE 'first try' END AS run "
+            "FROM (SELECT * FROM recovery_attempts ORDER BY finished_at DESC, id DESC LIMIT ?) AS a "
+            "LEFT JOIN runs AS r ON r.correlation_id = a.correlation_id ORDER BY a.finished_at DESC, a.id DESC",
+            (limit,))
+        frame["success"] = frame["success"].astype(bool)
+        return _utc(frame, "time")
+
+    def summary(self) -> RunSummary:
+        """Requests kept, how many succeeded, recovered and failed, and the shares and mean tries behind them.
+
+        ``rescue_share`` is recovered over the requests that met a failure: how often recovery saved the day.
+        """
+        with self._lock:
+            requests, succeeded, recovered, degraded, mean_attempts = self._db.execute(
+                "SELECT count(*), coalesce(sum(ok), 0), coalesce(sum(recovered), 0), coalesce(sum(degraded), 0), "
+                "avg(attempts) FROM runs").fetchone()
+            met_failure = self._db.execute(
+                "SELECT count(*) FROM runs WHERE first_failure_type IS NOT NULL").fetchone()[0]
+
+        def share(part: int, whole: int) -> float | None:
+            return part / whole if whole else None
+
+        return RunSummary(
+            requests=requests, succeeded=succeeded, recovered=recovered, failed=requests - succeeded,
+            success_share=share(succeeded, requests), recovered_share=share(recovered, requests),
+            rescue_share=share(recovered, met_failure), degraded_share=share(degraded, requests),
+            mean_attempts=mean_attempts,
+        )
+
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
             self._db.close()
+
+
+def _utc(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Epoch seconds in ``column`` become UTC timestamps."""
+    import pandas as pd
+
+    frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+    return frame

@@ -95,3 +95,25 @@ def test_recovery_attempts_are_recorded_in_the_metrics_store(service: Generation
     with pytest.raises(GenerationFailedError):
         list(service.generate({**REQUEST, "model_id": "nobody/missing-model"}))
     assert service.metrics.count() > before
+
+
+def _run_row(service: GenerationService, correlation_id: str) -> tuple:
+    return service.metrics._db.execute(
+        "SELECT ok, attempts, first_failure_type, final_failure_type, quality_kept FROM runs "
+        "WHERE correlation_id = ?", (correlation_id,)).fetchone()
+
+
+def test_each_request_is_recorded_as_a_run(service: GenerationService) -> None:
+    """A finished request lands once in the runs table, with the attempts it took and the quality it kept."""
+    before = service.metrics.count_runs()
+    result = service.generate_video(REQUEST)
+    assert service.metrics.count_runs() == before + 1
+    assert _run_row(service, result.correlation_id) == (1, result.attempts, None, None, 1.0)
+
+
+def test_a_failed_request_is_recorded_as_a_failed_run(service: GenerationService) -> None:
+    """A request recovery cannot save is recorded with the failure that ended it and no quality."""
+    with pytest.raises(GenerationFailedError) as caught:
+        list(service.generate({**REQUEST, "model_id": "nobody/missing-model"}))
+    ok, _attempts, _first, final, quality = _run_row(service, caught.value.correlation_id)
+    assert ok == 0 and final is not None and quality is None
