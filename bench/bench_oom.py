@@ -1,0 +1,242 @@
+"""Out-of-memory recovery under a real worker memory cap: our planner-driven ladder against two baselines.
+
+    python bench/bench_oom.py [--cap-mib 340] [--steps 2] [--decode-steps 40]
+    python bench/bench_oom.py --calibrate      # re-measure the shipped calibration points (minutes)
+
+A grid of requests (sides × frames) runs under one memory cap three ways, each in its own capped worker:
+no recovery; a naive halving ladder (halve the frames, then the sides, until it runs); and the memory ladder
+(``components.memory_ladder``) through ``recovery.EnhancedErrorRecovery``. Printed:
+
+* share rescued — requests that end with a video (target ≥ 99 %);
+* mean attempts to success (target ≤ 1.2 adjusted attempts: the first try is the one that ran out of memory,
+  so we count tries after it; 1.0 = rescued by the first adjustment);
+* pixel·frames kept as a share of the best setting that really fits, found by search along the same ladder
+  order (starting from our choice, walking up until a real run fails; target ≥ 80 %);
+* time to recover a decode OOM (decode the kept latents, tiled) vs a full rerun of the same setting
+  (target ≥ 5× faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from components.embedded_model import build_embedded_model  # noqa: E402
+from components.hardware import HardwareProbe  # noqa: E402
+from components.memory import MemoryPlanner, join_parameters, split_parameters  # noqa: E402
+from components.memory_calibration import calibrate  # noqa: E402
+from components.memory_ladder import (  # noqa: E402
+    MemoryLadder,
+    PreviewDegrader,
+    WorkerMemoryFreer,
+    _candidates,
+    _variants,
+)
+from components.pipeline import RunOptions  # noqa: E402
+from components.request import GenerationRequest  # noqa: E402
+from components.worker import Worker, WorkerConfig  # noqa: E402
+from recovery import Adjustment, EnhancedErrorRecovery, ErrorContext, set_testing  # noqa: E402
+from recovery.errors import OutOfMemoryError  # noqa: E402
+
+MiB = 2**20
+SIDES = (256, 384, 512)
+FRAMES = (9, 17, 33)
+
+
+class NaiveHalving:
+    """The baseline ladder: on each OOM halve the frames (to 4k+1), and once at 5 frames halve the sides."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    def adjust(self, ctx: ErrorContext, parameters: Any) -> Adjustment | None:
+        request, options = split_parameters(parameters)
+        self.worker.restart()  # same clean slate as ours
+        if request.num_frames > 5:
+            frames = max(5, ((request.num_frames - 1) // 2) // 4 * 4 + 1)
+            new = replace(request, num_frames=frames)
+        elif request.width > 64:
+            new = replace(request, width=max(16, request.width // 32 * 16), height=max(16, request.height // 32 * 16))
+        else:
+            return None
+        return Adjustment(join_parameters(new, options), (f"halved to {new.num_frames}×{new.width}×{new.height}",))
+
+
+def _run(worker: Worker, model: Path, out: Path, request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
+    return list(worker.run(request, out, model_path=model, options=options))[-1].data
+
+
+def _fits_for_real(worker: Worker, model: Path, out: Path, request: GenerationRequest, options: RunOptions,
+                   cache: dict) -> bool:
+    key = (request.num_frames, request.width, request.height, options)
+    if key not in cache:
+        worker.restart()
+        try:
+            _run(worker, model, out, request, options)
+            cache[key] = True
+        except OutOfMemoryError:
+            cache[key] = False
+    return cache[key]
+
+
+def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequest, ours: tuple,
+                   cache: dict) -> int:
+    """pixel·frames of the first setting, in ladder order, that really fits — searched upward from ours."""
+    order = [c for _rung, c in _candidates(asked, max(1, math.ceil(asked.num_frames / 4)), 0.5, ())]
+    order = [(c, o) for c in order for o in _variants(RunOptions(), "cpu")]
+    start = next((i for i, (c, o) in enumerate(order) if (c, o) == ours), len(order))
+    best = ours
+    for candidate in reversed(order[:start]):  # walk up toward the request while real runs fit
+        if not _fits_for_real(worker, model, out, *candidate, cache):
+            break
+        best = candidate
+    request = best[0]
+    return request.num_frames * request.width * request.height
+
+
+def run_grid(method: str, worker: Worker, model: Path, out_dir: Path, cap: int, steps: int,
+             planner: MemoryPlanner | None) -> list[dict[str, Any]]:
+    rows = []
+    for side in SIDES:
+        for frames in FRAMES:
+            asked = GenerationRequest(prompt="bench", num_frames=frames, width=side, height=side, steps=steps, seed=1)
+            params = join_parameters(asked, RunOptions())
+            started = time.perf_counter()
+            if method == "none":
+                try:
+                    value = _run(worker, model, out_dir / "none.mp4", asked, RunOptions())
+                    ok, attempts, final = True, 1, params
+                except OutOfMemoryError:
+                    worker.restart()
+                    value, ok, attempts, final = None, False, 1, params
+            else:
+                if method == "naive":
+                    engine = EnhancedErrorRecovery(adjuster=NaiveHalving(worker), user_intervention_threshold=10,
+                                                   max_recovery_attempts=10, sleep=lambda _s: None)
+                else:
+                    freer = WorkerMemoryFreer(worker, planner=planner)
+                    engine = EnhancedErrorRecovery(
+                        adjuster=MemoryLadder(planner, budget=cap, freer=freer), freer=freer,
+                        degrader=PreviewDegrader(planner, budget=cap), probe=HardwareProbe(cap),
+                        sleep=lambda _s: None)
+
+                def attempt(p: Any, info: Any) -> dict[str, Any]:
+                    request, options = split_parameters(p)
+                    value = _run(worker, model, out_dir / f"{method}.mp4", request, options)
+                    if planner is not None and method == "ours":
+                        planner.record(request, options, None, True, memory_cap=cap)
+                    return value
+
+                outcome = engine.run(attempt, params, model_id=asked.model_id)
+                ok, attempts, final, value = outcome.ok, len(outcome.attempts), dict(outcome.parameters), outcome.value
+                if not ok:
+                    worker.restart()
+            rows.append(dict(method=method, asked=asked, ok=ok, attempts=attempts, final=final, value=value,
+                             seconds=time.perf_counter() - started))
+            got = split_parameters(final)[0]
+            print(f"  {method:5s} {frames:2d}×{side}² → {'ok ' if ok else 'NO '} attempts={attempts} "
+                  f"final={got.num_frames}×{got.width}×{got.height} "
+                  f"tiling={final.get('options', {}).get('vae_tiling')} {time.perf_counter() - started:5.1f}s",
+                  flush=True)
+    return rows
+
+
+def decode_oom_timing(model: Path, out_dir: Path, cap: int, steps: int) -> tuple[float, float]:
+    """(seconds of the retry that decodes the kept latents, seconds of a full rerun of the same setting)."""
+    worker = Worker(WorkerConfig(device="cpu", memory_cap=cap))
+    try:
+        asked = GenerationRequest(prompt="bench", num_frames=5, width=512, height=512, steps=steps, seed=3)
+        try:
+            _run(worker, model, out_dir / "d.mp4", asked, RunOptions())
+            raise SystemExit("5×512² did not run out of memory in decode under this cap; pick a smaller --cap-mib")
+        except OutOfMemoryError as exc:
+            assert exc.data["phase"] == "decode" and exc.data["latents_kept"], exc.data
+        started = time.perf_counter()
+        retry = _run(worker, model, out_dir / "d.mp4", asked, RunOptions(vae_tiling=True))
+        retry_s = time.perf_counter() - started
+        assert retry["denoise_skipped"]
+        worker.restart()
+        _run(worker, model, out_dir / "warm.mp4", replace(asked, num_frames=1, width=64, height=64, steps=1),
+             RunOptions())  # load the model first: a rerun in a warm worker is the fair comparison
+        started = time.perf_counter()
+        _run(worker, model, out_dir / "d.mp4", asked, RunOptions(vae_tiling=True))
+        return retry_s, time.perf_counter() - started
+    finally:
+        worker.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cap-mib", type=int, default=340)
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--decode-steps", type=int, default=40)
+    parser.add_argument("--calibrate", action="store_true")
+    args = parser.parse_args()
+    set_testing(True)
+    cap = args.cap_mib * MiB
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        model = build_embedded_model(folder / "tiny-wan-random")
+        if args.calibrate:
+            worker = Worker(WorkerConfig(device="cpu"))
+            sizes = [(f, s, s) for s in (128, 256, 384, 512) for f in (9, 17, 33)] + [(5, 512, 512), (9, 640, 640)]
+            for item in calibrate(worker, model, sizes):
+                print(f"({item.num_frames}, {item.width}, {item.height}, {item.vae_tiling}, "
+                      f"{round(item.need_bytes / MiB) if item.need_bytes else None}),")
+            worker.close()
+            return
+        print(f"grid {len(SIDES)}×{len(FRAMES)} under a {args.cap_mib} MiB cap, {args.steps} steps", flush=True)
+        results: dict[str, list[dict[str, Any]]] = {}
+        for method in ("none", "naive", "ours"):
+            worker = Worker(WorkerConfig(device="cpu", memory_cap=cap))
+            planner = MemoryPlanner(folder / "memory.json") if method == "ours" else None
+            try:
+                results[method] = run_grid(method, worker, model, folder, cap, args.steps, planner)
+            finally:
+                worker.close()
+
+        print("searching the best setting that really fits, from ours upward ...", flush=True)
+        search = Worker(WorkerConfig(device="cpu", memory_cap=cap))
+        cache: dict = {}
+        shares = []
+        try:
+            for row in results["ours"]:
+                if row["ok"] and row["attempts"] > 1:
+                    request, options = split_parameters(row["final"])
+                    best = _best_for_real(search, model, folder / "s.mp4", row["asked"], (request, options), cache)
+                    shares.append(request.num_frames * request.width * request.height / best)
+        finally:
+            search.close()
+
+        retry_s, rerun_s = decode_oom_timing(model, folder, cap, args.decode_steps)
+
+        print(f"\nresults (cap {args.cap_mib} MiB, {len(SIDES) * len(FRAMES)} requests, tiny Wan on this CPU)")
+        print(f"{'method':8s} {'rescued':>8s} {'OOM first':>10s} {'adjusted tries':>15s} {'seconds':>8s}")
+        for method, rows in results.items():
+            failed_first = [r for r in rows if r["attempts"] > 1 or not r["ok"]]
+            rescued = [r for r in failed_first if r["ok"]]
+            share = len(rescued) / len(failed_first) if failed_first else 1.0
+            tries = statistics.mean(r["attempts"] - 1 for r in rescued) if rescued else float("nan")
+            total = sum(r["seconds"] for r in rows)
+            print(f"{method:8s} {share:8.0%} {len(failed_first):10d} {tries:15.2f} {total:8.1f}")
+        if shares:
+            print(f"pixel·frames kept vs the best that really fits (ours): mean {statistics.mean(shares):.0%}, "
+                  f"min {min(shares):.0%} over {len(shares)} recovered requests")
+        print(f"decode OOM, 5×512², {args.decode_steps} steps: retry from kept latents {retry_s:.1f}s vs full rerun "
+              f"{rerun_s:.1f}s → {rerun_s / retry_s:.1f}× faster")
+
+
+if __name__ == "__main__":
+    main()

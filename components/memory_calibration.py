@@ -1,0 +1,120 @@
+"""Measuring what a request really needs under the worker's memory cap, and the numbers shipped for a fresh
+install.
+
+What a cap refuses is not what ``top`` shows. On the CPU the worker's cap is ``RLIMIT_AS``: an allocation fails
+once the process's *address space* (``VmSize``) would pass the size it had after its imports plus the cap. Peak
+RSS (``VmHWM``, what ``GenerationOutput.peak_memory_bytes`` reports on the CPU) predicts that badly — address
+space holds reserved-but-untouched allocator arenas and thread stacks, and here it ranged from 1.9× to 0.9× the
+RSS growth. So a CPU measurement is the growth of the worker's peak address space (``VmPeak`` of a fresh worker
+minus its ``VmSize`` when ready): exactly the smallest cap that would have let the run through, in one run
+instead of a bisection over caps. ``VmPeak`` cannot be reset, hence one fresh worker per measurement (~5 s each).
+On CUDA the measurement is the run's ``torch.cuda.max_memory_allocated`` (what ``set_per_process_memory_fraction``
+limits), which resets per run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from components.pipeline import RunOptions
+from components.request import GenerationRequest
+from recovery.errors import OutOfMemoryError
+
+__all__ = ["Measurement", "calibrate", "measure_once", "DEFAULT_CALIBRATION"]
+
+Size = tuple[int, int, int]  # (num_frames, width, height)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One measured run: the setting and the memory cap it needs (bytes), or the cap it failed under."""
+
+    model_id: str
+    num_frames: int
+    width: int
+    height: int
+    vae_tiling: bool
+    model_cpu_offload: bool
+    need_bytes: int | None  # smallest cap that lets it run; None when the run failed
+    failed_at_cap: int | None = None
+    seconds: float | None = None
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    values: dict[str, int] = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            key, _, rest = line.partition(":")
+            if key in ("VmPeak", "VmSize"):
+                values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def measure_once(worker: Any, model_path: str | os.PathLike[str], size: Size, options: RunOptions = RunOptions(),
+                 *, model_id: str = "kintsugi/tiny-wan-random", steps: int = 2,
+                 output_dir: str | os.PathLike[str] | None = None) -> Measurement:
+    """Run ``size`` once in a fresh ``worker`` process and return what it needed (see the module docstring)."""
+    frames, width, height = size
+    worker.restart()
+    base = int(worker.stats()["vm_size"])  # ready, model not loaded yet: the address space the cap counts from
+    request = GenerationRequest(prompt="calibration", width=width, height=height, num_frames=frames, steps=steps,
+                                model_id=model_id)
+    target = Path(output_dir or Path(model_path).parent) / f".calibration-{frames}x{width}x{height}.mp4"
+    common = dict(model_id=model_id, num_frames=frames, width=width, height=height,
+                  vae_tiling=options.vae_tiling, model_cpu_offload=options.model_cpu_offload)
+    try:
+        result: dict[str, Any] = {}
+        for event in worker.run(request, target, model_path=model_path, options=options):
+            if event.kind == "result":
+                result = event.data
+    except OutOfMemoryError as exc:
+        return Measurement(**common, need_bytes=None, failed_at_cap=exc.data.get("memory_cap"))
+    finally:
+        target.unlink(missing_ok=True)
+    seconds = sum(result.get("timings", {}).values()) or None
+    if result.get("device") == "cuda":
+        need = result.get("peak_memory_bytes")
+    else:
+        need = _proc_status(worker.pid)["VmPeak"] - base
+    return Measurement(**common, need_bytes=need, seconds=seconds)
+
+
+def calibrate(worker: Any, model_path: str | os.PathLike[str], sizes: Iterable[Size], *,
+              options: Sequence[RunOptions] = (RunOptions(), RunOptions(vae_tiling=True)),
+              model_id: str = "kintsugi/tiny-wan-random", planner: Any = None, steps: int = 2) -> list[Measurement]:
+    """Measure each ``(num_frames, width, height)`` under each of ``options``; feed the planner if given.
+
+    Give an uncapped worker (a capped one reports sizes over its cap as failures, which teaches less).
+    """
+    measurements = [measure_once(worker, model_path, size, option, model_id=model_id, steps=steps)
+                    for size in sizes for option in options]
+    if planner is not None:
+        for item in measurements:
+            planner.add_measurement(item)
+    return measurements
+
+
+# Measured here (2-core CPU, torch 2.13 CPU, bf16, 2 steps) with `calibrate` on the embedded model: the smallest
+# worker memory cap, in MiB, that each setting needs. Columns: frames, width, height, vae_tiling, MiB.
+# Refreshed by `python bench/bench_oom.py --calibrate`.
+DEFAULT_CALIBRATION: dict[str, Any] = {
+    "model_id": "kintsugi/tiny-wan-random",
+    "hardware": "cpu",
+    "dtype": "bfloat16",
+    "points_mib": [
+        (9, 128, 128, False, 205), (9, 256, 256, False, 251), (17, 256, 256, False, 265),
+        (33, 256, 256, False, 284), (9, 384, 384, False, 356), (17, 384, 384, False, 352),
+        (33, 384, 384, False, 445), (5, 512, 512, False, 425), (9, 512, 512, False, 451),
+        (17, 512, 512, False, 521), (33, 512, 512, False, 631), (9, 640, 640, False, 636),
+        (9, 512, 288, False, 349),
+        (9, 128, 128, True, 198), (9, 256, 256, True, 253), (17, 256, 256, True, 269),
+        (33, 256, 256, True, 297), (9, 384, 384, True, 336), (17, 384, 384, True, 383),
+        (33, 384, 384, True, 468), (5, 512, 512, True, 301), (9, 512, 512, True, 363),
+        (17, 512, 512, True, 486), (33, 512, 512, True, 590), (9, 640, 640, True, 495),
+        (9, 512, 288, True, 308),
+    ],
+}

@@ -1,0 +1,45 @@
+"""A request that fits at no setting ends with a clear hand-over to the user, not a fake video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from components.hardware import HardwareProbe
+from components.memory import MemoryPlanner, join_parameters, split_parameters
+from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.pipeline import RunOptions
+from components.request import GenerationRequest
+from components.worker import Worker, WorkerConfig
+from recovery import EnhancedErrorRecovery, EnhancedFailureType
+
+MiB = 2**20
+CAP = 180 * MiB  # less than the embedded model needs for its smallest video here (~200 MiB)
+
+
+def test_nothing_fits_ends_with_user_intervention(model_path: Path, tmp_path: Path) -> None:
+    """Under 180 MiB even the smallest preview is predicted not to fit: one try, then a clear hand-over."""
+    planner = MemoryPlanner(tmp_path / "memory.json")
+    worker = Worker(WorkerConfig(device="cpu", memory_cap=CAP))
+    freer = WorkerMemoryFreer(worker, planner=planner)
+    engine = EnhancedErrorRecovery(adjuster=MemoryLadder(planner, budget=CAP, freer=freer), freer=freer,
+                                   degrader=PreviewDegrader(planner, budget=CAP), probe=HardwareProbe(CAP),
+                                   sleep=lambda _s: None)
+
+    def attempt(parameters: Any, info: Any) -> dict[str, Any]:
+        request, options = split_parameters(parameters)
+        return list(worker.run(request, tmp_path / "out.mp4", model_path=model_path, options=options))[-1].data
+
+    params = join_parameters(GenerationRequest(prompt="a lantern", num_frames=9, width=512, height=512, steps=2),
+                             RunOptions())
+    try:
+        outcome = engine.run(attempt, params, model_id=params["model_id"])
+    finally:
+        worker.close()
+    assert not outcome.ok and outcome.value is None and not (tmp_path / "out.mp4").exists()
+    assert len(outcome.attempts) == 1
+    assert outcome.failure is not None and outcome.failure.failure_type is EnhancedFailureType.VRAM_EXHAUSTION
+    assert outcome.result is not None and outcome.result.requires_user_action
+    assert outcome.result.actionable_steps
+    assert outcome.failure.system_state["worker_memory_cap"] == CAP
+    assert outcome.api_error()["error"]["type"] == "vram_exhaustion"

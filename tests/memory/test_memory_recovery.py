@@ -1,0 +1,108 @@
+"""Out-of-memory recovered for real: a worker capped at 340 MiB, the recovery engine, and the memory ladder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from components.hardware import HardwareProbe
+from components.memory import MemoryPlanner, join_parameters, split_parameters
+from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.pipeline import RunOptions
+from components.request import GenerationRequest
+from components.worker import Worker, WorkerConfig
+from recovery import EnhancedErrorRecovery, EnhancedFailureType
+
+MiB = 2**20
+CAP = 340 * MiB
+STEPS = 2
+
+
+@pytest.fixture(scope="module")
+def worker() -> Iterator[Worker]:
+    """One worker for the module (each start costs ~5 s), capped at 340 MiB of address space."""
+    capped = Worker(WorkerConfig(device="cpu", dtype="bfloat16", memory_cap=CAP))
+    capped.start()
+    yield capped
+    capped.close()
+
+
+@pytest.fixture
+def planner(tmp_path: Path) -> MemoryPlanner:
+    """The shipped calibration of the embedded model, learning into a fresh file."""
+    return MemoryPlanner(tmp_path / "memory.json")
+
+
+def engine_for(worker: Worker, planner: MemoryPlanner) -> EnhancedErrorRecovery:
+    freer = WorkerMemoryFreer(worker, planner=planner)
+    return EnhancedErrorRecovery(adjuster=MemoryLadder(planner, budget=CAP, freer=freer), freer=freer,
+                                 degrader=PreviewDegrader(planner, budget=CAP), probe=HardwareProbe(CAP),
+                                 sleep=lambda _s: None)
+
+
+def attempt(worker: Worker, planner: MemoryPlanner, model_path: Path, out_dir: Path):
+    """The service's attempt function in small: run in the worker, teach the planner what fitted."""
+
+    def run(parameters: Any, info: Any) -> dict[str, Any]:
+        request, options = split_parameters(parameters)
+        events = list(worker.run(request, out_dir / f"try-{info.number}.mp4", model_path=model_path,
+                                 options=options))
+        planner.record(request, options, None, True, memory_cap=CAP)
+        return events[-1].data
+
+    return run
+
+
+def request(frames: int, side: int) -> GenerationRequest:
+    return GenerationRequest(prompt="a lantern in the rain", num_frames=frames, width=side, height=side,
+                             steps=STEPS, seed=7)
+
+
+def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(
+        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
+    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the video."""
+    params = join_parameters(request(33, 384), RunOptions())
+    outcome = engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
+                                              model_id=params["model_id"])
+    assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
+    assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
+    assert not outcome.degraded
+    video = outcome.value
+    assert Path(video["video_path"]).stat().st_size > 0
+    assert (video["frames"], video["width"], video["height"]) != (33, 384, 384)
+    assert any(line.startswith(("num_frames 33 → ", "resolution 384×384 → ")) and "to fit in 340 MiB" in line
+               for line in outcome.changes), outcome.changes
+
+
+def test_decode_oom_is_recovered_without_denoising_again(
+        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
+    """5×512² runs out of memory in the VAE decode; the retry tiles the decode of the kept latents."""
+    worker.restart()  # a clean address space: the first try's decode must be what runs out
+    params = join_parameters(request(5, 512), RunOptions())
+    before = worker.stats()["denoise_steps_run"]
+    outcome = engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
+                                              model_id=params["model_id"])
+    assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
+    first_error = outcome.attempts[0].error or ""
+    assert "decode" in first_error
+    assert outcome.value["denoise_skipped"] and outcome.value["options"]["vae_tiling"]
+    assert (outcome.value["frames"], outcome.value["width"]) == (5, 512)
+    assert worker.stats()["denoise_steps_run"] - before == STEPS, "denoising ran once, not twice"
+    assert outcome.changes[0].startswith("vae_tiling off → on to fit in 340 MiB")
+
+
+def test_the_next_similar_request_starts_from_what_fits(
+        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
+    """After an OOM taught the planner, planning the same request again adjusts it before running."""
+    params = join_parameters(request(33, 384), RunOptions())
+    engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
+                                    model_id=params["model_id"])
+    plan = planner.plan(request(33, 384), RunOptions(), CAP)
+    assert plan.changes and plan.request != request(33, 384)
+    assert all(line.startswith("planned before running: ") for line in plan.changes)
+    worker.restart()  # the calibration is for a worker holding only its model
+    events = list(worker.run(plan.request, tmp_path / "planned.mp4", model_path=model_path, options=plan.options))
+    assert events[-1].kind == "result", plan
