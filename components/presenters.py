@@ -21,6 +21,8 @@ def timeline_line(event: ServiceEvent) -> str | None:
     data = event.data
     if event.kind == "correction":
         return f"- **Corrected** {event.message}"
+    if event.kind == "plan":
+        return f"- **Memory plan**: {event.message.removeprefix('planned before running: ')}"
     if event.kind == "phase":
         return f"- {_PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)})"
     if event.kind != "recovery":

@@ -23,6 +23,9 @@ from types import MappingProxyType
 from typing import Any
 
 from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
+from components.hardware import HardwareProbe, hardware_key
+from components.memory import MemoryPlan, MemoryPlanner
+from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
 from components.store import ModelStore, StorePort
 from components.store_download import RetryPolicy
 from components.pipeline import RunOptions
@@ -36,7 +39,6 @@ from recovery.events import RecoveryEvent
 from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
-from recovery.taxonomy import ErrorContext
 
 __all__ = ["GenerationService", "GenerationResult", "ServiceEvent", "EMBEDDED_MODEL_NOTE"]
 
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServiceEvent:
-    """One thing the user can see happen: ``correction``, ``phase``, ``progress``, ``recovery`` or ``result``."""
+    """One thing the user can see happen: ``correction``, ``plan`` (a memory change made before running),
+    ``phase``, ``progress``, ``recovery`` or ``result``."""
 
     kind: str
     message: str
@@ -76,20 +79,6 @@ class GenerationResult:
         return self.attempts > 1
 
 
-class _WorkerFreer:
-    """The ``ResourceFreer`` port: the worker frees memory after each failure itself, so freeing means a restart."""
-
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-
-    def free_memory(self, ctx: ErrorContext) -> list[str]:
-        return []  # already done inside the worker (caches cleared, garbage collected, malloc_trim)
-
-    def restart_worker(self, ctx: ErrorContext) -> list[str]:
-        self.worker.restart()
-        return ["restarted the generation worker with a clean memory state"]
-
-
 class GenerationService:
     """Validates, runs in the worker with recovery, streams events, records metrics."""
 
@@ -113,14 +102,25 @@ class GenerationService:
             device=self.settings.device, dtype=self.settings.dtype, memory_cap=self.settings.worker_memory_cap,
             load_timeout_s=self.settings.load_timeout_s,
         ))
+        cap = self.settings.worker_memory_cap
+        probe = HardwareProbe(cap)
+        hardware = probe()
+        self.device = hardware.get("device", "cpu") if self.settings.device == "auto" else self.settings.device
+        # The memory planner predicts each request's need from measurements and learns from every run.
+        self.planner = MemoryPlanner(self.settings.data_dir / "memory_calibration.json",
+                                     hardware=hardware_key(hardware), dtype=self.settings.dtype)
         self.metrics: MetricsStore | None = None
         if engine is None:
             self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = MetricsStore(self.settings.metrics_db)
+            memory_freer = WorkerMemoryFreer(self.worker, planner=self.planner)
             engine = EnhancedErrorRecovery(
                 self.settings.max_recovery_attempts, self.settings.recovery_timeout_s,
-                self.settings.user_intervention_threshold, freer=freer or _WorkerFreer(self.worker),
-                store=StorePort(self.store), metrics=self.metrics,
+                self.settings.user_intervention_threshold, store=StorePort(self.store),
+                adjuster=MemoryLadder(self.planner, budget=cap, device=self.device, freer=memory_freer),
+                freer=freer or memory_freer,
+                degrader=PreviewDegrader(self.planner, budget=cap, device=self.device),
+                probe=probe, metrics=self.metrics,
             )
         self.engine = engine
 
@@ -164,6 +164,10 @@ class GenerationService:
             raise self._failure(exc, correlation_id, request) from exc
         for line in corrections:
             yield ServiceEvent("correction", line, {"correlation_id": correlation_id})
+        cap = self.settings.worker_memory_cap
+        plan = self.planner.plan(checked, RunOptions(), cap, device=self.device)
+        for line in plan.changes:
+            yield ServiceEvent("plan", line, {"correlation_id": correlation_id, "degraded": plan.degraded})
 
         inbox: queue.Queue[Any] = queue.Queue()
         outcome_box: list[Outcome[Any]] = []
@@ -180,6 +184,9 @@ class GenerationService:
             for worker_event in self.worker.run(attempt_request, output_path, model_path=model_path,
                                                 options=options):
                 if worker_event.kind == "result":
+                    need = worker_event.data["extra"].get("address_space_need")
+                    self.planner.record(attempt_request, options, need or worker_event.data["peak_memory_bytes"],
+                                        True, memory_cap=cap, exact=True if need else None)
                     return worker_event.data
                 message = worker_event.data.get("phase", "") if worker_event.kind == "phase" else (
                     f"step {worker_event.data['step']}/{worker_event.data['total']}")
@@ -191,7 +198,7 @@ class GenerationService:
             started = time.time()
             try:
                 outcome_box.append(self.engine.run(
-                    attempt, {**checked.to_dict(), "options": {}}, model_id=checked.model_id,
+                    attempt, plan.parameters, model_id=checked.model_id,
                     correlation_id=correlation_id, hardware_key=self.worker.config.device,
                     user_session_id=session_id,
                 ))
@@ -215,7 +222,7 @@ class GenerationService:
         outcome = outcome_box[0]
         if not outcome.ok:
             raise self._failure(outcome.error, correlation_id, checked, outcome)
-        yield ServiceEvent("result", "done", {"result": self._result(outcome, checked, corrections)})
+        yield ServiceEvent("result", "done", {"result": self._result(outcome, plan, corrections)})
 
     def generate_video(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
         """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
@@ -243,15 +250,15 @@ class GenerationService:
         except Exception:
             log.exception("could not record run %s in the metrics store", outcome.correlation_id)
 
-    def _result(self, outcome: Outcome[Any], requested: GenerationRequest,
-                corrections: list[str]) -> GenerationResult:
+    def _result(self, outcome: Outcome[Any], plan: MemoryPlan, corrections: list[str]) -> GenerationResult:
         output = dict(outcome.value)
         actual = GenerationRequest.from_dict(output["request"])
         notes = (EMBEDDED_MODEL_NOTE,) if actual.model_id == EMBEDDED_MODEL_ID else ()
         return GenerationResult(
             video_path=output["video_path"], request=actual, corrections=tuple(corrections),
-            changes=outcome.changes, degraded=outcome.degraded, attempts=len(outcome.attempts),
-            correlation_id=outcome.correlation_id, output=MappingProxyType(output), notes=notes,
+            changes=(*plan.changes, *outcome.changes), degraded=outcome.degraded or plan.degraded,
+            attempts=len(outcome.attempts), correlation_id=outcome.correlation_id, output=MappingProxyType(output),
+            notes=notes,
         )
 
     def _failure(self, error: BaseException | None, correlation_id: str, request: Any,

@@ -61,12 +61,13 @@ class WorkerEvent:
 # --------------------------------------------------------------------------------------------------------------
 # Inside the worker process
 # --------------------------------------------------------------------------------------------------------------
-def _vm_size() -> int:
+def _vm_size(field: str = "VmSize") -> int:
+    """This process's address-space size (``VmSize``) or its peak so far (``VmPeak``), in bytes."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmSize:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise OSError("VmSize not found in /proc/self/status")
+    raise OSError(f"{field} not found in /proc/self/status")
 
 
 def _apply_memory_cap(cap: int | None, device: str) -> dict[str, Any]:
@@ -138,6 +139,8 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
         conn.send(("error", "", _exception_chain(exc)))
         return
     conn.send(("ready", "", info))
+    baseline = _vm_size()  # what the memory cap is measured from
+    peak_seen = _vm_size("VmPeak")
     while True:
         try:
             command, job_id, payload = conn.recv()
@@ -158,6 +161,10 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
                 on_phase=lambda phase: conn.send(("phase", job_id, {"phase": phase})),
                 should_cancel=_Cancelled(conn),
             )
+            peak = _vm_size("VmPeak")
+            if peak > peak_seen:  # this run set a new peak: its address-space need is known exactly
+                output.extra["address_space_need"] = peak - baseline
+                peak_seen = peak
             result: tuple = ("result", job_id, output.to_dict())
         except Exception as exc:
             result = ("error", job_id, _exception_chain(exc))
