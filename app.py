@@ -23,8 +23,9 @@ from components.http_api import EventFeed, build_router  # noqa: E402
 from components.model_views import ModelActions, models_table  # noqa: E402
 from components.store_catalog import CATALOG  # noqa: E402
 from components.store_disk import CleanupPlan  # noqa: E402
-from components.presenters import failure_markdown, result_markdown, timeline_line  # noqa: E402
-from recovery import GenerationFailedError  # noqa: E402
+from components.charts import dashboard  # noqa: E402
+from components.presenters import failure_markdown, result_markdown, summary_markdown, timeline_line  # noqa: E402
+from recovery import GenerationFailedError, events  # noqa: E402
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
     import spaces
@@ -68,6 +69,11 @@ def generate(prompt: str, negative_prompt: str, model_id: str, width: float, hei
                 result = event.data["result"]
                 yield result.video_path, result_markdown(result) + "\n\n---\n" + "\n".join(timeline)
                 return
+            elif event.kind == "recovery" and event.message == events.FAILURE_CLASSIFIED:
+                gr.Warning(f"Attempt {event.data['attempt']} failed ({event.data['failure_type']}): recovering",
+                           title="Recovering")
+            elif event.kind == "recovery" and event.message == events.RECOVERED:
+                gr.Info(f"Recovered after {event.data['attempts']} attempts", title="Recovered")
             line = timeline_line(event)
             if line:
                 timeline.append(line)
@@ -106,8 +112,14 @@ def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
     return actions().cleanup_preview(gigabytes or 0.0)
 
 
+def metrics_view() -> tuple:
+    """Headline, the six charts and the latest recovery attempts, from the metrics store."""
+    board = dashboard(get_service().metrics)
+    return (summary_markdown(board.summary), *board.figures().values(), board.recent_events)
+
+
 def build_app() -> gr.Blocks:
-    """Tabs: Generate (parameters left, video and what happened right) and Models."""
+    """Tabs: Generate (parameters left, video and what happened right), Models, Metrics."""
     model_ids = [entry.model_id for entry in CATALOG]
     with gr.Blocks(title="Kintsugi") as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -158,7 +170,20 @@ def build_app() -> gr.Blocks:
             buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(model_table, None, table)
         preview.click(cleanup_preview, gigabytes, [plan_table, plan], api_name=False)
         apply.click(lambda p: actions().apply_cleanup(p), plan, report, api_name=False).then(model_table, None, table)
-        demo.load(model_table, None, table)
+        with gr.Tab("Metrics"):
+            headline = gr.Markdown(elem_id="metrics-summary")
+            plots = []
+            for pair in (("runs_over_time", "success_rate"), ("failures_over_time", "recovery_time"),
+                         ("oom_rescue", "effectiveness")):
+                with gr.Row():
+                    plots.extend(gr.Plot(elem_id=f"chart-{name}", show_label=False) for name in pair)
+            recent = gr.Dataframe(label="Latest recovery attempts", interactive=False, wrap=True)
+            refresh_metrics = gr.Button("Refresh")
+            ticker = gr.Timer(15)
+        metrics_outputs = [headline, *plots, recent]
+        refresh_metrics.click(metrics_view, None, metrics_outputs, api_name="metrics")
+        ticker.tick(metrics_view, None, metrics_outputs, api_name=False, show_progress="hidden")
+        demo.load(model_table, None, table).then(metrics_view, None, metrics_outputs)
     return demo
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from components.service import GenerationResult, ServiceEvent
 from recovery import events
 
-__all__ = ["timeline_line", "result_markdown", "failure_markdown"]
+__all__ = ["timeline_line", "result_markdown", "failure_markdown", "summary_markdown"]
 
 _PHASES = {"load": "Loading the model", "denoise": "Denoising", "decode": "Decoding frames", "export": "Writing the mp4"}
 
@@ -72,3 +72,17 @@ def failure_markdown(report: Mapping[str, Any]) -> str:
         lines.append("What you can do:")
         lines.extend(f"- {step}" for step in error["actionable_steps"])
     return "\n\n".join(lines)
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The metrics tab's headline: requests, how many succeeded first time, were rescued, or failed."""
+    if not summary["requests"]:
+        return "**No requests recorded yet.** Generate a video, or run a scenario, and the charts fill in."
+
+    def share(value: float | None) -> str:
+        return "–" if value is None else f"{value:.0%}"
+
+    return (f"**{summary['requests']} requests** · {share(summary['success_share'])} succeeded · "
+            f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a "
+            f"failure) · {summary['failed']} failed · {share(summary['degraded_share'])} degraded · "
+            f"mean attempts {summary['mean_attempts']:.2f}")

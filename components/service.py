@@ -165,7 +165,8 @@ class GenerationService:
         for line in corrections:
             yield ServiceEvent("correction", line, {"correlation_id": correlation_id})
         cap = self.settings.worker_memory_cap
-        plan = self.planner.plan(checked, RunOptions(), cap, device=self.device)
+        plan = (self.planner.plan(checked, RunOptions(), cap, device=self.device) if self.settings.memory_planning
+                else MemoryPlan(checked, RunOptions(), 0, cap, True))
         for line in plan.changes:
             yield ServiceEvent("plan", line, {"correlation_id": correlation_id, "degraded": plan.degraded})
 

@@ -48,6 +48,7 @@ class Settings:
     max_recovery_attempts: int = 5
     recovery_timeout_s: float = 300.0
     user_intervention_threshold: int = 3
+    memory_planning: bool = True  # plan requests down before running when they are predicted not to fit
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -93,7 +94,19 @@ def _convert(name: str, raw: str) -> object:
         return _number(name, raw, float)
     if name in {"max_recovery_attempts", "user_intervention_threshold"}:
         return _number(name, raw, int)
+    if name == "memory_planning":
+        return _switch(name, raw)
     return raw
+
+
+def _switch(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in {"1", "true", "on", "yes", "0", "false", "off", "no"}:
+        raise InvalidParameterError(
+            f"`KINTSUGI_{name.upper()}` must be on or off (got {raw!r})",
+            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint="on|off",
+        )
+    return value in {"1", "true", "on", "yes"}
 
 
 def _number(name: str, raw: str, kind: type) -> object:
