@@ -65,6 +65,8 @@ def generate(prompt: str, negative_prompt: str, model_id: str, width: float, hei
         for event in get_service().generate(request):
             if event.kind == "progress":
                 progress((event.data["step"], event.data["total"]), desc="Denoising", unit="steps")
+            elif event.kind == "download" and event.data["bytes_total"]:
+                progress(event.data["bytes_done"] / event.data["bytes_total"], desc=f"Downloading {event.data['model_id']}")
             elif event.kind == "result":
                 result = event.data["result"]
                 yield result.video_path, result_markdown(result) + "\n\n---\n" + "\n".join(timeline)

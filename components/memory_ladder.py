@@ -198,15 +198,16 @@ class MemoryLadder:
         error = _out_of_memory(ctx)
         decode_retry = bool(error is not None and error.data.get("phase") == "decode"
                             and error.data.get("latents_kept") and not options.vae_tiling)
-        freed: list[str] = []
-        if self.freer is not None and not decode_retry:  # a restart would lose the kept latents
-            freed = self.freer.make_room(request.model_id, force=self.restart_after_oom)
         choice = choose_setting(self.planner, request, options, budget, device=self.device,
                                 decode_retry=decode_retry, min_frames_share=self.min_frames_share,
                                 min_side_share=self.min_side_share,
                                 smaller_models=(self.smaller_models or {}).get(request.model_id, ()))
         if choice is None:
             return None
+        freed: list[str] = []
+        reuses_latents = decode_retry and choice.request == request  # a restart would lose the kept latents
+        if self.freer is not None and not reuses_latents:
+            freed = self.freer.make_room(request.model_id, force=self.restart_after_oom)
         return Adjustment(join_parameters(choice.request, choice.options), (*freed, *choice.changes), choice.rung)
 
 

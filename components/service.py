@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -53,7 +52,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServiceEvent:
     """One thing the user can see happen: ``correction``, ``plan`` (a memory change made before running),
-    ``phase``, ``progress``, ``recovery`` or ``result``."""
+    ``download`` (model bytes arriving), ``phase``, ``progress``, ``recovery`` or ``result``."""
 
     kind: str
     message: str
@@ -142,12 +141,6 @@ class GenerationService:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    # -- models ---------------------------------------------------------------------------------------------------
-    def model_path(self, model_id: str) -> Path:
-        """The snapshot folder of ``model_id`` in the hub cache: downloaded, resumed or repaired as needed, and
-        quick-checked (sizes, safetensors headers) before every load."""
-        return self.store.ensure(model_id)
-
     # -- generation -----------------------------------------------------------------------------------------------
     def generate(self, request: GenerationRequest | Mapping[str, Any], *, session_id: str | None = None
                  ) -> Iterator[ServiceEvent]:
@@ -178,9 +171,14 @@ class GenerationService:
                 inbox.put(ServiceEvent("recovery", event.name, {**event.data, "correlation_id": correlation_id}))
 
         def attempt(parameters: Mapping[str, Any], info: AttemptInfo) -> dict[str, Any]:
-            attempt_request = GenerationRequest.from_dict(dict(parameters))
+            # The engine may have switched the model (intelligent fallback): its choice wins over the parameters.
+            attempt_request = GenerationRequest.from_dict({**parameters, "model_id": info.model_id
+                                                           or parameters["model_id"]})
             options = RunOptions(**dict(parameters.get("options") or {}))
-            model_path = self.model_path(attempt_request.model_id)
+            model_path = self.store.ensure(attempt_request.model_id, on_event=lambda download: inbox.put(
+                ServiceEvent("download", download.kind.value, {
+                    "model_id": download.repo_id, "bytes_done": download.bytes_done,
+                    "bytes_total": download.bytes_total, "eta_s": download.eta_s, "attempt": info.number})))
             output_path = self.settings.outputs_dir / f"{correlation_id}-{info.number}.mp4"
             for worker_event in self.worker.run(attempt_request, output_path, model_path=model_path,
                                                 options=options):
