@@ -20,7 +20,7 @@ from fastapi import FastAPI  # noqa: E402
 
 from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
 from components.http_api import EventFeed, build_router  # noqa: E402
-from components.model_views import ModelActions, models_table  # noqa: E402
+from components.model_views import ModelActions, model_choices, models_table  # noqa: E402
 from components.store_catalog import CATALOG  # noqa: E402
 from components.store_disk import CleanupPlan  # noqa: E402
 from components.charts import dashboard  # noqa: E402
@@ -106,6 +106,11 @@ def download(model_id: str) -> Iterator[str]:
     yield from actions().download(model_id)
 
 
+def model_picker() -> gr.Dropdown:
+    """The generate tab's model list, each entry with its status in the local cache."""
+    return gr.Dropdown(choices=model_choices(get_service().store))
+
+
 def model_table() -> pd.DataFrame:
     return models_table(get_service().store)
 
@@ -185,7 +190,7 @@ def build_app() -> gr.Blocks:
         metrics_outputs = [headline, *plots, recent]
         refresh_metrics.click(metrics_view, None, metrics_outputs, api_name="metrics")
         ticker.tick(metrics_view, None, metrics_outputs, api_name=False, show_progress="hidden")
-        demo.load(model_table, None, table).then(metrics_view, None, metrics_outputs)
+        demo.load(model_table, None, table).then(model_picker, None, model).then(metrics_view, None, metrics_outputs)
     return demo
 
 

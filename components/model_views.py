@@ -23,7 +23,7 @@ from recovery.classify import Classifier
 from recovery.errors import KintsugiError
 from recovery.messages import api_error
 
-__all__ = ["ModelActions", "models_table", "format_bytes"]
+__all__ = ["ModelActions", "models_table", "model_choices", "format_bytes"]
 
 _GB = 1_000_000_000
 
@@ -52,6 +52,13 @@ def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFra
             "notes": entry.notes,
         })
     return pd.DataFrame(rows)
+
+
+def model_choices(store: ModelStore) -> list[tuple[str, str]]:
+    """(label, model id) pairs for a model picker: the embedded model first, each label with its local status."""
+    table = models_table(store)
+    return [(f"{row.model} — {row.status}" + (f" ({row.download})" if row.status == "missing" else ""), row.model)
+            for row in table.itertuples()]
 
 
 @dataclass

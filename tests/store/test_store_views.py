@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.model_views import ModelActions, format_bytes, models_table
+from components.model_views import ModelActions, format_bytes, model_choices, models_table
 from components.store import ModelStore
 from components.store_catalog import CATALOG
 from tests.store.conftest import REPO, WEIGHTS
@@ -71,3 +71,10 @@ def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStor
 def test_sizes_read_like_the_hub_shows_them() -> None:
     """Decimal units with one decimal."""
     assert (format_bytes(999), format_bytes(1_234_567), format_bytes(29e9)) == ("999 B", "1.2 MB", "29.0 GB")
+
+
+def test_picker_labels_carry_status_and_values_stay_ids(store: ModelStore) -> None:
+    """Model picker entries read "id — status" (with the download size when missing); the value is the bare id."""
+    choices = model_choices(store)
+    assert [value for _label, value in choices] == [entry.model_id for entry in CATALOG]
+    assert choices[1][0].startswith(f"{CATALOG[1].model_id} — missing (")
