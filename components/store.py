@@ -318,9 +318,16 @@ class ModelStore:
         return result
 
     def ensure(self, repo_id: str, revision: str = "main", *, on_event: EventListener | None = None,
-               cancel: CancelToken | None = None) -> Path:
-        """Make a model usable and return its snapshot folder: download, resume or repair as needed."""
+               cancel: CancelToken | None = None, repair: bool = True) -> Path:
+        """Make a model usable and return its snapshot folder: download, resume or repair as needed.
+
+        With ``repair=False`` damage found by the quick check is raised as ``CorruptModelError`` instead of being
+        repaired here, so that a caller with a recovery engine classifies, repairs, counts and reports it.
+        """
         state = self.availability.availability(repo_id, revision, check_remote=False)
+        if state.status is ModelStatus.CORRUPT and not repair:
+            raise CorruptModelError(f"{repo_id}: {state.detail or 'damaged files'}", model_id=repo_id,
+                                    files=list(state.bad_files))
         damaged = state.status in (ModelStatus.CORRUPT, ModelStatus.PARTIAL)
         if damaged and self.cache.resolve(repo_id, revision) is not None:
             manifest = self.health.manifest(repo_id, revision)

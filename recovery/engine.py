@@ -276,7 +276,14 @@ class EnhancedErrorRecovery:
         limits = self.limits
         if track.failures >= limits.user_intervention_threshold:
             return self._hand_over(ctx, attempt, track, f"failed {track.failures} times (intervention threshold)")
-        for kind in self.breaker.order(key, ctx.failure_type, self.strategy_map[ctx.failure_type]):
+        order = list(self.breaker.order(key, ctx.failure_type, self.strategy_map[ctx.failure_type]))
+        if track.failures >= limits.user_intervention_threshold - 1 and RecoveryStrategy.IMMEDIATE_RETRY in order:
+            # The last try before the hand-over: strategies that change something (fallback, repair, degrade) go
+            # before a blind retry, which stays as the last resort.
+            order.remove(RecoveryStrategy.IMMEDIATE_RETRY)
+            order.insert(order.index(RecoveryStrategy.USER_INTERVENTION) if RecoveryStrategy.USER_INTERVENTION in order
+                         else len(order), RecoveryStrategy.IMMEDIATE_RETRY)
+        for kind in order:
             if kind is RecoveryStrategy.USER_INTERVENTION:
                 break
             if track.recoveries >= limits.max_recovery_attempts:

@@ -132,6 +132,19 @@ def test_fallback_switches_model_and_marks_degraded(make_engine) -> None:
         "small", "small", True, ("model big → small (model_corruption_detected)",))
 
 
+def test_last_try_before_hand_over_prefers_a_fallback_to_a_blind_retry(make_engine) -> None:
+    """When the network stays down, retries stop one short of the threshold and the fallback model gets the last
+    try (a blind retry stays available after the strategies that change something)."""
+    def fetch(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> str:
+        if info.model_id == "big":
+            raise recovery.NetworkUnavailableError("refused", endpoint="hub", reason="closed")
+        return info.model_id
+
+    outcome = make_engine(store=TwoModelStore(), user_intervention_threshold=3).run(fetch, {}, model_id="big")
+    assert outcome.ok and outcome.value == "small" and outcome.degraded
+    assert [a.recovery for a in outcome.attempts if a.recovery] == [R.IMMEDIATE_RETRY, R.INTELLIGENT_FALLBACK]
+
+
 def test_run_records_attempts_in_metrics(make_engine, halver, oom_attempt, tmp_path: Path) -> None:
     """Every strategy that acts during a run becomes one row of the metrics store."""
     store = recovery.MetricsStore(tmp_path / "m.sqlite")
