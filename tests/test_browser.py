@@ -1,10 +1,13 @@
 """The studio in a real browser: Debian's Chromium driven by Playwright against `python app.py` started for real.
 
-Screenshots land in docs/screenshots/ (the README shows them).
+Screenshots go to a temporary folder; with KINTSUGI_UPDATE_SCREENSHOTS=1 they replace docs/screenshots/ (the
+README shows them).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +16,8 @@ import pytest
 from tests.support.app_process import ROOT, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("KINTSUGI_UPDATE_SCREENSHOTS") == "1"
+         else Path(tempfile.mkdtemp(prefix="kintsugi-shots-")))
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by .ci/run")]
 
