@@ -24,7 +24,14 @@ from components.model_views import ModelActions, model_choices, models_table  # 
 from components.store_catalog import CATALOG  # noqa: E402
 from components.store_disk import CleanupPlan  # noqa: E402
 from components.charts import dashboard  # noqa: E402
-from components.presenters import failure_markdown, result_markdown, summary_markdown, timeline_line  # noqa: E402
+from components.presenters import (  # noqa: E402
+    failure_markdown,
+    result_markdown,
+    scenario_markdown,
+    summary_markdown,
+    timeline_line,
+)
+from components.scenarios import SCENARIOS, SPEC_DEMO, run_scenario  # noqa: E402
 from recovery import GenerationFailedError, events  # noqa: E402
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
@@ -119,6 +126,17 @@ def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
     return actions().cleanup_preview(gigabytes or 0.0)
 
 
+def scenario_view(name: str) -> Callable[[], tuple[pd.DataFrame, str | None, str]]:
+    """A handler that runs one of the spec's scenarios for real (its own fault, scratch hub and workers),
+    recording into this app's metrics; it returns the summary row, the video (if any) and the story."""
+    def run() -> tuple[pd.DataFrame, str | None, str]:
+        settings = get_service().settings
+        report = run_scenario(name, workdir=settings.data_dir / "scenarios", data_dir=settings.data_dir)
+        return pd.DataFrame([report.as_row()]), report.video_path, scenario_markdown(report)
+
+    return run
+
+
 def metrics_view() -> tuple:
     """Headline, the six charts and the latest recovery attempts, from the metrics store."""
     board = dashboard(get_service().metrics)
@@ -177,6 +195,19 @@ def build_app() -> gr.Blocks:
             buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(model_table, None, table)
         preview.click(cleanup_preview, gigabytes, [plan_table, plan], api_name=False)
         apply.click(lambda p: actions().apply_cleanup(p), plan, report, api_name=False).then(model_table, None, table)
+        with gr.Tab("Scenarios"):
+            gr.Markdown("Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
+                        "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
+                        "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab.")
+            with gr.Row():
+                scenario_buttons = {name: gr.Button(SPEC_DEMO[name][0]) for name in SCENARIOS}
+            scenario_row = gr.Dataframe(label="Outcome", interactive=False, wrap=True)
+            with gr.Row():
+                scenario_video = gr.Video(label="Video", interactive=False, scale=1)
+                scenario_story = gr.Markdown(elem_id="scenario-story")
+        for name, scenario_button in scenario_buttons.items():
+            scenario_button.click(scenario_view(name), None, [scenario_row, scenario_video, scenario_story],
+                                  api_name=f"scenario_{name}", concurrency_limit=1, concurrency_id="scenarios")
         with gr.Tab("Metrics"):
             headline = gr.Markdown(elem_id="metrics-summary")
             plots = []

@@ -11,7 +11,7 @@ from typing import Any
 from components.service import GenerationResult, ServiceEvent
 from recovery import events
 
-__all__ = ["timeline_line", "result_markdown", "failure_markdown", "summary_markdown"]
+__all__ = ["timeline_line", "result_markdown", "failure_markdown", "summary_markdown", "scenario_markdown"]
 
 _PHASES = {"load": "Loading the model", "denoise": "Denoising", "decode": "Decoding frames", "export": "Writing the mp4"}
 
@@ -86,3 +86,15 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
             f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a "
             f"failure) · {summary['failed']} failed · {share(summary['degraded_share'])} degraded · "
             f"mean attempts {summary['mean_attempts']:.2f}")
+
+
+def scenario_markdown(report: Any) -> str:  # report: components.scenarios.ScenarioReport
+    """One scenario as the Scenarios tab shows it: the fault, the outcome, what the user was told, the timeline."""
+    lines = [f"### {report.title}: {report.outcome}", f"**Fault injected:** {report.fault}",
+             f"**Failure types:** {', '.join(report.failure_types) or '—'} · **strategies tried:** "
+             f"{' → '.join(report.strategies) or '—'} · {report.seconds:.1f} s",
+             f"**What the user was told:** {report.told}"]
+    if report.timeline:
+        lines.append("**Timeline**\n" + "\n".join(report.timeline))
+    lines.extend(f"_Gap: {gap}_" for gap in report.gaps)
+    return "\n\n".join(lines)

@@ -207,9 +207,9 @@ def _report(name: str, fault: str, runs: list[_Run], started: float, *, notes: t
 class _Bench:
     """The work folder, the tiny model (built once) and warm workers shared by the scenarios of one run."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, data_dir: Path) -> None:
         self.workdir = workdir
-        self.data_dir = workdir / "data"
+        self.data_dir = data_dir
         self.model_dir = ensure_embedded_model(Settings(data_dir=self.data_dir).embedded_model_dir)
         self._workers: dict[int | None, Worker] = {}
 
@@ -388,20 +388,22 @@ _RUNNERS: Mapping[str, Callable[[_Bench], ScenarioReport]] = {
 }
 
 
-def run_scenario(name: str, *, workdir: str | os.PathLike[str] | None = None) -> ScenarioReport:
+def run_scenario(name: str, *, workdir: str | os.PathLike[str] | None = None,
+                 data_dir: str | os.PathLike[str] | None = None) -> ScenarioReport:
     """Run one scenario (``SCENARIOS``) in ``workdir`` (a fresh temporary folder when None)."""
-    return run_all(workdir, only=(name,))[0]
+    return run_all(workdir, only=(name,), data_dir=data_dir)[0]
 
 
-def run_all(workdir: str | os.PathLike[str] | None = None, *, only: tuple[str, ...] = SCENARIOS
-            ) -> list[ScenarioReport]:
+def run_all(workdir: str | os.PathLike[str] | None = None, *, only: tuple[str, ...] = SCENARIOS,
+            data_dir: str | os.PathLike[str] | None = None) -> list[ScenarioReport]:
     """Run the scenarios in ``only`` (default: all six, in the spec's order), sharing the tiny model and warm
-    workers; data (metrics, videos) goes to ``workdir/data``."""
+    workers; data (metrics, videos, the built model) goes to ``data_dir`` (default ``workdir/data``) — the app
+    passes its own, so scenario runs show in its metrics tab."""
     unknown = [name for name in only if name not in _RUNNERS]
     if unknown:
         raise ValueError(f"`name` must be one of {', '.join(SCENARIOS)} (got {', '.join(unknown)})")
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kintsugi-scenarios-"))
-    bench = _Bench(root)
+    bench = _Bench(root, Path(data_dir) if data_dir is not None else root / "data")
     try:
         return [_RUNNERS[name](bench) for name in only]
     finally:

@@ -116,3 +116,10 @@ def test_api_quick_check_of_the_embedded_model_is_clean(app_url: str) -> None:
     """/model_quick_check answers in words that every file is intact."""
     text = _client(app_url).predict("kintsugi/tiny-wan-random", api_name="/model_quick_check")
     assert "intact" in text
+
+
+def test_api_scenario_runs_for_real_and_reports(app_url: str) -> None:
+    """/scenario_invalid_parameters runs the scenario against a real service and returns its row and story."""
+    row, video, story = _client(app_url).predict(api_name="/scenario_invalid_parameters")
+    assert row["data"][0][0] == "invalid_parameters"
+    assert "Fault injected" in story and "`width`" in story
