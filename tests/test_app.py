@@ -37,13 +37,14 @@ def test_api_generate_streams_timeline_then_video(app_url: str) -> None:
 
 
 def test_api_failure_is_a_catalogued_message_without_raw_text(app_url: str) -> None:
-    """A request for a model that cannot be had fails with the plain-language message, no traceback or path."""
+    """A request that cannot run (an empty prompt) fails with the plain-language message naming the parameter,
+    no traceback or path."""
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError) as caught:
-        _client(app_url).predict(*ARGS[:2], "nobody/missing-model", *ARGS[3:], api_name="/generate")
+        _client(app_url).predict("", *ARGS[1:], api_name="/generate")
     text = str(caught.value)
-    assert "What you can do" in text
+    assert "What you can do" in text and "`prompt`" in text
     assert "Traceback" not in text and "/tmp" not in text and ".py" not in text
 
 

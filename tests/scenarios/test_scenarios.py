@@ -52,25 +52,23 @@ def test_vram_exhaustion_is_adjusted_down_to_a_real_video(reports: dict[str, Sce
 
 def test_model_corruption_is_repaired_by_refetching_only_the_damaged_file(
         reports: dict[str, ScenarioReport]) -> None:
-    """A truncated weight blob is caught by the quick check before loading and only that file is fetched again.
-
-    Today the store repairs it inside ``ensure``, so the engine never classifies it (reported as a gap); once the
-    service lets the damage reach the engine, expect ``model_corruption_detected`` → ``automatic_repair``."""
+    """A truncated weight blob is caught by the quick check before loading, classified, and repaired by the
+    engine's automatic_repair, which fetches only that file again."""
     report = reports["model_corruption"]
     assert [name for name, _range in report.fetched] == [WEIGHTS]
     assert report.recovered and report.model_used == DEMO_REPO
-    assert report.failure_types == () and report.strategies == ()
-    assert report.gaps and "not classified" in report.gaps[0]
+    assert report.failure_types == ("model_corruption_detected",) and report.strategies == ("automatic_repair",)
+    assert not report.gaps
 
 
-def test_network_loss_ends_with_guidance_and_names_the_gap(reports: dict[str, ScenarioReport]) -> None:
-    """A closed port: classified as connectivity loss, retried, then handed over with steps — the installed
-    built-in model is never tried because the retries use up the intervention threshold (reported as a gap)."""
+def test_network_loss_falls_back_to_the_installed_model(reports: dict[str, ScenarioReport]) -> None:
+    """A closed port: classified as connectivity loss, retried once, then the last try before the hand-over goes
+    to the installed built-in model, labelled degraded."""
     report = reports["network_loss"]
     assert report.failure_types == ("network_connectivity_loss",)
-    assert report.strategies == ("immediate_retry", "immediate_retry", "user_intervention")
-    assert not report.recovered and report.steps
-    assert report.gaps and EMBEDDED_MODEL_ID in report.gaps[0]
+    assert report.strategies == ("immediate_retry", "intelligent_fallback")
+    assert report.recovered and report.degraded and report.model_used == EMBEDDED_MODEL_ID
+    assert not report.gaps
 
 
 def test_invalid_parameters_are_corrected_and_out_of_range_values_rejected(
