@@ -4,6 +4,7 @@ Each piece works on its own in a notebook; the web app (``app.py``) only wires t
 """
 
 from components.embedded_model import EMBEDDED_MODEL_ID, build_embedded_model, ensure_embedded_model, verify_manifest
+from components.journal import JournalEntry, RequestJournal, RequestState
 from components.pipeline import GenerationOutput, RunOptions, WanGenerator
 from components.request import LIMITS, GenerationRequest, Limits, validate_request
 from components.service import GenerationResult, GenerationService, ServiceEvent
@@ -16,8 +17,11 @@ __all__ = [
     "GenerationRequest",
     "GenerationResult",
     "GenerationService",
+    "JournalEntry",
     "LIMITS",
     "Limits",
+    "RequestJournal",
+    "RequestState",
     "RunOptions",
     "ServiceEvent",
     "Settings",

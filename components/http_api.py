@@ -17,17 +17,46 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
+from components.journal import JournalEntry, RequestState
 from components.service import GenerationService
 from recovery import events
-from recovery.errors import GenerationFailedError
+from recovery.errors import GenerationFailedError, InvalidParameterError
 from recovery.events import RecoveryEvent
-from recovery.messages import guidance_for
+from recovery.messages import api_error, guidance_for
 from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 
-__all__ = ["EventFeed", "build_router", "recovery_message"]
+__all__ = ["EventFeed", "build_router", "recovery_message", "request_status_json"]
 
 _VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.mp4$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLIENT_ERRORS = {"invalid_parameters", "unsupported_operation"}
+
+
+def request_status_json(entry: JournalEntry) -> dict[str, Any]:
+    """``GET /api/v1/requests/{id}``: status and reason; the video URL when completed, the spec's error when
+    failed."""
+    answer: dict[str, Any] = {
+        "correlation_id": entry.id, "status": entry.status.value, "reason": entry.reason,
+        "restarts": entry.restarts, "accepted_at": entry.accepted_at, "updated_at": entry.updated_at,
+    }
+    result = dict(entry.result or {})
+    if entry.status is RequestState.COMPLETED:
+        answer.update(video_url=f"/api/v1/videos/{result['video']}", attempts=result.get("attempts"),
+                      degraded=result.get("degraded"))
+    elif entry.status is RequestState.FAILED and "error" in result:
+        answer["error"] = result["error"]
+    return answer
+
+
+def _body_error(service: GenerationService, parameter: str, value: Any, constraint: str) -> JSONResponse:
+    """A body that is not a request at all, in the spec's error shape (422), the parameter named."""
+    error = InvalidParameterError(f"`{parameter}` {constraint} (got {value})", parameter=parameter, value=value,
+                                  constraint=constraint)
+    report = api_error(service.engine.categorize(error, {"operation": "generate"}),
+                       data_dir=str(service.settings.data_dir))
+    return JSONResponse({**report, "correlation_id": None}, status_code=422)
 
 
 def recovery_message(event: RecoveryEvent) -> dict[str, Any] | None:
@@ -88,18 +117,29 @@ class EventFeed:
 
 
 def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) -> APIRouter:
-    """``POST /api/v1/generate``, ``GET /api/v1/videos/{name}``, ``GET /api/v1/events`` (SSE)."""
+    """``POST /api/v1/generate``, ``GET /api/v1/requests/{id}``, ``GET /api/v1/videos/{name}``,
+    ``GET /api/v1/events`` (SSE)."""
     router = APIRouter(prefix="/api/v1")
 
-    @router.post("/generate")
-    def generate(body: dict[str, Any]) -> JSONResponse:
-        """Generate a video from a JSON request; a failure answers with the spec's error shape."""
+    @router.post("/generate", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": ["prompt"], "additionalProperties": True}}}}})
+    async def generate(request: Request) -> JSONResponse:
+        """Generate a video from a JSON object; a failure answers with the spec's error shape and the request's
+        ``correlation_id`` (for ``GET /api/v1/requests/{id}``)."""
         service = get_service()
         try:
-            result = service.generate_video(body)
+            body = json.loads(await request.body())
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
+            return _body_error(service, "body", "text that is not JSON", "must be a JSON object")
+        if not isinstance(body, dict):
+            return _body_error(service, "body", f"a JSON {type(body).__name__}", "must be a JSON object")
+        if "prompt" not in body:
+            return _body_error(service, "prompt", "nothing", "is required")
+        try:
+            result = await run_in_threadpool(service.generate_video, body)
         except GenerationFailedError as exc:
-            status = 422 if exc.report["error"]["type"] in {"invalid_parameters", "unsupported_operation"} else 500
-            return JSONResponse(exc.report, status_code=status)
+            status = 422 if exc.report["error"]["type"] in _CLIENT_ERRORS else 500
+            return JSONResponse({**exc.report, "correlation_id": exc.correlation_id}, status_code=status)
         name = result.video_path.rsplit("/", 1)[-1]
         return JSONResponse({
             "video_url": f"/api/v1/videos/{name}", "correlation_id": result.correlation_id,
@@ -108,11 +148,19 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
             "timings": dict(result.output["timings"]), "frames_sha256": result.output["frames_sha256"],
         })
 
+    @router.get("/requests/{correlation_id}")
+    def request_status(correlation_id: str) -> JSONResponse:
+        """Where a request stands: accepted, running, completed (with its video URL) or failed (with the error)."""
+        entry = get_service().request_status(correlation_id) if _REQUEST_ID.fullmatch(correlation_id) else None
+        if entry is None:
+            return JSONResponse({"error": {"type": "not_found", "message": "no such request"}}, status_code=404)
+        return JSONResponse(request_status_json(entry))
+
     @router.get("/videos/{name}")
     def video(name: str) -> Any:
         """A generated video, by file name only (no paths)."""
         path = get_service().settings.outputs_dir / name
-        if not _VIDEO_NAME.match(name) or not path.is_file():
+        if not _VIDEO_NAME.fullmatch(name) or not path.is_file():
             return JSONResponse({"error": {"type": "not_found", "message": "no such video"}}, status_code=404)
         return FileResponse(path, media_type="video/mp4")
 

@@ -26,6 +26,7 @@ from components.memory import MemoryPlanner, format_bytes, join_parameters, spli
 from components.pipeline import RunOptions
 from components.request import LIMITS, GenerationRequest
 from recovery.classify import error_chain
+from recovery.errors import WorkerCrashedError
 from recovery.errors import OutOfMemoryError
 from recovery.ports import Adjustment
 from recovery.taxonomy import EnhancedFailureType, ErrorContext
@@ -284,5 +285,7 @@ class WorkerMemoryFreer:
         return self.make_room(ctx.model_id)
 
     def restart_worker(self, ctx: ErrorContext) -> Sequence[str]:
+        if isinstance(ctx.original_error, WorkerCrashedError):  # the supervisor already started a fresh one
+            return ["a fresh worker took over from the one that stopped"]
         self.worker.restart()
         return ["worker restarted"]

@@ -64,7 +64,10 @@ class GenerationRequest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
-        """Build from a mapping, ignoring unknown keys (e.g. recovery bookkeeping)."""
+        """Build from a mapping, ignoring unknown keys (e.g. recovery bookkeeping); ``prompt`` is required."""
+        if "prompt" not in data:
+            raise InvalidParameterError("`prompt` is required (got no prompt)", parameter="prompt", value=None,
+                                        constraint="required")
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
@@ -117,7 +120,7 @@ def validate_request(
     prompt = _text("prompt", request.prompt, limits.max_prompt_chars, required=True)
     negative = _text("negative_prompt", request.negative_prompt, limits.max_prompt_chars, required=False)
     model_id = request.model_id
-    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.match(model_id) or ".." in model_id:
+    if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
         raise _fail("model_id", model_id, "must look like owner/name (letters, digits, '-', '_', '.')")
 
     sides = {}
@@ -144,7 +147,8 @@ def validate_request(
     steps = _integer("steps", request.steps)
     _in_range("steps", steps, limits.min_steps, limits.max_steps)
     guidance = request.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or (
+            isinstance(guidance, float) and not math.isfinite(guidance)):
         raise _fail("guidance_scale", guidance, "must be a finite number")
     _in_range("guidance_scale", guidance, 0.0, limits.max_guidance)
     fps = _integer("fps", request.fps)

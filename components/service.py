@@ -7,12 +7,16 @@
 
 A failure that recovery cannot fix ends the stream with ``GenerationFailedError``, whose ``report`` is the
 spec's API error shape (plain-language message, steps, no paths or tokens).
+
+Every request is written to the ``RequestJournal`` (``journal.sqlite`` in the data folder) before its work starts;
+requests the app was killed during are re-run when the service starts again (see ``request_status``).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 import uuid
@@ -23,6 +27,7 @@ from typing import Any
 
 from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
 from components.hardware import HardwareProbe, hardware_key
+from components.journal import JournalEntry, RequestJournal
 from components.memory import MemoryPlan, MemoryPlanner
 from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
 from components.store import ModelStore, StorePort
@@ -33,7 +38,7 @@ from components.settings import Settings
 from components.worker import Worker, WorkerConfig
 from recovery import events
 from recovery.engine import EnhancedErrorRecovery
-from recovery.errors import GenerationFailedError, KintsugiError
+from recovery.errors import GenerationFailedError, KintsugiError, WorkerCrashedError
 from recovery.events import RecoveryEvent
 from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
@@ -45,6 +50,10 @@ EMBEDDED_MODEL_NOTE = (
     "Made with the built-in tiny model: its weights are random, so the video is coloured noise. "
     "Choose a real model (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) where a network and a GPU are available."
 )
+RESTARTED_REASON = "the app stopped while this request was running; it was retried after restart"
+STOPPED_AGAIN_REASON = ("the app stopped while this request was running, and again during its retry after "
+                        "restart; it was not retried a second time")
+MAX_RESTARTS = 1  # re-runs after the app stopped; a request that keeps killing the app must not loop forever
 _DONE = object()
 log = logging.getLogger(__name__)
 
@@ -109,8 +118,9 @@ class GenerationService:
         self.planner = MemoryPlanner(self.settings.data_dir / "memory_calibration.json",
                                      hardware=hardware_key(hardware), dtype=self.settings.dtype)
         self.metrics: MetricsStore | None = None
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = RequestJournal(self.settings.journal_db)
         if engine is None:
-            self.settings.data_dir.mkdir(parents=True, exist_ok=True)
             self.metrics = MetricsStore(self.settings.metrics_db)
             memory_freer = WorkerMemoryFreer(self.worker, planner=self.planner)
             engine = EnhancedErrorRecovery(
@@ -125,14 +135,17 @@ class GenerationService:
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker (it imports in the background) and make sure the default model is ready."""
+        """Start the worker (it imports in the background), make sure the default model is ready, and re-run in
+        the background the requests the app was stopped during."""
         self.worker.start()
         self.store.ensure(EMBEDDED_MODEL_ID)
+        self.reconcile()
 
     def close(self) -> None:
         self.worker.close()
         if self.metrics is not None:
             self.metrics.close()
+        self.journal.close()
 
     def __enter__(self) -> GenerationService:
         self.start()
@@ -154,17 +167,27 @@ class GenerationService:
                 request = GenerationRequest.from_dict(dict(request))
             checked, corrections = validate_request(request)
         except (KintsugiError, TypeError, ValueError) as exc:
-            raise self._failure(exc, correlation_id, request) from exc
-        for line in corrections:
-            yield ServiceEvent("correction", line, {"correlation_id": correlation_id})
+            failure = self._failure(exc, correlation_id, request)
+            self._journal(self.journal.reject, correlation_id, failure.report["error"]["user_message"],
+                          failure.report)
+            self._record_rejection(correlation_id, failure.report["error"]["type"])
+            raise failure from exc
+        try:  # no journal entry, no work: a request the journal cannot hold fails before it starts
+            self.journal.accept(correlation_id, checked.to_dict())
+        except sqlite3.Error as exc:
+            raise self._failure(exc, correlation_id, checked) from exc
+        yield from self._run(checked, corrections, correlation_id, session_id)
+
+    def _run(self, checked: GenerationRequest, corrections: list[str], correlation_id: str,
+             session_id: str | None) -> Iterator[ServiceEvent]:
+        """Plan and run a journaled request; its work starts before the first event, so it runs to its end (and
+        to its journal entry) even when the caller stops reading."""
         cap = self.settings.worker_memory_cap
         plan = (self.planner.plan(checked, RunOptions(), cap, device=self.device) if self.settings.memory_planning
                 else MemoryPlan(checked, RunOptions(), 0, cap, True))
-        for line in plan.changes:
-            yield ServiceEvent("plan", line, {"correlation_id": correlation_id, "degraded": plan.degraded})
-
         inbox: queue.Queue[Any] = queue.Queue()
         outcome_box: list[Outcome[Any]] = []
+        failure_box: list[GenerationFailedError] = []
 
         def listen(event: RecoveryEvent) -> None:
             if event.correlation_id == correlation_id:
@@ -178,7 +201,8 @@ class GenerationService:
             model_path = self.store.ensure(attempt_request.model_id, on_event=lambda download: inbox.put(
                 ServiceEvent("download", download.kind.value, {
                     "model_id": download.repo_id, "bytes_done": download.bytes_done,
-                    "bytes_total": download.bytes_total, "eta_s": download.eta_s, "attempt": info.number})))
+                    "bytes_total": download.bytes_total, "eta_s": download.eta_s, "attempt": info.number})),
+                repair=False)  # damage goes to the engine: classified, repaired by its strategy, counted, reported
             output_path = self.settings.outputs_dir / f"{correlation_id}-{info.number}.mp4"
             for worker_event in self.worker.run(attempt_request, output_path, model_path=model_path,
                                                 options=options):
@@ -195,6 +219,7 @@ class GenerationService:
 
         def run() -> None:
             started = time.time()
+            self._journal(self.journal.mark_running, correlation_id)
             try:
                 outcome_box.append(self.engine.run(
                     attempt, plan.parameters, model_id=checked.model_id,
@@ -202,9 +227,11 @@ class GenerationService:
                     user_session_id=session_id,
                 ))
             except BaseException as exc:  # cancellation and anything the engine lets through
+                self._journal_failure(exc, correlation_id, checked)
                 inbox.put(exc)
             else:  # recorded here, so a run counts even when the caller stopped reading the stream
                 self._record_run(outcome_box[0], checked, started)
+                self._journal_outcome(outcome_box[0], checked, plan, failure_box)
             finally:
                 inbox.put(_DONE)
 
@@ -212,6 +239,10 @@ class GenerationService:
         thread = threading.Thread(target=run, name=f"generate-{correlation_id}", daemon=True)
         thread.start()
         try:
+            for line in corrections:
+                yield ServiceEvent("correction", line, {"correlation_id": correlation_id})
+            for line in plan.changes:
+                yield ServiceEvent("plan", line, {"correlation_id": correlation_id, "degraded": plan.degraded})
             while (item := inbox.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
@@ -220,7 +251,7 @@ class GenerationService:
             unsubscribe()
         outcome = outcome_box[0]
         if not outcome.ok:
-            raise self._failure(outcome.error, correlation_id, checked, outcome)
+            raise failure_box[0] if failure_box else self._failure(outcome.error, correlation_id, checked, outcome)
         yield ServiceEvent("result", "done", {"result": self._result(outcome, plan, corrections)})
 
     def generate_video(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
@@ -233,6 +264,76 @@ class GenerationService:
     def cancel(self) -> None:
         """Stop the running generation at its next denoising step."""
         self.worker.cancel()
+
+    # -- the request journal --------------------------------------------------------------------------------------
+    def request_status(self, correlation_id: str) -> JournalEntry | None:
+        """Where request ``correlation_id`` stands (accepted, running, completed, failed); ``None`` if unknown."""
+        return self.journal.get(correlation_id)
+
+    def reconcile(self) -> list[str]:
+        """Deal with every request left accepted or running by a previous run of the app (it was killed): re-run
+        each in the background, or mark it failed with the reason when it cannot run. Returns the re-run ids."""
+        rerun: list[tuple[str, GenerationRequest]] = []
+        for entry in self.journal.unfinished():
+            try:
+                if entry.restarts >= MAX_RESTARTS or entry.request is None:
+                    raise WorkerCrashedError(STOPPED_AGAIN_REASON, phase="restart")
+                checked, _ = validate_request(GenerationRequest.from_dict(dict(entry.request)), auto_correct=False)
+            except (KintsugiError, TypeError, ValueError) as exc:
+                failure = self._failure(exc, entry.id, entry.request)
+                reason = STOPPED_AGAIN_REASON if isinstance(exc, WorkerCrashedError) else (
+                    failure.report["error"]["user_message"])
+                self.journal.fail(entry.id, reason, failure.report)
+                continue
+            if self.journal.restart(entry.id, RESTARTED_REASON):
+                rerun.append((entry.id, checked))
+        if rerun:
+            threading.Thread(target=self._rerun, args=(rerun,), name="journal-rerun", daemon=True).start()
+        return [correlation_id for correlation_id, _ in rerun]
+
+    def _rerun(self, requests: list[tuple[str, GenerationRequest]]) -> None:
+        """Run interrupted requests one after another; each ends in the journal, completed or failed."""
+        for correlation_id, checked in requests:
+            try:
+                for _event in self._run(checked, [], correlation_id, None):
+                    pass
+            except GenerationFailedError:
+                pass  # journaled as failed, with its reason
+            except Exception:
+                log.exception("re-running request %s after a restart failed", correlation_id)
+
+    def _journal_outcome(self, outcome: Outcome[Any], checked: GenerationRequest, plan: MemoryPlan,
+                         failure_box: list[GenerationFailedError]) -> None:
+        """Completed with a result summary, or failed with the catalogued message and the spec's error report."""
+        if not outcome.ok:
+            failure = self._journal_failure(outcome.error, outcome.correlation_id, checked, outcome)
+            failure_box.extend([failure] if failure else [])
+            return
+        output = outcome.value
+        self._journal(self.journal.complete, outcome.correlation_id, {
+            "video": str(output["video_path"]).rsplit("/", 1)[-1], "attempts": len(outcome.attempts),
+            "degraded": bool(outcome.degraded or plan.degraded), "changes": [*plan.changes, *outcome.changes],
+            "request": dict(output["request"]), "frames_sha256": output.get("frames_sha256"),
+        })
+
+    def _journal_failure(self, error: BaseException | None, correlation_id: str, checked: GenerationRequest,
+                         outcome: Outcome[Any] | None = None) -> GenerationFailedError | None:
+        """Mark the request failed with its catalogued message and report; the failure, or ``None`` if even the
+        report could not be made (the journal then keeps the request unfinished, for the next start)."""
+        try:
+            failure = self._failure(error, correlation_id, checked, outcome)
+        except Exception:
+            log.exception("could not build the failure report of request %s", correlation_id)
+            return None
+        self._journal(self.journal.fail, correlation_id, failure.report["error"]["user_message"], failure.report)
+        return failure
+
+    def _journal(self, write: Any, *args: Any) -> None:
+        """A journal write after acceptance; like metrics, it never breaks a generation."""
+        try:
+            write(*args)
+        except Exception:
+            log.exception("could not write request %s to the journal", args[0])
 
     def _record_run(self, outcome: Outcome[Any], requested: GenerationRequest, started: float) -> None:
         """One row per request in the metrics store: how it ended, after how many tries, and the quality it
@@ -248,6 +349,17 @@ class GenerationService:
                                                         quality_kept=quality))
         except Exception:
             log.exception("could not record run %s in the metrics store", outcome.correlation_id)
+
+    def _record_rejection(self, correlation_id: str, failure_type: str) -> None:
+        """A request refused at validation counts in the metrics too (as a failed run with no attempt)."""
+        if self.metrics is None:
+            return
+        now = time.time()
+        try:
+            self.metrics.record_run(RunRow(correlation_id, now, now, ok=False, attempts=0,
+                                           first_failure_type=failure_type, final_failure_type=failure_type))
+        except Exception:
+            log.exception("could not record rejected request %s in the metrics store", correlation_id)
 
     def _result(self, outcome: Outcome[Any], plan: MemoryPlan, corrections: list[str]) -> GenerationResult:
         output = dict(outcome.value)

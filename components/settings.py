@@ -68,6 +68,10 @@ class Settings:
         return self.data_dir / "kintsugi-store"
 
     @property
+    def journal_db(self) -> Path:
+        return self.data_dir / "journal.sqlite"
+
+    @property
     def metrics_db(self) -> Path:
         return self.data_dir / "metrics.sqlite"
 

@@ -24,9 +24,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
     shutil.copytree(tiny_model, settings.embedded_model_dir)
-    # The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down.
+    # The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down. The
+    # store knows no alternative models (empty catalogue), so such a request cannot be rescued by a fallback.
     store = ModelStore(settings.hub_cache_dir, settings.store_state_dir, endpoint=f"http://127.0.0.1:{_closed_port()}",
-                       retry=RetryPolicy(attempts=1))
+                       retry=RetryPolicy(attempts=1), catalog=())
     recovery.set_testing(True)
     with GenerationService(settings, store=store) as started:
         yield started
@@ -117,3 +118,28 @@ def test_a_failed_request_is_recorded_as_a_failed_run(service: GenerationService
         list(service.generate({**REQUEST, "model_id": "nobody/missing-model"}))
     ok, _attempts, _first, final, quality = _run_row(service, caught.value.correlation_id)
     assert ok == 0 and final is not None and quality is None
+
+
+def test_a_rejected_request_is_recorded_as_a_failed_run(service: GenerationService) -> None:
+    """A request refused at validation still counts: a failed run with no attempt and its failure type."""
+    with pytest.raises(GenerationFailedError) as caught:
+        list(service.generate({**REQUEST, "steps": 0}))
+    assert _run_row(service, caught.value.correlation_id) == (0, 0, "invalid_parameters", "invalid_parameters", None)
+
+
+def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tiny_model: Path,
+                                                                            tmp_path: Path) -> None:
+    """With the hub down and the embedded model installed, the request ends on the embedded model, marked
+    degraded, and the change says which model replaced which."""
+    settings = Settings(data_dir=tmp_path, hub_cache_dir=tmp_path / "hub", device="cpu")
+    shutil.copytree(tiny_model, settings.embedded_model_dir)
+    store = ModelStore(settings.hub_cache_dir, settings.store_state_dir, endpoint=f"http://127.0.0.1:{_closed_port()}",
+                       retry=RetryPolicy(attempts=1))
+    recovery.set_testing(True)
+    try:
+        with GenerationService(settings, store=store) as fresh:
+            result = fresh.generate_video({**REQUEST, "model_id": "nobody/missing-model"})
+    finally:
+        recovery.set_testing(False)
+    assert result.degraded and result.request.model_id == "kintsugi/tiny-wan-random"
+    assert any("nobody/missing-model → kintsugi/tiny-wan-random" in line for line in result.changes)

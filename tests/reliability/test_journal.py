@@ -1,0 +1,275 @@
+"""Crash-safe requests: the journal's transitions, its survival of kill -9, and the app finishing what it was
+killed during."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from components.journal import RequestJournal, RequestState
+from components.service import RESTARTED_REASON, STOPPED_AGAIN_REASON, GenerationService
+from components.settings import Settings
+from tests.reliability.conftest import started_app
+from tests.support.app_process import ROOT
+
+REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[RequestJournal]:
+    opened = RequestJournal(tmp_path / "journal.sqlite")
+    yield opened
+    opened.close()
+
+
+# -- the journal itself -------------------------------------------------------------------------------------------
+def test_accepted_request_is_recorded_with_its_request(journal: RequestJournal) -> None:
+    """An accepted request is stored with its validated request and time, before anything runs."""
+    journal.accept("abc", REQUEST)
+    entry = journal.get("abc")
+    assert entry is not None and entry.status is RequestState.ACCEPTED
+    assert entry.request == REQUEST and entry.accepted_at > 0 and entry.reason is None and entry.restarts == 0
+
+
+def test_request_moves_accepted_running_completed(journal: RequestJournal) -> None:
+    """The ordinary life: accepted → running → completed, with the result summary kept."""
+    journal.accept("abc", REQUEST)
+    assert journal.mark_running("abc")
+    assert journal.get("abc").status is RequestState.RUNNING
+    assert journal.complete("abc", {"video": "abc-1.mp4", "attempts": 1})
+    entry = journal.get("abc")
+    assert entry.status is RequestState.COMPLETED and entry.result == {"video": "abc-1.mp4", "attempts": 1}
+
+
+def test_failed_request_keeps_its_reason_and_report(journal: RequestJournal) -> None:
+    """A failure stores the catalogued reason and the error report."""
+    journal.accept("abc", REQUEST)
+    journal.mark_running("abc")
+    assert journal.fail("abc", "The model server cannot be reached right now.", {"error": {"type": "x"}})
+    entry = journal.get("abc")
+    assert entry.status is RequestState.FAILED and entry.reason.startswith("The model server")
+    assert entry.result == {"error": {"type": "x"}}
+
+
+@pytest.mark.parametrize("final", ["complete", "fail"])
+def test_a_final_state_is_never_overwritten(journal: RequestJournal, final: str) -> None:
+    """Once completed or failed, later transitions are refused and change nothing."""
+    journal.accept("abc", REQUEST)
+    getattr(journal, final)("abc", *(["reason"] if final == "fail" else [{"video": "v.mp4"}]))
+    before = journal.get("abc")
+    assert not journal.mark_running("abc")
+    assert not journal.complete("abc", {"video": "other.mp4"})
+    assert not journal.fail("abc", "late")
+    assert not journal.restart("abc", "again")
+    assert journal.get("abc") == before
+
+
+def test_transition_of_an_unknown_request_is_refused(journal: RequestJournal) -> None:
+    """Marking an id the journal never accepted changes nothing and says so."""
+    assert not journal.mark_running("nope") and journal.get("nope") is None
+
+
+def test_unfinished_lists_accepted_and_running_oldest_first(tmp_path: Path) -> None:
+    """After a start, exactly the entries left accepted or running are reported, in arrival order."""
+    clock = iter(range(100, 200))
+    journal = RequestJournal(tmp_path / "journal.sqlite", clock=lambda: float(next(clock)))
+    for name in ("a", "b", "c", "d"):
+        journal.accept(name, REQUEST)
+    journal.mark_running("b")
+    journal.complete("c", {"video": "c.mp4"})
+    journal.fail("d", "reason")
+    assert [entry.id for entry in journal.unfinished()] == ["a", "b"]
+    journal.close()
+
+
+def test_restart_counts_and_returns_to_accepted(journal: RequestJournal) -> None:
+    """A re-run after a restart goes back to accepted, with the reason and one more restart counted."""
+    journal.accept("abc", REQUEST)
+    journal.mark_running("abc")
+    assert journal.restart("abc", RESTARTED_REASON)
+    entry = journal.get("abc")
+    assert entry.status is RequestState.ACCEPTED and entry.restarts == 1 and entry.reason == RESTARTED_REASON
+
+
+def test_rejected_request_is_failed_from_the_start(journal: RequestJournal) -> None:
+    """A request refused at validation is journaled as failed, without a stored request."""
+    journal.reject("abc", "Some settings are not valid.", {"error": {"type": "invalid_parameters"}})
+    entry = journal.get("abc")
+    assert entry.status is RequestState.FAILED and entry.request is None and journal.unfinished() == []
+
+
+def test_journal_uses_wal(journal: RequestJournal) -> None:
+    """The file is in WAL mode, so readers never block the writer and a commit is one append."""
+    with sqlite3.connect(journal.path) as reader:
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_committed_transition_survives_kill_9(tmp_path: Path) -> None:
+    """A process that journals a request and is then SIGKILLed leaves the entry, running, for the next start."""
+    path = tmp_path / "journal.sqlite"
+    script = (
+        "import os, signal, sys; from components.journal import RequestJournal; "
+        f"j = RequestJournal({str(path)!r}); j.accept('abc', {{'prompt': 'x'}}); j.mark_running('abc'); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    child = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=60)
+    assert child.returncode == -signal.SIGKILL
+    journal = RequestJournal(path)
+    assert [(entry.id, entry.status) for entry in journal.unfinished()] == [("abc", RequestState.RUNNING)]
+    journal.close()
+
+
+# -- the service: reconcile and status ---------------------------------------------------------------------------
+@pytest.fixture
+def idle_service(tmp_path: Path) -> Iterator[GenerationService]:
+    """A service that is never started (no worker): enough for the journal's bookkeeping."""
+    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu")
+    service = GenerationService(settings)
+    yield service
+    service.close()
+
+
+def test_request_killed_during_its_retry_is_failed_not_rerun(idle_service: GenerationService) -> None:
+    """An entry already re-run once after a restart is not run again: it fails, with the reason and the report."""
+    idle_service.journal.accept("abc", REQUEST)
+    idle_service.journal.restart("abc", RESTARTED_REASON)
+    assert idle_service.reconcile() == []
+    entry = idle_service.request_status("abc")
+    assert entry.status is RequestState.FAILED and entry.reason == STOPPED_AGAIN_REASON
+    assert entry.result["error"]["type"] == "system_resource_error"
+
+
+def test_interrupted_request_that_is_no_longer_valid_fails_naming_the_parameter(
+        idle_service: GenerationService) -> None:
+    """A journaled request that does not validate any more is failed with its catalogued report, not lost."""
+    idle_service.journal.accept("abc", {**REQUEST, "width": 70})  # not divisible by 16: no correction on re-run
+    assert idle_service.reconcile() == []
+    entry = idle_service.request_status("abc")
+    assert entry.status is RequestState.FAILED and entry.reason
+    assert entry.result["error"]["type"] == "invalid_parameters" and "`width`" in entry.result["error"]["message"]
+
+
+def test_invalid_request_is_journaled_as_failed(idle_service: GenerationService) -> None:
+    """A request rejected at validation still has a status: failed, with the catalogued message."""
+    from recovery.errors import GenerationFailedError
+
+    with pytest.raises(GenerationFailedError) as caught:
+        idle_service.generate_video({**REQUEST, "steps": 0})
+    entry = idle_service.request_status(caught.value.correlation_id)
+    assert entry.status is RequestState.FAILED and entry.reason == caught.value.report["error"]["user_message"]
+
+
+# -- REST: the status endpoint and the correlation id -------------------------------------------------------------
+def test_rest_status_of_an_unknown_request_is_404(api_client: Any) -> None:
+    """An id the journal does not know answers 404 in the error shape; so does an id that is not an id, and a
+    path that tries to leave the route is not found at all."""
+    for name in ("0123456789ab", "x" * 65, "a.b", "%2E%2E"):
+        answer = api_client.get(f"/api/v1/requests/{name}")
+        assert answer.status_code == 404 and answer.json()["error"]["type"] == "not_found"
+    assert api_client.get("/api/v1/requests/..%2Fjournal.sqlite").status_code == 404
+
+
+def test_rest_failure_carries_the_correlation_id_and_its_status(api_client: Any) -> None:
+    """A failed POST names its correlation id beside the error; GET /requests/{id} shows it failed with the
+    same error."""
+    answer = api_client.post("/api/v1/generate", json={**REQUEST, "steps": 0})
+    body = answer.json()
+    assert answer.status_code == 422 and body["correlation_id"]
+    status = api_client.get(f"/api/v1/requests/{body['correlation_id']}").json()
+    assert status["status"] == "failed" and status["error"] == body["error"]
+    assert status["reason"] == body["error"]["user_message"]
+
+
+def test_rest_completed_request_reports_its_video(api_client: Any) -> None:
+    """A delivered request reads completed, with the URL of a video that is served."""
+    answer = api_client.post("/api/v1/generate", json=REQUEST)
+    assert answer.status_code == 200
+    status = api_client.get(f"/api/v1/requests/{answer.json()['correlation_id']}").json()
+    assert status["status"] == "completed" and status["video_url"] == answer.json()["video_url"]
+    assert status["attempts"] == 1 and status["reason"] is None
+    assert api_client.get(status["video_url"]).content[4:8] == b"ftyp"
+
+
+# -- real processes killed ------------------------------------------------------------------------------------------
+def _running_id(journal_path: Path, deadline_s: float) -> str:
+    """Wait until the app's journal shows a request running; its id."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if journal_path.exists():
+            with sqlite3.connect(journal_path, timeout=5) as reader:
+                row = reader.execute("SELECT id FROM requests WHERE status = 'running'").fetchone()
+            if row:
+                return row[0]
+        time.sleep(0.05)
+    raise AssertionError("no request was running")
+
+
+def _finished_status(url: str, correlation_id: str, deadline_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        status = httpx.get(f"{url}api/v1/requests/{correlation_id}", timeout=10).json()
+        if status["status"] in ("completed", "failed"):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"request {correlation_id} did not finish: {status}")
+
+
+@pytest.mark.slow
+def test_request_running_when_the_app_is_killed_completes_after_restart(tmp_path: Path, tiny_model: Path) -> None:
+    """kill -9 of the app mid-request, then a start on the same data folder: the request is re-run and ends
+    completed, with the restart as its reason and a video that is served."""
+    data_dir = tmp_path / "data"
+    slow = {"prompt": "a paper boat", "width": 256, "height": 256, "num_frames": 33, "steps": 4, "seed": 5}
+    with started_app(data_dir, tiny_model) as app:
+        client = threading.Thread(target=lambda: _post_ignoring_disconnect(app.url, slow), daemon=True)
+        client.start()
+        correlation_id = _running_id(data_dir / "journal.sqlite", 120)
+        app.kill_hard()
+        client.join(timeout=30)
+    with started_app(data_dir, tiny_model) as app:
+        status = _finished_status(app.url, correlation_id, 300)
+        assert status["status"] == "completed", status
+        assert status["reason"] == RESTARTED_REASON and status["restarts"] == 1
+        video = httpx.get(app.url + status["video_url"].lstrip("/"), timeout=30)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+
+
+def _post_ignoring_disconnect(url: str, request: dict[str, Any]) -> None:
+    try:
+        httpx.post(url + "api/v1/generate", json=request, timeout=300)
+    except httpx.HTTPError:
+        pass  # the app was killed under this request: that is the point
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_generation_is_retried_on_a_fresh_worker(tmp_path: Path, tiny_model: Path) -> None:
+    """SIGKILL of the worker during denoising: the engine restarts it and the same request completes."""
+    import shutil
+
+    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu")
+    shutil.copytree(tiny_model, settings.embedded_model_dir)
+    with GenerationService(settings) as service:
+        first_pid, events = None, []
+        stream = service.generate({**REQUEST, "width": 256, "height": 256, "num_frames": 17, "steps": 8})
+        for event in stream:
+            events.append(event)
+            if event.kind == "progress" and first_pid is None:
+                first_pid = service.worker.pid
+                service.worker.kill(signal.SIGKILL)
+        result = events[-1].data["result"]
+        status = service.request_status(result.correlation_id)
+        assert first_pid is not None and service.worker.pid != first_pid
+        assert result.attempts == 2 and status.status is RequestState.COMPLETED
+        assert any(e.kind == "recovery" and e.data.get("failure_type") == "system_resource_error" for e in events)
+        assert status.result["attempts"] == 2
+
