@@ -232,7 +232,7 @@ def build_server() -> FastAPI:
     """One server: the REST API and event feed under ``/api/v1``, the Gradio page at ``/``."""
     server = FastAPI(title="Kintsugi", docs_url="/api/v1/docs", openapi_url="/api/v1/openapi.json")
     server.include_router(build_router(get_service, feed))
-    demo.queue(max_size=16)
+    demo.queue(max_size=get_service().settings.queue_size)
     return gr.mount_gradio_app(server, demo, path="/", allowed_paths=[str(get_service().settings.outputs_dir)],
                                show_error=False)
 

@@ -49,6 +49,7 @@ class Settings:
     recovery_timeout_s: float = 300.0
     user_intervention_threshold: int = 3
     memory_planning: bool = True  # plan requests down before running when they are predicted not to fit
+    queue_size: int = 16  # requests waiting in the web app's queue at most; one more is answered "busy"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -96,7 +97,7 @@ def _convert(name: str, raw: str) -> object:
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name="KINTSUGI_WORKER_MEMORY_CAP")
     if name in {"load_timeout_s", "recovery_timeout_s"}:
         return _number(name, raw, float)
-    if name in {"max_recovery_attempts", "user_intervention_threshold"}:
+    if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size"}:
         return _number(name, raw, int)
     if name == "memory_planning":
         return _switch(name, raw)
