@@ -124,3 +124,18 @@ def test_api_scenario_runs_for_real_and_reports(app_url: str) -> None:
     row, video, story = _client(app_url).predict(api_name="/scenario_invalid_parameters")
     assert row["data"][0][0] == "invalid_parameters"
     assert "Fault injected" in story and "`width`" in story
+
+
+def test_api_metrics_returns_headline_charts_and_recent_attempts(app_url: str) -> None:
+    """/metrics returns the headline, six plotly charts and the latest-attempts table."""
+    headline, *charts, recent = _client(app_url).predict(api_name="/metrics")
+    assert "requests" in headline or "No requests" in headline
+    assert len(charts) == 6 and all(chart for chart in charts)
+    assert "headers" in recent
+
+
+@pytest.mark.parametrize("endpoint", ["/model_full_check", "/model_repair", "/model_update", "/model_rollback"])
+def test_api_model_actions_answer_in_words(app_url: str, endpoint: str) -> None:
+    """Each model action endpoint answers the embedded model in Markdown, never with an exception."""
+    text = _client(app_url).predict("kintsugi/tiny-wan-random", api_name=endpoint)
+    assert isinstance(text, str) and text.startswith("**") and "Traceback" not in text
