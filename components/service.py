@@ -38,7 +38,7 @@ from components.settings import Settings
 from components.worker import Worker, WorkerConfig
 from recovery import events
 from recovery.engine import EnhancedErrorRecovery
-from recovery.errors import GenerationFailedError, KintsugiError, WorkerCrashedError
+from recovery.errors import GenerationFailedError, KintsugiError, ModelCompatibilityError, WorkerCrashedError
 from recovery.events import RecoveryEvent
 from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
@@ -55,6 +55,7 @@ STOPPED_AGAIN_REASON = ("the app stopped while this request was running, and aga
                         "restart; it was not retried a second time")
 MAX_RESTARTS = 1  # re-runs after the app stopped; a request that keeps killing the app must not loop forever
 _DONE = object()
+TEXT_TO_VIDEO_PIPELINES = frozenset({"WanPipeline"})
 log = logging.getLogger(__name__)
 
 
@@ -203,6 +204,7 @@ class GenerationService:
                     "model_id": download.repo_id, "bytes_done": download.bytes_done,
                     "bytes_total": download.bytes_total, "eta_s": download.eta_s, "attempt": info.number})),
                 repair=False)  # damage goes to the engine: classified, repaired by its strategy, counted, reported
+            self._check_model(attempt_request.model_id)
             output_path = self.settings.outputs_dir / f"{correlation_id}-{info.number}.mp4"
             for worker_event in self.worker.run(attempt_request, output_path, model_path=model_path,
                                                 options=options):
@@ -349,6 +351,17 @@ class GenerationService:
                                                         quality_kept=quality))
         except Exception:
             log.exception("could not record run %s in the metrics store", outcome.correlation_id)
+
+    def _check_model(self, model_id: str) -> None:
+        """Before loading: the model's diffusers version and classes are installed, and it is a text-to-video
+        Wan pipeline (an image-to-video model would load and produce nonsense)."""
+        report = self.store.availability.compatibility(model_id)
+        report.raise_for_problems(model_id)
+        if report.pipeline_class not in TEXT_TO_VIDEO_PIPELINES:
+            raise ModelCompatibilityError(
+                f"{model_id} is a {report.pipeline_class}; text-to-video needs one of "
+                f"{', '.join(sorted(TEXT_TO_VIDEO_PIPELINES))}", model_id=model_id,
+                reason=f"pipeline class {report.pipeline_class}")
 
     def _record_rejection(self, correlation_id: str, failure_type: str) -> None:
         """A request refused at validation counts in the metrics too (as a failed run with no attempt)."""

@@ -71,20 +71,21 @@ class CompatibilityReport:
         return not self.missing_classes and not self.version_newer
 
     def raise_for_problems(self, model_id: str) -> None:
-        """Raise the typed error for the first problem: a missing class, else a newer saved version."""
+        """Raise the typed error for the first problem: a newer saved version (which also explains classes this
+        diffusers lacks), else a missing class."""
         if self.installed_diffusers is None:
             raise DependencyMissingError("diffusers is not installed", package="diffusers",
                                          install=f"pip install '{self.requirement or 'diffusers'}'")
-        if self.missing_classes:
-            raise ModelCompatibilityError(
-                f"{model_id} needs {', '.join(self.missing_classes)}, which diffusers {self.installed_diffusers} "
-                f"does not provide; install {self.requirement}", model_id=model_id,
-                reason=f"missing classes: {', '.join(self.missing_classes)}")
         if self.version_newer:
             raise ModelVersionError(
                 f"{model_id} was saved with diffusers {self.model_diffusers_version}, newer than the installed "
                 f"{self.installed_diffusers}; install {self.requirement}", model_id=model_id,
                 expected=self.requirement, found=self.installed_diffusers)
+        if self.missing_classes:
+            raise ModelCompatibilityError(
+                f"{model_id} needs {', '.join(self.missing_classes)}, which diffusers {self.installed_diffusers} "
+                f"does not provide; install {self.requirement}", model_id=model_id,
+                reason=f"missing classes: {', '.join(self.missing_classes)}")
 
 
 def check_compatibility(snapshot: Path) -> CompatibilityReport:

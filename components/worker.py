@@ -29,7 +29,7 @@ from typing import Any
 
 from components.pipeline import RunOptions
 from components.request import GenerationRequest
-from recovery.errors import ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
+from recovery.errors import KintsugiError, ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
 
 __all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
 
@@ -218,7 +218,10 @@ class Worker:
                 return
             if kind == "error":
                 self._discard()
-                raise WorkerStartError("the generation worker could not start", reason=str(_rebuild_chain(data)))
+                cause = _rebuild_chain(data)
+                if isinstance(cause, KintsugiError):  # a typed reason (e.g. float16 on a CPU) says it all
+                    raise cause
+                raise WorkerStartError("the generation worker could not start", reason=str(cause)) from cause
         self._discard()
         raise WorkerStartError("the generation worker did not start in time", reason="timeout")
 

@@ -4,6 +4,7 @@ Imports neither ``components`` nor ``gradio``; the video domain plugs in through
 """
 
 from recovery.breaker import BreakerKey, BreakerState, BreakerStatus, CircuitBreaker, config_bucket
+from recovery.chaos import CHAOS_ENV, ChaosPolicy, ChaosSwitch
 from recovery.classify import (
     MESSAGE_RULES,
     Classification,
@@ -65,6 +66,9 @@ __all__ = [
     "BreakerState",
     "BreakerStatus",
     "CATALOGUE",
+    "CHAOS_ENV",
+    "ChaosPolicy",
+    "ChaosSwitch",
     "CircuitBreaker",
     "Classification",
     "Classifier",
