@@ -89,11 +89,11 @@ def test_loading_error_crosses_with_its_cause_chain(worker: Worker, tiny_model: 
 
 
 def test_memory_cap_gives_typed_oom_and_worker_stays_usable(tiny_model: Path, tmp_path: Path) -> None:
-    """Under a 400 MiB cap a large request fails in the real allocator with the typed OOM error (phase, bytes);
-    a small request in the same worker process then succeeds."""
+    """Under a 400 MiB cap a large request (33×512², ~0.8 GB uncapped) fails in the real allocator with the typed
+    OOM error (phase, bytes); a small request in the same worker process then succeeds."""
     capped = Worker(WorkerConfig(device="cpu", memory_cap=400 * 2**20))
     try:
-        large = GenerationRequest(prompt="a lantern", width=512, height=512, num_frames=9, steps=2, seed=5)
+        large = GenerationRequest(prompt="a lantern", width=512, height=512, num_frames=33, steps=2, seed=5)
         with pytest.raises(OutOfMemoryError) as caught:
             _run(capped, large, tmp_path / "big.mp4", tiny_model)
         pid = capped.pid

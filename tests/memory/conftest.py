@@ -22,9 +22,10 @@ def _reset_globals() -> Iterator[None]:
     recovery.set_testing(False)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _offline() -> Iterator[None]:
-    """Workers inherit the environment: no hub, no telemetry."""
+    """Workers inherit the environment: no hub, no telemetry (for this directory's modules only: a session-scoped
+    patch would stay in force for every test that runs after them)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
