@@ -27,20 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from components.scenarios import (
-    _SMALL,
+    SMALL_REQUEST,
     DEMO_REPO,
     WEIGHTS,
     ScenarioReport,
-    _Bench,
-    _download_failure,
-    _generate,
-    _hub_client,
-    _model_corruption,
-    _network_loss,
-    _permission_problem,
-    _report,
-    _Run,
-    _vram_exhaustion,
+    ScenarioBench,
+    download_failure,
+    run_request,
+    hub_client,
+    model_corruption,
+    network_loss,
+    permission_problem,
+    build_report,
+    RequestRun,
+    vram_exhaustion,
 )
 from components.loopback_hub import Fault, HubServer
 from components.service import GenerationService
@@ -63,7 +63,7 @@ NEWER_REPO = "kintsugi-chaos/future-wan"
 I2V_REPO = "kintsugi-chaos/i2v-wan"
 
 
-class ChaosBench(_Bench):
+class ChaosBench(ScenarioBench):
     """The scenario bench, plus workers with their own configuration or environment for one fault."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None) -> None:
@@ -102,10 +102,10 @@ class ChaosBench(_Bench):
         self.close()
 
 
-def _as(name: str, fault: str, run: _Run, started: float, *, hub: HubServer | None = None,
+def _as(name: str, fault: str, run: RequestRun, started: float, *, hub: HubServer | None = None,
         notes: tuple[str, ...] = ()) -> ScenarioReport:
-    """A scenario report for one failure type (``_report`` titles by scenario, so the title is set after)."""
-    return replace(_report("download_failure", fault, [run], started, hub=hub, notes=notes),
+    """A scenario report for one failure type (``build_report`` titles by scenario, so the title is set after)."""
+    return replace(build_report("download_failure", fault, [run], started, hub=hub, notes=notes),
                    scenario=name, title=name)
 
 
@@ -113,7 +113,7 @@ def _renamed(name: str, report: ScenarioReport) -> ScenarioReport:
     return replace(report, scenario=name, title=name)
 
 
-def _model_copy(bench: _Bench, folder: str, edit: Callable[[Path], None]) -> Path:
+def _model_copy(bench: ScenarioBench, folder: str, edit: Callable[[Path], None]) -> Path:
     """A copy of the tiny model under the bench, changed by ``edit``."""
     target = bench.workdir / "models" / folder
     if target.exists():
@@ -130,26 +130,26 @@ def _edit_index(**changes: Any) -> Callable[[Path], None]:
     return edit
 
 
-def _hub_model(bench: _Bench, name: str, repo: str, folder: Path, fault: str) -> ScenarioReport:
+def _hub_model(bench: ScenarioBench, name: str, repo: str, folder: Path, fault: str) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(no_backoff=True), HubServer() as hub:
+    with hub_client(no_backoff=True), HubServer() as hub:
         hub.add_revision(repo, folder)
         with bench.service(name, endpoint=hub.url) as service:
-            run = _generate(service, {**_SMALL, "model_id": repo})
+            run = run_request(service, {**SMALL_REQUEST, "model_id": repo})
         return _as(name, fault, run, started, hub=hub)
 
 
 # -- the injectors, one per failure type --------------------------------------------------------------------------
 
 
-def _version_mismatch(bench: _Bench) -> ScenarioReport:
+def _version_mismatch(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "future", _edit_index(_diffusers_version="99.0.0", _class_name="WanPipelineV99"))
     return _hub_model(bench, "model_version_mismatch", NEWER_REPO, folder,
                       "model_index.json names diffusers 99.0.0 and a pipeline class (WanPipelineV99) the "
                       "installed diffusers lacks")
 
 
-def _compatibility(bench: _Bench) -> ScenarioReport:
+def _compatibility(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "i2v", _edit_index(_class_name="WanImageToVideoPipeline"))
     return _hub_model(bench, "model_compatibility_error", I2V_REPO, folder,
                       "an image-to-video model (WanImageToVideoPipeline) asked for text-to-video")
@@ -165,7 +165,7 @@ def _nan_weights(folder: Path) -> None:
               path, metadata={"format": "pt"})
 
 
-def _pipeline_error(bench: _Bench) -> ScenarioReport:
+def _pipeline_error(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "nan", _nan_weights)
     return _hub_model(bench, "generation_pipeline_error", NAN_REPO, folder,
                       "NaN written into every transformer weight: the denoised latents are NaN")
@@ -173,46 +173,46 @@ def _pipeline_error(bench: _Bench) -> ScenarioReport:
 
 def _loading_timeout(bench: ChaosBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(no_backoff=True), bench.special_worker(WorkerConfig(device="cpu", load_timeout_s=0.01)), \
+    with hub_client(no_backoff=True), bench.special_worker(WorkerConfig(device="cpu", load_timeout_s=0.01)), \
             bench.service("model_loading_timeout") as service:
-        run = _generate(service, dict(_SMALL))
+        run = run_request(service, dict(SMALL_REQUEST))
     return _as("model_loading_timeout", "a worker whose load limit (0.01 s) is shorter than the real load",
                run, started)
 
 
-def _integrity(bench: _Bench) -> ScenarioReport:
+def _integrity(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     size = (bench.model_dir / WEIGHTS).stat().st_size
     fault = (f"the hub serves {WEIGHTS} with one byte flipped at {size // 2} on every request: the downloaded "
              "content does not hash to its name")
-    with _hub_client(no_backoff=True), bench.hub() as hub:
+    with hub_client(no_backoff=True), bench.hub() as hub:
         hub.inject(Fault(kind="flip", path=WEIGHTS, after_bytes=size // 2, times=None))
         with bench.service("model_integrity_failure", endpoint=hub.url) as service:
-            run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+            run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         return _as("model_integrity_failure", fault, run, started, hub=hub)
 
 
-def _storage(bench: _Bench) -> ScenarioReport:
+def _storage(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(no_backoff=True), bench.hub() as hub, \
+    with hub_client(no_backoff=True), bench.hub() as hub, \
             bench.service("storage_space_insufficient", endpoint=hub.url) as service:
         free = shutil.disk_usage(bench.workdir).free
         service.store.availability.reserve_bytes = free + 2**40
-        run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+        run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         return _as("storage_space_insufficient",
                    f"the store's disk pre-flight keeps {free + 2**40} bytes free, more than the disk has", run,
                    started, hub=hub)
 
 
-def _bandwidth(bench: _Bench) -> ScenarioReport:
+def _bandwidth(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     fault = f"the hub throttles {WEIGHTS} to 20 kB/s; the store's deadline for a transfer is 1 s"
-    with _hub_client(no_backoff=True), bench.hub() as hub:
+    with hub_client(no_backoff=True), bench.hub() as hub:
         hub.inject(Fault(kind="throttle", path=WEIGHTS, bytes_per_s=20_000, times=None))
         with bench.service("bandwidth_limitation", endpoint=hub.url) as service:
             service.store.downloader.bandwidth = BandwidthPolicy(min_bytes_per_s=100_000, window_s=0.5,
                                                                  deadline_s=1.0)
-            run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+            run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         return _as("bandwidth_limitation", fault, run, started, hub=hub)
 
 
@@ -232,11 +232,12 @@ class _KillOnProgress:
             yield event
 
 
-def _system_resource(bench: _Bench) -> ScenarioReport:
+def _system_resource(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(), bench.service("system_resource_error") as service:
+    with hub_client(), bench.service("system_resource_error") as service:
         killer = _KillOnProgress(service)
-        run = _generate(killer, {**_SMALL, "num_frames": 17, "width": 128, "height": 128, "steps": 6})  # type: ignore[arg-type]
+        request = {**SMALL_REQUEST, "num_frames": 17, "width": 128, "height": 128, "steps": 6}
+        run = run_request(killer, request)  # type: ignore[arg-type]
     return _as("system_resource_error", "the worker process SIGKILL-ed at its first denoising step", run, started,
                notes=() if killer.killed else ("the worker finished before it could be killed",))
 
@@ -247,45 +248,45 @@ def _dependency(bench: ChaosBench) -> ScenarioReport:
     (shadow / "imageio_ffmpeg").mkdir(parents=True, exist_ok=True)
     (shadow / "imageio_ffmpeg" / "__init__.py").write_text(
         'raise ImportError("imageio_ffmpeg is shadowed by the chaos harness")\n')
-    with _hub_client(), bench.special_worker(WorkerConfig(device="cpu"), {"PYTHONPATH": str(shadow)}), \
+    with hub_client(), bench.special_worker(WorkerConfig(device="cpu"), {"PYTHONPATH": str(shadow)}), \
             bench.service("dependency_missing") as service:
-        run = _generate(service, dict(_SMALL))
+        run = run_request(service, dict(SMALL_REQUEST))
     return _as("dependency_missing", "the worker's PYTHONPATH shadows imageio_ffmpeg with a package that raises "
                "ImportError", run, started)
 
 
-def _invalid(bench: _Bench) -> ScenarioReport:
+def _invalid(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(), bench.service("invalid_parameters") as service:
-        run = _generate(service, {**_SMALL, "width": 5000})
+    with hub_client(), bench.service("invalid_parameters") as service:
+        run = run_request(service, {**SMALL_REQUEST, "width": 5000})
     return _as("invalid_parameters", "a request with width 5000 (at most 1024)", run, started)
 
 
 def _unsupported(bench: ChaosBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(), bench.special_worker(WorkerConfig(device="cpu", dtype="float16")), \
+    with hub_client(), bench.special_worker(WorkerConfig(device="cpu", dtype="float16")), \
             bench.service("unsupported_operation") as service:
-        run = _generate(service, dict(_SMALL))
+        run = run_request(service, dict(SMALL_REQUEST))
     return _as("unsupported_operation", "a worker configured for float16 on the CPU", run, started)
 
 
 INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
-    "model_download_failure": lambda bench: _renamed("model_download_failure", _download_failure(bench)),
-    "model_corruption_detected": lambda bench: _renamed("model_corruption_detected", _model_corruption(bench)),
+    "model_download_failure": lambda bench: _renamed("model_download_failure", download_failure(bench)),
+    "model_corruption_detected": lambda bench: _renamed("model_corruption_detected", model_corruption(bench)),
     "model_version_mismatch": _version_mismatch,
     "model_loading_timeout": _loading_timeout,
     "model_integrity_failure": _integrity,
     "model_compatibility_error": _compatibility,
-    "vram_exhaustion": lambda bench: _renamed("vram_exhaustion", _vram_exhaustion(bench)),
+    "vram_exhaustion": lambda bench: _renamed("vram_exhaustion", vram_exhaustion(bench)),
     "storage_space_insufficient": _storage,
-    "network_connectivity_loss": lambda bench: _renamed("network_connectivity_loss", _network_loss(bench)),
+    "network_connectivity_loss": lambda bench: _renamed("network_connectivity_loss", network_loss(bench)),
     "bandwidth_limitation": _bandwidth,
     "generation_pipeline_error": _pipeline_error,
     "system_resource_error": _system_resource,
     "dependency_missing": _dependency,
     "invalid_parameters": _invalid,
     "unsupported_operation": _unsupported,
-    "permission_denied": lambda bench: _renamed("permission_denied", _permission_problem(bench)),
+    "permission_denied": lambda bench: _renamed("permission_denied", permission_problem(bench)),
 }
 
 

@@ -40,11 +40,18 @@ from recovery.errors import GenerationFailedError
 
 __all__ = [
     "DEMO_REPO",
+    "RUNNERS",
     "SCENARIOS",
+    "SMALL_REQUEST",
     "SPEC_DEMO",
+    "RequestRun",
+    "ScenarioBench",
     "ScenarioReport",
     "StrategyTry",
+    "build_report",
+    "hub_client",
     "run_all",
+    "run_request",
     "run_scenario",
 ]
 
@@ -66,7 +73,7 @@ SPEC_DEMO: Mapping[str, tuple[str, str]] = {
     "permission_problem": ("Permission Issues", "user intervention guidance"),
 }
 SPEC_GUIDANCE_ONLY = frozenset({"network_loss", "permission_problem"})
-_SMALL = {"prompt": "a paper boat on a pond", "num_frames": 9, "width": 64, "height": 64, "steps": 2, "seed": 1}
+SMALL_REQUEST = {"prompt": "a paper boat on a pond", "num_frames": 9, "width": 64, "height": 64, "steps": 2, "seed": 1}
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ class ScenarioReport:
 
 
 @dataclass
-class _Run:
+class RequestRun:
     """One request through the service: its stream, read into what a report needs."""
 
     result: GenerationResult | None = None
@@ -155,9 +162,9 @@ class _Run:
         return "no result"
 
 
-def _generate(service: GenerationService, request: Mapping[str, Any]) -> _Run:
+def run_request(service: GenerationService, request: Mapping[str, Any]) -> RequestRun:
     """Run ``request`` to its end, collecting classifications, strategies, corrections and the timeline."""
-    run = _Run()
+    run = RequestRun()
     try:
         for event in service.generate(request):
             run.correlation_id = event.data.get("correlation_id", run.correlation_id)
@@ -179,7 +186,7 @@ def _generate(service: GenerationService, request: Mapping[str, Any]) -> _Run:
     return run
 
 
-def _report(name: str, fault: str, runs: list[_Run], started: float, *, notes: tuple[str, ...] = (),
+def build_report(name: str, fault: str, runs: list[RequestRun], started: float, *, notes: tuple[str, ...] = (),
             gaps: tuple[str, ...] = (), hub: HubServer | None = None) -> ScenarioReport:
     """A report from the runs of one scenario, judged by the outcome of the first; ``hub`` for its request log."""
     result = runs[0].result
@@ -204,7 +211,7 @@ def _report(name: str, fault: str, runs: list[_Run], started: float, *, notes: t
 # -- what the scenarios share -------------------------------------------------------------------------------------
 
 
-class _Bench:
+class ScenarioBench:
     """The work folder, the tiny model (built once) and warm workers shared by the scenarios of one run."""
 
     def __init__(self, workdir: Path, data_dir: Path) -> None:
@@ -250,7 +257,7 @@ class _Bench:
 
 
 @contextmanager
-def _hub_client(*, no_backoff: bool = False) -> Iterator[None]:
+def hub_client(*, no_backoff: bool = False) -> Iterator[None]:
     """Online (whatever ``HF_HUB_OFFLINE`` says: the hub is ours, on loopback), no Xet, short timeouts and small
     chunks, so a dropped transfer resumes from its last chunk; everything restored afterwards."""
     names = {"HF_HUB_OFFLINE": False, "HF_HUB_DISABLE_XET": True, "HF_HUB_DOWNLOAD_TIMEOUT": 2,
@@ -268,7 +275,7 @@ def _hub_client(*, no_backoff: bool = False) -> Iterator[None]:
         recovery.set_testing(testing)
 
 
-def _closed_port() -> int:
+def closed_port() -> int:
     """A loopback port nobody listens on: connections to it are refused at once."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -278,40 +285,40 @@ def _closed_port() -> int:
 # -- the six scenarios --------------------------------------------------------------------------------------------
 
 
-def _download_failure(bench: _Bench) -> ScenarioReport:
+def download_failure(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     size = (bench.model_dir / WEIGHTS).stat().st_size
     fault = (f"loopback hub serving {DEMO_REPO}: 503 for the first 4 metadata requests, then the connection "
              f"dropped at byte {size // 2} of {size} of {WEIGHTS}")
-    with _hub_client(no_backoff=True), bench.hub() as hub:
+    with hub_client(no_backoff=True), bench.hub() as hub:
         hub.inject(Fault(kind="status", path=f"{DEMO_REPO}/revision/main", status=503, times=4),
                    Fault(kind="drop", path=WEIGHTS, after_bytes=size // 2))
         with bench.service("download_failure", endpoint=hub.url) as service:
-            run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+            run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         weights = [r for r in hub.fetched() if r.filename == WEIGHTS]
         refused = sum(r.status == 503 for r in hub.log)
         notes = (f"the hub answered 503 {refused} times (the store retries 3 times per attempt, then the engine "
                  "retries the attempt)",
                  "weights requests: " + ", ".join(f"{r.status} {r.range or 'from byte 0'} ({r.body_bytes} bytes)"
                                                   for r in weights))
-        return _report("download_failure", fault, [run], started, notes=notes, hub=hub)
+        return build_report("download_failure", fault, [run], started, notes=notes, hub=hub)
 
 
-def _vram_exhaustion(bench: _Bench) -> ScenarioReport:
+def vram_exhaustion(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     fault = ("worker memory cap of 340 MiB (RLIMIT_AS), memory planning off, a 33×512² request: the allocator "
              "really refuses")
-    with _hub_client(), bench.service("vram_exhaustion", worker_memory_cap=OOM_CAP, memory_planning=False) as service:
-        run = _generate(service, {**_SMALL, "num_frames": 33, "width": 512, "height": 512, "seed": 4})
+    with hub_client(), bench.service("vram_exhaustion", worker_memory_cap=OOM_CAP, memory_planning=False) as service:
+        run = run_request(service, {**SMALL_REQUEST, "num_frames": 33, "width": 512, "height": 512, "seed": 4})
     gaps: tuple[str, ...] = ()
     if run.result is None and run.report is not None:
         gaps = ("no setting the memory ladder chose fitted: " + run.report["error"]["message"],)
-    return _report("vram_exhaustion", fault, [run], started, gaps=gaps)
+    return build_report("vram_exhaustion", fault, [run], started, gaps=gaps)
 
 
-def _model_corruption(bench: _Bench) -> ScenarioReport:
+def model_corruption(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with _hub_client(), bench.hub() as hub, bench.service("model_corruption", endpoint=hub.url) as service:
+    with hub_client(), bench.hub() as hub, bench.service("model_corruption", endpoint=hub.url) as service:
         service.store.ensure(DEMO_REPO)  # downloaded earlier, in good order
         manifest = service.store.health.manifest(DEMO_REPO)
         entry = next(e for e in manifest.files if e.path == WEIGHTS)
@@ -319,7 +326,7 @@ def _model_corruption(bench: _Bench) -> ScenarioReport:
         os.truncate(blob, entry.size // 2)
         found = service.store.availability.availability(DEMO_REPO, check_remote=False)
         hub.clear()
-        run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+        run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         refetched = sorted({r.filename or "" for r in hub.fetched()})
         fault = (f"{WEIGHTS} of {DEMO_REPO} truncated in the hub cache to {entry.size // 2} of {entry.size} bytes "
                  f"(the store's quick check says: {found.status.value})")
@@ -329,62 +336,62 @@ def _model_corruption(bench: _Bench) -> ScenarioReport:
             gaps = ("the store repaired the file inside `ensure`, before the recovery engine saw a failure: the "
                     "corruption is not classified, not counted in the metrics, and the user is not told that a "
                     "damaged file was re-fetched",)
-        return _report("model_corruption", fault, [run], started, notes=notes, gaps=gaps, hub=hub)
+        return build_report("model_corruption", fault, [run], started, notes=notes, gaps=gaps, hub=hub)
 
 
-def _network_loss(bench: _Bench) -> ScenarioReport:
+def network_loss(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    endpoint = f"http://127.0.0.1:{closed_port()}"
     fault = f"hub endpoint on a closed loopback port; {DEMO_REPO} not in the cache; the built-in model installed"
-    with _hub_client(no_backoff=True), bench.service("network_loss", endpoint=endpoint) as service:
+    with hub_client(no_backoff=True), bench.service("network_loss", endpoint=endpoint) as service:
         candidates = StorePort(service.store).fallback_candidates(DEMO_REPO)  # what the engine will be offered
-        run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+        run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
     tried = [t.strategy for t in run.tries]
     gaps: tuple[str, ...] = ()
     if run.result is None and "intelligent_fallback" not in tried and candidates:
         gaps = (f"an installed compatible model ({candidates[0]}) was available, but immediate_retry (budget 4) "
                 "used every try before the intervention threshold (3): intelligent_fallback was never reached",)
     notes = (f"fallback candidates the store offers: {', '.join(candidates) or 'none'}",)
-    return _report("network_loss", fault, [run], started, notes=notes, gaps=gaps)
+    return build_report("network_loss", fault, [run], started, notes=notes, gaps=gaps)
 
 
-def _invalid_parameters(bench: _Bench) -> ScenarioReport:
+def invalid_parameters(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     fault = "a request with num_frames 16 and width 100 (Wan needs 4k+1 frames, sides divisible by 16); then width 5000"
-    with _hub_client(), bench.service("invalid_parameters") as service:
-        corrected = _generate(service, {**_SMALL, "num_frames": 16, "width": 100})
+    with hub_client(), bench.service("invalid_parameters") as service:
+        corrected = run_request(service, {**SMALL_REQUEST, "num_frames": 16, "width": 100})
         assert service.metrics is not None
         runs_before = service.metrics.count_runs()
-        rejected = _generate(service, {**_SMALL, "width": 5000})
+        rejected = run_request(service, {**SMALL_REQUEST, "width": 5000})
         recorded = service.metrics.count_runs() - runs_before
     notes = ("Wan's shape rules are corrected by request validation before the run, so no recovery strategy is "
              "needed; a value out of bounds is an error naming the parameter",)
     gaps = () if recorded else ("the rejected request is not recorded in the metrics store (validation fails "
                                 "before the engine runs), so the dashboard never counts invalid requests",)
-    return _report("invalid_parameters", fault, [corrected, rejected], started, notes=notes, gaps=gaps)
+    return build_report("invalid_parameters", fault, [corrected, rejected], started, notes=notes, gaps=gaps)
 
 
-def _permission_problem(bench: _Bench) -> ScenarioReport:
+def permission_problem(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     fault = f"loopback hub answering 401 (gated repository) for {DEMO_REPO}"
-    with _hub_client(), bench.hub() as hub:
+    with hub_client(), bench.hub() as hub:
         hub.set_gated(DEMO_REPO, 401)
         with bench.service("permission_problem", endpoint=hub.url) as service:
-            run = _generate(service, {**_SMALL, "model_id": DEMO_REPO})
+            run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         notes: tuple[str, ...] = ()
         if run.result is not None and run.result.degraded:
             notes = ("the request ran on the built-in model instead, labelled degraded; the steps to get access "
                      "are not part of the result",)
-        return _report("permission_problem", fault, [run], started, notes=notes, hub=hub)
+        return build_report("permission_problem", fault, [run], started, notes=notes, hub=hub)
 
 
-_RUNNERS: Mapping[str, Callable[[_Bench], ScenarioReport]] = {
-    "download_failure": _download_failure,
-    "vram_exhaustion": _vram_exhaustion,
-    "model_corruption": _model_corruption,
-    "network_loss": _network_loss,
-    "invalid_parameters": _invalid_parameters,
-    "permission_problem": _permission_problem,
+RUNNERS: Mapping[str, Callable[[ScenarioBench], ScenarioReport]] = {
+    "download_failure": download_failure,
+    "vram_exhaustion": vram_exhaustion,
+    "model_corruption": model_corruption,
+    "network_loss": network_loss,
+    "invalid_parameters": invalid_parameters,
+    "permission_problem": permission_problem,
 }
 
 
@@ -399,12 +406,12 @@ def run_all(workdir: str | os.PathLike[str] | None = None, *, only: tuple[str, .
     """Run the scenarios in ``only`` (default: all six, in the spec's order), sharing the tiny model and warm
     workers; data (metrics, videos, the built model) goes to ``data_dir`` (default ``workdir/data``) — the app
     passes its own, so scenario runs show in its metrics tab."""
-    unknown = [name for name in only if name not in _RUNNERS]
+    unknown = [name for name in only if name not in RUNNERS]
     if unknown:
         raise ValueError(f"`name` must be one of {', '.join(SCENARIOS)} (got {', '.join(unknown)})")
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kintsugi-scenarios-"))
-    bench = _Bench(root, Path(data_dir) if data_dir is not None else root / "data")
+    bench = ScenarioBench(root, Path(data_dir) if data_dir is not None else root / "data")
     try:
-        return [_RUNNERS[name](bench) for name in only]
+        return [RUNNERS[name](bench) for name in only]
     finally:
         bench.close()
