@@ -8,7 +8,7 @@ Each injector reuses the scenario bench (``components.scenarios``: warm workers 
 with fault injection, the event-stream reader) and produces its failure for real: a hub answering 503, a
 truncated or byte-flipped blob, a worker whose load limit is shorter than a real load, a memory cap, a disk
 reserve larger than the free space, a closed port, a throttled link, NaN weights, ``SIGKILL``, a shadowed import,
-a value out of bounds, float16 on the CPU, a gated repository. ``UNREPRODUCIBLE`` names what cannot be produced
+a value out of bounds, float16 on the CPU, a gated repository, ``torch.compile`` with no C++ compiler. ``UNREPRODUCIBLE`` names what cannot be produced
 here, and why.
 """
 
@@ -52,12 +52,7 @@ from recovery.taxonomy import EnhancedFailureType
 __all__ = ["FAILURE_TYPES", "INJECTORS", "UNREPRODUCIBLE", "ChaosBench", "chaos_policy", "run_fault"]
 
 FAILURE_TYPES: tuple[str, ...] = tuple(t.value for t in EnhancedFailureType)
-UNREPRODUCIBLE: Mapping[str, str] = {
-    "hardware_optimization_failure": (
-        "no optimisation the product applies can fail on this CPU: RunOptions has vae_tiling (works on CPU) and "
-        "model_cpu_offload (refused up front as unsupported_operation), and nothing calls torch.compile or an "
-        "attention backend; a real case needs CUDA (e.g. flash attention on a GPU without it)"),
-}
+UNREPRODUCIBLE: Mapping[str, str] = {}
 NAN_REPO = "kintsugi-chaos/nan-wan"
 NEWER_REPO = "kintsugi-chaos/future-wan"
 I2V_REPO = "kintsugi-chaos/i2v-wan"
@@ -66,9 +61,12 @@ I2V_REPO = "kintsugi-chaos/i2v-wan"
 class ChaosBench(ScenarioBench):
     """The scenario bench, plus workers with their own configuration or environment for one fault."""
 
-    def __init__(self, workdir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, workdir: str | os.PathLike[str] | None = None, *,
+                 data_dir: str | os.PathLike[str] | None = None) -> None:
+        """``data_dir`` (metrics, videos, the built model; default ``workdir/data``): the app passes its own, so
+        injected faults show in its Metrics tab."""
         root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kintsugi-chaos-"))
-        super().__init__(root, root / "data")
+        super().__init__(root, Path(data_dir) if data_dir is not None else root / "data")
         self._override: Worker | None = None
 
     def worker(self, cap: int | None) -> Worker:
@@ -255,6 +253,18 @@ def _dependency(bench: ChaosBench) -> ScenarioReport:
                "ImportError", run, started)
 
 
+def _hardware_optimisation(bench: ChaosBench) -> ScenarioReport:
+    started = time.perf_counter()
+    # A fresh inductor cache, so nothing compiled earlier on this machine can stand in for the compiler.
+    environ = {"CXX": str(bench.workdir / "no-compiler" / "c++"), "TORCHINDUCTOR_CACHE_DIR":
+               str(Path(tempfile.mkdtemp(prefix="inductor-", dir=bench.workdir)))}
+    with hub_client(), bench.special_worker(WorkerConfig(device="cpu"), environ), \
+            bench.service("hardware_optimization_failure", compile=True) as service:
+        run = run_request(service, dict(SMALL_REQUEST))
+    return _as("hardware_optimization_failure", "KINTSUGI_COMPILE=on in a worker whose C++ compiler (CXX) does "
+               "not exist: torch.compile fails at the first denoising step", run, started)
+
+
 def _invalid(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     with hub_client(), bench.service("invalid_parameters") as service:
@@ -281,6 +291,7 @@ INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
     "storage_space_insufficient": _storage,
     "network_connectivity_loss": lambda bench: _renamed("network_connectivity_loss", network_loss(bench)),
     "bandwidth_limitation": _bandwidth,
+    "hardware_optimization_failure": _hardware_optimisation,
     "generation_pipeline_error": _pipeline_error,
     "system_resource_error": _system_resource,
     "dependency_missing": _dependency,

@@ -33,6 +33,7 @@ from recovery.errors import (
     BadOutputError,
     DependencyMissingError,
     GenerationCancelledError,
+    HardwareOptimizationError,
     InvalidParameterError,
     OutOfMemoryError,
     UnsupportedOperationError,
@@ -50,10 +51,12 @@ _UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Memory switches for one run. Each costs speed or quality, so each is off unless a plan turns it on."""
+    """Switches for one run. The memory ones cost speed or quality, so each is off unless a plan turns it on;
+    ``compile`` is the one speed switch (``KINTSUGI_COMPILE``), turned off again when it fails on the machine."""
 
     vae_tiling: bool = False
     model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
+    compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
 
 
 @dataclass
@@ -187,6 +190,8 @@ class WanGenerator:
         self.pipe: Any = None
         self.model_id: str | None = None
         self._offloaded = False
+        self._eager_transformer: Any = None  # the transformer as loaded, while a compiled one stands in for it
+        self._compiled_transformer: Any = None
         self._latents: tuple[tuple, Any] | None = None
         self.denoise_steps_run = 0  # counts every denoising step this process has run (proves decode-only retries)
 
@@ -211,6 +216,7 @@ class WanGenerator:
         self.pipe = None
         self.model_id = None
         self._offloaded = False
+        self._eager_transformer = self._compiled_transformer = None
         self._latents = None
         release_memory()
 
@@ -230,10 +236,25 @@ class WanGenerator:
             self.pipe.enable_model_cpu_offload()
             self._offloaded = True
 
+    def enable_compile(self, enabled: bool = True) -> None:
+        """Run the transformer through ``torch.compile``; the compile itself happens at the first step (and fails
+        there when the machine cannot compile). Turning it off puts the loaded module back."""
+        if enabled and self._eager_transformer is None:
+            import torch
+
+            self._eager_transformer = self.pipe.transformer
+            if self._compiled_transformer is None:
+                self._compiled_transformer = torch.compile(self._eager_transformer)
+            self.pipe.transformer = self._compiled_transformer
+        elif not enabled and self._eager_transformer is not None:
+            self.pipe.transformer = self._eager_transformer
+            self._eager_transformer = None
+
     def _apply(self, options: RunOptions) -> None:
         self.enable_vae_tiling(options.vae_tiling)
         if options.model_cpu_offload:
             self.enable_model_cpu_offload()
+        self.enable_compile(options.compile)
 
     # -- the whole run --------------------------------------------------------------------------------------------
     def generate(
@@ -328,13 +349,24 @@ class WanGenerator:
             return callback_kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        with _quiet_diffusers():
-            latents = self.pipe(
-                prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                height=request.height, width=request.width, num_frames=request.num_frames,
-                num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                generator=generator, output_type="latent", callback_on_step_end=step_end,
-            ).frames
+        try:
+            with _quiet_diffusers():
+                latents = self.pipe(
+                    prompt=request.prompt, negative_prompt=request.negative_prompt or None,
+                    height=request.height, width=request.width, num_frames=request.num_frames,
+                    num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
+                    generator=generator, output_type="latent", callback_on_step_end=step_end,
+                ).frames
+        except Exception as exc:
+            if self._eager_transformer is None or not _is_compile_failure(exc):
+                raise
+            self.enable_compile(False)  # the compiled module stays broken here; the next run starts eager
+            self._compiled_transformer = None
+            reason = _compile_reason(exc)
+            raise HardwareOptimizationError(
+                f"torch.compile failed on this machine: {reason}", optimization="compile", reason=reason,
+                phase="denoise", steps_completed=steps_done[0],
+            ) from exc
         if not bool(torch.isfinite(latents).all()):
             raise BadOutputError("the denoised latents contain NaN or infinite values", reason="non-finite latents",
                                  phase="denoise")
@@ -359,6 +391,23 @@ class WanGenerator:
         if frames.max() == 0:
             raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
         return frames
+
+
+def _is_compile_failure(exc: BaseException) -> bool:
+    """A failure of dynamo or inductor (tracing, code generation, the C++/Triton compiler) — not of the model."""
+    import torch._dynamo.exc
+
+    return isinstance(exc, torch._dynamo.exc.TorchDynamoException)
+
+
+def _compile_reason(exc: BaseException) -> str:
+    """The first line that says why (``InvalidCxxCompiler: No working C++ compiler found …``), shortened."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if any("no working c++ compiler" in line.lower() for line in lines):
+        return "no working C++ compiler"
+    if any("triton" in line.lower() for line in lines):
+        return "Triton is missing or does not support this GPU"
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 @contextmanager

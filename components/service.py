@@ -30,6 +30,7 @@ from components.hardware import HardwareProbe, hardware_key
 from components.journal import JournalEntry, RequestJournal
 from components.memory import MemoryPlan, MemoryPlanner
 from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.optimisations import OptimisationSwitch
 from components.store import ModelStore, StorePort
 from components.store_download import RetryPolicy
 from components.pipeline import RunOptions
@@ -43,6 +44,7 @@ from recovery.events import RecoveryEvent
 from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
+from recovery.strategies import FirstAdjuster
 
 __all__ = ["GenerationService", "GenerationResult", "ServiceEvent", "EMBEDDED_MODEL_NOTE"]
 
@@ -119,6 +121,8 @@ class GenerationService:
         self.planner = MemoryPlanner(self.settings.data_dir / "memory_calibration.json",
                                      hardware=hardware_key(hardware), dtype=self.settings.dtype)
         self.metrics: MetricsStore | None = None
+        # Speed-ups that failed on this machine are turned off by the engine and stay off for later requests.
+        self.optimisations = OptimisationSwitch()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = RequestJournal(self.settings.journal_db)
         if engine is None:
@@ -127,7 +131,8 @@ class GenerationService:
             engine = EnhancedErrorRecovery(
                 self.settings.max_recovery_attempts, self.settings.recovery_timeout_s,
                 self.settings.user_intervention_threshold, store=StorePort(self.store),
-                adjuster=MemoryLadder(self.planner, budget=cap, device=self.device, freer=memory_freer),
+                adjuster=FirstAdjuster((self.optimisations, MemoryLadder(self.planner, budget=cap,
+                                                                         device=self.device, freer=memory_freer))),
                 freer=freer or memory_freer,
                 degrader=PreviewDegrader(self.planner, budget=cap, device=self.device),
                 probe=probe, metrics=self.metrics,
@@ -184,8 +189,10 @@ class GenerationService:
         """Plan and run a journaled request; its work starts before the first event, so it runs to its end (and
         to its journal entry) even when the caller stops reading."""
         cap = self.settings.worker_memory_cap
-        plan = (self.planner.plan(checked, RunOptions(), cap, device=self.device) if self.settings.memory_planning
-                else MemoryPlan(checked, RunOptions(), 0, cap, True))
+        options, left_off = self.optimisations.starting_options(RunOptions(compile=self.settings.compile))
+        plan = (self.planner.plan(checked, options, cap, device=self.device) if self.settings.memory_planning
+                else MemoryPlan(checked, options, 0, cap, True))
+        plan = replace(plan, changes=(*left_off, *plan.changes))
         inbox: queue.Queue[Any] = queue.Queue()
         outcome_box: list[Outcome[Any]] = []
         failure_box: list[GenerationFailedError] = []

@@ -49,6 +49,7 @@ class Settings:
     recovery_timeout_s: float = 300.0
     user_intervention_threshold: int = 3
     memory_planning: bool = True  # plan requests down before running when they are predicted not to fit
+    compile: bool = False  # torch.compile the transformer (faster steps after a one-off compile; needs a compiler)
     queue_size: int = 16  # requests waiting in the web app's queue at most; one more is answered "busy"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -99,7 +100,7 @@ def _convert(name: str, raw: str) -> object:
         return _number(name, raw, float)
     if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size"}:
         return _number(name, raw, int)
-    if name == "memory_planning":
+    if name in {"memory_planning", "compile"}:
         return _switch(name, raw)
     return raw
 

@@ -81,7 +81,7 @@ CATALOGUE: dict[EnhancedFailureType, Guidance] = {
     F.HARDWARE_OPTIMIZATION_FAILURE: _g(
         "A speed-up does not work on this hardware. We turned it off and continue.",
         ("No action needed",),
-        ("Choose the standard precision in the settings",), 1),
+        ("Turn off compilation (the speed-up) in the settings",), 1),
     F.GENERATION_PIPELINE_ERROR: _g(
         "The generation produced an unusable result. We try again with safer settings.",
         ("Try another seed", "Use fewer steps or a smaller size"),

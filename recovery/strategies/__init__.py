@@ -1,6 +1,6 @@
 """Recovery strategies, one small object per family, and the default map that orders them per failure type."""
 
-from recovery.strategies.adjust import ParameterAdjustment
+from recovery.strategies.adjust import FirstAdjuster, ParameterAdjustment
 from recovery.strategies.base import Strategy
 from recovery.strategies.defaults import DEFAULT_STRATEGY_MAP, StrategyMap, build_strategies, validate_strategy_map
 from recovery.strategies.degrade import GracefulDegradation
@@ -14,6 +14,7 @@ __all__ = [
     "AutomaticRepair",
     "DEFAULT_BUDGETS",
     "DEFAULT_STRATEGY_MAP",
+    "FirstAdjuster",
     "GracefulDegradation",
     "ImmediateRetry",
     "IntelligentFallback",

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from recovery.ports import ParameterAdjuster
+from recovery.ports import Adjustment, ParameterAdjuster
 from recovery.strategies.base import failed, from_adjustment, not_applicable
 from recovery.taxonomy import ErrorContext, RecoveryResult, RecoveryStrategy
 
-__all__ = ["ParameterAdjustment"]
+__all__ = ["FirstAdjuster", "ParameterAdjustment"]
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,17 @@ class ParameterAdjustment:
         if adjustment is None or dict(adjustment.parameters) == ctx.user_parameters:
             return failed(self.kind, "no smaller or valid settings left to try")
         return from_adjustment(self.kind, adjustment)
+
+
+@dataclass(frozen=True)
+class FirstAdjuster:
+    """A ``ParameterAdjuster`` made of several, each for its own failures: the first with an answer wins."""
+
+    adjusters: tuple[ParameterAdjuster, ...]
+
+    def adjust(self, ctx: ErrorContext, parameters: Mapping[str, Any]) -> Adjustment | None:
+        for adjuster in self.adjusters:
+            adjustment = adjuster.adjust(ctx, parameters)
+            if adjustment is not None:
+                return adjustment
+        return None

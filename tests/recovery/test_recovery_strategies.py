@@ -145,3 +145,23 @@ def test_resource_optimization_restarts_or_frees(error: BaseException, action: s
 
     result = ResourceOptimization(freer=Freer()).recover(ctx_for(error))
     assert result.system_changes["changes"][0].startswith(action)
+
+
+def test_first_adjuster_answers_with_the_first_adjuster_that_has_an_answer() -> None:
+    """A chain of adjusters, each for its own failures: the first non-empty answer wins, in order."""
+    from recovery.ports import Adjustment
+    from recovery.strategies import FirstAdjuster
+
+    class Fixed:
+        def __init__(self, answer: Adjustment | None) -> None:
+            self.answer, self.asked = answer, 0
+
+        def adjust(self, ctx: recovery.ErrorContext, parameters: object) -> Adjustment | None:
+            self.asked += 1
+            return self.answer
+
+    silent, first, second = Fixed(None), Fixed(Adjustment({"steps": 2}, ("a",))), Fixed(Adjustment({"steps": 1}))
+    chain = FirstAdjuster((silent, first, second))
+    adjustment = chain.adjust(ctx_for(MemoryError("out of memory")), {"steps": 4})
+    assert adjustment is first.answer and (silent.asked, second.asked) == (1, 0)
+    assert FirstAdjuster((silent,)).adjust(ctx_for(MemoryError("x")), {}) is None

@@ -33,6 +33,7 @@ OUTCOMES: dict[str, str] = {
     "storage_space_insufficient": "recovered (degraded)",
     "network_connectivity_loss": "recovered (degraded)",
     "bandwidth_limitation": "recovered (degraded)",
+    "hardware_optimization_failure": "recovered",
     "generation_pipeline_error": "guidance",
     "system_resource_error": "recovered",
     "dependency_missing": "guidance",
