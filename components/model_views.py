@@ -135,7 +135,7 @@ class ModelActions:
         if plan is None or not plan.items:
             return "Nothing to delete: preview a clean-up first."
         return self._guard(lambda: f"**Freed {format_bytes(self.store.availability.apply_cleanup(plan))}** "
-                                   f"({len(plan.items)} revision(s)).")
+                                   f"({len(plan.items)} item(s)).")
 
     # -- reporting --------------------------------------------------------------------------------------------
     def _report(self, title: str, report) -> str:

@@ -30,7 +30,7 @@ import recovery
 from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
 from components.loopback_hub import Fault, HubServer
 from components.presenters import timeline_line
-from components.service import GenerationResult, GenerationService
+from components.service import EMBEDDED_MODEL_NOTE, GenerationResult, GenerationService
 from components.settings import Settings
 from components.store import ModelStatus, ModelStore, StorePort
 from components.store_download import RetryPolicy
@@ -151,8 +151,9 @@ class RequestRun:
     @property
     def told(self) -> str:
         if self.result is not None:
-            lines = [*self.result.corrections, *self.result.changes]
-            if self.result.request.model_id == EMBEDDED_MODEL_ID and self.result.notes:
+            lines = [*self.result.corrections, *self.result.changes,
+                     *(note for note in self.result.notes if note != EMBEDDED_MODEL_NOTE)]
+            if EMBEDDED_MODEL_NOTE in self.result.notes:
                 lines.append("made with the built-in tiny model (its output is noise)")
             tries = f" after {self.result.attempts} attempts" if self.result.attempts > 1 else ""
             return f"video delivered{tries}" + (": " + "; ".join(lines) if lines else "")

@@ -30,6 +30,7 @@ from components.hardware import HardwareProbe, hardware_key
 from components.journal import JournalEntry, RequestJournal
 from components.memory import MemoryPlan, MemoryPlanner
 from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.model_views import format_bytes
 from components.optimisations import OptimisationSwitch
 from components.store import ModelStore, StorePort
 from components.store_download import RetryPolicy
@@ -385,12 +386,22 @@ class GenerationService:
         output = dict(outcome.value)
         actual = GenerationRequest.from_dict(output["request"])
         notes = (EMBEDDED_MODEL_NOTE,) if actual.model_id == EMBEDDED_MODEL_ID else ()
+        notes += self._unfinished_download(plan.request.model_id, actual.model_id)
         return GenerationResult(
             video_path=output["video_path"], request=actual, corrections=tuple(corrections),
             changes=(*plan.changes, *outcome.changes), degraded=outcome.degraded or plan.degraded,
             attempts=len(outcome.attempts), correlation_id=outcome.correlation_id, output=MappingProxyType(output),
             notes=notes,
         )
+
+    def _unfinished_download(self, requested: str, served_by: str) -> tuple[str, ...]:
+        """A note when another model stood in and the requested one's download stopped part-way: its bytes are
+        kept (so nothing downloaded is lost) and where the user resumes or frees them."""
+        kept = sum(self.store.cache.partial_bytes(requested).values()) if served_by != requested else 0
+        if not kept:
+            return ()
+        return (f"The download of {requested} stopped with {format_bytes(kept)} on disk. It is kept and resumes "
+                "from there (Models tab → Download, or your next request for it); a clean-up there frees it.",)
 
     def _failure(self, error: BaseException | None, correlation_id: str, request: Any,
                  outcome: Outcome[Any] | None = None) -> GenerationFailedError:

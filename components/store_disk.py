@@ -3,7 +3,8 @@
 Before a download: bytes still needed (the hub's file sizes, minus blobs and partial files already here) against
 the free space of the cache's filesystem, keeping ``reserve_bytes`` free. When that falls short, a concrete plan
 from ``scan_cache_dir``: which repo revisions to delete and how much each frees (shared blobs accounted for),
-old detached revisions first, then whole repos least recently used. Nothing is deleted until ``apply_cleanup``.
+old detached revisions first, then unfinished downloads (their ``*.incomplete`` blobs, kept for resuming — oldest
+first), then whole repos least recently used. Nothing is deleted until ``apply_cleanup``.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from huggingface_hub import HFCacheInfo, scan_cache_dir
 from components.store_cache import HubCache, RevisionManifest
 
 __all__ = ["CleanupItem", "CleanupPlan", "PreflightReport", "apply_cleanup", "bytes_needed", "free_bytes",
-           "plan_cleanup", "preflight"]
+           "plan_cleanup", "preflight", "unfinished_downloads"]
 
 
 @dataclass(frozen=True)
 class CleanupItem:
-    """One revision that could be deleted, and why it was chosen."""
+    """One revision — or one unfinished download (``files``: its partial blobs, ``commit`` empty) — that could be
+    deleted, and why it was chosen."""
 
     repo_id: str
     commit: str
@@ -30,6 +32,7 @@ class CleanupItem:
     bytes_freed: int
     reason: str
     last_accessed: float
+    files: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ def preflight(cache: HubCache, manifest: RevisionManifest, reserve_bytes: int) -
 
 def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str]] | None = None) -> CleanupPlan:
     """Pick revisions to delete until ``bytes_to_free`` is reached; never touches protected repos' current
-    revisions (what a ref points to, the commits in ``protect``, and the last revision kept for rollback)."""
+    revisions (what a ref points to, the commits in ``protect``, and the last revision kept for rollback) nor their
+    unfinished downloads."""
     protect = protect or {}
     if not cache.cache_dir.is_dir():
         return CleanupPlan(cache.cache_dir, bytes_to_free, (), 0)
@@ -120,24 +124,47 @@ def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str
                 item = CleanupItem(repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)), freed,
                                    "model not used recently", repo.last_accessed)
                 whole.append(item)
+    unfinished = [item for item in unfinished_downloads(cache) if item.repo_id not in protect]
     chosen: list[CleanupItem] = []
-    for item in sorted(detached, key=lambda i: i.last_accessed) + sorted(whole, key=lambda i: i.last_accessed):
+    for item in (sorted(detached, key=lambda i: i.last_accessed) + sorted(unfinished, key=lambda i: i.last_accessed)
+                 + sorted(whole, key=lambda i: i.last_accessed)):
         if _freed(info, chosen) >= bytes_to_free:
             break
         chosen.append(item)
     return CleanupPlan(cache.cache_dir, bytes_to_free, tuple(chosen), _freed(info, chosen))
 
 
+def unfinished_downloads(cache: HubCache) -> list[CleanupItem]:
+    """One item per model with ``*.incomplete`` blobs in the cache (a download stopped and kept for resuming)."""
+    items = []
+    for blobs in sorted(cache.cache_dir.glob("models--*/blobs")) if cache.cache_dir.is_dir() else ():
+        files = tuple(sorted(p for p in blobs.glob("*.incomplete") if p.is_file()))
+        if files:
+            stats = [p.stat() for p in files]
+            repo_id = blobs.parent.name.removeprefix("models--").replace("--", "/")
+            items.append(CleanupItem(repo_id, "", (), sum(s.st_size for s in stats),
+                                     "unfinished download (kept to resume)", max(s.st_mtime for s in stats), files))
+    return items
+
+
 def apply_cleanup(plan: CleanupPlan) -> int:
-    """Delete the plan's revisions (only ever on request); returns the bytes the hub expects to free."""
-    if not plan.items:
-        return 0
-    strategy = scan_cache_dir(plan.cache_dir).delete_revisions(*(i.commit for i in plan.items))
-    strategy.execute()
-    return strategy.expected_freed_size
+    """Delete the plan's revisions and unfinished downloads (only ever on request); returns the bytes freed (for
+    revisions, what the hub expects to free)."""
+    freed = 0
+    for item in plan.items:
+        for path in item.files:
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+    commits = [i.commit for i in plan.items if i.commit]
+    if commits:
+        strategy = scan_cache_dir(plan.cache_dir).delete_revisions(*commits)
+        strategy.execute()
+        freed += strategy.expected_freed_size
+    return freed
 
 
 def _freed(info: HFCacheInfo, items: list[CleanupItem]) -> int:
-    if not items:
-        return 0
-    return info.delete_revisions(*(i.commit for i in items)).expected_freed_size
+    partial = sum(i.bytes_freed for i in items if not i.commit)
+    commits = [i.commit for i in items if i.commit]
+    return partial + (info.delete_revisions(*commits).expected_freed_size if commits else 0)

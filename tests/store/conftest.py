@@ -12,11 +12,25 @@ from huggingface_hub import constants
 from safetensors.numpy import save_file
 
 from components.store import ModelStore
-from components.store_download import BandwidthPolicy, RetryPolicy
+from components.store_download import BandwidthPolicy, CancelToken, DownloadEvent, DownloadEventKind, RetryPolicy
+from recovery.errors import GenerationCancelledError
 from tests.support.hub_server import HubServer
 
 REPO = "kintsugi-test/tiny-video"
 WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
+
+
+def stop_download_midway(store: ModelStore, repo: str = REPO) -> int:
+    """Cancel a real download of ``repo`` once 300 kB of the weights arrived; returns the bytes kept for it."""
+    token = CancelToken()
+
+    def cancel_midway(event: DownloadEvent) -> None:
+        if event.path == WEIGHTS and event.kind is DownloadEventKind.PROGRESS and event.bytes_done > 300_000:
+            token.cancel()
+
+    with pytest.raises(GenerationCancelledError):
+        store.download(repo, on_event=cancel_midway, cancel=token)
+    return sum(store.cache.partial_bytes(repo).values())
 
 
 def make_model_folder(root: Path, seed: int) -> Path:

@@ -9,7 +9,7 @@ import pytest
 
 from components.store import ModelStore
 from recovery.errors import StorageFullError
-from tests.store.conftest import REPO
+from tests.store.conftest import REPO, stop_download_midway
 from tests.support.hub_server import HubServer
 
 OTHER = "kintsugi-test/old-model"
@@ -56,3 +56,21 @@ def test_cleanup_plan_grows_to_whole_models_least_recent_first(crowded: ModelSto
     """Asked for more than old revisions hold, the plan adds current revisions of unprotected models."""
     plan = crowded.availability.cleanup_plan(10**12, protect=REPO)
     assert [i.refs for i in plan.items] == [(), ("main",)] and not plan.sufficient
+
+
+def test_cleanup_plan_offers_an_unfinished_download_and_frees_exactly_its_bytes(store: ModelStore,
+                                                                               hub: HubServer) -> None:
+    """A stopped download's partial blob is listed as an item of its own and only deleted when applied."""
+    kept = stop_download_midway(store)
+    plan = store.availability.cleanup_plan(1)
+    (item,) = plan.items
+    assert (item.repo_id, item.commit, item.bytes_freed) == (REPO, "", kept)
+    assert item.reason == "unfinished download (kept to resume)" and all(p.is_file() for p in item.files)
+    assert store.availability.apply_cleanup(plan) == kept
+    assert store.cache.partial_bytes(REPO) == {}
+
+
+def test_unfinished_download_of_the_protected_model_is_not_offered(store: ModelStore, hub: HubServer) -> None:
+    """Making room for a model never deletes the bytes already downloaded for it."""
+    stop_download_midway(store)
+    assert store.availability.cleanup_plan(1, protect=REPO).items == ()

@@ -16,7 +16,7 @@ from recovery.errors import (
     NetworkUnavailableError,
     SlowDownloadError,
 )
-from tests.store.conftest import REPO, WEIGHTS
+from tests.store.conftest import REPO, WEIGHTS, stop_download_midway
 from tests.support.hub_server import Fault, HubServer
 
 
@@ -39,14 +39,7 @@ def test_download_resumes_after_mid_file_drop(store: ModelStore, hub: HubServer)
 def test_cancelled_download_resumes_from_partial_file_next_time(store: ModelStore, hub: HubServer) -> None:
     """Bytes of a cancelled download are kept in the cache and the next call asks only for the rest."""
     size = len(hub.file_bytes(REPO, WEIGHTS))
-    token = CancelToken()
-
-    def cancel_midway(event: DownloadEvent) -> None:
-        if event.path == WEIGHTS and event.kind is DownloadEventKind.PROGRESS and event.bytes_done > 300_000:
-            token.cancel()
-
-    with pytest.raises(GenerationCancelledError):
-        store.download(REPO, on_event=cancel_midway, cancel=token)
+    stop_download_midway(store)
     assert store.availability.availability(REPO).status is ModelStatus.PARTIAL
     hub.clear()
     result = store.download(REPO)
