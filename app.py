@@ -19,6 +19,7 @@ import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
 
 from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
+from components.chaos_views import FAULT_COLUMNS, FaultInjection, FaultRun, producible_types  # noqa: E402
 from components.http_api import EventFeed, build_router  # noqa: E402
 from components.model_views import ModelActions, model_choices, models_table  # noqa: E402
 from components.store_catalog import CATALOG  # noqa: E402
@@ -32,7 +33,7 @@ from components.presenters import (  # noqa: E402
     timeline_line,
 )
 from components.scenarios import SCENARIOS, SPEC_DEMO, run_scenario  # noqa: E402
-from recovery import GenerationFailedError, events  # noqa: E402
+from recovery import GenerationFailedError, InvalidParameterError, events  # noqa: E402
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
     import spaces
@@ -137,6 +138,32 @@ def scenario_view(name: str) -> Callable[[], tuple[pd.DataFrame, str | None, str
     return run
 
 
+def chaos_panel() -> tuple[str, gr.Row, gr.Dataframe]:
+    """The fault-injection section as the settings allow: its controls with KINTSUGI_CHAOS=on, else how to turn
+    it on (read at page load, so the ``--chaos`` flag counts too)."""
+    faults = FaultInjection(get_service().settings)
+    return faults.note(), gr.Row(visible=faults.settings.chaos), gr.Dataframe(visible=faults.settings.chaos)
+
+
+def _fault_view(run: Callable[[FaultInjection], FaultRun]) -> tuple[pd.DataFrame, str]:
+    """Run faults for real into this app's metrics; refused (in words) unless KINTSUGI_CHAOS=on."""
+    try:
+        faults = run(FaultInjection(get_service().settings))
+    except InvalidParameterError as exc:
+        raise gr.Error(str(exc), title="Fault injection", print_exception=False) from None
+    return faults.table(), faults.story()
+
+
+def chaos_inject(name: str) -> tuple[pd.DataFrame, str]:
+    """Inject the chosen failure type; its row and its story."""
+    return _fault_view(lambda faults: faults.inject(name))
+
+
+def chaos_matrix() -> tuple[pd.DataFrame, str]:
+    """Inject the failure types drawn at the settings' rate; one row each and the story of the last."""
+    return _fault_view(lambda faults: faults.inject_at_rate())
+
+
 def metrics_view() -> tuple:
     """Headline, the six charts and the latest recovery attempts, from the metrics store."""
     board = dashboard(get_service().metrics)
@@ -144,7 +171,8 @@ def metrics_view() -> tuple:
 
 
 def build_app() -> gr.Blocks:
-    """Tabs: Generate (parameters left, video and what happened right), Models, Metrics."""
+    """Tabs: Generate (parameters left, video and what happened right), Models, Scenarios (the six, and fault
+    injection when switched on), Metrics."""
     model_ids = [entry.model_id for entry in CATALOG]
     with gr.Blocks(title="Kintsugi") as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -205,9 +233,24 @@ def build_app() -> gr.Blocks:
             with gr.Row():
                 scenario_video = gr.Video(label="Video", interactive=False, scale=1)
                 scenario_story = gr.Markdown(elem_id="scenario-story")
+            gr.Markdown("### Fault injection")
+            chaos_note = gr.Markdown(elem_id="chaos-note")
+            types = producible_types()
+            with gr.Row(visible=False) as chaos_controls:
+                fault_type = gr.Dropdown(label="Failure type", choices=list(types), value=types[0] if types else None,
+                                         scale=3)
+                inject = gr.Button("Inject this fault", scale=1)
+                inject_at_rate = gr.Button("Inject at rate", scale=1)
+            fault_table = gr.Dataframe(label="Faults injected", headers=list(FAULT_COLUMNS), interactive=False,
+                                       wrap=True, visible=False)
+            fault_story = gr.Markdown(elem_id="fault-story")
         for name, scenario_button in scenario_buttons.items():
             scenario_button.click(scenario_view(name), None, [scenario_row, scenario_video, scenario_story],
                                   api_name=f"scenario_{name}", concurrency_limit=1, concurrency_id="scenarios")
+        inject.click(chaos_inject, fault_type, [fault_table, fault_story], api_name="chaos_inject",
+                     concurrency_limit=1, concurrency_id="scenarios")
+        inject_at_rate.click(chaos_matrix, None, [fault_table, fault_story], api_name="chaos_matrix",
+                             concurrency_limit=1, concurrency_id="scenarios")
         with gr.Tab("Metrics"):
             headline = gr.Markdown(elem_id="metrics-summary")
             plots = []
@@ -222,6 +265,7 @@ def build_app() -> gr.Blocks:
         refresh_metrics.click(metrics_view, None, metrics_outputs, api_name="metrics")
         ticker.tick(metrics_view, None, metrics_outputs, api_name=False, show_progress="hidden")
         demo.load(model_table, None, table).then(model_picker, None, model).then(metrics_view, None, metrics_outputs)
+        demo.load(chaos_panel, None, [chaos_note, chaos_controls, fault_table], api_name=False)
     return demo
 
 
@@ -244,9 +288,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-memory-cap", help="memory cap of the generation worker, e.g. 2GiB "
                                                     "(KINTSUGI_WORKER_MEMORY_CAP)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="KINTSUGI_DEVICE")
+    parser.add_argument("--chaos", choices=["on", "off"], help="fault injection from the Scenarios tab "
+                                                               "(KINTSUGI_CHAOS)")
+    parser.add_argument("--chaos-rate", help="share of failure types drawn by 'Inject at rate', 0..1 "
+                                             "(KINTSUGI_CHAOS_RATE)")
     args = parser.parse_args(argv)
     for flag, variable in (("data_dir", "KINTSUGI_DATA_DIR"), ("worker_memory_cap", "KINTSUGI_WORKER_MEMORY_CAP"),
-                           ("device", "KINTSUGI_DEVICE")):
+                           ("device", "KINTSUGI_DEVICE"), ("chaos", "KINTSUGI_CHAOS"),
+                           ("chaos_rate", "KINTSUGI_CHAOS_RATE")):
         if getattr(args, flag):
             os.environ[variable] = getattr(args, flag)
     get_service().start()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from recovery.chaos import CHAOS_ENV, ChaosSwitch
 from recovery.errors import InvalidParameterError
 
 __all__ = ["Settings", "parse_bytes"]
@@ -51,6 +52,8 @@ class Settings:
     memory_planning: bool = True  # plan requests down before running when they are predicted not to fit
     compile: bool = False  # torch.compile the transformer (faster steps after a one-off compile; needs a compiler)
     queue_size: int = 16  # requests waiting in the web app's queue at most; one more is answered "busy"
+    chaos: bool = False  # fault injection from the Scenarios tab (KINTSUGI_CHAOS=on); off by default
+    chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -102,6 +105,10 @@ def _convert(name: str, raw: str) -> object:
         return _number(name, raw, int)
     if name in {"memory_planning", "compile"}:
         return _switch(name, raw)
+    if name == "chaos":
+        return _chaos_switch(raw)
+    if name == "chaos_rate":
+        return _rate(name, raw)
     return raw
 
 
@@ -113,6 +120,29 @@ def _switch(name: str, raw: str) -> bool:
             parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint="on|off",
         )
     return value in {"1", "true", "on", "yes"}
+
+
+def _chaos_switch(raw: str) -> bool:
+    """``KINTSUGI_CHAOS`` read with the chaos switch's own words (``recovery.chaos``), so the two never differ."""
+    try:
+        return ChaosSwitch.from_env({CHAOS_ENV: raw}).enabled
+    except ValueError as exc:
+        raise InvalidParameterError(
+            f"`{CHAOS_ENV}` must be on or off (got {raw!r})", parameter=CHAOS_ENV, value=raw, constraint="on|off",
+        ) from exc
+
+
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidParameterError(
+            f"`KINTSUGI_{name.upper()}` must be a number between 0 and 1 (got {raw!r})",
+            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint="0 <= rate <= 1",
+        )
+    return value
 
 
 def _number(name: str, raw: str, kind: type) -> object:

@@ -42,3 +42,37 @@ def test_bad_setting_names_the_variable(variable: str, value: str) -> None:
     """A malformed variable is rejected with its name and value, not a raw conversion error."""
     with pytest.raises(InvalidParameterError, match=variable):
         Settings.from_env({variable: value})
+
+
+def test_fault_injection_is_off_by_default_at_full_rate() -> None:
+    """With no variables set, fault injection is off and its rate is 1 (every type, once switched on)."""
+    settings = Settings.from_env({})
+    assert settings.chaos is False
+    assert settings.chaos_rate == 1.0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", True), ("ON", True), ("1", True), ("yes", True),
+                                                 ("off", False), ("0", False), ("false", False)])
+def test_chaos_switch_reads_the_on_off_words(value: str, expected: bool) -> None:
+    """KINTSUGI_CHAOS takes the same words as the chaos switch of recovery.chaos, and agrees with it."""
+    from recovery.chaos import ChaosSwitch
+
+    assert Settings.from_env({"KINTSUGI_CHAOS": value}).chaos is expected
+    assert ChaosSwitch.from_env({"KINTSUGI_CHAOS": value}).enabled is expected
+
+
+@pytest.mark.parametrize("value", ["0", "0.25", "1"])
+def test_chaos_rate_reads_a_share(value: str) -> None:
+    """KINTSUGI_CHAOS_RATE accepts any share from 0 to 1."""
+    assert Settings.from_env({"KINTSUGI_CHAOS_RATE": value}).chaos_rate == float(value)
+
+
+@pytest.mark.parametrize(("variable", "value"), [("KINTSUGI_CHAOS", "maybe"), ("KINTSUGI_CHAOS_RATE", "1.5"),
+                                                 ("KINTSUGI_CHAOS_RATE", "-0.1"), ("KINTSUGI_CHAOS_RATE", "often"),
+                                                 ("KINTSUGI_CHAOS_RATE", "nan")])
+def test_bad_chaos_setting_names_the_variable_and_value(variable: str, value: str) -> None:
+    """A chaos switch that is not on/off, or a rate outside 0..1 or not a number, is refused with name and value."""
+    with pytest.raises(InvalidParameterError) as caught:
+        Settings.from_env({variable: value})
+    assert variable in str(caught.value) and repr(value) in str(caught.value)
+    assert caught.value.parameter == variable
