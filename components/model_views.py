@@ -106,6 +106,8 @@ class ModelActions:
         while (item := inbox.get()) is not None:
             if isinstance(item, str):
                 yield item
+            elif isinstance(item, DownloadEvent) and item.kind is DownloadEventKind.WAITING:
+                yield f"{model_id}: another download of this model is running (a request needed it); waiting for it."
             elif isinstance(item, DownloadEvent) and time.monotonic() - shown >= every_s and item.kind in (
                     DownloadEventKind.PROGRESS, DownloadEventKind.BANDWIDTH_LIMITATION):
                 shown = time.monotonic()

@@ -22,7 +22,10 @@ def timeline_line(event: ServiceEvent) -> str | None:
     if event.kind == "correction":
         return f"- **Corrected** {event.message}"
     if event.kind == "plan":
-        return f"- **Memory plan**: {event.message.removeprefix('planned before running: ')}"
+        memory = event.message.startswith("planned before running: ")
+        return f"- **{'Memory plan' if memory else 'Plan'}**: {event.message.removeprefix('planned before running: ')}"
+    if event.kind == "download" and event.message == "download.waiting":
+        return f"- Waiting for the download of {data.get('model_id', 'the model')} that is already running"
     if event.kind == "phase":
         return f"- {_PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)})"
     if event.kind != "recovery":

@@ -66,6 +66,7 @@ _TRANSIENT_NETWORK = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.Remot
 
 
 class DownloadEventKind(str, Enum):
+    WAITING = "download.waiting"  # another download of the same model is running: this one waits for it
     STARTED = "download.started"
     PROGRESS = "download.progress"
     RETRY = "download.retry"

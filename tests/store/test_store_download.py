@@ -155,3 +155,36 @@ def test_concurrent_cancel_from_another_thread_stops_the_download(store: ModelSt
     with pytest.raises(GenerationCancelledError):
         store.download(REPO, cancel=token)
     timer.join()
+
+
+def test_two_downloads_of_one_model_at_once_fetch_it_once(store: ModelStore, hub: HubServer) -> None:
+    """A request and the Models tab asking for the same model together: the second waits (and says so), then finds
+    the files in place — the weights cross the wire once and the model is whole."""
+    hub.inject(Fault("throttle", WEIGHTS, bytes_per_s=1_500_000))
+    second_events: list[DownloadEvent] = []
+    started = threading.Event()
+    first = threading.Thread(target=store.download, args=(REPO,),
+                             kwargs={"on_event": lambda event: started.set()})
+    first.start()
+    assert started.wait(10)
+    store.download(REPO, on_event=second_events.append)
+    first.join(30)
+    assert second_events[0].kind is DownloadEventKind.WAITING
+    assert len(weight_requests(hub)) == 1
+    assert store.health.verify(REPO).ok
+
+
+def test_waiting_for_another_download_can_be_cancelled(store: ModelStore, hub: HubServer) -> None:
+    """Cancelling a caller that waits for another download of the model stops the wait, not the other download."""
+    hub.inject(Fault("throttle", WEIGHTS, bytes_per_s=500_000))
+    started = threading.Event()
+    first = threading.Thread(target=store.download, args=(REPO,),
+                             kwargs={"on_event": lambda event: started.set()})
+    first.start()
+    assert started.wait(10)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(GenerationCancelledError):
+        store.download(REPO, cancel=token)
+    first.join(30)
+    assert store.health.verify(REPO).ok
