@@ -32,15 +32,11 @@ from components.scenarios import (
     WEIGHTS,
     ScenarioReport,
     ScenarioBench,
-    download_failure,
     run_request,
     hub_client,
-    model_corruption,
-    network_loss,
-    permission_problem,
     build_report,
     RequestRun,
-    vram_exhaustion,
+    RUNNERS,
 )
 from components.loopback_hub import Fault, HubServer
 from components.service import GenerationService
@@ -49,7 +45,8 @@ from components.worker import Worker, WorkerConfig
 from recovery.chaos import ChaosPolicy, ChaosSwitch
 from recovery.taxonomy import EnhancedFailureType
 
-__all__ = ["FAILURE_TYPES", "INJECTORS", "UNREPRODUCIBLE", "ChaosBench", "chaos_policy", "run_fault"]
+__all__ = ["FAILURE_TYPES", "FROM_SCENARIOS", "INJECTORS", "UNREPRODUCIBLE", "ChaosBench", "as_failure_type",
+           "chaos_policy", "run_fault"]
 
 FAILURE_TYPES: tuple[str, ...] = tuple(t.value for t in EnhancedFailureType)
 UNREPRODUCIBLE: Mapping[str, str] = {}
@@ -105,10 +102,6 @@ def _as(name: str, fault: str, run: RequestRun, started: float, *, hub: HubServe
     """A scenario report for one failure type (``build_report`` titles by scenario, so the title is set after)."""
     return replace(build_report("download_failure", fault, [run], started, hub=hub, notes=notes),
                    scenario=name, title=name)
-
-
-def _renamed(name: str, report: ScenarioReport) -> ScenarioReport:
-    return replace(report, scenario=name, title=name)
 
 
 def _model_copy(bench: ScenarioBench, folder: str, edit: Callable[[Path], None]) -> Path:
@@ -280,16 +273,35 @@ def _unsupported(bench: ChaosBench) -> ScenarioReport:
     return _as("unsupported_operation", "a worker configured for float16 on the CPU", run, started)
 
 
+#: Failure types whose fault is one of the spec's six scenarios (``components.scenarios.RUNNERS``), run as such.
+FROM_SCENARIOS: Mapping[str, str] = {
+    "model_download_failure": "download_failure",
+    "model_corruption_detected": "model_corruption",
+    "vram_exhaustion": "vram_exhaustion",
+    "network_connectivity_loss": "network_loss",
+    "permission_denied": "permission_problem",
+}
+
+
+def as_failure_type(name: str, report: ScenarioReport) -> ScenarioReport:
+    """A scenario's report titled by the failure type it produces (``FROM_SCENARIOS``)."""
+    return replace(report, scenario=name, title=name)
+
+
+def _scenario(name: str) -> Callable[[ChaosBench], ScenarioReport]:
+    return lambda bench: as_failure_type(name, RUNNERS[FROM_SCENARIOS[name]](bench))
+
+
 INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
-    "model_download_failure": lambda bench: _renamed("model_download_failure", download_failure(bench)),
-    "model_corruption_detected": lambda bench: _renamed("model_corruption_detected", model_corruption(bench)),
+    "model_download_failure": _scenario("model_download_failure"),
+    "model_corruption_detected": _scenario("model_corruption_detected"),
     "model_version_mismatch": _version_mismatch,
     "model_loading_timeout": _loading_timeout,
     "model_integrity_failure": _integrity,
     "model_compatibility_error": _compatibility,
-    "vram_exhaustion": lambda bench: _renamed("vram_exhaustion", vram_exhaustion(bench)),
+    "vram_exhaustion": _scenario("vram_exhaustion"),
     "storage_space_insufficient": _storage,
-    "network_connectivity_loss": lambda bench: _renamed("network_connectivity_loss", network_loss(bench)),
+    "network_connectivity_loss": _scenario("network_connectivity_loss"),
     "bandwidth_limitation": _bandwidth,
     "hardware_optimization_failure": _hardware_optimisation,
     "generation_pipeline_error": _pipeline_error,
@@ -297,7 +309,7 @@ INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
     "dependency_missing": _dependency,
     "invalid_parameters": _invalid,
     "unsupported_operation": _unsupported,
-    "permission_denied": lambda bench: _renamed("permission_denied", permission_problem(bench)),
+    "permission_denied": _scenario("permission_denied"),
 }
 
 

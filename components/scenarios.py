@@ -15,6 +15,7 @@ report says so (``gaps``) instead of pretending.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -232,8 +233,10 @@ class ScenarioBench:
 
     @contextmanager
     def service(self, name: str, *, endpoint: str | None = None, **overrides: Any) -> Iterator[GenerationService]:
-        """A service as the app builds it, on this scenario's own hub cache, pointed at ``endpoint``."""
+        """A service as the app builds it, on this scenario's own hub cache (emptied first, so that a second run of
+        the scenario meets the same fault: nothing downloaded by the first stands in), pointed at ``endpoint``."""
         cache = self.workdir / "hub" / name
+        shutil.rmtree(cache, ignore_errors=True)
         settings = self.settings(hub_cache_dir=cache / "cache", **overrides)
         store = ModelStore(cache / "cache", cache / "state", endpoint=endpoint, token=False,
                            retry=RetryPolicy(attempts=3, base_s=0.5))  # as the service's own default store

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -12,6 +14,9 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import pytest  # noqa: E402
 
+if TYPE_CHECKING:
+    from tests.support.shared_runs import SharedRuns
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -19,3 +24,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from components.embedded_model import build_embedded_model
 
     return build_embedded_model(tmp_path_factory.mktemp("embedded") / "tiny-wan-random")
+
+
+@pytest.fixture(scope="session")
+def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRuns]:
+    """The scenarios and chaos faults, each run once for the session (tiny model, warm workers)."""
+    from components.chaos import ChaosBench
+    from tests.support.shared_runs import SharedRuns
+
+    with ChaosBench(tmp_path_factory.mktemp("shared-runs")) as bench:
+        yield SharedRuns(bench)

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from components.chaos import FAILURE_TYPES, UNREPRODUCIBLE, ChaosBench, run_fault
+from components.chaos import FAILURE_TYPES, UNREPRODUCIBLE
 from components.scenarios import ScenarioReport
 from components.store_cache import HubCache
 from components.store_disk import unfinished_downloads
 from recovery.messages import scrub
 from recovery.strategies.defaults import DEFAULT_STRATEGY_MAP
 from recovery.taxonomy import EnhancedFailureType
+from tests.support.shared_runs import SharedRuns
 
 #: Where the product today does not do what the default strategy map promises, found by running the matrix. The
 #: test for these asserts the promise and is expected to fail (strict): fixing the product turns it red, and the
@@ -44,15 +45,12 @@ OUTCOMES: dict[str, str] = {
     "permission_denied": "recovered (degraded)",
 }
 _ROWS: dict[str, ScenarioReport] = {}
-_REPORTS: dict[str, ScenarioReport] = {}
-_LEFT: dict[str, list[Path]] = {}
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosBench]:
-    """One bench (tiny model, warm workers) for the whole matrix; the table is printed at the end."""
-    with ChaosBench(tmp_path_factory.mktemp("fault-matrix")) as shared:
-        yield shared
+def runs(shared_runs: SharedRuns) -> Iterator[SharedRuns]:
+    """The session's runs (the five types that are scenarios run once for both suites); the table at the end."""
+    yield shared_runs
     _print_table()
 
 
@@ -65,16 +63,9 @@ def _print_table() -> None:
               f"{report.seconds:.1f} |")
 
 
-def _half_written(bench: ChaosBench) -> set[Path]:
-    return {p for p in Path(bench.workdir).rglob("*.incomplete*") if p.is_file()}
-
-
-def _report(name: str, bench: ChaosBench) -> ScenarioReport:
-    if name not in _REPORTS:
-        before = _half_written(bench)
-        _REPORTS[name] = _ROWS[name] = run_fault(name, bench)
-        _LEFT[name] = sorted(_half_written(bench) - before)
-    return _REPORTS[name]
+def _report(name: str, runs: SharedRuns) -> ScenarioReport:
+    _ROWS[name] = runs.fault(name)
+    return _ROWS[name]
 
 
 def _cases() -> list[object]:
@@ -88,9 +79,9 @@ def _cases() -> list[object]:
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_fault_runs_through_the_service(name: str, bench: ChaosBench) -> None:
+def test_fault_runs_through_the_service(name: str, runs: SharedRuns) -> None:
     """The real fault ends as the product ends it today: a video, or catalogued guidance with steps."""
-    report = _report(name, bench)
+    report = _report(name, runs)
     assert report.outcome == OUTCOMES[name], report.told
     if report.outcome == "guidance":
         assert report.steps, "a hand-over to the user must come with steps"
@@ -99,18 +90,18 @@ def test_fault_runs_through_the_service(name: str, bench: ChaosBench) -> None:
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_fault_is_classified_as_its_type(name: str, bench: ChaosBench, request: pytest.FixtureRequest) -> None:
+def test_fault_is_classified_as_its_type(name: str, runs: SharedRuns, request: pytest.FixtureRequest) -> None:
     """The first failure the engine classified is the injected type (known gaps are strict expected failures)."""
     if name in GAPS:
         request.applymarker(pytest.mark.xfail(strict=True, reason=GAPS[name]))
-    report = _report(name, bench)
+    report = _report(name, runs)
     assert report.failure_types[:1] == (name,), report.told
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_strategies_follow_the_default_map(name: str, bench: ChaosBench) -> None:
+def test_strategies_follow_the_default_map(name: str, runs: SharedRuns) -> None:
     """Strategies run for the first failure come from its default map, starting at the map's first entry."""
-    report = _report(name, bench)
+    report = _report(name, runs)
     if not report.tries:
         pytest.skip("no strategy ran (rejected before running, or not detected)")
     first = report.failure_types[0]
@@ -121,20 +112,20 @@ def test_strategies_follow_the_default_map(name: str, bench: ChaosBench) -> None
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_user_message_is_already_scrubbed(name: str, bench: ChaosBench) -> None:
+def test_user_message_is_already_scrubbed(name: str, runs: SharedRuns) -> None:
     """What the user was told has no paths, tokens or tracebacks: scrubbing it changes nothing."""
-    report = _report(name, bench)
+    report = _report(name, runs)
     assert report.told
-    assert scrub(report.told, data_dir=str(bench.data_dir)) == report.told
+    assert scrub(report.told, data_dir=str(runs.bench.data_dir)) == report.told
     assert "Traceback" not in report.told and "/tmp/" not in report.told
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_run_is_recorded_in_the_metrics(name: str, bench: ChaosBench) -> None:
+def test_run_is_recorded_in_the_metrics(name: str, runs: SharedRuns) -> None:
     """Every request of the run has a row in the metrics store's runs table."""
-    report = _report(name, bench)
+    report = _report(name, runs)
     assert report.correlation_ids
-    with sqlite3.connect(bench.data_dir / "metrics.sqlite") as db:
+    with sqlite3.connect(runs.bench.data_dir / "metrics.sqlite") as db:
         rows = db.execute(
             f"SELECT ok FROM runs WHERE correlation_id IN ({','.join('?' * len(report.correlation_ids))})",
             report.correlation_ids).fetchall()
@@ -149,8 +140,8 @@ def _kept_to_resume(path: Path, told: str) -> bool:
 
 
 @pytest.mark.parametrize("name", _cases())
-def test_nothing_is_left_half_written(name: str, bench: ChaosBench) -> None:
+def test_nothing_is_left_half_written(name: str, runs: SharedRuns) -> None:
     """The run leaves no new ``*.incomplete`` file in the model caches or the outputs — except a download stopped
     part-way (too slow), kept so that it resumes: listed by the store and named in what the user was told."""
-    report = _report(name, bench)
-    assert [p.name for p in _LEFT[name] if not _kept_to_resume(p, report.told)] == []
+    report = _report(name, runs)
+    assert [p.name for p in runs.left_by_fault(name) if not _kept_to_resume(p, report.told)] == []

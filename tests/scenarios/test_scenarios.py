@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from components.demo import closing_line, summary_table
 from components.embedded_model import EMBEDDED_MODEL_ID
-from components.scenarios import DEMO_REPO, SCENARIOS, WEIGHTS, ScenarioReport, run_all
+from components.scenarios import DEMO_REPO, RUNNERS, SCENARIOS, WEIGHTS, ScenarioReport
+from tests.support.shared_runs import SharedRuns
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("scenarios")
+def workdir(shared_runs: SharedRuns) -> Path:
+    return shared_runs.bench.workdir
 
 
 @pytest.fixture(scope="module")
-def reports(workdir: Path) -> Iterator[dict[str, ScenarioReport]]:
-    """All six scenarios, run once for the module (the tiny model built once, workers shared)."""
-    yield {report.scenario: report for report in run_all(workdir)}
+def reports(shared_runs: SharedRuns) -> dict[str, ScenarioReport]:
+    """All six scenarios in the spec's order, each run once for the session (the fault matrix reads five of them)."""
+    return {name: shared_runs.scenario(name) for name in SCENARIOS}
 
 
 def metrics_rows(workdir: Path, table: str, correlation_id: str) -> int:
@@ -112,10 +112,9 @@ def test_runs_and_recovery_attempts_are_in_the_metrics_store(reports: dict[str, 
     assert sum(metrics_rows(workdir, "recovery_attempts", cid) for cid in report.correlation_ids) == len(report.tries)
 
 
-def test_nothing_half_written_is_left_in_the_model_caches(reports: dict[str, ScenarioReport], workdir: Path) -> None:
+def test_nothing_half_written_is_left_in_the_model_caches(shared_runs: SharedRuns) -> None:
     """Dropped and repaired downloads leave no ``*.incomplete`` file behind."""
-    assert len(reports) == len(SCENARIOS)
-    assert list(workdir.rglob("*.incomplete")) == []
+    assert {name: shared_runs.left_by_scenario(name) for name in SCENARIOS} == {name: [] for name in SCENARIOS}
 
 
 def test_demo_table_has_a_row_per_scenario_and_compares_with_the_spec(reports: dict[str, ScenarioReport]) -> None:
@@ -129,3 +128,12 @@ def test_demo_table_has_a_row_per_scenario_and_compares_with_the_spec(reports: d
     recovered = sum(r.recovered for r in ordered)
     assert f"recovered {recovered} of 6" in closing and "3 of 6 (50 %)" in closing
     assert "permission_problem" in closing
+
+
+def test_a_scenario_run_again_meets_its_fault_again(shared_runs: SharedRuns) -> None:
+    """A second click on a scenario starts from an empty scratch cache: what the first run downloaded does not
+    stand in for the download that fails."""
+    first = shared_runs.scenario("download_failure")
+    again = RUNNERS["download_failure"](shared_runs.bench)
+    assert again.failure_types == first.failure_types == ("model_download_failure",)
+    assert again.strategies == first.strategies and again.recovered
