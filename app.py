@@ -302,7 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     print(f"Kintsugi on http://{host}:{port}/", flush=True)  # noqa: T201 - the one line a user needs
-    uvicorn.run(build_server(), host=host, port=port, log_level="warning")
+    # On SIGTERM (a Space restart, Ctrl-C) open streams — a browser's or a gradio_client's event stream — get a few
+    # seconds to end, then the server stops anyway instead of waiting for them forever.
+    uvicorn.run(build_server(), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)
 
 
 if __name__ == "__main__":

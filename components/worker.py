@@ -358,5 +358,8 @@ class Worker:
 def child_main() -> None:  # pragma: no cover - the worker process itself
     """Entry point of the worker process: the socket's descriptor is ``argv[1]``, the config its first message."""
     connection = Connection(int(sys.argv[1]))
-    _kind, _job, config = connection.recv()
-    _worker_main(connection, WorkerConfig(**config))
+    try:
+        _kind, _job, config = connection.recv()
+        _worker_main(connection, WorkerConfig(**config))
+    except (EOFError, ConnectionError):  # the app is gone (stopped, killed): no one is left to tell
+        sys.exit(0)
