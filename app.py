@@ -229,7 +229,8 @@ def build_app() -> gr.Blocks:
                         "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab.")
             with gr.Row():
                 scenario_buttons = {name: gr.Button(SPEC_DEMO[name][0]) for name in SCENARIOS}
-            scenario_row = gr.Dataframe(label="Outcome", interactive=False, wrap=True)
+            scenario_row = gr.Dataframe(label="Outcome", interactive=False, wrap=True, headers=[
+                "scenario", "failure type", "strategies tried", "recovered?", "time (s)", "what the user was told"])
             with gr.Row():
                 scenario_video = gr.Video(label="Video", interactive=False, scale=1)
                 scenario_story = gr.Markdown(elem_id="scenario-story")
@@ -242,7 +243,7 @@ def build_app() -> gr.Blocks:
                 inject = gr.Button("Inject this fault", scale=1)
                 inject_at_rate = gr.Button("Inject at rate", scale=1)
             fault_table = gr.Dataframe(label="Faults injected", headers=list(FAULT_COLUMNS), interactive=False,
-                                       wrap=True, visible=False)
+                                       wrap=True, visible=False, elem_id="fault-table")
             fault_story = gr.Markdown(elem_id="fault-story")
         for name, scenario_button in scenario_buttons.items():
             scenario_button.click(scenario_view(name), None, [scenario_row, scenario_video, scenario_story],

@@ -36,7 +36,8 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
-    with running_app(tmp_path_factory.mktemp("browser"), tiny_model) as url:
+    """The app with fault injection on (``KINTSUGI_CHAOS=on``): the Scenarios tab shows its controls."""
+    with running_app(tmp_path_factory.mktemp("browser"), tiny_model, KINTSUGI_CHAOS="on") as url:
         yield url
 
 
@@ -84,6 +85,22 @@ def test_invalid_parameter_shows_the_catalogued_message(browser, app_url: str) -
     text = toast.inner_text()
     assert "`prompt`" in text or "prompt" in text
     assert "What you can do" in text and "Traceback" not in text
+
+
+def test_fault_injected_from_the_scenarios_tab_fills_its_row_and_story(browser, app_url: str) -> None:
+    """With KINTSUGI_CHAOS=on, "Inject this fault" runs the chosen failure type for real: the table gets its row
+    (classified as itself, the strategy tried, the outcome) and the story tells what happened."""
+    page = _page(browser, app_url)
+    page.get_by_role("tab", name="Scenarios").click()
+    page.get_by_role("button", name="Inject this fault").click()
+    story = page.locator("#fault-story")
+    page.wait_for_function("() => document.querySelector('#fault-story').innerText.includes('model_download_failure')",
+                           timeout=90_000)
+    page.wait_for_timeout(1000)  # the outputs leave their dimmed "pending" look
+    page.screenshot(path=str(SHOTS / "fault-injection.png"), full_page=True)
+    table = page.locator("#fault-table").inner_text()
+    assert "model_download_failure" in table and "immediate_retry" in table and "recovered" in table
+    assert "Fault injected" in story.inner_text() and "Traceback" not in story.inner_text()
 
 
 def test_real_oom_shows_timeline_and_what_we_changed(browser, capped_url: str) -> None:
