@@ -8,7 +8,8 @@ Each injector reuses the scenario bench (``components.scenarios``: warm workers 
 with fault injection, the event-stream reader) and produces its failure for real: a hub answering 503, a
 truncated or byte-flipped blob, a worker whose load limit is shorter than a real load, a memory cap, a disk
 reserve larger than the free space, a closed port, a throttled link, NaN weights, ``SIGKILL``, a shadowed import,
-a value out of bounds, float16 on the CPU, a gated repository, ``torch.compile`` with no C++ compiler. ``UNREPRODUCIBLE`` names what cannot be produced
+a value out of bounds, float16 on the CPU, an unwritable model cache, ``torch.compile`` with no C++ compiler (a
+gated repository is the permission fault of the spec's scenarios). ``UNREPRODUCIBLE`` names what cannot be produced
 here, and why.
 """
 
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -258,6 +260,35 @@ def _hardware_optimisation(bench: ChaosBench) -> ScenarioReport:
                "not exist: torch.compile fails at the first denoising step", run, started)
 
 
+@contextmanager
+def read_only(folder: Path) -> Iterator[str]:
+    """``folder`` made unwritable for real, and restored afterwards; yields how. A normal user loses write
+    permission; root, whom permission bits do not stop, gets the immutable attribute (``chattr +i``)."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(mode & ~0o222)
+        try:
+            yield "write permission removed"
+        finally:
+            folder.chmod(mode)
+        return
+    subprocess.run(["chattr", "+i", os.fspath(folder)], check=True, capture_output=True)
+    try:
+        yield "immutable (chattr +i): not even root can create files in it"
+    finally:
+        subprocess.run(["chattr", "-i", os.fspath(folder)], check=True, capture_output=True)
+
+
+def _unwritable_cache(bench: ScenarioBench) -> ScenarioReport:
+    started = time.perf_counter()
+    with hub_client(no_backoff=True), bench.hub() as hub, \
+            bench.service("permission_denied", endpoint=hub.url) as service:
+        with read_only(service.store.cache.cache_dir) as how:
+            run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
+        return _as("permission_denied", f"the model cache folder made unwritable ({how}) before {DEMO_REPO} is "
+                   "downloaded into it", run, started, hub=hub)
+
+
 def _invalid(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     with hub_client(), bench.service("invalid_parameters") as service:
@@ -279,7 +310,6 @@ FROM_SCENARIOS: Mapping[str, str] = {
     "model_corruption_detected": "model_corruption",
     "vram_exhaustion": "vram_exhaustion",
     "network_connectivity_loss": "network_loss",
-    "permission_denied": "permission_problem",
 }
 
 
@@ -309,7 +339,7 @@ INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
     "dependency_missing": _dependency,
     "invalid_parameters": _invalid,
     "unsupported_operation": _unsupported,
-    "permission_denied": _scenario("permission_denied"),
+    "permission_denied": _unwritable_cache,
 }
 
 

@@ -49,7 +49,7 @@ _ROWS: dict[str, ScenarioReport] = {}
 
 @pytest.fixture(scope="module")
 def runs(shared_runs: SharedRuns) -> Iterator[SharedRuns]:
-    """The session's runs (the five types that are scenarios run once for both suites); the table at the end."""
+    """The session's runs (the four types that are scenarios run once for both suites); the table at the end."""
     yield shared_runs
     _print_table()
 

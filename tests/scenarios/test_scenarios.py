@@ -21,7 +21,7 @@ def workdir(shared_runs: SharedRuns) -> Path:
 
 @pytest.fixture(scope="module")
 def reports(shared_runs: SharedRuns) -> dict[str, ScenarioReport]:
-    """All six scenarios in the spec's order, each run once for the session (the fault matrix reads five of them)."""
+    """All six scenarios in the spec's order, each run once for the session (the fault matrix reads four of them)."""
     return {name: shared_runs.scenario(name) for name in SCENARIOS}
 
 

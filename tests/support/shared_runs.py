@@ -1,7 +1,7 @@
 """The spec's scenarios and the chaos faults, each run once per test session on one bench.
 
 ``tests/scenarios`` and the fault matrix (``tests/reliability``) check different things about the same real runs —
-five failure types *are* scenarios (``components.chaos.FROM_SCENARIOS``) — so both read them from here instead of
+four failure types *are* scenarios (``components.chaos.FROM_SCENARIOS``) — so both read them from here instead of
 producing the same faults twice.
 """
 
