@@ -166,6 +166,19 @@ class HubCache:
             else:
                 state["verified"].pop(manifest.commit, None)
 
+    def changed_since_verified(self, manifest: RevisionManifest) -> list[ManifestEntry]:
+        """Entries whose blob's (size, mtime_ns) differs from when the revision was verified (none if never)."""
+        stamps = self.read_state(manifest.repo_id)["verified"].get(manifest.commit) or {}
+        return [f for f in manifest.files if stamps.get(f.blob_name) is not None
+                and stamps[f.blob_name] != self.blob_stamp(manifest.repo_id, f.blob_name)]
+
+    def renew_stamp(self, manifest: RevisionManifest, blob_name: str) -> None:
+        """A blob re-hashed and still matching: its verification holds for its new (size, mtime_ns)."""
+        with self._state(manifest.repo_id) as state:
+            stamps = state["verified"].get(manifest.commit)
+            if stamps is not None and blob_name in stamps:
+                stamps[blob_name] = self.blob_stamp(manifest.repo_id, blob_name)
+
     def is_verified(self, manifest: RevisionManifest) -> bool:
         stamps = self.read_state(manifest.repo_id)["verified"].get(manifest.commit)
         return stamps is not None and all(

@@ -1,7 +1,9 @@
 """Integrity of a cached revision: a quick check that costs milliseconds and a full, streaming hash check.
 
 Quick: every expected file is present with the expected size, and every ``.safetensors`` header parses and its
-tensor offsets exactly fill the file (truncation, a cut header, "incomplete metadata"). Full: the sha256 of every
+tensor offsets exactly fill the file (truncation, a cut header, "incomplete metadata"); a file written to since the
+revision was verified (its size or modification time differs from the record) is hashed again — a byte changed in
+place is caught before a load, and a file only touched has its record renewed. Full: the sha256 of every
 LFS blob against its name/manifest and the git blob id of every small file (a flipped byte, zeroed weights),
 hashed across cores with progress. The hub names LFS blobs by their sha256, so a differing hash is proof.
 """
@@ -145,6 +147,10 @@ def quick_check(cache: HubCache, manifest: RevisionManifest) -> IntegrityReport:
                                f"expected {entry.size} bytes, found {size}"))
         elif entry.path.endswith(".safetensors") and (problem := safetensors_problem(blob, size)):
             bad.append(BadFile(entry.path, entry.blob_name, FileProblem.BAD_HEADER, problem))
+    named = {b.path for b in bad}
+    for entry in cache.changed_since_verified(manifest):
+        if entry.path not in named and (problem := _rehash(cache, manifest, entry)) is not None:
+            bad.append(problem)
     return IntegrityReport(manifest.repo_id, manifest.commit, CheckLevel.QUICK, len(manifest.files), checked,
                            time.perf_counter() - started, tuple(bad))
 
@@ -203,6 +209,19 @@ def full_check(cache: HubCache, manifest: RevisionManifest, *,
     ordered = tuple(bad[e.path] for e in manifest.files if e.path in bad)
     return IntegrityReport(manifest.repo_id, manifest.commit, CheckLevel.FULL, len(manifest.files), total,
                            time.perf_counter() - started, ordered)
+
+
+def _rehash(cache: HubCache, manifest: RevisionManifest, entry: ManifestEntry) -> BadFile | None:
+    """Hash one blob written to since verification; renew its record when it still matches."""
+    blob = _blob_behind(cache, manifest, entry)
+    if blob is None:
+        return None
+    actual, expected = hash_blob(blob, entry), entry.sha256 or entry.blob_id
+    if actual != expected:
+        return BadFile(entry.path, entry.blob_name, FileProblem.HASH_MISMATCH,
+                       f"changed since it was verified: expected {expected}, computed {actual}")
+    cache.renew_stamp(manifest, entry.blob_name)
+    return None
 
 
 def _blob_behind(cache: HubCache, manifest: RevisionManifest, entry: ManifestEntry) -> Path | None:

@@ -34,13 +34,15 @@ def test_downloaded_model_is_verified(store: ModelStore) -> None:
     assert state.status is ModelStatus.VERIFIED and state.bytes_missing == 0
 
 
-def test_verification_is_forgotten_when_a_blob_changes(store: ModelStore) -> None:
-    """Rewriting a blob (same size) turns VERIFIED into PRESENT_UNVERIFIED until the next full check."""
+def test_a_blob_rewritten_since_verification_is_found_corrupt(store: ModelStore) -> None:
+    """Rewriting a blob (same size) changes its record since verification: availability hashes it again and
+    reports the revision corrupt, naming the file, before anything loads it."""
     store.download(REPO)
     snapshot = store.cache.snapshot_dir(REPO, store.cache.resolve(REPO, "main") or "")
     config = (snapshot / "scheduler" / "scheduler_config.json").resolve()
     config.write_bytes(config.read_bytes().replace(b"3.0", b"4.0"))
-    assert store.availability.availability(REPO).status is ModelStatus.PRESENT_UNVERIFIED
+    state = store.availability.availability(REPO)
+    assert state.status is ModelStatus.CORRUPT and state.bad_files == ("scheduler/scheduler_config.json",)
     assert not store.health.verify(REPO).ok
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -47,13 +48,39 @@ def test_quick_check_catches_truncation(downloaded: ModelStore) -> None:
     assert [(b.path, b.problem) for b in report.bad] == [(WEIGHTS, FileProblem.SIZE_MISMATCH)]
 
 
-def test_quick_check_misses_a_flipped_byte_that_the_full_check_catches(downloaded: ModelStore) -> None:
-    """A flipped byte in tensor data keeps sizes and headers intact; only the sha256 check sees it."""
+def test_quick_check_catches_a_byte_written_since_verification(downloaded: ModelStore) -> None:
+    """A byte changed in place keeps sizes and headers intact, but the file's record changed since it was
+    verified: the quick check hashes that file again and names it."""
     flip_byte(weight_blob(downloaded), 400_000)
+    report = quick_check(downloaded.cache, downloaded.health.manifest(REPO))
+    assert [(b.path, b.problem) for b in report.bad] == [(WEIGHTS, FileProblem.HASH_MISMATCH)]
+    with pytest.raises(CorruptModelError) as info:
+        downloaded.health.before_load(REPO)
+    assert info.value.files == [WEIGHTS]
+
+
+def test_quick_check_misses_silent_bit_rot_that_the_full_check_catches(downloaded: ModelStore) -> None:
+    """A flipped byte with size and modification time as verified (bit rot on the disk) leaves the quick check
+    nothing to notice; only the full sha256 check sees it."""
+    blob = weight_blob(downloaded)
+    before = blob.stat()
+    flip_byte(blob, 400_000)
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert quick_check(downloaded.cache, downloaded.health.manifest(REPO)).ok
     report = downloaded.health.verify(REPO)
     assert [(b.path, b.problem) for b in report.bad] == [(WEIGHTS, FileProblem.HASH_MISMATCH)]
     assert downloaded.availability.availability(REPO).status is ModelStatus.PRESENT_UNVERIFIED
+
+
+def test_a_file_only_touched_is_hashed_once_and_stays_verified(downloaded: ModelStore) -> None:
+    """A new modification time with the same bytes: the quick check hashes the file, finds it intact and renews
+    its record, so the revision is still verified and the next quick check hashes nothing."""
+    os.utime(weight_blob(downloaded))
+    manifest = downloaded.health.manifest(REPO)
+    assert [e.path for e in downloaded.cache.changed_since_verified(manifest)] == [WEIGHTS]
+    assert quick_check(downloaded.cache, manifest).ok
+    assert downloaded.cache.changed_since_verified(manifest) == []
+    assert downloaded.availability.availability(REPO).status is ModelStatus.VERIFIED
 
 
 def test_health_monitor_refuses_to_load_a_truncated_model(downloaded: ModelStore) -> None:
