@@ -3,6 +3,10 @@
 ``EventFeed`` listens to the recovery engine and turns each strategy attempt into the spec's WebSocket message
 (``{"type": "recovery_attempt", "correlation_id": …, "data": {…}}``), delivered to every subscriber as Server-Sent
 Events. ``build_router`` returns a FastAPI router the app mounts beside the Gradio UI.
+
+``POST /api/v1/generate`` takes an optional ``Idempotency-Key`` header: it becomes the request's correlation id,
+journaled before work starts, so a client that lost its connection can ask ``GET /api/v1/requests/{key}``; a repeat
+of a key never runs again (``repeat_answer``).
 """
 
 from __future__ import annotations
@@ -13,24 +17,24 @@ import re
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from components.journal import JournalEntry, RequestState
-from components.service import GenerationService
+from components.service import CORRELATION_ID, GenerationService
 from recovery import events
-from recovery.errors import GenerationFailedError, InvalidParameterError
+from recovery.errors import GenerationFailedError, InvalidParameterError, RequestExistsError
 from recovery.events import RecoveryEvent
 from recovery.messages import api_error, guidance_for
 from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 
-__all__ = ["EventFeed", "build_router", "recovery_message", "request_status_json"]
+__all__ = ["EventFeed", "build_router", "recovery_message", "repeat_answer", "request_status_json"]
 
-_VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}\.mp4$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# "<correlation id>-<attempt>.mp4": a 64-character Idempotency-Key still names a video that is served.
+_VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}(?:-[0-9]{1,4})?\.mp4$")
 _CLIENT_ERRORS = {"invalid_parameters", "unsupported_operation"}
 
 
@@ -48,6 +52,28 @@ def request_status_json(entry: JournalEntry) -> dict[str, Any]:
     elif entry.status is RequestState.FAILED and "error" in result:
         answer["error"] = result["error"]
     return answer
+
+
+def repeat_answer(entry: JournalEntry | None, refusal: RequestExistsError) -> JSONResponse:
+    """A ``POST /api/v1/generate`` whose ``Idempotency-Key`` is already journaled; nothing runs again. A completed
+    request answers 200 with its status and result (video URL, attempts, changes, request, frames hash), a failed
+    one its error as first answered, one still accepted or running 409 saying where its status is. Replays carry
+    ``Idempotent-Replayed: true``."""
+    replayed = {"Idempotent-Replayed": "true"}
+    result = dict(entry.result or {}) if entry is not None else {}
+    if entry is not None and entry.status is RequestState.COMPLETED:
+        return JSONResponse({**request_status_json(entry), "changes": result.get("changes", []),
+                             "request": result.get("request"), "frames_sha256": result.get("frames_sha256")},
+                            headers=replayed)
+    if entry is not None and entry.status is RequestState.FAILED and "error" in result:
+        return JSONResponse({**result, "correlation_id": entry.id}, status_code=_failure_status(result),
+                            headers=replayed)
+    return JSONResponse({**refusal.report, "correlation_id": refusal.correlation_id}, status_code=409)
+
+
+def _failure_status(report: dict[str, Any]) -> int:
+    """422 for what the client can change, 500 for the rest."""
+    return 422 if report["error"]["type"] in _CLIENT_ERRORS else 500
 
 
 def _body_error(service: GenerationService, parameter: str, value: Any, constraint: str) -> JSONResponse:
@@ -123,10 +149,16 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
 
     @router.post("/generate", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "required": ["prompt"], "additionalProperties": True}}}}})
-    async def generate(request: Request) -> JSONResponse:
+    async def generate(request: Request, idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", description="1 to 64 of A-Z a-z 0-9 _ -: the request's correlation id; a repeat "
+            "never runs again (a finished request answers as it ended, an unfinished one 409)")] = None
+                       ) -> JSONResponse:
         """Generate a video from a JSON object; a failure answers with the spec's error shape and the request's
         ``correlation_id`` (for ``GET /api/v1/requests/{id}``)."""
         service = get_service()
+        if idempotency_key is not None and not CORRELATION_ID.fullmatch(idempotency_key):
+            return _body_error(service, "Idempotency-Key", f"{idempotency_key!r:.80}",
+                               "must be 1 to 64 letters, digits, `_` or `-`")
         try:
             body = json.loads(await request.body())
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
@@ -136,10 +168,12 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         if "prompt" not in body:
             return _body_error(service, "prompt", "nothing", "is required")
         try:
-            result = await run_in_threadpool(service.generate_video, body)
+            result = await run_in_threadpool(service.generate_video, body, correlation_id=idempotency_key)
+        except RequestExistsError as exc:
+            return repeat_answer(service.request_status(exc.correlation_id), exc)
         except GenerationFailedError as exc:
-            status = 422 if exc.report["error"]["type"] in _CLIENT_ERRORS else 500
-            return JSONResponse({**exc.report, "correlation_id": exc.correlation_id}, status_code=status)
+            return JSONResponse({**exc.report, "correlation_id": exc.correlation_id},
+                                status_code=_failure_status(exc.report))
         name = result.video_path.rsplit("/", 1)[-1]
         return JSONResponse({
             "video_url": f"/api/v1/videos/{name}", "correlation_id": result.correlation_id,
@@ -151,7 +185,7 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
     @router.get("/requests/{correlation_id}")
     def request_status(correlation_id: str) -> JSONResponse:
         """Where a request stands: accepted, running, completed (with its video URL) or failed (with the error)."""
-        entry = get_service().request_status(correlation_id) if _REQUEST_ID.fullmatch(correlation_id) else None
+        entry = get_service().request_status(correlation_id) if CORRELATION_ID.fullmatch(correlation_id) else None
         if entry is None:
             return JSONResponse({"error": {"type": "not_found", "message": "no such request"}}, status_code=404)
         return JSONResponse(request_status_json(entry))

@@ -4,7 +4,8 @@ A request enters as ``accepted`` (with the validated request as JSON), becomes `
 starts, and ends ``completed`` (with a summary of the result) or ``failed`` (with the catalogued reason and the
 spec's error report). An entry still ``accepted`` or ``running`` when the app starts again was interrupted (the
 process was killed): the service re-runs it or marks it failed, never leaves it. The journal is one SQLite file in
-WAL mode with full syncs, so a committed transition survives ``kill -9`` and a power cut.
+WAL mode with full syncs, so a committed transition survives ``kill -9`` and a power cut. ``prune`` is the
+retention: finished entries past an age go, unfinished ones stay until they are re-run.
 """
 
 from __future__ import annotations
@@ -82,18 +83,21 @@ class RequestJournal:
         self._db.executescript(_SCHEMA)
 
     # -- transitions: each one statement, so a kill leaves either the old state or the new one ------------------
-    def accept(self, request_id: str, request: Mapping[str, Any]) -> None:
-        """Record a validated request before its work starts."""
+    def accept(self, request_id: str, request: Mapping[str, Any]) -> bool:
+        """Record a validated request before its work starts; ``False`` (nothing written) if the id is already
+        journaled."""
         now = self._clock()
-        self._write("INSERT INTO requests (id, request, status, accepted_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-                    (request_id, json.dumps(dict(request)), RequestState.ACCEPTED.value, now, now))
+        return self._insert("INSERT INTO requests (id, request, status, accepted_at, updated_at) "
+                            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                            (request_id, json.dumps(dict(request)), RequestState.ACCEPTED.value, now, now))
 
-    def reject(self, request_id: str, reason: str, report: Mapping[str, Any]) -> None:
-        """Record a request refused before it was accepted (invalid parameters): failed from the start."""
+    def reject(self, request_id: str, reason: str, report: Mapping[str, Any]) -> bool:
+        """Record a request refused before it was accepted (invalid parameters): failed from the start. ``False``
+        (nothing written) if the id is already journaled."""
         now = self._clock()
-        self._write("INSERT INTO requests (id, status, accepted_at, updated_at, reason, result) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (request_id, RequestState.FAILED.value, now, now, reason, json.dumps(dict(report))))
+        return self._insert("INSERT INTO requests (id, status, accepted_at, updated_at, reason, result) "
+                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                            (request_id, RequestState.FAILED.value, now, now, reason, json.dumps(dict(report))))
 
     def mark_running(self, request_id: str) -> bool:
         """The recovery loop started; ``False`` if the request is unknown or already finished."""
@@ -130,14 +134,27 @@ class RequestJournal:
                 "ORDER BY accepted_at", _UNFINISHED).fetchall()
         return [_entry(row) for row in rows]
 
+    # -- retention --------------------------------------------------------------------------------------------
+    def prune(self, max_age_s: float) -> int:
+        """Delete the completed and failed entries that finished more than ``max_age_s`` seconds ago; unfinished
+        ones are kept whatever their age (the next start re-runs them). Returns how many were deleted."""
+        if not max_age_s > 0:  # NaN too
+            raise ValueError(f"`max_age_s` must be a positive number of seconds (got {max_age_s})")
+        finished = (RequestState.COMPLETED.value, RequestState.FAILED.value)
+        with self._lock:
+            cursor = self._db.execute(
+                f"DELETE FROM requests WHERE status IN ({', '.join('?' * len(finished))}) AND updated_at < ?",
+                (*finished, self._clock() - max_age_s))
+            return cursor.rowcount
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # -- internals --------------------------------------------------------------------------------------------
-    def _write(self, sql: str, values: tuple[Any, ...]) -> None:
+    def _insert(self, sql: str, values: tuple[Any, ...]) -> bool:
         with self._lock:
-            self._db.execute(sql, values)
+            return self._db.execute(sql, values).rowcount == 1
 
     def _move(self, request_id: str, to: RequestState, allowed_from: tuple[str, ...], *, reason: str | None = None,
               result: Mapping[str, Any] | None = None) -> bool:

@@ -8,14 +8,17 @@
 A failure that recovery cannot fix ends the stream with ``GenerationFailedError``, whose ``report`` is the
 spec's API error shape (plain-language message, steps, no paths or tokens).
 
-Every request is written to the ``RequestJournal`` (``journal.sqlite`` in the data folder) before its work starts;
-requests the app was killed during are re-run when the service starts again (see ``request_status``).
+Every request is written to the ``RequestJournal`` (``journal.sqlite`` in the data folder) before its work starts,
+under its correlation id (fresh, or chosen by the caller: a repeat of a journaled id never runs again); requests
+the app was killed during are re-run when the service starts again (see ``request_status``), and finished entries
+past the retention are deleted then.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import sqlite3
 import threading
 import time
@@ -40,14 +43,15 @@ from components.settings import Settings
 from components.worker import Worker, WorkerConfig
 from recovery import events
 from recovery.engine import EnhancedErrorRecovery
-from recovery.errors import GenerationFailedError, KintsugiError, ModelCompatibilityError, WorkerCrashedError
+from recovery.errors import (GenerationFailedError, InvalidParameterError, KintsugiError, ModelCompatibilityError,
+                             RequestExistsError, WorkerCrashedError)
 from recovery.events import RecoveryEvent
 from recovery.metrics import MetricsStore, RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
 from recovery.strategies import FirstAdjuster
 
-__all__ = ["GenerationService", "GenerationResult", "ServiceEvent", "EMBEDDED_MODEL_NOTE"]
+__all__ = ["GenerationService", "GenerationResult", "ServiceEvent", "CORRELATION_ID", "EMBEDDED_MODEL_NOTE"]
 
 EMBEDDED_MODEL_NOTE = (
     "Made with the built-in tiny model: its weights are random, so the video is coloured noise. "
@@ -57,6 +61,7 @@ RESTARTED_REASON = "the app stopped while this request was running; it was retri
 STOPPED_AGAIN_REASON = ("the app stopped while this request was running, and again during its retry after "
                         "restart; it was not retried a second time")
 MAX_RESTARTS = 1  # re-runs after the app stopped; a request that keeps killing the app must not loop forever
+CORRELATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # use with fullmatch: also a file-name part and a URL segment
 _DONE = object()
 TEXT_TO_VIDEO_PIPELINES = frozenset({"WanPipeline"})
 log = logging.getLogger(__name__)
@@ -126,6 +131,7 @@ class GenerationService:
         self.optimisations = OptimisationSwitch()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.journal = RequestJournal(self.settings.journal_db)
+        self._apply_journal_retention()
         if engine is None:
             self.metrics = MetricsStore(self.settings.metrics_db)
             memory_freer = WorkerMemoryFreer(self.worker, planner=self.planner)
@@ -162,28 +168,65 @@ class GenerationService:
         self.close()
 
     # -- generation -----------------------------------------------------------------------------------------------
-    def generate(self, request: GenerationRequest | Mapping[str, Any], *, session_id: str | None = None
-                 ) -> Iterator[ServiceEvent]:
+    def generate(self, request: GenerationRequest | Mapping[str, Any], *, session_id: str | None = None,
+                 correlation_id: str | None = None) -> Iterator[ServiceEvent]:
         """Run ``request`` with recovery; yield what happens, ending with a ``result`` event.
 
-        Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled.
+        ``correlation_id`` names the request (``CORRELATION_ID``; e.g. a REST client's ``Idempotency-Key``) so the
+        caller can ask ``request_status`` even if it never sees an answer; by default a fresh one is made.
+        Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled, and its subclass
+        ``RequestExistsError``, before anything runs, when the journal already holds ``correlation_id``.
         """
-        correlation_id = uuid.uuid4().hex[:12]
+        correlation_id = self._claim(correlation_id)
         try:
             if not isinstance(request, GenerationRequest):
                 request = GenerationRequest.from_dict(dict(request))
             checked, corrections = validate_request(request)
         except (KintsugiError, TypeError, ValueError) as exc:
             failure = self._failure(exc, correlation_id, request)
-            self._journal(self.journal.reject, correlation_id, failure.report["error"]["user_message"],
-                          failure.report)
+            if self._journal(self.journal.reject, correlation_id, failure.report["error"]["user_message"],
+                             failure.report) is False:  # the same id was journaled meanwhile: that request stands
+                raise self._exists(correlation_id) from exc
             self._record_rejection(correlation_id, failure.report["error"]["type"])
             raise failure from exc
         try:  # no journal entry, no work: a request the journal cannot hold fails before it starts
-            self.journal.accept(correlation_id, checked.to_dict())
+            accepted = self.journal.accept(correlation_id, checked.to_dict())
         except sqlite3.Error as exc:
             raise self._failure(exc, correlation_id, checked) from exc
+        if not accepted:  # the same id was journaled meanwhile (two requests with one key): that one runs
+            raise self._exists(correlation_id)
         yield from self._run(checked, corrections, correlation_id, session_id)
+
+    def _claim(self, correlation_id: str | None) -> str:
+        """A fresh correlation id, or the caller's: well-formed and not journaled yet."""
+        if correlation_id is None:
+            return uuid.uuid4().hex[:12]
+        if not isinstance(correlation_id, str) or not CORRELATION_ID.fullmatch(correlation_id):
+            error = InvalidParameterError(
+                f"`correlation_id` must be 1 to 64 letters, digits, `_` or `-` (got {correlation_id!r:.80})",
+                parameter="correlation_id", value=correlation_id, constraint="^[A-Za-z0-9_-]{1,64}$")
+            raise self._failure(error, None, None)  # not journaled: there is no valid id to file it under
+        if self.journal.get(correlation_id) is not None:
+            raise self._exists(correlation_id)
+        return correlation_id
+
+    def _exists(self, correlation_id: str) -> RequestExistsError:
+        """The refusal of a repeated id: the spec's error shape, saying where the existing request's status is."""
+        entry = self.journal.get(correlation_id)
+        status = entry.status.value if entry is not None else "unknown"
+        where = f"GET /api/v1/requests/{correlation_id}"
+        message = f"request {correlation_id} already exists ({status}), so it was not run again; its status: {where}"
+        failure = self._failure(InvalidParameterError(
+            message, parameter="correlation_id", value=correlation_id, constraint="not used by an earlier request"),
+            correlation_id, None)
+        # Our own words around a well-formed id: nothing to scrub (and scrub would take the route for a path).
+        report = {"error": {**failure.report["error"], "message": message,
+                            "user_message": f"This request was already sent, so it was not run again. Its status is "
+                                            f"at {where}.",
+                            "actionable_steps": [f"Read its status at {where}",
+                                                 "Send a new Idempotency-Key to make a new request"]}}
+        return RequestExistsError(report["error"]["user_message"], report=report, correlation_id=correlation_id,
+                                  attempts=0, status=status)
 
     def _run(self, checked: GenerationRequest, corrections: list[str], correlation_id: str,
              session_id: str | None) -> Iterator[ServiceEvent]:
@@ -264,9 +307,10 @@ class GenerationService:
             raise failure_box[0] if failure_box else self._failure(outcome.error, correlation_id, checked, outcome)
         yield ServiceEvent("result", "done", {"result": self._result(outcome, plan, corrections)})
 
-    def generate_video(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
+    def generate_video(self, request: GenerationRequest | Mapping[str, Any], *, correlation_id: str | None = None
+                       ) -> GenerationResult:
         """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
-        for event in self.generate(request):
+        for event in self.generate(request, correlation_id=correlation_id):
             if event.kind == "result":
                 return event.data["result"]
         raise KintsugiError("generation ended without a result")
@@ -300,6 +344,20 @@ class GenerationService:
         if rerun:
             threading.Thread(target=self._rerun, args=(rerun,), name="journal-rerun", daemon=True).start()
         return [correlation_id for correlation_id, _ in rerun]
+
+    def _apply_journal_retention(self) -> None:
+        """Delete the finished journal entries older than ``journal_retention_days`` (0 keeps them all); their ids
+        become free again. Retention never stops the service from starting."""
+        days = self.settings.journal_retention_days
+        if days <= 0:
+            return
+        try:
+            deleted = self.journal.prune(days * 86400)
+        except sqlite3.Error:
+            log.exception("could not apply the journal's retention")
+            return
+        if deleted:
+            log.info("deleted %d journal entries finished more than %d days ago", deleted, days)
 
     def _rerun(self, requests: list[tuple[str, GenerationRequest]]) -> None:
         """Run interrupted requests one after another; each ends in the journal, completed or failed."""
@@ -338,12 +396,14 @@ class GenerationService:
         self._journal(self.journal.fail, correlation_id, failure.report["error"]["user_message"], failure.report)
         return failure
 
-    def _journal(self, write: Any, *args: Any) -> None:
-        """A journal write after acceptance; like metrics, it never breaks a generation."""
+    def _journal(self, write: Any, *args: Any) -> Any:
+        """A journal write after acceptance; like metrics, it never breaks a generation. The write's answer, or
+        ``None`` when it failed."""
         try:
-            write(*args)
+            return write(*args)
         except Exception:
             log.exception("could not write request %s to the journal", args[0])
+            return None
 
     def _record_run(self, outcome: Outcome[Any], requested: GenerationRequest, started: float) -> None:
         """One row per request in the metrics store: how it ended, after how many tries, and the quality it
@@ -403,7 +463,7 @@ class GenerationService:
         return (f"The download of {requested} stopped with {format_bytes(kept)} on disk. It is kept and resumes "
                 "from there (Models tab → Download, or your next request for it); a clean-up there frees it.",)
 
-    def _failure(self, error: BaseException | None, correlation_id: str, request: Any,
+    def _failure(self, error: BaseException | None, correlation_id: str | None, request: Any,
                  outcome: Outcome[Any] | None = None) -> GenerationFailedError:
         """The catalogued, scrubbed report for a request that ends without a video."""
         data_dir = str(self.settings.data_dir)

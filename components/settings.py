@@ -54,6 +54,7 @@ class Settings:
     queue_size: int = 16  # requests waiting in the web app's queue at most; one more is answered "busy"
     chaos: bool = False  # fault injection from the Scenarios tab (KINTSUGI_CHAOS=on); off by default
     chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
+    journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -101,7 +102,7 @@ def _convert(name: str, raw: str) -> object:
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name="KINTSUGI_WORKER_MEMORY_CAP")
     if name in {"load_timeout_s", "recovery_timeout_s"}:
         return _number(name, raw, float)
-    if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size"}:
+    if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size", "journal_retention_days"}:
         return _number(name, raw, int)
     if name in {"memory_planning", "compile"}:
         return _switch(name, raw)

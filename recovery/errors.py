@@ -24,6 +24,7 @@ __all__ = [
     "BadOutputError",
     "DependencyMissingError",
     "GenerationFailedError",
+    "RequestExistsError",
     "ModelDownloadError",
     "NetworkUnavailableError",
     "SlowDownloadError",
@@ -145,3 +146,8 @@ class HardwareOptimizationError(KintsugiError, RuntimeError):
 class GenerationFailedError(KintsugiError, RuntimeError):
     """A run ended without a result after recovery did what it could. Data: ``report`` (the spec's API error
     shape, scrubbed), ``correlation_id``, ``attempts``."""
+
+
+class RequestExistsError(GenerationFailedError):
+    """A request came with a correlation id that is already taken: it was not run again. Data: ``report`` (the
+    spec's error shape, saying where its status is), ``correlation_id``, ``status`` (the existing request's)."""

@@ -37,11 +37,22 @@ def test_defaults_need_no_environment() -> None:
 
 
 @pytest.mark.parametrize(("variable", "value"), [("KINTSUGI_WORKER_MEMORY_CAP", "lots"),
-                                                 ("KINTSUGI_MAX_RECOVERY_ATTEMPTS", "-1")])
+                                                 ("KINTSUGI_MAX_RECOVERY_ATTEMPTS", "-1"),
+                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "-1"),
+                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "a month"),
+                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "1.5")])
 def test_bad_setting_names_the_variable(variable: str, value: str) -> None:
     """A malformed variable is rejected with its name and value, not a raw conversion error."""
     with pytest.raises(InvalidParameterError, match=variable):
         Settings.from_env({variable: value})
+
+
+@pytest.mark.parametrize(("environ", "expected"), [({}, 30), ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "7"}, 7),
+                                                   ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "0"}, 0)])
+def test_journal_retention_is_a_whole_number_of_days(environ: dict[str, str], expected: int) -> None:
+    """The journal keeps finished entries 30 days unless KINTSUGI_JOURNAL_RETENTION_DAYS says otherwise (0: for
+    ever)."""
+    assert Settings.from_env(environ).journal_retention_days == expected
 
 
 def test_fault_injection_is_off_by_default_at_full_rate() -> None:

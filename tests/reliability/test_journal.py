@@ -1,5 +1,5 @@
-"""Crash-safe requests: the journal's transitions, its survival of kill -9, and the app finishing what it was
-killed during."""
+"""Crash-safe requests: the journal's transitions, its survival of kill -9, the app finishing what it was killed
+during, client-chosen request ids (``Idempotency-Key``) and the journal's retention."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from components.journal import RequestJournal, RequestState
 from components.service import RESTARTED_REASON, STOPPED_AGAIN_REASON, GenerationService
 from components.settings import Settings
 from tests.reliability.conftest import started_app
+from recovery.errors import GenerationFailedError, RequestExistsError
 from tests.support.app_process import ROOT
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
+DAY = 86400.0
 
 
 @pytest.fixture
@@ -108,6 +111,15 @@ def test_rejected_request_is_failed_from_the_start(journal: RequestJournal) -> N
     assert entry.status is RequestState.FAILED and entry.request is None and journal.unfinished() == []
 
 
+def test_accepting_a_journaled_id_again_changes_nothing(journal: RequestJournal) -> None:
+    """A second accept or reject of the same id is refused (``False``) and leaves the first entry as it was."""
+    assert journal.accept("abc", REQUEST)
+    before = journal.get("abc")
+    assert not journal.accept("abc", {**REQUEST, "seed": 4})
+    assert not journal.reject("abc", "refused", {"error": {"type": "invalid_parameters"}})
+    assert journal.get("abc") == before
+
+
 def test_journal_uses_wal(journal: RequestJournal) -> None:
     """The file is in WAL mode, so readers never block the writer and a commit is one append."""
     with sqlite3.connect(journal.path) as reader:
@@ -127,6 +139,93 @@ def test_committed_transition_survives_kill_9(tmp_path: Path) -> None:
     journal = RequestJournal(path)
     assert [(entry.id, entry.status) for entry in journal.unfinished()] == [("abc", RequestState.RUNNING)]
     journal.close()
+
+
+# -- retention ----------------------------------------------------------------------------------------------------
+class Clock:
+    """A settable clock for the journal."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _finished(journal: RequestJournal, request_id: str, final: str) -> None:
+    journal.accept(request_id, REQUEST)
+    if final == "completed":
+        journal.complete(request_id, {"video": f"{request_id}-1.mp4"})
+    else:
+        journal.fail(request_id, "reason")
+
+
+@pytest.mark.parametrize("final", ["completed", "failed"])
+def test_prune_deletes_finished_entries_past_the_age(tmp_path: Path, final: str) -> None:
+    """A completed or failed entry that finished longer ago than the age is deleted, and counted."""
+    clock = Clock(1_000 * DAY)
+    journal = RequestJournal(tmp_path / "journal.sqlite", clock=clock)
+    _finished(journal, "old", final)
+    clock.now += 31 * DAY
+    assert journal.prune(30 * DAY) == 1 and journal.get("old") is None
+    journal.close()
+
+
+def test_prune_keeps_finished_entries_within_the_age(tmp_path: Path) -> None:
+    """An entry that finished more recently than the age stays, even if it was accepted long before."""
+    clock = Clock(1_000 * DAY)
+    journal = RequestJournal(tmp_path / "journal.sqlite", clock=clock)
+    journal.accept("recent", REQUEST)
+    clock.now += 40 * DAY
+    journal.complete("recent", {"video": "recent-1.mp4"})
+    clock.now += 29 * DAY
+    assert journal.prune(30 * DAY) == 0 and journal.get("recent") is not None
+    journal.close()
+
+
+def test_prune_never_deletes_unfinished_entries(tmp_path: Path) -> None:
+    """Entries still accepted or running stay whatever their age: the next start re-runs them."""
+    clock = Clock(1_000 * DAY)
+    journal = RequestJournal(tmp_path / "journal.sqlite", clock=clock)
+    journal.accept("waiting", REQUEST)
+    journal.accept("running", REQUEST)
+    journal.mark_running("running")
+    clock.now += 365 * DAY
+    assert journal.prune(30 * DAY) == 0
+    assert [entry.id for entry in journal.unfinished()] == ["waiting", "running"]
+    journal.close()
+
+
+@pytest.mark.parametrize("age", [0.0, -1.0, float("nan")])
+def test_prune_refuses_an_age_that_is_not_positive(journal: RequestJournal, age: float) -> None:
+    """An age of zero, below zero or NaN is refused naming it, rather than deleting every finished entry."""
+    with pytest.raises(ValueError, match="`max_age_s`"):
+        journal.prune(age)
+
+
+def _journal_with_an_old_and_a_new_entry(data_dir: Path) -> None:
+    """Before the service exists: one entry finished 31 days ago, one finished now."""
+    clock = Clock(time.time() - 31 * DAY)
+    journal = RequestJournal(data_dir / "journal.sqlite", clock=clock)
+    _finished(journal, "old", "completed")
+    clock.now = time.time()
+    _finished(journal, "new", "completed")
+    journal.close()
+
+
+@pytest.mark.parametrize(("days", "old_kept"), [(30, False), (0, True)], ids=["30 days", "0 keeps all"])
+def test_service_start_applies_the_journal_retention(tmp_path: Path, days: int, old_kept: bool) -> None:
+    """A service created on a data folder applies KINTSUGI_JOURNAL_RETENTION_DAYS to the journal it opens: an entry
+    finished 31 days ago goes with 30 days and stays with 0 (keep forever); a recent one always stays."""
+    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu",
+                        journal_retention_days=days)
+    _journal_with_an_old_and_a_new_entry(settings.data_dir)
+    service = GenerationService(settings)
+    try:
+        assert (service.request_status("old") is not None) is old_kept
+        assert service.request_status("new") is not None
+    finally:
+        service.close()
 
 
 # -- the service: reconcile and status ---------------------------------------------------------------------------
@@ -161,12 +260,36 @@ def test_interrupted_request_that_is_no_longer_valid_fails_naming_the_parameter(
 
 def test_invalid_request_is_journaled_as_failed(idle_service: GenerationService) -> None:
     """A request rejected at validation still has a status: failed, with the catalogued message."""
-    from recovery.errors import GenerationFailedError
+    from recovery.errors import GenerationFailedError, RequestExistsError
 
     with pytest.raises(GenerationFailedError) as caught:
         idle_service.generate_video({**REQUEST, "steps": 0})
     entry = idle_service.request_status(caught.value.correlation_id)
     assert entry.status is RequestState.FAILED and entry.reason == caught.value.report["error"]["user_message"]
+
+
+@pytest.mark.parametrize("correlation_id", ["a b", "x" * 65, "", "../journal", "abc\n", 12])
+def test_service_refuses_a_malformed_correlation_id(idle_service: GenerationService, correlation_id: Any) -> None:
+    """A caller-chosen id outside 1–64 of ``A-Za-z0-9_-`` is refused naming `correlation_id`; nothing is
+    journaled."""
+    with pytest.raises(GenerationFailedError) as caught:
+        idle_service.generate_video(REQUEST, correlation_id=correlation_id)
+    assert "`correlation_id`" in caught.value.report["error"]["message"]
+    assert caught.value.report["error"]["type"] == "invalid_parameters" and caught.value.correlation_id is None
+    with sqlite3.connect(idle_service.journal.path) as reader:
+        assert reader.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+
+
+def test_service_refuses_a_journaled_correlation_id_before_running(idle_service: GenerationService) -> None:
+    """A caller-chosen id the journal holds is refused with ``RequestExistsError`` naming where its status is;
+    the entry is unchanged."""
+    idle_service.journal.accept("mine", REQUEST)
+    before = idle_service.request_status("mine")
+    with pytest.raises(RequestExistsError) as caught:
+        idle_service.generate_video({**REQUEST, "seed": 9}, correlation_id="mine")
+    assert caught.value.status == "accepted" and caught.value.correlation_id == "mine"
+    assert "GET /api/v1/requests/mine" in caught.value.report["error"]["user_message"]
+    assert idle_service.request_status("mine") == before
 
 
 # -- REST: the status endpoint and the correlation id -------------------------------------------------------------
@@ -273,3 +396,88 @@ def test_worker_killed_mid_generation_is_retried_on_a_fresh_worker(tmp_path: Pat
         assert any(e.kind == "recovery" and e.data.get("failure_type") == "system_resource_error" for e in events)
         assert status.result["attempts"] == 2
 
+
+
+# -- REST: Idempotency-Key ----------------------------------------------------------------------------------------
+def _key() -> str:
+    """A key no other test of the session's shared API data folder uses."""
+    return uuid.uuid4().hex
+
+
+def _runs_row(correlation_id: str) -> tuple[Any, ...] | None:
+    import app
+
+    with sqlite3.connect(app.get_service().settings.metrics_db) as reader:
+        return reader.execute("SELECT * FROM runs WHERE correlation_id = ?", (correlation_id,)).fetchone()
+
+
+def test_rest_request_with_idempotency_key_is_found_by_that_key(api_client: Any) -> None:
+    """A request sent with a key (here the longest, 64 characters) runs under that key: GET /requests/{key} shows
+    it completed, and its video is served."""
+    key = ("k" + _key() * 2)[:64]
+    answer = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
+    assert answer.status_code == 200 and answer.json()["correlation_id"] == key
+    status = api_client.get(f"/api/v1/requests/{key}").json()
+    assert status["status"] == "completed" and status["video_url"] == answer.json()["video_url"]
+    assert api_client.get(status["video_url"]).content[4:8] == b"ftyp"
+
+
+def test_rest_repeat_of_a_completed_key_replays_its_result_without_running(api_client: Any) -> None:
+    """The same key sent again answers 200 with the first result, marked replayed, and runs nothing: the journal
+    entry, the metrics run row and the video file are untouched."""
+    import app
+
+    key = _key()
+    first = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key}).json()
+    video = app.get_service().settings.outputs_dir / first["video_url"].rsplit("/", 1)[-1]
+    entry, run, written = app.get_service().request_status(key), _runs_row(key), video.stat().st_mtime_ns
+    again = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    body = again.json()
+    assert body["status"] == "completed" and body["correlation_id"] == key
+    assert {name: body[name] for name in ("video_url", "attempts", "degraded", "changes", "request",
+                                          "frames_sha256")} == {name: first[name] for name in (
+        "video_url", "attempts", "degraded", "changes", "request", "frames_sha256")}
+    assert app.get_service().request_status(key) == entry and _runs_row(key) == run and run is not None
+    assert video.stat().st_mtime_ns == written
+
+
+def test_rest_repeat_of_a_failed_key_replays_its_error(api_client: Any) -> None:
+    """A key whose request was refused answers the same error again, marked replayed; nothing new is journaled."""
+    import app
+
+    key = _key()
+    first = api_client.post("/api/v1/generate", json={**REQUEST, "steps": 0}, headers={"Idempotency-Key": key})
+    entry = app.get_service().request_status(key)
+    again = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
+    assert first.status_code == again.status_code == 422 and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true" and app.get_service().request_status(key) == entry
+
+
+def test_rest_repeat_of_an_unfinished_key_is_409_naming_where_its_status_is(api_client: Any) -> None:
+    """A key whose request is still accepted or running answers 409 in the error shape, saying where to read its
+    status; the entry keeps its own request and no run starts."""
+    import app
+
+    journal, key = app.get_service().journal, _key()
+    journal.accept(key, REQUEST)  # a request in progress, as the journal holds it
+    try:
+        answer = api_client.post("/api/v1/generate", json={**REQUEST, "seed": 9}, headers={"Idempotency-Key": key})
+        body = answer.json()
+        assert answer.status_code == 409 and set(body) == {"error", "correlation_id"} and body["correlation_id"] == key
+        assert "already" in body["error"]["user_message"]
+        assert f"GET /api/v1/requests/{key}" in body["error"]["user_message"]
+        assert journal.get(key).status is RequestState.ACCEPTED and journal.get(key).request == REQUEST
+        assert _runs_row(key) is None
+    finally:
+        journal.fail(key, "the test is over")
+
+
+@pytest.mark.parametrize("key", ["a b", "x" * 65, "", "a.b", "../journal", "key/1"])
+def test_rest_bad_idempotency_key_is_refused_naming_it(api_client: Any, key: str) -> None:
+    """A key outside 1–64 of ``A-Za-z0-9_-`` answers 422 in the error shape naming the header and the value."""
+    answer = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
+    body = answer.json()
+    assert answer.status_code == 422 and body["correlation_id"] is None
+    assert body["error"]["type"] == "invalid_parameters"
+    assert "`Idempotency-Key`" in body["error"]["message"] and repr(key) in body["error"]["message"]
