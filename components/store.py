@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from filelock import FileLock, Timeout
 from huggingface_hub import constants
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
@@ -34,8 +32,6 @@ from components.store_disk import CleanupPlan, PreflightReport, apply_cleanup, p
 from components.store_download import (
     BandwidthPolicy,
     CancelToken,
-    DownloadEvent,
-    DownloadEventKind,
     DownloadResult,
     EnhancedModelDownloader,
     EventListener,
@@ -53,7 +49,6 @@ from components.store_queue import GenerationQueue, QueuedRequest
 from components.store_versions import CompatibilityReport, VersionManager, check_compatibility
 from recovery.errors import (
     CorruptModelError,
-    GenerationCancelledError,
     KintsugiError,
     ModelAccessError,
     ModelVersionError,
@@ -313,43 +308,8 @@ class ModelStore:
 
     def download(self, repo_id: str, revision: str = "main", *, on_event: EventListener | None = None,
                  cancel: CancelToken | None = None) -> DownloadResult:
-        """Pre-flight (raises ``StorageFullError`` with a cleanup plan), then download and verify.
-
-        One download of a model at a time (a file lock: threads — the Models tab and a request — and processes):
-        a second caller gets a ``WAITING`` event, waits, then finds the files in place and fetches only what is
-        still missing, instead of appending to the same partial file at the same time.
-        """
-        with self._download_lock(repo_id, on_event, cancel):
-            return self._download(repo_id, revision, on_event=on_event, cancel=cancel)
-
-    @contextmanager
-    def _download_lock(self, repo_id: str, on_event: EventListener | None,
-                       cancel: CancelToken | None) -> Iterator[None]:
-        path = self.cache.state_dir / "locks" / f"{repo_id.replace('/', '--')}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path, thread_local=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            if on_event is not None:
-                on_event(DownloadEvent(DownloadEventKind.WAITING, repo_id, "", None, 0, 0, 0.0, None,
-                                       detail="another download of this model is running; waiting for it"))
-            while True:
-                if cancel is not None and cancel.cancelled:
-                    raise GenerationCancelledError(f"download of {repo_id} cancelled", phase="download",
-                                                   steps_completed=0) from None
-                try:
-                    lock.acquire(timeout=0.25)
-                    break
-                except Timeout:
-                    continue
-        try:
-            yield
-        finally:
-            lock.release()
-
-    def _download(self, repo_id: str, revision: str, *, on_event: EventListener | None,
-                  cancel: CancelToken | None) -> DownloadResult:
+        """Pre-flight (raises ``StorageFullError`` with a cleanup plan), then download and verify (one download of
+        a model at a time: see ``EnhancedModelDownloader.download``)."""
         manifest = self.downloader.remote_manifest(repo_id, revision)
         self.availability.require_space(manifest)
         self.cache.save_manifest(manifest)  # so a partial download is visible as such, even offline

@@ -15,13 +15,15 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx2
+from filelock import FileLock, Timeout
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -313,7 +315,45 @@ class EnhancedModelDownloader:
 
         ``files`` limits the fetch to some paths (repair); ``fresh`` re-fetches them even when a blob exists;
         ``set_ref=False`` leaves ``refs/<revision>`` untouched (an update downloads beside the current one).
+
+        One download of a model at a time — a download, a repair, an update; threads and processes alike (a file
+        lock per model under the store's state folder): a second caller gets a ``WAITING`` event, waits (a
+        ``cancel`` ends the wait), then finds the finished files and fetches only what is still missing, instead
+        of appending to the same partial file at the same time.
         """
+        with self._one_at_a_time(repo_id, on_event, cancel):
+            return self._download(repo_id, revision, manifest=manifest, files=files, on_event=on_event,
+                                  cancel=cancel, set_ref=set_ref, fresh=fresh)
+
+    @contextmanager
+    def _one_at_a_time(self, repo_id: str, on_event: EventListener | None,
+                       cancel: CancelToken | None) -> Iterator[None]:
+        path = self.cache.state_dir / "locks" / f"{repo_id.replace('/', '--')}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(path, thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if on_event is not None:
+                on_event(DownloadEvent(DownloadEventKind.WAITING, repo_id, "", None, 0, 0, 0.0, None,
+                                       detail="another download of this model is running; waiting for it"))
+            while True:
+                if cancel is not None and cancel.cancelled:
+                    raise GenerationCancelledError(f"download of {repo_id} cancelled", phase="download",
+                                                   steps_completed=0) from None
+                try:
+                    lock.acquire(timeout=0.25)
+                    break
+                except Timeout:
+                    continue
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _download(self, repo_id: str, revision: str, *, manifest: RevisionManifest | None,
+                  files: Iterable[str] | None, on_event: EventListener | None, cancel: CancelToken | None,
+                  set_ref: bool, fresh: bool) -> DownloadResult:
         started = self.clock()
         manifest = manifest or self.remote_manifest(repo_id, revision)
         wanted = set(files) if files is not None else None
