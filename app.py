@@ -145,23 +145,25 @@ def chaos_panel() -> tuple[str, gr.Row, gr.Dataframe]:
     return faults.note(), gr.Row(visible=faults.settings.chaos), gr.Dataframe(visible=faults.settings.chaos)
 
 
-def _fault_view(run: Callable[[FaultInjection], FaultRun]) -> tuple[pd.DataFrame, str]:
-    """Run faults for real into this app's metrics; refused (in words) unless KINTSUGI_CHAOS=on."""
+def _fault_runs(start: Callable[[FaultInjection], Iterator[FaultRun]]) -> Iterator[tuple[pd.DataFrame, str]]:
+    """Run faults for real into this app's metrics — the table and the story after each fault, so a long run shows
+    its rows as they come; refused (in words) unless KINTSUGI_CHAOS=on."""
     try:
-        faults = run(FaultInjection(get_service().settings))
+        runs = start(FaultInjection(get_service().settings))
     except InvalidParameterError as exc:
         raise gr.Error(str(exc), title="Fault injection", print_exception=False) from None
-    return faults.table(), faults.story()
+    for run in runs:
+        yield run.table(), run.story()
 
 
-def chaos_inject(name: str) -> tuple[pd.DataFrame, str]:
+def chaos_inject(name: str) -> Iterator[tuple[pd.DataFrame, str]]:
     """Inject the chosen failure type; its row and its story."""
-    return _fault_view(lambda faults: faults.inject(name))
+    yield from _fault_runs(lambda faults: iter([faults.inject(name)]))
 
 
-def chaos_matrix() -> tuple[pd.DataFrame, str]:
-    """Inject the failure types drawn at the settings' rate; one row each and the story of the last."""
-    return _fault_view(lambda faults: faults.inject_at_rate())
+def chaos_matrix() -> Iterator[tuple[pd.DataFrame, str]]:
+    """Inject the failure types drawn at the settings' rate; a row each, as each ends, and the story of the last."""
+    yield from _fault_runs(lambda faults: faults.inject_at_rate())
 
 
 def metrics_view() -> tuple:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -34,6 +34,8 @@ __all__ = [
     "FaultRun",
     "fault_policy",
     "fault_row",
+    "iter_at_rate",
+    "iter_faults",
     "producible_types",
     "run_at_rate",
     "run_faults",
@@ -100,33 +102,52 @@ def _check(names: Sequence[str]) -> None:
                 parameter="failure_type", value=name, constraint="a failure type")
 
 
-def run_faults(names: Sequence[str], *, workdir: str | os.PathLike[str] | None = None,
-               data_dir: str | os.PathLike[str] | None = None, policy: ChaosPolicy | None = None,
-               rate: float | None = None) -> FaultRun:
-    """Run each named fault for real on one ``ChaosBench`` (closed afterwards; none is built for no names).
+def iter_faults(names: Sequence[str], *, workdir: str | os.PathLike[str] | None = None,
+                data_dir: str | os.PathLike[str] | None = None, policy: ChaosPolicy | None = None,
+                rate: float | None = None) -> Iterator[FaultRun]:
+    """Run each named fault for real on one ``ChaosBench`` (closed afterwards; none is built for no names),
+    yielding the run so far after each fault — a UI shows the rows as they come.
 
     ``data_dir`` (default ``workdir/data``) holds the metrics the runs record; ``policy`` supplies the injectors.
     """
     names = tuple(names)
     _check(names)
     if not names:
-        return FaultRun((), (), rate)
+        yield FaultRun((), (), rate)
+        return
     policy = policy or fault_policy(1.0)
     bench = chaos.ChaosBench(workdir, data_dir=data_dir)
+    reports: list[ScenarioReport] = []
     try:
-        return FaultRun(names, tuple(policy.injector(name)(bench) for name in names), rate)
+        for name in names:
+            reports.append(policy.injector(name)(bench))
+            yield FaultRun(names, tuple(reports), rate)
     finally:
         bench.close()
 
 
-def run_at_rate(rate: float, *, names: Sequence[str] | None = None, workdir: str | os.PathLike[str] | None = None,
-                data_dir: str | os.PathLike[str] | None = None, rng: random.Random | None = None) -> FaultRun:
-    """Draw each of ``names`` (default: every producible type) with probability ``rate``, then run those drawn."""
+def run_faults(names: Sequence[str], **options: Any) -> FaultRun:
+    """``iter_faults`` to its end: every named fault run, in order (keywords as there)."""
+    *_, last = iter_faults(names, **options)
+    return last
+
+
+def iter_at_rate(rate: float, *, names: Sequence[str] | None = None, workdir: str | os.PathLike[str] | None = None,
+                 data_dir: str | os.PathLike[str] | None = None, rng: random.Random | None = None
+                 ) -> Iterator[FaultRun]:
+    """Draw each of ``names`` (default: every producible type) with probability ``rate``, then run those drawn,
+    yielding the run so far after each (``iter_faults``)."""
     candidates = producible_types() if names is None else tuple(names)
     _check(candidates)
     policy = fault_policy(rate, rng=rng)
     drawn = tuple(name for name in candidates if policy.should_inject(name))
-    return run_faults(drawn, workdir=workdir, data_dir=data_dir, policy=policy, rate=rate)
+    yield from iter_faults(drawn, workdir=workdir, data_dir=data_dir, policy=policy, rate=rate)
+
+
+def run_at_rate(rate: float, **options: Any) -> FaultRun:
+    """``iter_at_rate`` to its end (keywords as there)."""
+    *_, last = iter_at_rate(rate, **options)
+    return last
 
 
 @dataclass(frozen=True)
@@ -153,8 +174,9 @@ class FaultInjection:
         self._require_on()
         return run_faults((name,), workdir=self.settings.data_dir / "chaos", data_dir=self.settings.data_dir)
 
-    def inject_at_rate(self, rng: random.Random | None = None) -> FaultRun:
-        """Draw every producible type at ``settings.chaos_rate`` and inject those drawn."""
+    def inject_at_rate(self, rng: random.Random | None = None) -> Iterator[FaultRun]:
+        """Draw every producible type at ``settings.chaos_rate`` and inject those drawn; the run so far after each
+        (refused before anything runs unless chaos is on)."""
         self._require_on()
-        return run_at_rate(self.settings.chaos_rate, workdir=self.settings.data_dir / "chaos",
-                           data_dir=self.settings.data_dir, rng=rng)
+        return iter_at_rate(self.settings.chaos_rate, workdir=self.settings.data_dir / "chaos",
+                            data_dir=self.settings.data_dir, rng=rng)
