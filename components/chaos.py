@@ -1,6 +1,6 @@
 """One real fault per failure type, injected through the real ``GenerationService`` (the chaos matrix).
 
-    from components.chaos import FAILURE_TYPES, run_fault, chaos_policy
+    from components.chaos import FAILURE_TYPES, run_fault     # a policy over them: components.chaos_views
     with ChaosBench(workdir) as bench:
         report = run_fault("vram_exhaustion", bench)        # a ScenarioReport: types, strategies, outcome, told
 
@@ -44,11 +44,10 @@ from components.loopback_hub import Fault, HubServer
 from components.service import GenerationService
 from components.store_download import BandwidthPolicy
 from components.worker import Worker, WorkerConfig
-from recovery.chaos import ChaosPolicy, ChaosSwitch
 from recovery.taxonomy import EnhancedFailureType
 
 __all__ = ["FAILURE_TYPES", "FROM_SCENARIOS", "INJECTORS", "UNREPRODUCIBLE", "ChaosBench", "as_failure_type",
-           "chaos_policy", "run_fault"]
+           "run_fault"]
 
 FAILURE_TYPES: tuple[str, ...] = tuple(t.value for t in EnhancedFailureType)
 UNREPRODUCIBLE: Mapping[str, str] = {}
@@ -351,13 +350,3 @@ def run_fault(name: str, bench: ChaosBench) -> ScenarioReport:
         raise ValueError(f"`name` must be one of {', '.join(INJECTORS)} (got {name!r})")
     return INJECTORS[name](bench)
 
-
-def chaos_policy(bench: ChaosBench, rate: float = 0.0, *, switch: ChaosSwitch | None = None,
-                 rng: Any = None) -> ChaosPolicy:
-    """A policy with every real injector registered, each bound to ``bench``."""
-    import random
-
-    policy = ChaosPolicy(rate, switch or ChaosSwitch.from_env(), rng or random.Random())
-    for name, inject in INJECTORS.items():
-        policy.register(name, lambda inject=inject: inject(bench))
-    return policy
