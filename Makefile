@@ -9,13 +9,18 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 
-.PHONY: run test model bench clean
+.PHONY: run test lint model bench clean
 
 run: $(MODEL)  ## start the app on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT to change)
 	$(PY) app.py
 
-test: $(MODEL)  ## the whole test suite
+test: lint $(MODEL)  ## linters, then the whole test suite
 	$(PY) -m pytest
+
+lint: $(STAMP)  ## ruff (lint and format check) and mypy on recovery/ and components/
+	$(PY) -m ruff check recovery components app.py bench tests
+	$(PY) -m ruff format --check recovery components app.py bench tests
+	$(PY) -m mypy
 
 model: $(MODEL)  ## build the embedded tiny model if it is missing
 
@@ -32,8 +37,8 @@ $(STAMP): $(PY) pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-$(MODEL): $(STAMP) components/embedded_model.py
-	$(PY) -m components.embedded_model
+$(MODEL): $(STAMP) components/generation/embedded_model.py
+	$(PY) -m components.generation.embedded_model
 
 clean:  ## remove the venv and the data folder (built model, videos, metrics)
 	rm -rf $(VENV) data

@@ -13,27 +13,28 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
+import gradio as gr
+import pandas as pd
+import uvicorn
+from fastapi import FastAPI
 
-from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings  # noqa: E402
-from components.chaos_views import FAULT_COLUMNS, FaultInjection, FaultRun, producible_types  # noqa: E402
-from components.http_api import EventFeed, build_router  # noqa: E402
-from components.model_views import ModelActions, model_choices, models_table  # noqa: E402
-from components.store_catalog import CATALOG  # noqa: E402
-from components.store_disk import CleanupPlan  # noqa: E402
-from components.charts import dashboard  # noqa: E402
-from components.presenters import (  # noqa: E402
+from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings
+from components.chaos.faults import FAULT_COLUMNS, FaultInjection, FaultRun, producible_types
+from components.chaos.scenarios import SCENARIOS, SPEC_DEMO, run_scenario
+from components.http_api import EventFeed, build_router
+from components.store.catalog import CATALOG
+from components.store.disk import CleanupPlan
+from components.views.charts import dashboard
+from components.views.models import ModelActions, model_choices, models_table
+from components.views.presenters import (
     failure_markdown,
     result_markdown,
     scenario_markdown,
     summary_markdown,
     timeline_line,
 )
-from components.scenarios import SCENARIOS, SPEC_DEMO, run_scenario  # noqa: E402
-from recovery import GenerationFailedError, InvalidParameterError, events  # noqa: E402
+from components.views.reports import ServiceEventKind as Kind
+from recovery import GenerationFailedError, InvalidParameterError, events
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
     import spaces
@@ -61,28 +62,51 @@ def get_service() -> GenerationService:
     return _service
 
 
-def generate(prompt: str, negative_prompt: str, model_id: str, width: float, height: float, num_frames: float,
-             steps: float, guidance_scale: float, seed: float, fps: float,
-             progress: gr.Progress = gr.Progress()) -> Iterator[tuple[str | None, str]]:
+def generate(
+    prompt: str,
+    negative_prompt: str,
+    model_id: str,
+    width: float,
+    height: float,
+    num_frames: float,
+    steps: float,
+    guidance_scale: float,
+    seed: float,
+    fps: float,
+    progress: gr.Progress = gr.Progress(),
+) -> Iterator[tuple[str | None, str]]:
     """Stream the timeline while the video is made; end with the video and the result panel."""
-    request = {"prompt": prompt, "negative_prompt": negative_prompt, "model_id": model_id, "width": width,
-               "height": height, "num_frames": num_frames, "steps": steps, "guidance_scale": guidance_scale,
-               "seed": None if seed is None or seed < 0 else seed, "fps": fps}
+    request = {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "model_id": model_id,
+        "width": width,
+        "height": height,
+        "num_frames": num_frames,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "seed": None if seed is None or seed < 0 else seed,
+        "fps": fps,
+    }
     timeline: list[str] = []
     try:
         for event in get_service().generate(request):
-            if event.kind == "progress":
+            if event.kind is Kind.PROGRESS:
                 progress((event.data["step"], event.data["total"]), desc="Denoising", unit="steps")
-            elif event.kind == "download" and event.data["bytes_total"]:
-                progress(event.data["bytes_done"] / event.data["bytes_total"], desc=f"Downloading {event.data['model_id']}")
-            elif event.kind == "result":
+            elif event.kind is Kind.DOWNLOAD and event.data["bytes_total"]:
+                progress(
+                    event.data["bytes_done"] / event.data["bytes_total"], desc=f"Downloading {event.data['model_id']}"
+                )
+            elif event.kind is Kind.RESULT:
                 result = event.data["result"]
                 yield result.video_path, result_markdown(result) + "\n\n---\n" + "\n".join(timeline)
                 return
-            elif event.kind == "recovery" and event.message == events.FAILURE_CLASSIFIED:
-                gr.Warning(f"Attempt {event.data['attempt']} failed ({event.data['failure_type']}): recovering",
-                           title="Recovering")
-            elif event.kind == "recovery" and event.message == events.RECOVERED:
+            elif event.kind is Kind.RECOVERY and event.message == events.FAILURE_CLASSIFIED:
+                gr.Warning(
+                    f"Attempt {event.data['attempt']} failed ({event.data['failure_type']}): recovering",
+                    title="Recovering",
+                )
+            elif event.kind is Kind.RECOVERY and event.message == events.RECOVERED:
                 gr.Info(f"Recovered after {event.data['attempts']} attempts", title="Recovered")
             line = timeline_line(event)
             if line:
@@ -103,6 +127,7 @@ def actions() -> ModelActions:
 
 def model_action(method: str) -> Callable[[str], str]:
     """A handler that runs one ``ModelActions`` method on the chosen model."""
+
     def run(model_id: str) -> str:
         return getattr(actions(), method)(model_id)
 
@@ -130,6 +155,7 @@ def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
 def scenario_view(name: str) -> Callable[[], tuple[pd.DataFrame, str | None, str]]:
     """A handler that runs one of the spec's scenarios for real (its own fault, scratch hub and workers),
     recording into this app's metrics; it returns the summary row, the video (if any) and the story."""
+
     def run() -> tuple[pd.DataFrame, str | None, str]:
         settings = get_service().settings
         report = run_scenario(name, workdir=settings.data_dir / "scenarios", data_dir=settings.data_dir)
@@ -181,11 +207,20 @@ def build_app() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=1):
-                    prompt = gr.Textbox(label="Prompt", value="a paper boat drifting on a golden river", lines=2,
-                                        max_length=LIMITS.max_prompt_chars)
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        value="a paper boat drifting on a golden river",
+                        lines=2,
+                        max_length=LIMITS.max_prompt_chars,
+                    )
                     negative = gr.Textbox(label="Negative prompt", value="", max_length=LIMITS.max_prompt_chars)
-                    model = gr.Dropdown(label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID,
-                                        allow_custom_value=True, info="Hub models download on first use")
+                    model = gr.Dropdown(
+                        label="Model",
+                        choices=model_ids,
+                        value=Settings.from_env().model,
+                        allow_custom_value=True,
+                        info="Hub models download on first use",
+                    )
                     with gr.Row():
                         width = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Width")
                         height = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Height")
@@ -200,17 +235,25 @@ def build_app() -> gr.Blocks:
                 with gr.Column(scale=1):
                     video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False)
                     status = gr.Markdown(elem_id="status")
-            button.click(generate, [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
-                         [video, status], api_name="generate", concurrency_limit=1)
+            button.click(
+                generate,
+                [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
+                [video, status],
+                api_name="generate",
+                concurrency_limit=1,
+            )
         with gr.Tab("Models"):
             table = gr.Dataframe(label="Known models", interactive=False, wrap=True)
             with gr.Row():
-                chosen = gr.Dropdown(label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID,
-                                     allow_custom_value=True, scale=3)
+                chosen = gr.Dropdown(
+                    label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID, allow_custom_value=True, scale=3
+                )
                 refresh = gr.Button("Refresh", scale=1)
             with gr.Row():
-                buttons = {name: gr.Button(name) for name in
-                           ("Quick check", "Full check", "Repair", "Download", "Update", "Roll back")}
+                buttons = {
+                    name: gr.Button(name)
+                    for name in ("Quick check", "Full check", "Repair", "Download", "Update", "Roll back")
+                }
             report = gr.Markdown(elem_id="model-report")
             with gr.Accordion("Disk clean-up", open=False):
                 gigabytes = gr.Number(label="Space to free (GB)", value=10, minimum=0)
@@ -219,20 +262,39 @@ def build_app() -> gr.Blocks:
                 plan = gr.State(None)
                 apply = gr.Button("Delete the previewed revisions", variant="stop")
         refresh.click(model_table, None, table, api_name="models")
-        for name, method in (("Quick check", "quick_check"), ("Full check", "full_check"), ("Repair", "repair"),
-                             ("Download", "download"), ("Update", "update"), ("Roll back", "rollback")):
+        for name, method in (
+            ("Quick check", "quick_check"),
+            ("Full check", "full_check"),
+            ("Repair", "repair"),
+            ("Download", "download"),
+            ("Update", "update"),
+            ("Roll back", "rollback"),
+        ):
             handler = download if method == "download" else model_action(method)
             buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(model_table, None, table)
         preview.click(cleanup_preview, gigabytes, [plan_table, plan], api_name=False)
         apply.click(lambda p: actions().apply_cleanup(p), plan, report, api_name=False).then(model_table, None, table)
         with gr.Tab("Scenarios"):
-            gr.Markdown("Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
-                        "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
-                        "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab.")
+            gr.Markdown(
+                "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
+                "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
+                "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab."
+            )
             with gr.Row():
                 scenario_buttons = {name: gr.Button(SPEC_DEMO[name][0]) for name in SCENARIOS}
-            scenario_row = gr.Dataframe(label="Outcome", interactive=False, wrap=True, headers=[
-                "scenario", "failure type", "strategies tried", "recovered?", "time (s)", "what the user was told"])
+            scenario_row = gr.Dataframe(
+                label="Outcome",
+                interactive=False,
+                wrap=True,
+                headers=[
+                    "scenario",
+                    "failure type",
+                    "strategies tried",
+                    "recovered?",
+                    "time (s)",
+                    "what the user was told",
+                ],
+            )
             with gr.Row():
                 scenario_video = gr.Video(label="Video", interactive=False, scale=1)
                 scenario_story = gr.Markdown(elem_id="scenario-story")
@@ -240,25 +302,53 @@ def build_app() -> gr.Blocks:
             chaos_note = gr.Markdown(elem_id="chaos-note")
             types = producible_types()
             with gr.Row(visible=False) as chaos_controls:
-                fault_type = gr.Dropdown(label="Failure type", choices=list(types), value=types[0] if types else None,
-                                         scale=3)
+                fault_type = gr.Dropdown(
+                    label="Failure type", choices=list(types), value=types[0] if types else None, scale=3
+                )
                 inject = gr.Button("Inject this fault", scale=1)
                 inject_at_rate = gr.Button("Inject at rate", scale=1)
-            fault_table = gr.Dataframe(label="Faults injected", headers=list(FAULT_COLUMNS), interactive=False,
-                                       wrap=True, visible=False, elem_id="fault-table")
+            fault_table = gr.Dataframe(
+                label="Faults injected",
+                headers=list(FAULT_COLUMNS),
+                interactive=False,
+                wrap=True,
+                visible=False,
+                elem_id="fault-table",
+            )
             fault_story = gr.Markdown(elem_id="fault-story")
         for name, scenario_button in scenario_buttons.items():
-            scenario_button.click(scenario_view(name), None, [scenario_row, scenario_video, scenario_story],
-                                  api_name=f"scenario_{name}", concurrency_limit=1, concurrency_id="scenarios")
-        inject.click(chaos_inject, fault_type, [fault_table, fault_story], api_name="chaos_inject",
-                     concurrency_limit=1, concurrency_id="scenarios")
-        inject_at_rate.click(chaos_matrix, None, [fault_table, fault_story], api_name="chaos_matrix",
-                             concurrency_limit=1, concurrency_id="scenarios")
+            scenario_button.click(
+                scenario_view(name),
+                None,
+                [scenario_row, scenario_video, scenario_story],
+                api_name=f"scenario_{name}",
+                concurrency_limit=1,
+                concurrency_id="scenarios",
+            )
+        inject.click(
+            chaos_inject,
+            fault_type,
+            [fault_table, fault_story],
+            api_name="chaos_inject",
+            concurrency_limit=1,
+            concurrency_id="scenarios",
+        )
+        inject_at_rate.click(
+            chaos_matrix,
+            None,
+            [fault_table, fault_story],
+            api_name="chaos_matrix",
+            concurrency_limit=1,
+            concurrency_id="scenarios",
+        )
         with gr.Tab("Metrics"):
             headline = gr.Markdown(elem_id="metrics-summary")
             plots = []
-            for pair in (("runs_over_time", "success_rate"), ("failures_over_time", "recovery_time"),
-                         ("oom_rescue", "effectiveness")):
+            for pair in (
+                ("runs_over_time", "success_rate"),
+                ("failures_over_time", "recovery_time"),
+                ("oom_rescue", "effectiveness"),
+            ):
                 with gr.Row():
                     plots.extend(gr.Plot(elem_id=f"chart-{name}", show_label=False) for name in pair)
             recent = gr.Dataframe(label="Latest recovery attempts", interactive=False, wrap=True)
@@ -280,31 +370,39 @@ def build_server() -> FastAPI:
     server = FastAPI(title="Kintsugi", docs_url="/api/v1/docs", openapi_url="/api/v1/openapi.json")
     server.include_router(build_router(get_service, feed))
     demo.queue(max_size=get_service().settings.queue_size)
-    return gr.mount_gradio_app(server, demo, path="/", allowed_paths=[str(get_service().settings.outputs_dir)],
-                               show_error=False)
+    return gr.mount_gradio_app(
+        server, demo, path="/", allowed_paths=[str(get_service().settings.outputs_dir)], show_error=False
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python app.py [--data-dir DIR] [--worker-memory-cap 2GiB] ...``: start the worker, then serve."""
     parser = argparse.ArgumentParser(description="Kintsugi web app")
     parser.add_argument("--data-dir", help="where models, videos and metrics live (KINTSUGI_DATA_DIR)")
-    parser.add_argument("--worker-memory-cap", help="memory cap of the generation worker, e.g. 2GiB "
-                                                    "(KINTSUGI_WORKER_MEMORY_CAP)")
+    parser.add_argument(
+        "--worker-memory-cap", help="memory cap of the generation worker, e.g. 2GiB (KINTSUGI_WORKER_MEMORY_CAP)"
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="KINTSUGI_DEVICE")
-    parser.add_argument("--chaos", choices=["on", "off"], help="fault injection from the Scenarios tab "
-                                                               "(KINTSUGI_CHAOS)")
-    parser.add_argument("--chaos-rate", help="share of failure types drawn by 'Inject at rate', 0..1 "
-                                             "(KINTSUGI_CHAOS_RATE)")
+    parser.add_argument(
+        "--chaos", choices=["on", "off"], help="fault injection from the Scenarios tab (KINTSUGI_CHAOS)"
+    )
+    parser.add_argument(
+        "--chaos-rate", help="share of failure types drawn by 'Inject at rate', 0..1 (KINTSUGI_CHAOS_RATE)"
+    )
     args = parser.parse_args(argv)
-    for flag, variable in (("data_dir", "KINTSUGI_DATA_DIR"), ("worker_memory_cap", "KINTSUGI_WORKER_MEMORY_CAP"),
-                           ("device", "KINTSUGI_DEVICE"), ("chaos", "KINTSUGI_CHAOS"),
-                           ("chaos_rate", "KINTSUGI_CHAOS_RATE")):
+    for flag, variable in (
+        ("data_dir", "KINTSUGI_DATA_DIR"),
+        ("worker_memory_cap", "KINTSUGI_WORKER_MEMORY_CAP"),
+        ("device", "KINTSUGI_DEVICE"),
+        ("chaos", "KINTSUGI_CHAOS"),
+        ("chaos_rate", "KINTSUGI_CHAOS_RATE"),
+    ):
         if getattr(args, flag):
             os.environ[variable] = getattr(args, flag)
     get_service().start()
     host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    print(f"Kintsugi on http://{host}:{port}/", flush=True)  # noqa: T201 - the one line a user needs
+    print(f"Kintsugi on http://{host}:{port}/", flush=True)
     # On SIGTERM (a Space restart, Ctrl-C) open streams — a browser's or a gradio_client's event stream — get a few
     # seconds to end, then the server stops anyway instead of waiting for them forever.
     uvicorn.run(build_server(), host=host, port=port, log_level="warning", timeout_graceful_shutdown=3)

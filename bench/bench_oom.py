@@ -33,22 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from components.embedded_model import build_embedded_model  # noqa: E402
-from components.hardware import HardwareProbe  # noqa: E402
-from components.memory import MemoryPlanner, join_parameters, split_parameters  # noqa: E402
-from components.memory_calibration import calibrate  # noqa: E402
-from components.memory_ladder import (  # noqa: E402
-    MemoryLadder,
-    PreviewDegrader,
-    WorkerMemoryFreer,
-    _candidates,
-    _variants,
+from components.generation.embedded_model import build_embedded_model
+from components.generation.request import (
+    GenerationRequest,
+    RunOptions,
+    join_parameters,
+    split_parameters,
 )
-from components.pipeline import RunOptions  # noqa: E402
-from components.request import GenerationRequest  # noqa: E402
-from components.worker import Worker, WorkerConfig  # noqa: E402
-from recovery import Adjustment, EnhancedErrorRecovery, ErrorContext, set_testing  # noqa: E402
-from recovery.errors import OutOfMemoryError  # noqa: E402
+from components.generation.worker import Worker, WorkerConfig
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.calibration import calibrate
+from components.memory.hardware import HardwareProbe
+from components.memory.ladder import _candidates, _variants
+from components.memory.planner import MemoryPlanner
+from recovery import Adjustment, EnhancedErrorRecovery, ErrorContext, set_testing
+from recovery.errors import OutOfMemoryError
 
 MiB = 2**20
 SIDES = (256, 384, 512)
@@ -78,8 +77,9 @@ def _run(worker: Worker, model: Path, out: Path, request: GenerationRequest, opt
     return list(worker.run(request, out, model_path=model, options=options))[-1].data
 
 
-def _fits_for_real(worker: Worker, model: Path, out: Path, request: GenerationRequest, options: RunOptions,
-                   cache: dict) -> bool:
+def _fits_for_real(
+    worker: Worker, model: Path, out: Path, request: GenerationRequest, options: RunOptions, cache: dict
+) -> bool:
     key = (request.num_frames, request.width, request.height, options)
     if key not in cache:
         worker.restart()
@@ -91,8 +91,7 @@ def _fits_for_real(worker: Worker, model: Path, out: Path, request: GenerationRe
     return cache[key]
 
 
-def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequest, ours: tuple,
-                   cache: dict) -> int:
+def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequest, ours: tuple, cache: dict) -> int:
     """pixel·frames of the first setting, in ladder order, that really fits — searched upward from ours."""
     order = [c for _rung, c in _candidates(asked, max(1, math.ceil(asked.num_frames / 4)), 0.5, ())]
     order = [(c, o) for c in order for o in _variants(RunOptions(), "cpu")]
@@ -106,8 +105,9 @@ def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequ
     return request.num_frames * request.width * request.height
 
 
-def run_grid(method: str, worker: Worker, model: Path, out_dir: Path, cap: int, steps: int,
-             planner: MemoryPlanner | None) -> list[dict[str, Any]]:
+def run_grid(
+    method: str, worker: Worker, model: Path, out_dir: Path, cap: int, steps: int, planner: MemoryPlanner | None
+) -> list[dict[str, Any]]:
     rows = []
     for side in SIDES:
         for frames in FRAMES:
@@ -123,14 +123,21 @@ def run_grid(method: str, worker: Worker, model: Path, out_dir: Path, cap: int, 
                     value, ok, attempts, final = None, False, 1, params
             else:
                 if method == "naive":
-                    engine = EnhancedErrorRecovery(adjuster=NaiveHalving(worker), user_intervention_threshold=10,
-                                                   max_recovery_attempts=10, sleep=lambda _s: None)
+                    engine = EnhancedErrorRecovery(
+                        adjuster=NaiveHalving(worker),
+                        user_intervention_threshold=10,
+                        max_recovery_attempts=10,
+                        sleep=lambda _s: None,
+                    )
                 else:
                     freer = WorkerMemoryFreer(worker, planner=planner)
                     engine = EnhancedErrorRecovery(
-                        adjuster=MemoryLadder(planner, budget=cap, freer=freer), freer=freer,
-                        degrader=PreviewDegrader(planner, budget=cap), probe=HardwareProbe(cap),
-                        sleep=lambda _s: None)
+                        adjuster=MemoryLadder(planner, budget=cap, freer=freer),
+                        freer=freer,
+                        degrader=PreviewDegrader(planner, budget=cap),
+                        probe=HardwareProbe(cap),
+                        sleep=lambda _s: None,
+                    )
 
                 def attempt(p: Any, info: Any) -> dict[str, Any]:
                     request, options = split_parameters(p)
@@ -143,13 +150,24 @@ def run_grid(method: str, worker: Worker, model: Path, out_dir: Path, cap: int, 
                 ok, attempts, final, value = outcome.ok, len(outcome.attempts), dict(outcome.parameters), outcome.value
                 if not ok:
                     worker.restart()
-            rows.append(dict(method=method, asked=asked, ok=ok, attempts=attempts, final=final, value=value,
-                             seconds=time.perf_counter() - started))
+            rows.append(
+                dict(
+                    method=method,
+                    asked=asked,
+                    ok=ok,
+                    attempts=attempts,
+                    final=final,
+                    value=value,
+                    seconds=time.perf_counter() - started,
+                )
+            )
             got = split_parameters(final)[0]
-            print(f"  {method:5s} {frames:2d}×{side}² → {'ok ' if ok else 'NO '} attempts={attempts} "
-                  f"final={got.num_frames}×{got.width}×{got.height} "
-                  f"tiling={final.get('options', {}).get('vae_tiling')} {time.perf_counter() - started:5.1f}s",
-                  flush=True)
+            print(
+                f"  {method:5s} {frames:2d}×{side}² → {'ok ' if ok else 'NO '} attempts={attempts} "
+                f"final={got.num_frames}×{got.width}×{got.height} "
+                f"tiling={final.get('options', {}).get('vae_tiling')} {time.perf_counter() - started:5.1f}s",
+                flush=True,
+            )
     return rows
 
 
@@ -168,8 +186,13 @@ def decode_oom_timing(model: Path, out_dir: Path, cap: int, steps: int) -> tuple
         retry_s = time.perf_counter() - started
         assert retry["denoise_skipped"]
         worker.restart()
-        _run(worker, model, out_dir / "warm.mp4", replace(asked, num_frames=1, width=64, height=64, steps=1),
-             RunOptions())  # load the model first: a rerun in a warm worker is the fair comparison
+        _run(
+            worker,
+            model,
+            out_dir / "warm.mp4",
+            replace(asked, num_frames=1, width=64, height=64, steps=1),
+            RunOptions(),
+        )  # load the model first: a rerun in a warm worker is the fair comparison
         started = time.perf_counter()
         _run(worker, model, out_dir / "d.mp4", asked, RunOptions(vae_tiling=True))
         return retry_s, time.perf_counter() - started
@@ -193,8 +216,10 @@ def main() -> None:
             worker = Worker(WorkerConfig(device="cpu"))
             sizes = [(f, s, s) for s in (128, 256, 384, 512) for f in (9, 17, 33)] + [(5, 512, 512), (9, 640, 640)]
             for item in calibrate(worker, model, sizes):
-                print(f"({item.num_frames}, {item.width}, {item.height}, {item.vae_tiling}, "
-                      f"{round(item.need_bytes / MiB) if item.need_bytes else None}),")
+                print(
+                    f"({item.num_frames}, {item.width}, {item.height}, {item.vae_tiling}, "
+                    f"{round(item.need_bytes / MiB) if item.need_bytes else None}),"
+                )
             worker.close()
             return
         print(f"grid {len(SIDES)}×{len(FRAMES)} under a {args.cap_mib} MiB cap, {args.steps} steps", flush=True)
@@ -232,10 +257,14 @@ def main() -> None:
             total = sum(r["seconds"] for r in rows)
             print(f"{method:8s} {share:8.0%} {len(failed_first):10d} {tries:15.2f} {total:8.1f}")
         if shares:
-            print(f"pixel·frames kept vs the best that really fits (ours): mean {statistics.mean(shares):.0%}, "
-                  f"min {min(shares):.0%} over {len(shares)} recovered requests")
-        print(f"decode OOM, 5×512², {args.decode_steps} steps: retry from kept latents {retry_s:.1f}s vs full rerun "
-              f"{rerun_s:.1f}s → {rerun_s / retry_s:.1f}× faster")
+            print(
+                f"pixel·frames kept vs the best that really fits (ours): mean {statistics.mean(shares):.0%}, "
+                f"min {min(shares):.0%} over {len(shares)} recovered requests"
+            )
+        print(
+            f"decode OOM, 5×512², {args.decode_steps} steps: retry from kept latents {retry_s:.1f}s vs full rerun "
+            f"{rerun_s:.1f}s → {rerun_s / retry_s:.1f}× faster"
+        )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from recovery import AttemptRow, EnhancedErrorRecovery, MetricsStore, classify_e
 def caught(action: Callable[[], object]) -> BaseException:
     try:
         action()
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return exc
     raise AssertionError("expected an exception")
 
@@ -62,7 +62,7 @@ def errors() -> dict[str, BaseException]:
 def bench_classification() -> None:
     print("classification latency (median of 2000, target < 20 µs)")
     for name, error in errors().items():
-        print(f"  {name:28s} {median_us(lambda: classify_exception(error)):7.2f} µs")
+        print(f"  {name:28s} {median_us(lambda error=error: classify_exception(error)):7.2f} µs")
     classifier = recovery.Classifier()
     error = errors()["our OutOfMemoryError"]
     print(f"  {'categorize + /proc probe':28s} {median_us(lambda: classifier.categorize(error)):7.2f} µs")
@@ -79,16 +79,31 @@ def bench_engine() -> None:
 def bench_metrics() -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = MetricsStore(Path(folder) / "m.sqlite", max_rows=100_000, clock=lambda: 2e9)
-        rows = [AttemptRow(f"c{i}", 1, ("vram_exhaustion", "network_connectivity_loss")[i % 2], "medium",
-                           ("immediate_retry", "parameter_adjustment", "intelligent_fallback")[i % 3],
-                           bool(i % 4), 0.01 * (i % 50), 2e9 - i - 1, 2e9 - i) for i in range(100_000)]
+        rows = [
+            AttemptRow(
+                f"c{i}",
+                1,
+                ("vram_exhaustion", "network_connectivity_loss")[i % 2],
+                "medium",
+                ("immediate_retry", "parameter_adjustment", "intelligent_fallback")[i % 3],
+                bool(i % 4),
+                0.01 * (i % 50),
+                2e9 - i - 1,
+                2e9 - i,
+            )
+            for i in range(100_000)
+        ]
         start = time.perf_counter()
         store.record_many(rows)
         print(f"metrics: 100,000 rows inserted in {time.perf_counter() - start:.2f} s")
         one = AttemptRow("x", 1, "vram_exhaustion", "medium", "immediate_retry", True, 0.1, 2e9 - 1, 2e9)
         print(f"  one insert + retention at 100k rows: {median_us(lambda: store.record(one), 200):.0f} µs")
-        for query in ("success_rate_by_strategy", "failures_over_time", "recovery_time_distribution",
-                      "strategy_effectiveness"):
+        for query in (
+            "success_rate_by_strategy",
+            "failures_over_time",
+            "recovery_time_distribution",
+            "strategy_effectiveness",
+        ):
             start = time.perf_counter()
             getattr(store, query)()
             print(f"  {query:28s} {1000 * (time.perf_counter() - start):7.1f} ms")

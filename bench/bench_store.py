@@ -21,14 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from huggingface_hub import constants  # noqa: E402
+from huggingface_hub import constants
 
-from components.store import ModelStore  # noqa: E402
-from components.store_cache import HubCache  # noqa: E402
-from components.store_download import CancelToken, DownloadEvent  # noqa: E402
-from components.store_integrity import full_check, quick_check  # noqa: E402
-from recovery.errors import GenerationCancelledError  # noqa: E402
-from tests.support.hub_server import HubServer  # noqa: E402
+from components.chaos.loopback_hub import HubServer
+from components.store.cache import HubCache
+from components.store.download import CancelToken, DownloadEvent
+from components.store.integrity import full_check, quick_check
+from components.store.model_store import ModelStore
+from recovery.errors import GenerationCancelledError
 
 REPO = "bench/model"
 WEIGHTS = "weights.safetensors"
@@ -53,8 +53,7 @@ def bench_resume(scratch: Path, size_mb: int) -> None:
     constants.DOWNLOAD_CHUNK_SIZE = 1024 * 1024
     with HubServer() as hub:
         hub.add_revision(REPO, folder)
-        store = ModelStore(scratch / "dl-cache", scratch / "dl-state", endpoint=hub.url, token=False,
-                           reserve_bytes=0)
+        store = ModelStore(scratch / "dl-cache", scratch / "dl-state", endpoint=hub.url, token=False, reserve_bytes=0)
         token = CancelToken()
 
         def cut_at_90(event: DownloadEvent) -> None:
@@ -74,10 +73,12 @@ def bench_resume(scratch: Path, size_mb: int) -> None:
         seconds = time.perf_counter() - started
         second = sum(r.body_bytes for r in hub.fetched() if r.filename == WEIGHTS)
     total = first + second
-    print(f"resume: file {file_size / 2**20:.0f} MiB, cancelled at 90% written (server had sent "
-          f"{first / file_size:.1%}); "
-          f"finishing transferred {second / 2**20:.1f} MiB ({second / file_size:.1%}) in {seconds:.2f} s; "
-          f"total {total / file_size:.3f}x the file (target <= 1.1x)")
+    print(
+        f"resume: file {file_size / 2**20:.0f} MiB, cancelled at 90% written (server had sent "
+        f"{first / file_size:.1%}); "
+        f"finishing transferred {second / 2**20:.1f} MiB ({second / file_size:.1%}) in {seconds:.2f} s; "
+        f"total {total / file_size:.3f}x the file (target <= 1.1x)"
+    )
 
 
 def best_of(runs: int, fn) -> float:
@@ -103,8 +104,10 @@ def bench_verify(scratch: Path, size_mb: int) -> None:
     coreutils = best_of(3, lambda: subprocess.run(["sha256sum", str(blob)], check=True, capture_output=True))
     quick = best_of(5, lambda: quick_check(cache, manifest))
     gb = size / 1e9
-    print(f"full verification: {size / 2**30:.2f} GiB in {ours:.3f} s = {gb / ours:.2f} GB/s; sha256sum "
-          f"{coreutils:.3f} s = {gb / coreutils:.2f} GB/s; ratio {coreutils / ours:.2f}x (target >= 0.8x)")
+    print(
+        f"full verification: {size / 2**30:.2f} GiB in {ours:.3f} s = {gb / ours:.2f} GB/s; sha256sum "
+        f"{coreutils:.3f} s = {gb / coreutils:.2f} GB/s; ratio {coreutils / ours:.2f}x (target >= 0.8x)"
+    )
     print(f"quick check on the same file: {quick * 1000:.2f} ms")
 
 

@@ -37,17 +37,29 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kintsugi-bench-"))
     settings = Settings(data_dir=work, device="cpu")
     model = build_embedded_model(settings.embedded_model_dir)
-    request = GenerationRequest(prompt="a paper boat on a golden river", width=args.size, height=args.size,
-                                num_frames=args.frames, steps=args.steps, seed=1)
+    request = GenerationRequest(
+        prompt="a paper boat on a golden river",
+        width=args.size,
+        height=args.size,
+        num_frames=args.frames,
+        steps=args.steps,
+        seed=1,
+    )
 
     pipe = WanPipeline.from_pretrained(model, dtype=torch.bfloat16)
     pipe.set_progress_bar_config(disable=True)
 
     def direct(index: int) -> None:
-        frames = pipe(prompt=request.prompt, height=request.height, width=request.width,
-                      num_frames=request.num_frames, num_inference_steps=request.steps,
-                      guidance_scale=request.guidance_scale, generator=torch.Generator().manual_seed(request.seed),
-                      output_type="np").frames[0]
+        frames = pipe(
+            prompt=request.prompt,
+            height=request.height,
+            width=request.width,
+            num_frames=request.num_frames,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            generator=torch.Generator().manual_seed(request.seed),
+            output_type="np",
+        ).frames[0]
         export_to_video(list(frames), str(work / f"direct-{index}.mp4"), fps=request.fps)
 
     with GenerationService(settings) as service:
@@ -66,8 +78,10 @@ def main() -> None:
             baseline.append(time.perf_counter() - started)
 
     med_served, med_direct = statistics.median(served), statistics.median(baseline)
-    print(f"request: {request.num_frames}x{request.width}x{request.height}, {request.steps} steps, bf16, cpu, "
-          f"{args.rounds} rounds alternating")
+    print(
+        f"request: {request.num_frames}x{request.width}x{request.height}, {request.steps} steps, bf16, cpu, "
+        f"{args.rounds} rounds alternating"
+    )
     print(f"direct WanPipeline + export  median {med_direct:.3f} s  (runs: {', '.join(f'{t:.2f}' for t in baseline)})")
     print(f"service + worker process     median {med_served:.3f} s  (runs: {', '.join(f'{t:.2f}' for t in served)})")
     print(f"ratio service/direct: {med_served / med_direct:.3f}  (target <= 1.03)")

@@ -3,13 +3,26 @@
 Each piece works on its own in a notebook; the web app (``app.py``) only wires them to the page.
 """
 
-from components.embedded_model import EMBEDDED_MODEL_ID, build_embedded_model, ensure_embedded_model, verify_manifest
+from components.generation.embedded_model import (
+    EMBEDDED_MODEL_ID,
+    build_embedded_model,
+    ensure_embedded_model,
+    verify_manifest,
+)
+from components.generation.pipeline import WanGenerator
+from components.generation.request import (
+    LIMITS,
+    GenerationOutput,
+    GenerationRequest,
+    Limits,
+    RunOptions,
+    validate_request,
+)
+from components.generation.worker import Worker, WorkerConfig, WorkerEvent
 from components.journal import JournalEntry, RequestJournal, RequestState
-from components.pipeline import GenerationOutput, RunOptions, WanGenerator
-from components.request import LIMITS, GenerationRequest, Limits, validate_request
-from components.service import GenerationResult, GenerationService, ServiceEvent
+from components.service import GenerationService
 from components.settings import Settings, parse_bytes
-from components.worker import Worker, WorkerConfig, WorkerEvent
+from components.views.reports import GenerationResult, ServiceEvent
 
 __all__ = [
     "EMBEDDED_MODEL_ID",

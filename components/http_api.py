@@ -23,8 +23,9 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from components.generation.request import CORRELATION_ID
 from components.journal import JournalEntry, RequestState
-from components.service import CORRELATION_ID, GenerationService
+from components.service import GenerationService
 from recovery import events
 from recovery.errors import GenerationFailedError, InvalidParameterError, RequestExistsError
 from recovery.events import RecoveryEvent
@@ -42,13 +43,20 @@ def request_status_json(entry: JournalEntry) -> dict[str, Any]:
     """``GET /api/v1/requests/{id}``: status and reason; the video URL when completed, the spec's error when
     failed."""
     answer: dict[str, Any] = {
-        "correlation_id": entry.id, "status": entry.status.value, "reason": entry.reason,
-        "restarts": entry.restarts, "accepted_at": entry.accepted_at, "updated_at": entry.updated_at,
+        "correlation_id": entry.id,
+        "status": entry.status.value,
+        "reason": entry.reason,
+        "restarts": entry.restarts,
+        "accepted_at": entry.accepted_at,
+        "updated_at": entry.updated_at,
     }
     result = dict(entry.result or {})
     if entry.status is RequestState.COMPLETED:
-        answer.update(video_url=f"/api/v1/videos/{result['video']}", attempts=result.get("attempts"),
-                      degraded=result.get("degraded"))
+        answer.update(
+            video_url=f"/api/v1/videos/{result['video']}",
+            attempts=result.get("attempts"),
+            degraded=result.get("degraded"),
+        )
     elif entry.status is RequestState.FAILED and "error" in result:
         answer["error"] = result["error"]
     return answer
@@ -62,12 +70,19 @@ def repeat_answer(entry: JournalEntry | None, refusal: RequestExistsError) -> JS
     replayed = {"Idempotent-Replayed": "true"}
     result = dict(entry.result or {}) if entry is not None else {}
     if entry is not None and entry.status is RequestState.COMPLETED:
-        return JSONResponse({**request_status_json(entry), "changes": result.get("changes", []),
-                             "request": result.get("request"), "frames_sha256": result.get("frames_sha256")},
-                            headers=replayed)
+        return JSONResponse(
+            {
+                **request_status_json(entry),
+                "changes": result.get("changes", []),
+                "request": result.get("request"),
+                "frames_sha256": result.get("frames_sha256"),
+            },
+            headers=replayed,
+        )
     if entry is not None and entry.status is RequestState.FAILED and "error" in result:
-        return JSONResponse({**result, "correlation_id": entry.id}, status_code=_failure_status(result),
-                            headers=replayed)
+        return JSONResponse(
+            {**result, "correlation_id": entry.id}, status_code=_failure_status(result), headers=replayed
+        )
     return JSONResponse({**refusal.report, "correlation_id": refusal.correlation_id}, status_code=409)
 
 
@@ -78,10 +93,12 @@ def _failure_status(report: dict[str, Any]) -> int:
 
 def _body_error(service: GenerationService, parameter: str, value: Any, constraint: str) -> JSONResponse:
     """A body that is not a request at all, in the spec's error shape (422), the parameter named."""
-    error = InvalidParameterError(f"`{parameter}` {constraint} (got {value})", parameter=parameter, value=value,
-                                  constraint=constraint)
-    report = api_error(service.engine.categorize(error, {"operation": "generate"}),
-                       data_dir=str(service.settings.data_dir))
+    error = InvalidParameterError(
+        f"`{parameter}` {constraint} (got {value})", parameter=parameter, value=value, constraint=constraint
+    )
+    report = api_error(
+        service.engine.categorize(error, {"operation": "generate"}), data_dir=str(service.settings.data_dir)
+    )
     return JSONResponse({**report, "correlation_id": None}, status_code=422)
 
 
@@ -128,7 +145,10 @@ class EventFeed:
 
     async def stream(self, *, replay: bool = False) -> AsyncIterator[dict[str, Any]]:
         """Messages as they happen (after the recent ones, with ``replay``), until the consumer stops."""
-        entry = (asyncio.get_running_loop(), asyncio.Queue())
+        entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]] = (
+            asyncio.get_running_loop(),
+            asyncio.Queue(),
+        )
         with self._lock:
             backlog = list(self.recent) if replay else []
             self._subscribers.add(entry)
@@ -147,18 +167,37 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
     ``GET /api/v1/events`` (SSE)."""
     router = APIRouter(prefix="/api/v1")
 
-    @router.post("/generate", openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"type": "object", "required": ["prompt"], "additionalProperties": True}}}}})
-    async def generate(request: Request, idempotency_key: Annotated[str | None, Header(
-            alias="Idempotency-Key", description="1 to 64 of A-Z a-z 0-9 _ -: the request's correlation id; a repeat "
-            "never runs again (a finished request answers as it ended, an unfinished one 409)")] = None
-                       ) -> JSONResponse:
+    @router.post(
+        "/generate",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"type": "object", "required": ["prompt"], "additionalProperties": True}
+                    }
+                },
+            }
+        },
+    )
+    async def generate(
+        request: Request,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="1 to 64 of A-Z a-z 0-9 _ -: the request's correlation id; a repeat "
+                "never runs again (a finished request answers as it ended, an unfinished one 409)",
+            ),
+        ] = None,
+    ) -> JSONResponse:
         """Generate a video from a JSON object; a failure answers with the spec's error shape and the request's
         ``correlation_id`` (for ``GET /api/v1/requests/{id}``)."""
         service = get_service()
         if idempotency_key is not None and not CORRELATION_ID.fullmatch(idempotency_key):
-            return _body_error(service, "Idempotency-Key", f"{idempotency_key!r:.80}",
-                               "must be 1 to 64 letters, digits, `_` or `-`")
+            return _body_error(
+                service, "Idempotency-Key", f"{idempotency_key!r:.80}", "must be 1 to 64 letters, digits, `_` or `-`"
+            )
         try:
             body = json.loads(await request.body())
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
@@ -170,17 +209,26 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         try:
             result = await run_in_threadpool(service.generate_video, body, correlation_id=idempotency_key)
         except RequestExistsError as exc:
-            return repeat_answer(service.request_status(exc.correlation_id), exc)
+            return repeat_answer(service.request_status(exc.correlation_id or ""), exc)
         except GenerationFailedError as exc:
-            return JSONResponse({**exc.report, "correlation_id": exc.correlation_id},
-                                status_code=_failure_status(exc.report))
+            return JSONResponse(
+                {**exc.report, "correlation_id": exc.correlation_id}, status_code=_failure_status(exc.report)
+            )
         name = result.video_path.rsplit("/", 1)[-1]
-        return JSONResponse({
-            "video_url": f"/api/v1/videos/{name}", "correlation_id": result.correlation_id,
-            "attempts": result.attempts, "degraded": result.degraded, "corrections": list(result.corrections),
-            "changes": list(result.changes), "notes": list(result.notes), "request": result.request.to_dict(),
-            "timings": dict(result.output["timings"]), "frames_sha256": result.output["frames_sha256"],
-        })
+        return JSONResponse(
+            {
+                "video_url": f"/api/v1/videos/{name}",
+                "correlation_id": result.correlation_id,
+                "attempts": result.attempts,
+                "degraded": result.degraded,
+                "corrections": list(result.corrections),
+                "changes": list(result.changes),
+                "notes": list(result.notes),
+                "request": result.request.to_dict(),
+                "timings": dict(result.output.timings),
+                "frames_sha256": result.output.frames_sha256,
+            }
+        )
 
     @router.get("/requests/{correlation_id}")
     def request_status(correlation_id: str) -> JSONResponse:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.presenters import timeline_line
-from components.service import GenerationResult, GenerationService
+from components.service import GenerationService
 from components.settings import Settings
+from components.views.charts import MetricsDashboard, dashboard
+from components.views.presenters import timeline_line
+from components.views.reports import GenerationResult, ServiceEventKind
 from recovery.errors import GenerationFailedError
 
 __all__ = ["Studio", "NotebookResult", "connect"]
@@ -47,25 +49,37 @@ class NotebookResult:
         if self.result is not None:
             parts.append(_video_html(Path(self.result.video_path)))
             if self.result.degraded:
-                parts.append('<p class="degraded"><b>Degraded result</b>: a lower-quality preview, not the video '
-                             "you asked for.</p>")
+                parts.append(
+                    '<p class="degraded"><b>Degraded result</b>: a lower-quality preview, not the video '
+                    "you asked for.</p>"
+                )
             request = self.result.request
-            parts.append(f"<p><b>{request.num_frames} frames · {request.width}×{request.height} · {request.steps} "
-                         f"steps · seed {request.seed}</b> — {self.result.attempts} attempt(s)</p>")
+            parts.append(
+                f"<p><b>{request.num_frames} frames · {request.width}×{request.height} · {request.steps} "
+                f"steps · seed {request.seed}</b> — {self.result.attempts} attempt(s)</p>"
+            )
             changed = list(self.result.corrections) + list(self.result.changes)
             if changed:
-                parts.append("<p><b>What we changed</b></p><ul class=\"changes\">"
-                             + "".join(f"<li>{html.escape(line)}</li>" for line in changed) + "</ul>")
+                parts.append(
+                    '<p><b>What we changed</b></p><ul class="changes">'
+                    + "".join(f"<li>{html.escape(line)}</li>" for line in changed)
+                    + "</ul>"
+                )
             parts.extend(f"<p><i>{html.escape(note)}</i></p>" for note in self.result.notes)
         elif self.report is not None:
             error = self.report["error"]
             parts.append(f"<p><b>{html.escape(error['user_message'])}</b></p><p>{html.escape(error['message'])}</p>")
-            parts.append("<ul class=\"steps\">" + "".join(f"<li>{html.escape(step)}</li>"
-                                                          for step in error["actionable_steps"]) + "</ul>")
+            parts.append(
+                '<ul class="steps">'
+                + "".join(f"<li>{html.escape(step)}</li>" for step in error["actionable_steps"])
+                + "</ul>"
+            )
         if self.timeline:
-            parts.append("<details open><summary>Timeline</summary><ol class=\"timeline\">"
-                         + "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in self.timeline)
-                         + "</ol></details>")
+            parts.append(
+                '<details open><summary>Timeline</summary><ol class="timeline">'
+                + "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in self.timeline)
+                + "</ol></details>"
+            )
         parts.append("</div>")
         return "".join(parts)
 
@@ -95,13 +109,13 @@ class Studio:
         bar = None
         try:
             for event in self.service.generate({"prompt": prompt, **parameters}):
-                if event.kind == "progress" and progress:
+                if event.kind is ServiceEventKind.PROGRESS and progress:
                     if bar is None or bar.total != event.data["total"] or event.data["step"] == 1:
                         if bar is not None:
                             bar.close()
                         bar = tqdm(total=event.data["total"], desc="Denoising", unit="step", leave=False)
                     bar.update(event.data["step"] - bar.n)
-                elif event.kind == "result":
+                elif event.kind is ServiceEventKind.RESULT:
                     return NotebookResult(event.data["result"], timeline)
                 line = timeline_line(event)
                 if line:
@@ -113,11 +127,8 @@ class Studio:
                 bar.close()
         return NotebookResult(None, timeline)
 
-    def metrics(self):  # -> components.charts.MetricsDashboard
+    def metrics(self) -> MetricsDashboard:
         """The metrics tab's figures and tables, from this studio's metrics store."""
-        from components.charts import dashboard
-
-        assert self.service.metrics is not None, "this studio's service has no metrics store"
         return dashboard(self.service.metrics)
 
     def close(self) -> None:

@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
-from recovery.chaos import CHAOS_ENV, ChaosSwitch
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.request import MODEL_ID_PATTERN
 from recovery.errors import InvalidParameterError
+from recovery.settings import parse_rate, parse_switch
 
 __all__ = ["Settings", "parse_bytes"]
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "t": 10**12, "tb": 10**12}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+    "t": 10**12,
+    "tb": 10**12,
+}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
@@ -30,7 +47,9 @@ def parse_bytes(text: str, *, name: str = "size") -> int:
     if not match or unit not in _UNITS:
         raise InvalidParameterError(
             f"`{name}` must be a size such as 2GiB or 1500MB (got {text!r})",
-            parameter=name, value=text, constraint="size with unit",
+            parameter=name,
+            value=text,
+            constraint="size with unit",
         )
     return int(float(match.group(1)) * _UNITS[unit])
 
@@ -41,7 +60,7 @@ class Settings:
 
     data_dir: Path = DEFAULT_DATA_DIR
     hub_cache_dir: Path | None = None  # None: the hub's own (HF_HUB_CACHE, else HF_HOME/hub)
-    model: str = "kintsugi/tiny-wan-random"
+    model: str = EMBEDDED_MODEL_ID  # the model a request that names none runs on
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "bfloat16"  # bfloat16 | float32 | float16 (float16 only on CUDA)
     worker_memory_cap: int | None = None  # bytes; None = no cap
@@ -55,7 +74,6 @@ class Settings:
     chaos: bool = False  # fault injection from the Scenarios tab (KINTSUGI_CHAOS=on); off by default
     chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
     journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def models_dir(self) -> Path:
@@ -82,13 +100,13 @@ class Settings:
         return self.data_dir / "metrics.sqlite"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read ``KINTSUGI_<FIELD>`` variables (e.g. ``KINTSUGI_WORKER_MEMORY_CAP=2GiB``), then apply overrides."""
         environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         for f in fields(cls):
             raw = environ.get(f"KINTSUGI_{f.name.upper()}")
-            if raw is None or f.name == "extra" or raw.strip() == "":
+            if raw is None or raw.strip() == "":
                 continue
             values[f.name] = _convert(f.name, raw)
         settings = cls(**values)
@@ -96,64 +114,47 @@ class Settings:
 
 
 def _convert(name: str, raw: str) -> object:
+    variable = f"KINTSUGI_{name.upper()}"
     if name in {"data_dir", "hub_cache_dir"}:
         return Path(raw).expanduser()
     if name == "worker_memory_cap":
-        return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name="KINTSUGI_WORKER_MEMORY_CAP")
+        return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name=variable)
     if name in {"load_timeout_s", "recovery_timeout_s"}:
-        return _number(name, raw, float)
+        return _number(variable, raw, float)
     if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size", "journal_retention_days"}:
-        return _number(name, raw, int)
-    if name in {"memory_planning", "compile"}:
-        return _switch(name, raw)
-    if name == "chaos":
-        return _chaos_switch(raw)
+        return _number(variable, raw, int)
+    if name in {"memory_planning", "compile", "chaos"}:
+        return _parsed(variable, raw, parse_switch, "on|off")
     if name == "chaos_rate":
-        return _rate(name, raw)
-    return raw
-
-
-def _switch(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value not in {"1", "true", "on", "yes", "0", "false", "off", "no"}:
+        return _parsed(variable, raw, parse_rate, "0 <= rate <= 1")
+    if name == "model" and not MODEL_ID_PATTERN.fullmatch(raw.strip()):
         raise InvalidParameterError(
-            f"`KINTSUGI_{name.upper()}` must be on or off (got {raw!r})",
-            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint="on|off",
+            f"`{variable}` must look like owner/name (got {raw!r})",
+            parameter=variable,
+            value=raw,
+            constraint="owner/name",
         )
-    return value in {"1", "true", "on", "yes"}
+    return raw.strip() if name == "model" else raw
 
 
-def _chaos_switch(raw: str) -> bool:
-    """``KINTSUGI_CHAOS`` read with the chaos switch's own words (``recovery.chaos``), so the two never differ."""
+def _parsed(variable: str, raw: str, parse: Callable[[str, str], object], constraint: str) -> object:
+    """One of ``recovery.settings``'s parsers, its refusal as the error that names the variable."""
     try:
-        return ChaosSwitch.from_env({CHAOS_ENV: raw}).enabled
+        return parse(variable, raw)
     except ValueError as exc:
-        raise InvalidParameterError(
-            f"`{CHAOS_ENV}` must be on or off (got {raw!r})", parameter=CHAOS_ENV, value=raw, constraint="on|off",
-        ) from exc
+        raise InvalidParameterError(str(exc), parameter=variable, value=raw, constraint=constraint) from exc
 
 
-def _rate(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise InvalidParameterError(
-            f"`KINTSUGI_{name.upper()}` must be a number between 0 and 1 (got {raw!r})",
-            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint="0 <= rate <= 1",
-        )
-    return value
-
-
-def _number(name: str, raw: str, kind: type) -> object:
+def _number(variable: str, raw: str, kind: type) -> object:
     try:
         value = kind(raw)
     except ValueError:
         value = None
     if value is None or value < 0:
         raise InvalidParameterError(
-            f"`KINTSUGI_{name.upper()}` must be a non-negative number (got {raw!r})",
-            parameter=f"KINTSUGI_{name.upper()}", value=raw, constraint=">= 0",
+            f"`{variable}` must be a non-negative number (got {raw!r})",
+            parameter=variable,
+            value=raw,
+            constraint=">= 0",
         )
     return value

@@ -22,7 +22,6 @@ from recovery.errors import (
     DependencyMissingError,
     GenerationCancelledError,
     GenerationFailedError,
-    RequestExistsError,
     HardwareOptimizationError,
     IntegrityError,
     InvalidParameterError,
@@ -34,6 +33,7 @@ from recovery.errors import (
     ModelVersionError,
     NetworkUnavailableError,
     OutOfMemoryError,
+    RequestExistsError,
     SlowDownloadError,
     StorageFullError,
     UnsupportedOperationError,
@@ -41,10 +41,10 @@ from recovery.errors import (
     WorkerStartError,
 )
 from recovery.events import EventBus, Listener, RecoveryEvent, logging_listener
-from recovery.messages import CATALOGUE, Guidance, api_error, format_duration, guidance_for, scrub
+from recovery.messages import CATALOGUE, Guidance, api_error, format_bytes, format_duration, guidance_for, scrub
 from recovery.metrics import DURATION_EDGES_S, AttemptRow, MetricsStore, RunRow, RunSummary
 from recovery.outcome import AttemptInfo, AttemptRecord, Outcome
-from recovery.ports import Adjustment, Degrader, ModelStore, Notifier, ParameterAdjuster, ResourceFreer
+from recovery.ports import Adjustment, Degrader, ModelStorePort, Notifier, ParameterAdjuster, ResourceFreer
 from recovery.settings import EngineLimits, is_testing, set_testing
 from recovery.strategies import DEFAULT_STRATEGY_MAP, RetryBudget, Strategy, validate_strategy_map
 from recovery.taxonomy import (
@@ -100,7 +100,7 @@ __all__ = [
     "ModelCompatibilityError",
     "ModelDownloadError",
     "ModelLoadTimeoutError",
-    "ModelStore",
+    "ModelStorePort",
     "ModelVersionError",
     "NetworkUnavailableError",
     "Notifier",
@@ -127,6 +127,7 @@ __all__ = [
     "classify_exception",
     "config_bucket",
     "error_chain",
+    "format_bytes",
     "format_duration",
     "guidance_for",
     "is_testing",

@@ -65,9 +65,13 @@ def config_bucket(parameters: Mapping[str, Any], ignore: frozenset[str] = frozen
 class CircuitBreaker:
     """Per-key breakers; thread-safe; state changes are sent as events through ``emit``."""
 
-    def __init__(self, failure_threshold: int = 3, cooldown_seconds: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic,
-                 emit: Callable[..., Any] | None = None) -> None:
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        cooldown_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        emit: Callable[..., Any] | None = None,
+    ) -> None:
         if failure_threshold < 1 or cooldown_seconds < 0:
             raise ValueError(f"bad breaker settings ({failure_threshold=}, {cooldown_seconds=})")
         self.failure_threshold = failure_threshold
@@ -112,8 +116,9 @@ class CircuitBreaker:
         with self._lock:
             self._entries.setdefault(key, _Entry()).fixes[failure_type] = strategy
 
-    def order(self, key: BreakerKey, failure_type: EnhancedFailureType,
-              strategies: Sequence[RecoveryStrategy]) -> list[RecoveryStrategy]:
+    def order(
+        self, key: BreakerKey, failure_type: EnhancedFailureType, strategies: Sequence[RecoveryStrategy]
+    ) -> list[RecoveryStrategy]:
         """``strategies`` as the breaker allows them: when open, no blind retry and the known fix first."""
         if self.state(key) is not BreakerState.OPEN:
             return list(strategies)

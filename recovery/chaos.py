@@ -18,22 +18,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from recovery.settings import parse_rate, parse_switch
+
 __all__ = ["CHAOS_ENV", "ChaosPolicy", "ChaosSwitch", "Injector"]
 
 CHAOS_ENV = "KINTSUGI_CHAOS"
-_ON = frozenset({"1", "on", "true", "yes"})
-_OFF = frozenset({"", "0", "off", "false", "no"})
 
 Injector = Callable[..., Any]
-
-
-def _switch_from(raw: str | None) -> bool:
-    text = (raw or "").strip().lower()
-    if text in _ON:
-        return True
-    if text in _OFF:
-        return False
-    raise ValueError(f"`{CHAOS_ENV}` must be on or off (got {raw!r})")
 
 
 @dataclass
@@ -44,7 +35,7 @@ class ChaosSwitch:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ChaosSwitch:
-        return cls(_switch_from((os.environ if environ is None else environ).get(CHAOS_ENV)))
+        return cls(parse_switch(CHAOS_ENV, (os.environ if environ is None else environ).get(CHAOS_ENV), default=False))
 
     def on(self) -> None:
         self.enabled = True
@@ -63,12 +54,12 @@ class ChaosPolicy:
     injectors: dict[str, Injector] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.rate <= 1.0:
-            raise ValueError(f"`rate` must be between 0 and 1 (got {self.rate!r})")
+        self.rate = parse_rate("rate", self.rate)
 
     @classmethod
-    def from_env(cls, rate: float = 0.0, *, environ: Mapping[str, str] | None = None,
-                 rng: random.Random | None = None) -> ChaosPolicy:
+    def from_env(
+        cls, rate: float = 0.0, *, environ: Mapping[str, str] | None = None, rng: random.Random | None = None
+    ) -> ChaosPolicy:
         """A policy whose switch follows ``KINTSUGI_CHAOS``."""
         return cls(rate, ChaosSwitch.from_env(environ), rng or random.Random())
 

@@ -20,10 +20,19 @@ from types import ModuleType
 from typing import Any
 
 from recovery import errors
+from recovery.procfs import meminfo
 from recovery.taxonomy import EnhancedFailureType, ErrorContext, assess_severity
 
-__all__ = ["Classification", "Classifier", "MessageRule", "MESSAGE_RULES", "Probe", "classify_exception",
-           "error_chain", "meminfo_probe"]
+__all__ = [
+    "Classification",
+    "Classifier",
+    "MessageRule",
+    "MESSAGE_RULES",
+    "Probe",
+    "classify_exception",
+    "error_chain",
+    "meminfo_probe",
+]
 
 F = EnhancedFailureType
 Probe = Callable[[], Mapping[str, Any]]
@@ -58,26 +67,41 @@ MESSAGE_RULES: tuple[MessageRule, ...] = (
     _row("out_of_memory", r"out of memory", F.VRAM_EXHAUSTION),
     # oneDNN (torch's CPU kernels) fails this way when its workspace allocation is refused under a memory cap
     _row("onednn_allocation", r"could not create a primitive", F.VRAM_EXHAUSTION),
-    _row("poisoned_device", r"illegal memory access|device-side assert|CUBLAS_STATUS|CUDNN_STATUS",
-         F.SYSTEM_RESOURCE_ERROR),
+    _row(
+        "poisoned_device",
+        r"illegal memory access|device-side assert|CUBLAS_STATUS|CUDNN_STATUS",
+        F.SYSTEM_RESOURCE_ERROR,
+    ),
     _row("open_files", r"too many open files", F.SYSTEM_RESOURCE_ERROR),
     _row("disk_full", r"no space left on device|disk quota exceeded", F.STORAGE_SPACE_INSUFFICIENT),
     _row("permission", r"permission denied|read-only file system", F.PERMISSION_DENIED),
-    _row("bad_weights", r"deserializing header|invalid header|incomplete metadata|unable to load weights",
-         F.MODEL_CORRUPTION_DETECTED),
+    _row(
+        "bad_weights",
+        r"deserializing header|invalid header|incomplete metadata|unable to load weights",
+        F.MODEL_CORRUPTION_DETECTED,
+    ),
     _row("hash_mismatch", r"(checksum|hash|sha256) (mismatch|does not match)", F.MODEL_INTEGRITY_FAILURE),
     _row("library_version", r"requires (diffusers|transformers|torch)|newer version of", F.MODEL_VERSION_MISMATCH),
     _row("size_limit", r"view size is not compatible", F.UNSUPPORTED_OPERATION),
     _row("weight_shapes", r"size mismatch for|shape mismatch", F.MODEL_COMPATIBILITY_ERROR),
-    _row("kernel_or_compile", r"not implemented for '\w+'|BackendCompilerFailed|torch\._dynamo|xformers",
-         F.HARDWARE_OPTIMIZATION_FAILURE),
+    _row(
+        "kernel_or_compile",
+        r"not implemented for '\w+'|BackendCompilerFailed|torch\._dynamo|xformers",
+        F.HARDWARE_OPTIMIZATION_FAILURE,
+    ),
     _row("cuda_only", r"not compiled with cuda|no cuda gpus|cuda is not available", F.UNSUPPORTED_OPERATION),
-    _row("invalid_value", r"divisible by|have to be|has to be|must be (positive|at least|between|greater)",
-         F.INVALID_PARAMETERS),
+    _row(
+        "invalid_value",
+        r"divisible by|have to be|has to be|must be (positive|at least|between|greater)",
+        F.INVALID_PARAMETERS,
+    ),
     _row("bad_output", r"\bnan\b|\binf\b|all[- ]black", F.GENERATION_PIPELINE_ERROR),
     _row("rate_limited", r"too many requests|rate.?limit", F.BANDWIDTH_LIMITATION),
-    _row("network", r"connection (refused|reset|aborted)|name resolution|network is unreachable",
-         F.NETWORK_CONNECTIVITY_LOSS),
+    _row(
+        "network",
+        r"connection (refused|reset|aborted)|name resolution|network is unreachable",
+        F.NETWORK_CONNECTIVITY_LOSS,
+    ),
     _row("timed_out", r"timed? ?out", F.MODEL_LOADING_TIMEOUT),
     _row("missing_package", r"no module named|pip install", F.DEPENDENCY_MISSING),
 )
@@ -269,11 +293,10 @@ def classify_exception(exc: BaseException) -> Classification:
 def meminfo_probe() -> dict[str, Any]:
     """RAM free/total from ``/proc/meminfo`` plus the versions of the libraries already loaded."""
     state: dict[str, Any] = {"device": "cpu", "python": platform.python_version()}
-    with open("/proc/meminfo", encoding="ascii") as handle:
-        for line in handle:
-            key, _, rest = line.partition(":")
-            if key in ("MemTotal", "MemAvailable"):
-                state["memory_total" if key == "MemTotal" else "memory_free"] = int(rest.split()[0]) * 1024
+    memory = meminfo("MemTotal", "MemAvailable")
+    for key, name in (("MemTotal", "memory_total"), ("MemAvailable", "memory_free")):
+        if key in memory:
+            state[name] = memory[key]
     for name in ("torch", "diffusers", "transformers", "huggingface_hub", "safetensors"):
         module: ModuleType | None = sys.modules.get(name)
         if module is not None:

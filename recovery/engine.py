@@ -28,7 +28,7 @@ from recovery.errors import BadOutputError, GenerationCancelledError
 from recovery.messages import guidance_for, scrub
 from recovery.metrics import MetricsStore
 from recovery.outcome import AttemptInfo, AttemptRecord, Outcome
-from recovery.ports import Degrader, ModelStore, Notifier, ParameterAdjuster, ResourceFreer
+from recovery.ports import Degrader, ModelStorePort, Notifier, ParameterAdjuster, ResourceFreer
 from recovery.settings import EngineLimits
 from recovery.strategies.base import Strategy
 from recovery.strategies.defaults import StrategyMap, build_strategies, validate_strategy_map
@@ -72,12 +72,22 @@ class _Run:
     def __post_init__(self) -> None:
         self.tried = [self.model] if self.model else []
 
-    def record(self, number: int, duration: float, ctx: ErrorContext | None = None,
-               result: RecoveryResult | None = None) -> None:
-        error = ctx and scrub(f"{type(ctx.original_error).__name__}: {ctx.original_error}")
-        self.records.append(AttemptRecord(number, MappingProxyType(dict(self.params)), self.model, duration,
-                                          ctx and ctx.failure_type, ctx and ctx.severity, error,
-                                          result and result.strategy_used))
+    def record(
+        self, number: int, duration: float, ctx: ErrorContext | None = None, result: RecoveryResult | None = None
+    ) -> None:
+        error = scrub(f"{type(ctx.original_error).__name__}: {ctx.original_error}") if ctx else None
+        self.records.append(
+            AttemptRecord(
+                number,
+                MappingProxyType(dict(self.params)),
+                self.model,
+                duration,
+                ctx.failure_type if ctx else None,
+                ctx.severity if ctx else None,
+                error,
+                result.strategy_used if result else None,
+            )
+        )
 
     def apply(self, result: RecoveryResult, bus: events.EventBus) -> None:
         """Take over the strategy's parameters, model and degradation, and announce each."""
@@ -86,8 +96,13 @@ class _Run:
         self.changes.extend(lines)
         if "parameters" in sc:
             self.params = dict(sc["parameters"])
-            bus.emit(events.PARAMS_ADJUSTED, self.cid, strategy=result.strategy_used.value, changes=lines,
-                     parameters=dict(self.params))
+            bus.emit(
+                events.PARAMS_ADJUSTED,
+                self.cid,
+                strategy=result.strategy_used.value,
+                changes=lines,
+                parameters=dict(self.params),
+            )
         if sc.get("model_id"):
             bus.emit(events.MODEL_SWITCHED, self.cid, old=self.model, new=sc["model_id"])
             self.model = sc["model_id"]
@@ -97,31 +112,59 @@ class _Run:
             bus.emit(events.DEGRADED, self.cid, strategy=result.strategy_used.value, changes=lines)
 
     def outcome(self, value: Any = None, error: BaseException | None = None) -> Outcome[Any]:
-        return Outcome(value, self.cid, tuple(self.records), tuple(self.changes), self.degraded,
-                       MappingProxyType(dict(self.params)), self.model, error, error and self.ctx,
-                       self.last)
+        return Outcome(
+            value,
+            self.cid,
+            tuple(self.records),
+            tuple(self.changes),
+            self.degraded,
+            MappingProxyType(dict(self.params)),
+            self.model,
+            error,
+            self.ctx if error else None,
+            self.last,
+        )
 
 
 class EnhancedErrorRecovery:
     """Classifies failures and recovers from them with ordered strategies, within limits."""
 
-    def __init__(self, max_recovery_attempts: int = 5, recovery_timeout_seconds: float = 300,
-                 user_intervention_threshold: int = 3, strategies: StrategyMap | None = None, *,
-                 store: ModelStore | None = None, adjuster: ParameterAdjuster | None = None,
-                 freer: ResourceFreer | None = None, degrader: Degrader | None = None,
-                 notifier: Notifier | None = None,
-                 strategy_objects: Mapping[RecoveryStrategy, Strategy] | None = None,
-                 retry_budgets: Mapping[EnhancedFailureType, RetryBudget] | None = None,
-                 probe: Probe | None = meminfo_probe, breaker: CircuitBreaker | None = None,
-                 bus: events.EventBus | None = None, metrics: MetricsStore | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
-                 rng: random.Random | None = None,
-                 bucket: Callable[[Mapping[str, Any]], str] = config_bucket) -> None:
+    def __init__(
+        self,
+        max_recovery_attempts: int = 5,
+        recovery_timeout_seconds: float = 300,
+        user_intervention_threshold: int = 3,
+        strategies: StrategyMap | None = None,
+        *,
+        store: ModelStorePort | None = None,
+        adjuster: ParameterAdjuster | None = None,
+        freer: ResourceFreer | None = None,
+        degrader: Degrader | None = None,
+        notifier: Notifier | None = None,
+        strategy_objects: Mapping[RecoveryStrategy, Strategy] | None = None,
+        retry_budgets: Mapping[EnhancedFailureType, RetryBudget] | None = None,
+        probe: Probe | None = meminfo_probe,
+        breaker: CircuitBreaker | None = None,
+        bus: events.EventBus | None = None,
+        metrics: MetricsStore | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        bucket: Callable[[Mapping[str, Any]], str] = config_bucket,
+    ) -> None:
         self.limits = EngineLimits(max_recovery_attempts, recovery_timeout_seconds, user_intervention_threshold)
         self.strategy_map = validate_strategy_map(strategies)
         self.strategies: dict[RecoveryStrategy, Strategy] = {
-            **build_strategies(store=store, adjuster=adjuster, freer=freer, degrader=degrader, notifier=notifier,
-                               retry_budgets=retry_budgets, sleep=sleep, rng=rng),
+            **build_strategies(
+                store=store,
+                adjuster=adjuster,
+                freer=freer,
+                degrader=degrader,
+                notifier=notifier,
+                retry_budgets=retry_budgets,
+                sleep=sleep,
+                rng=rng,
+            ),
             **(strategy_objects or {}),
         }
         self.store = store
@@ -177,17 +220,27 @@ class EnhancedErrorRecovery:
 
     # -- run with recovery ------------------------------------------------------------------------------------
 
-    def run(self, attempt_fn: AttemptFn, parameters: Mapping[str, Any], *, model_id: str | None = None,
-            operation: str = "generate", correlation_id: str | None = None, hardware_key: str = "cpu",
-            validator: Validator | None = None, user_session_id: str | None = None) -> Outcome[Any]:
+    def run(
+        self,
+        attempt_fn: AttemptFn,
+        parameters: Mapping[str, Any],
+        *,
+        model_id: str | None = None,
+        operation: str = "generate",
+        correlation_id: str | None = None,
+        hardware_key: str = "cpu",
+        validator: Validator | None = None,
+        user_session_id: str | None = None,
+    ) -> Outcome[Any]:
         """Call ``attempt_fn(parameters, info)`` until it succeeds or a limit hands over to the user; between
         tries, strategies may change the parameters, the model, or degrade the request."""
         run = _Run(correlation_id or uuid.uuid4().hex[:12], dict(parameters), model_id)
         track = self._track(run.cid)
         for number in itertools.count(1):
             key = BreakerKey(run.model or "", self._bucket(run.params), hardware_key)
-            info = AttemptInfo(number, run.cid, run.model, run.degraded, tuple(run.changes),
-                               run.ctx.failure_type if run.ctx else None)
+            info = AttemptInfo(
+                number, run.cid, run.model, run.degraded, tuple(run.changes), run.ctx.failure_type if run.ctx else None
+            )
             self.bus.emit(events.ATTEMPT_STARTED, run.cid, attempt=number, model_id=run.model)
             started = self._clock()
             ok, value = self._try(attempt_fn, run.params, info, validator)
@@ -196,14 +249,27 @@ class EnhancedErrorRecovery:
             if ok:
                 return self._succeeded(run, key, number, duration, value)
             track.failures += 1
-            run.ctx = ctx = self.categorize(value, {
-                "model_id": run.model, "operation": operation, "user_parameters": run.params,
-                "correlation_id": run.cid, "previous_attempts": track.history, "user_session_id": user_session_id,
-                "alternatives": self._alternatives(run.model),
-                "system_state": {"attempt": number, "tried_models": list(run.tried)},
-            })
-            self.bus.emit(events.FAILURE_CLASSIFIED, run.cid, attempt=number, failure_type=ctx.failure_type.value,
-                          severity=ctx.severity.value, matched_by=ctx.system_state["matched_by"])
+            run.ctx = ctx = self.categorize(
+                value,
+                {
+                    "model_id": run.model,
+                    "operation": operation,
+                    "user_parameters": run.params,
+                    "correlation_id": run.cid,
+                    "previous_attempts": track.history,
+                    "user_session_id": user_session_id,
+                    "alternatives": self._alternatives(run.model),
+                    "system_state": {"attempt": number, "tried_models": list(run.tried)},
+                },
+            )
+            self.bus.emit(
+                events.FAILURE_CLASSIFIED,
+                run.cid,
+                attempt=number,
+                failure_type=ctx.failure_type.value,
+                severity=ctx.severity.value,
+                matched_by=ctx.system_state["matched_by"],
+            )
             self.breaker.record_failure(key, ctx.failure_type)
             run.last = result = self._recover(ctx, key, track, number)
             run.record(number, duration, ctx, result)
@@ -228,8 +294,9 @@ class EnhancedErrorRecovery:
     # -- the parts --------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _try(attempt_fn: AttemptFn, params: dict[str, Any], info: AttemptInfo,
-             validator: Validator | None) -> tuple[bool, Any]:
+    def _try(
+        attempt_fn: AttemptFn, params: dict[str, Any], info: AttemptInfo, validator: Validator | None
+    ) -> tuple[bool, Any]:
         """``(True, value)`` or ``(False, exception)``; a value the validator rejects becomes ``BadOutputError``.
         Cancellation is not a failure: it propagates."""
         try:
@@ -249,8 +316,7 @@ class EnhancedErrorRecovery:
             self.breaker.record_fix(failed_key, failure_type, strategy)
         run.record(number, duration)
         if number > 1:
-            self.bus.emit(events.RECOVERED, run.cid, attempts=number, changes=list(run.changes),
-                          degraded=run.degraded)
+            self.bus.emit(events.RECOVERED, run.cid, attempts=number, changes=list(run.changes), degraded=run.degraded)
         return run.outcome(value=value)
 
     def _track(self, cid: str) -> _Track:
@@ -281,8 +347,12 @@ class EnhancedErrorRecovery:
             # The last try before the hand-over: strategies that change something (fallback, repair, degrade) go
             # before a blind retry, which stays as the last resort.
             order.remove(RecoveryStrategy.IMMEDIATE_RETRY)
-            order.insert(order.index(RecoveryStrategy.USER_INTERVENTION) if RecoveryStrategy.USER_INTERVENTION in order
-                         else len(order), RecoveryStrategy.IMMEDIATE_RETRY)
+            order.insert(
+                order.index(RecoveryStrategy.USER_INTERVENTION)
+                if RecoveryStrategy.USER_INTERVENTION in order
+                else len(order),
+                RecoveryStrategy.IMMEDIATE_RETRY,
+            )
         for kind in order:
             if kind is RecoveryStrategy.USER_INTERVENTION:
                 break
@@ -295,8 +365,9 @@ class EnhancedErrorRecovery:
                 return result
         return self._hand_over(ctx, attempt, track, "no strategy could recover")
 
-    def _attempt(self, kind: RecoveryStrategy, ctx: ErrorContext, attempt: int, track: _Track,
-                 reason: str | None = None) -> RecoveryResult:
+    def _attempt(
+        self, kind: RecoveryStrategy, ctx: ErrorContext, attempt: int, track: _Track, reason: str | None = None
+    ) -> RecoveryResult:
         """Run one strategy, timed, with events; a strategy that raises counts as a failed one."""
         strategy = self.strategies[kind]
         self.bus.emit(events.STRATEGY_STARTED, ctx.correlation_id, attempt=attempt, strategy=kind.value)
@@ -308,21 +379,33 @@ class EnhancedErrorRecovery:
             log.warning("strategy %s raised", kind.value, exc_info=True)
             result = RecoveryResult(False, kind, 0.0, f"{kind.value} raised {type(exc).__name__}")
         guidance = guidance_for(ctx.failure_type)
-        result = replace(result, recovery_time_seconds=self._clock() - started,
-                         user_message=result.user_message or guidance.user_message,
-                         actionable_steps=result.actionable_steps or list(guidance.actionable_steps),
-                         estimated_resolution_time=result.estimated_resolution_time
-                         or guidance.estimated_resolution_time)
+        result = replace(
+            result,
+            recovery_time_seconds=self._clock() - started,
+            user_message=result.user_message or guidance.user_message,
+            actionable_steps=result.actionable_steps or list(guidance.actionable_steps),
+            estimated_resolution_time=result.estimated_resolution_time or guidance.estimated_resolution_time,
+        )
         applicable = result.system_changes.get("applicable", True)
         track.recoveries += bool(applicable) and kind is not RecoveryStrategy.USER_INTERVENTION
-        self.bus.emit(events.STRATEGY_FINISHED, ctx.correlation_id, attempt=attempt, strategy=kind.value,
-                      failure_type=ctx.failure_type.value, severity=ctx.severity.value, success=result.success,
-                      applicable=applicable, duration_s=result.recovery_time_seconds, message=result.message)
+        self.bus.emit(
+            events.STRATEGY_FINISHED,
+            ctx.correlation_id,
+            attempt=attempt,
+            strategy=kind.value,
+            failure_type=ctx.failure_type.value,
+            severity=ctx.severity.value,
+            success=result.success,
+            applicable=applicable,
+            duration_s=result.recovery_time_seconds,
+            message=result.message,
+        )
         return result
 
     def _hand_over(self, ctx: ErrorContext, attempt: int, track: _Track, reason: str) -> RecoveryResult:
         """The user-intervention result for ``reason``, announced as ``recovery.gave_up``."""
         result = self._attempt(RecoveryStrategy.USER_INTERVENTION, ctx, attempt, track, reason)
-        self.bus.emit(events.GAVE_UP, ctx.correlation_id, attempt=attempt, reason=reason,
-                      failure_type=ctx.failure_type.value)
+        self.bus.emit(
+            events.GAVE_UP, ctx.correlation_id, attempt=attempt, reason=reason, failure_type=ctx.failure_type.value
+        )
         return result

@@ -15,9 +15,23 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = [
-    "ATTEMPT_STARTED", "ATTEMPT_FINISHED", "FAILURE_CLASSIFIED", "STRATEGY_STARTED", "STRATEGY_FINISHED",
-    "PARAMS_ADJUSTED", "MODEL_SWITCHED", "DEGRADED", "RECOVERED", "GAVE_UP", "BREAKER_OPENED",
-    "BREAKER_HALF_OPENED", "BREAKER_CLOSED", "ALL_EVENTS", "RecoveryEvent", "Listener", "EventBus",
+    "ATTEMPT_STARTED",
+    "ATTEMPT_FINISHED",
+    "FAILURE_CLASSIFIED",
+    "STRATEGY_STARTED",
+    "STRATEGY_FINISHED",
+    "PARAMS_ADJUSTED",
+    "MODEL_SWITCHED",
+    "DEGRADED",
+    "RECOVERED",
+    "GAVE_UP",
+    "BREAKER_OPENED",
+    "BREAKER_HALF_OPENED",
+    "BREAKER_CLOSED",
+    "ALL_EVENTS",
+    "RecoveryEvent",
+    "Listener",
+    "EventBus",
     "logging_listener",
 ]
 
@@ -35,8 +49,21 @@ BREAKER_OPENED = "recovery.breaker_opened"
 BREAKER_HALF_OPENED = "recovery.breaker_half_opened"
 BREAKER_CLOSED = "recovery.breaker_closed"
 ALL_EVENTS = frozenset(
-    {ATTEMPT_STARTED, ATTEMPT_FINISHED, FAILURE_CLASSIFIED, STRATEGY_STARTED, STRATEGY_FINISHED, PARAMS_ADJUSTED,
-     MODEL_SWITCHED, DEGRADED, RECOVERED, GAVE_UP, BREAKER_OPENED, BREAKER_HALF_OPENED, BREAKER_CLOSED}
+    {
+        ATTEMPT_STARTED,
+        ATTEMPT_FINISHED,
+        FAILURE_CLASSIFIED,
+        STRATEGY_STARTED,
+        STRATEGY_FINISHED,
+        PARAMS_ADJUSTED,
+        MODEL_SWITCHED,
+        DEGRADED,
+        RECOVERED,
+        GAVE_UP,
+        BREAKER_OPENED,
+        BREAKER_HALF_OPENED,
+        BREAKER_CLOSED,
+    }
 )
 
 log = logging.getLogger("recovery")

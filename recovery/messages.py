@@ -12,7 +12,7 @@ from typing import Any
 
 from recovery.taxonomy import EnhancedFailureType, ErrorContext, RecoveryResult
 
-__all__ = ["Guidance", "CATALOGUE", "guidance_for", "scrub", "format_duration", "api_error"]
+__all__ = ["Guidance", "CATALOGUE", "guidance_for", "scrub", "format_bytes", "format_duration", "api_error"]
 
 F = EnhancedFailureType
 
@@ -40,72 +40,108 @@ CATALOGUE: dict[EnhancedFailureType, Guidance] = {
     F.MODEL_DOWNLOAD_FAILURE: _g(
         "The model could not be downloaded. We retry automatically and resume where it stopped.",
         ("Check your internet connection", "Check that the model id is spelled correctly"),
-        ("Use the built-in model, which needs no download",), 5),
+        ("Use the built-in model, which needs no download",),
+        5,
+    ),
     F.MODEL_CORRUPTION_DETECTED: _g(
         "Some model files are damaged. We are fetching fresh copies of the damaged files.",
-        ("Wait for the repair to finish", "If it keeps happening, delete the model in the Models tab and download "
-         "it again"),
-        ("Use another installed model while this one is repaired",), 5),
+        (
+            "Wait for the repair to finish",
+            "If it keeps happening, delete the model in the Models tab and download it again",
+        ),
+        ("Use another installed model while this one is repaired",),
+        5,
+    ),
     F.MODEL_VERSION_MISMATCH: _g(
         "This model needs a different version than the one installed.",
         ("Pick a model revision that exists", "Update the app's libraries to the versions it lists"),
-        ("Use the default model",), 10),
+        ("Use the default model",),
+        10,
+    ),
     F.MODEL_LOADING_TIMEOUT: _g(
         "The model took too long to load. We restarted the generator and are trying again.",
         ("Wait a minute and try again", "Close other programs that use a lot of memory"),
-        ("Use a smaller model",), 2),
+        ("Use a smaller model",),
+        2,
+    ),
     F.MODEL_INTEGRITY_FAILURE: _g(
         "Some model files do not match their checksums. We re-download the files that differ.",
         ("Wait for the re-download to finish", "Make sure no other program writes to the model folder"),
-        ("Use another installed model meanwhile",), 5),
+        ("Use another installed model meanwhile",),
+        5,
+    ),
     F.MODEL_COMPATIBILITY_ERROR: _g(
         "This model does not work with this kind of generation.",
         ("Choose a text-to-video model", "Check the model's page for the task it supports"),
-        ("Use the default model",), 2),
+        ("Use the default model",),
+        2,
+    ),
     F.VRAM_EXHAUSTION: _g(
         "Your video needed more memory than this machine has free. We reduce the settings to fit.",
         ("Use fewer frames or a smaller size", "Close other programs that use the graphics card"),
-        ("Generate a shorter clip first", "Generate at a lower resolution"), 1),
+        ("Generate a shorter clip first", "Generate at a lower resolution"),
+        1,
+    ),
     F.STORAGE_SPACE_INSUFFICIENT: _g(
         "There is not enough free disk space.",
         ("Free some disk space", "Delete models you no longer use in the Models tab"),
-        ("Use the built-in model, which is small",), 10),
+        ("Use the built-in model, which is small",),
+        10,
+    ),
     F.NETWORK_CONNECTIVITY_LOSS: _g(
         "The model server cannot be reached right now.",
         ("Check your internet connection", "Try again in a few minutes"),
-        ("Use a model that is already downloaded",), 5),
+        ("Use a model that is already downloaded",),
+        5,
+    ),
     F.BANDWIDTH_LIMITATION: _g(
         "The download is slower than expected. We keep going and resume if it stops.",
         ("Keep this page open", "Try again later if your connection is busy"),
-        ("Use a model that is already downloaded",), 15),
+        ("Use a model that is already downloaded",),
+        15,
+    ),
     F.HARDWARE_OPTIMIZATION_FAILURE: _g(
         "A speed-up does not work on this hardware. We turned it off and continue.",
         ("No action needed",),
-        ("Turn off compilation (the speed-up) in the settings",), 1),
+        ("Turn off compilation (the speed-up) in the settings",),
+        1,
+    ),
     F.GENERATION_PIPELINE_ERROR: _g(
         "The generation produced an unusable result. We try again with safer settings.",
         ("Try another seed", "Use fewer steps or a smaller size"),
-        ("Generate a shorter clip",), 1),
+        ("Generate a shorter clip",),
+        1,
+    ),
     F.SYSTEM_RESOURCE_ERROR: _g(
         "The generator stopped unexpectedly. We restarted it.",
         ("Try again", "Close other programs if this keeps happening"),
-        ("Use smaller settings",), 2),
+        ("Use smaller settings",),
+        2,
+    ),
     F.DEPENDENCY_MISSING: _g(
         "A component the app needs is not installed.",
         ("Install the missing package with the command shown in the details", "Restart the app"),
-        ("Use a different output format",), 5),
+        ("Use a different output format",),
+        5,
+    ),
     F.INVALID_PARAMETERS: _g(
         "Some settings are not valid. We corrected what we could and said what we changed.",
         ("Check the highlighted settings", "Use the suggested values"),
-        ("Reset the settings to their defaults",), 1),
+        ("Reset the settings to their defaults",),
+        1,
+    ),
     F.UNSUPPORTED_OPERATION: _g(
         "This machine or model cannot do what was asked.",
         ("Choose settings this machine supports", "Use a smaller size or fewer frames"),
-        ("Run the app on a machine with a graphics card",), 1),
+        ("Run the app on a machine with a graphics card",),
+        1,
+    ),
     F.PERMISSION_DENIED: _g(
         "Access was refused: the model may need approval or a token, or a folder is read-only.",
         ("Request access on the model's page and log in with your token", "Check that the data folder is writable"),
-        ("Use a public model",), 10),
+        ("Use a public model",),
+        10,
+    ),
 }
 
 
@@ -131,6 +167,19 @@ def scrub(text: str, *, data_dir: str | None = None) -> str:
     return _PATH.sub(lambda m: m.group(0) if keep and m.group(0).startswith(keep) else "[path]", text).strip()
 
 
+def format_bytes(count: float) -> str:
+    """Sizes in binary units, the same everywhere (memory, downloads, disk): ``999`` → ``"999 B"``,
+    ``419430400`` → ``"400 MiB"``, ``2147483648`` → ``"2.0 GiB"`` (one decimal below 100 of a unit)."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B" or abs(value) >= 100:
+        return f"{value:.0f} {unit}"
+    return f"{value:.1f} {unit}"
+
+
 def format_duration(duration: timedelta | None) -> str | None:
     """``timedelta(minutes=5)`` → ``"5 minutes"``; seconds under a minute stay seconds."""
     if duration is None:
@@ -147,8 +196,11 @@ def api_error(ctx: ErrorContext, result: RecoveryResult | None = None, *, data_d
     guidance = guidance_for(ctx.failure_type)
     user_message = result.user_message if result and result.user_message else guidance.user_message
     steps = result.actionable_steps if result and result.actionable_steps else list(guidance.actionable_steps)
-    eta = result.estimated_resolution_time if result and result.estimated_resolution_time else (
-        guidance.estimated_resolution_time)
+    eta = (
+        result.estimated_resolution_time
+        if result and result.estimated_resolution_time
+        else (guidance.estimated_resolution_time)
+    )
     return {
         "error": {
             "type": ctx.failure_type.value,

@@ -9,6 +9,7 @@ fast at the retention limit; pandas is imported only by the queries.
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 import threading
@@ -19,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from recovery import events
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,10 +65,31 @@ CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
 CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered);
 CREATE INDEX IF NOT EXISTS ix_runs_first_failure ON runs (first_failure_type, attempts, ok, degraded, quality_kept);
 """
-_ATTEMPT_COLUMNS = ("correlation_id", "attempt", "failure_type", "severity", "strategy", "success", "duration_s",
-                    "started_at", "finished_at")
-_RUN_COLUMNS = ("correlation_id", "started_at", "finished_at", "duration_s", "ok", "attempts", "recovered",
-                "degraded", "first_failure_type", "final_failure_type", "quality_kept", "model_id")
+_ATTEMPT_COLUMNS = (
+    "correlation_id",
+    "attempt",
+    "failure_type",
+    "severity",
+    "strategy",
+    "success",
+    "duration_s",
+    "started_at",
+    "finished_at",
+)
+_RUN_COLUMNS = (
+    "correlation_id",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "ok",
+    "attempts",
+    "recovered",
+    "degraded",
+    "first_failure_type",
+    "final_failure_type",
+    "quality_kept",
+    "model_id",
+)
 _TABLES = ("recovery_attempts", "runs")
 _OOM = "vram_exhaustion"
 
@@ -112,8 +136,9 @@ class RunRow:
         if self.attempts < 0:
             raise ValueError(f"`attempts` must be >= 0 (got {self.attempts!r})")
         if self.finished_at < self.started_at:
-            raise ValueError(f"`finished_at` must not precede `started_at` (got {self.finished_at!r} < "
-                             f"{self.started_at!r})")
+            raise ValueError(
+                f"`finished_at` must not precede `started_at` (got {self.finished_at!r} < {self.started_at!r})"
+            )
         if self.quality_kept is not None and not 0.0 <= self.quality_kept <= 1.0:
             raise ValueError(f"`quality_kept` must be within 0..1 (got {self.quality_kept!r})")
 
@@ -128,23 +153,40 @@ class RunRow:
         return self.ok and self.attempts > 1
 
     @classmethod
-    def from_outcome(cls, outcome: Outcome[Any], *, started_at: float, finished_at: float,
-                     quality_kept: float | None = None) -> RunRow:
+    def from_outcome(
+        cls, outcome: Outcome[Any], *, started_at: float, finished_at: float, quality_kept: float | None = None
+    ) -> RunRow:
         """The row of an engine run: tries, failure types and the model that was used come from ``outcome``."""
         failures = [record.failure_type.value for record in outcome.attempts if record.failure_type is not None]
         return cls(
-            correlation_id=outcome.correlation_id, started_at=started_at, finished_at=finished_at, ok=outcome.ok,
-            attempts=len(outcome.attempts), degraded=outcome.degraded,
+            correlation_id=outcome.correlation_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            ok=outcome.ok,
+            attempts=len(outcome.attempts),
+            degraded=outcome.degraded,
             first_failure_type=failures[0] if failures else None,
             final_failure_type=None if outcome.ok or not failures else failures[-1],
-            quality_kept=quality_kept, model_id=outcome.model_id,
+            quality_kept=quality_kept,
+            model_id=outcome.model_id,
         )
 
     def values(self) -> tuple[Any, ...]:
         """The row in the order of the ``runs`` columns."""
-        return (self.correlation_id, self.started_at, self.finished_at, self.duration_s, self.ok, self.attempts,
-                self.recovered, self.degraded, self.first_failure_type, self.final_failure_type, self.quality_kept,
-                self.model_id)
+        return (
+            self.correlation_id,
+            self.started_at,
+            self.finished_at,
+            self.duration_s,
+            self.ok,
+            self.attempts,
+            self.recovered,
+            self.degraded,
+            self.first_failure_type,
+            self.final_failure_type,
+            self.quality_kept,
+            self.model_id,
+        )
 
 
 class RunSummary(TypedDict):
@@ -165,8 +207,14 @@ class MetricsStore:
     """Rows in ``path``; per table at most ``max_rows`` rows and none older than ``max_age_seconds``, pruned on
     write."""
 
-    def __init__(self, path: str | Path, *, max_rows: int = 100_000, max_age_seconds: float = 30 * 86400,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_rows: int = 100_000,
+        max_age_seconds: float = 30 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if max_rows < 1 or max_age_seconds <= 0:
             raise ValueError(f"bad retention ({max_rows=}, {max_age_seconds=})")
         self.path = Path(path)
@@ -185,9 +233,19 @@ class MetricsStore:
         if event.name != events.STRATEGY_FINISHED or not event.data.get("applicable", True):
             return
         data = event.data
-        self.record(AttemptRow(event.correlation_id, data["attempt"], data["failure_type"], data["severity"],
-                               data["strategy"], bool(data["success"]), float(data["duration_s"]),
-                               event.timestamp - float(data["duration_s"]), event.timestamp))
+        self.record(
+            AttemptRow(
+                event.correlation_id,
+                data["attempt"],
+                data["failure_type"],
+                data["severity"],
+                data["strategy"],
+                bool(data["success"]),
+                float(data["duration_s"]),
+                event.timestamp - float(data["duration_s"]),
+                event.timestamp,
+            )
+        )
 
     # -- writing ----------------------------------------------------------------------------------------------
 
@@ -202,6 +260,16 @@ class MetricsStore:
     def record_run(self, row: RunRow) -> None:
         """Insert one run (replacing an earlier row of the same correlation id), then apply retention."""
         self.record_runs([row])
+
+    def try_record_run(self, row: RunRow) -> bool:
+        """``record_run`` for callers that must not fail because of metrics (a generation): an error is logged
+        and answered ``False``."""
+        try:
+            self.record_run(row)
+        except Exception:
+            log.exception("could not record run %s in the metrics store", row.correlation_id)
+            return False
+        return True
 
     def record_runs(self, rows: Iterable[RunRow]) -> None:
         """Insert runs in one transaction, then apply retention."""
@@ -238,8 +306,12 @@ class MetricsStore:
         """The first and last finish time (epoch seconds) over both tables, or ``None`` while they are empty."""
         with self._lock:
             # Two sub-selects: SQLite answers a lone min() or max() from the index without a scan.
-            ends = [self._db.execute(f"SELECT (SELECT min(finished_at) FROM {table}), "
-                                     f"(SELECT max(finished_at) FROM {table})").fetchone() for table in _TABLES]
+            ends = [
+                self._db.execute(
+                    f"SELECT (SELECT min(finished_at) FROM {table}), (SELECT max(finished_at) FROM {table})"
+                ).fetchone()
+                for table in _TABLES
+            ]
         known = [end for end in ends if end[0] is not None]
         return (min(end[0] for end in known), max(end[1] for end in known)) if known else None
 
@@ -259,7 +331,8 @@ class MetricsStore:
         """Columns: strategy, attempts, successes, success_rate."""
         return self._frame(
             "SELECT strategy, count(*) AS attempts, sum(success) AS successes, avg(success) AS success_rate "
-            "FROM recovery_attempts GROUP BY strategy ORDER BY strategy")
+            "FROM recovery_attempts GROUP BY strategy ORDER BY strategy"
+        )
 
     def failures_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
         """Columns: bucket (UTC time), failure_type, failures (distinct failed tries per bucket)."""
@@ -267,7 +340,8 @@ class MetricsStore:
             "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1 AS bucket, failure_type, "
             "count(DISTINCT coalesce(correlation_id, id) || ':' || attempt) AS failures "
             "FROM recovery_attempts GROUP BY bucket, failure_type ORDER BY bucket, failure_type",
-            (bucket_seconds,))
+            (bucket_seconds,),
+        )
         return _utc(frame, "bucket")
 
     def recovery_time_distribution(self) -> pd.DataFrame:
@@ -286,7 +360,8 @@ class MetricsStore:
         cases = " ".join(f"WHEN duration_s < {float(edge)!r} THEN {index}" for index, edge in enumerate(edges_s))
         frame = self._frame(
             f"SELECT strategy, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS attempts "
-            "FROM recovery_attempts GROUP BY strategy, bin ORDER BY strategy, bin")
+            "FROM recovery_attempts GROUP BY strategy, bin ORDER BY strategy, bin"
+        )
         bounds = (0.0, *map(float, edges_s), float("inf"))
         frame.insert(2, "lower_s", [bounds[index] for index in frame["bin"]])
         frame.insert(3, "upper_s", [bounds[index + 1] for index in frame["bin"]])
@@ -297,7 +372,8 @@ class MetricsStore:
         return self._frame(
             "SELECT failure_type, strategy, count(*) AS attempts, sum(success) AS successes, "
             "avg(success) AS success_rate, avg(duration_s) AS mean_duration_s "
-            "FROM recovery_attempts GROUP BY failure_type, strategy ORDER BY failure_type, success_rate DESC")
+            "FROM recovery_attempts GROUP BY failure_type, strategy ORDER BY failure_type, success_rate DESC"
+        )
 
     def runs_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
         """Columns: bucket (UTC time), first_try, recovered, failed, requests — runs per bucket of finish time.
@@ -307,7 +383,9 @@ class MetricsStore:
         frame = self._frame(
             "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1 AS bucket, sum(ok AND NOT recovered) AS first_try, "
             "sum(recovered) AS recovered, sum(NOT ok) AS failed, count(*) AS requests "
-            "FROM runs GROUP BY bucket ORDER BY bucket", (bucket_seconds,))
+            "FROM runs GROUP BY bucket ORDER BY bucket",
+            (bucket_seconds,),
+        )
         return _utc(frame, "bucket")
 
     def oom_rescue(self) -> pd.DataFrame:
@@ -317,7 +395,9 @@ class MetricsStore:
             "SELECT attempts, count(*) AS runs, sum(ok) AS rescued, sum(NOT ok) AS failed, "
             "sum(degraded) AS degraded, avg(CASE WHEN ok THEN quality_kept END) AS mean_quality_kept, "
             "min(CASE WHEN ok THEN quality_kept END) AS min_quality_kept "
-            "FROM runs WHERE first_failure_type = ? GROUP BY attempts ORDER BY attempts", (_OOM,))
+            "FROM runs WHERE first_failure_type = ? GROUP BY attempts ORDER BY attempts",
+            (_OOM,),
+        )
 
     def recent_events(self, limit: int = 50) -> pd.DataFrame:
         """The latest ``limit`` attempts, newest first, with their run's end when it is recorded. Columns: time
@@ -331,7 +411,8 @@ class MetricsStore:
             "WHEN r.recovered THEN 'recovered' ELSE 'first try' END AS run "
             "FROM (SELECT * FROM recovery_attempts ORDER BY finished_at DESC, id DESC LIMIT ?) AS a "
             "LEFT JOIN runs AS r ON r.correlation_id = a.correlation_id ORDER BY a.finished_at DESC, a.id DESC",
-            (limit,))
+            (limit,),
+        )
         frame["success"] = frame["success"].astype(bool)
         return _utc(frame, "time")
 
@@ -343,17 +424,24 @@ class MetricsStore:
         with self._lock:
             requests, succeeded, recovered, degraded, mean_attempts = self._db.execute(
                 "SELECT count(*), coalesce(sum(ok), 0), coalesce(sum(recovered), 0), coalesce(sum(degraded), 0), "
-                "avg(attempts) FROM runs").fetchone()
-            met_failure = self._db.execute(
-                "SELECT count(*) FROM runs WHERE first_failure_type IS NOT NULL").fetchone()[0]
+                "avg(attempts) FROM runs"
+            ).fetchone()
+            met_failure = self._db.execute("SELECT count(*) FROM runs WHERE first_failure_type IS NOT NULL").fetchone()[
+                0
+            ]
 
         def share(part: int, whole: int) -> float | None:
             return part / whole if whole else None
 
         return RunSummary(
-            requests=requests, succeeded=succeeded, recovered=recovered, failed=requests - succeeded,
-            success_share=share(succeeded, requests), recovered_share=share(recovered, requests),
-            rescue_share=share(recovered, met_failure), degraded_share=share(degraded, requests),
+            requests=requests,
+            succeeded=succeeded,
+            recovered=recovered,
+            failed=requests - succeeded,
+            success_share=share(succeeded, requests),
+            recovered_share=share(recovered, requests),
+            rescue_share=share(recovered, met_failure),
+            degraded_share=share(degraded, requests),
             mean_attempts=mean_attempts,
         )
 

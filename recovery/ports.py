@@ -11,7 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from recovery.taxonomy import ErrorContext, RecoveryResult
 
-__all__ = ["Adjustment", "ModelStore", "ParameterAdjuster", "ResourceFreer", "Degrader", "Notifier"]
+__all__ = ["Adjustment", "ModelStorePort", "ParameterAdjuster", "ResourceFreer", "Degrader", "Notifier"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Adjustment:
 
 
 @runtime_checkable
-class ModelStore(Protocol):
+class ModelStorePort(Protocol):
     """Where models live: verify, repair, download, and which other models could stand in."""
 
     def verify(self, model_id: str) -> bool:

@@ -12,16 +12,26 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-import pytest  # noqa: E402
+import pytest
+
+import recovery
 
 if TYPE_CHECKING:
     from tests.support.shared_runs import SharedRuns
 
 
+@pytest.fixture(autouse=True)
+def _no_backoff() -> Iterator[None]:
+    """Every test runs with the retry backoff off (``recovery.set_testing``) and leaves the switch as it found it;
+    a test about the backoff itself turns it back on inside its own ``with recovery.set_testing(False)``."""
+    with recovery.set_testing(True):
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded tiny Wan pipeline, built once into a session folder (read-only by convention)."""
-    from components.embedded_model import build_embedded_model
+    from components.generation.embedded_model import build_embedded_model
 
     return build_embedded_model(tmp_path_factory.mktemp("embedded") / "tiny-wan-random")
 
@@ -29,7 +39,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRuns]:
     """The scenarios and chaos faults, each run once for the session (tiny model, warm workers)."""
-    from components.chaos import ChaosBench
+    from components.chaos.injectors import ChaosBench
     from tests.support.shared_runs import SharedRuns
 
     with ChaosBench(tmp_path_factory.mktemp("shared-runs")) as bench:

@@ -52,8 +52,11 @@ def test_rest_generate_returns_video_url_and_result(app_url: str) -> None:
     """POST /api/v1/generate answers JSON with a video URL that serves the mp4, and the corrections made."""
     import httpx
 
-    answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "width": 70, "height": 64,
-                                                          "num_frames": 5, "steps": 1, "seed": 2}, timeout=120)
+    answer = httpx.post(
+        app_url + "api/v1/generate",
+        json={"prompt": "a boat", "width": 70, "height": 64, "num_frames": 5, "steps": 1, "seed": 2},
+        timeout=120,
+    )
     assert answer.status_code == 200
     body = answer.json()
     assert body["request"]["width"] == 64 and any("width 70" in line for line in body["corrections"])
@@ -68,8 +71,16 @@ def test_rest_invalid_request_answers_the_spec_error_shape(app_url: str) -> None
     answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "steps": 0}, timeout=60)
     assert answer.status_code == 422
     error = answer.json()["error"]
-    assert set(error) == {"type", "severity", "message", "user_message", "recovery_attempted", "recovery_success",
-                          "actionable_steps", "estimated_resolution_time"}
+    assert set(error) == {
+        "type",
+        "severity",
+        "message",
+        "user_message",
+        "recovery_attempted",
+        "recovery_success",
+        "actionable_steps",
+        "estimated_resolution_time",
+    }
     assert error["type"] == "invalid_parameters" and "`steps`" in error["message"]
 
 
@@ -90,8 +101,11 @@ def test_event_feed_streams_recovery_attempts_as_sse(app_url: str) -> None:
     import httpx
 
     def fail_one() -> None:
-        httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "model_id": "nobody/missing-model",
-                                                      "num_frames": 5, "width": 64, "height": 64}, timeout=120)
+        httpx.post(
+            app_url + "api/v1/generate",
+            json={"prompt": "a boat", "model_id": "nobody/missing-model", "num_frames": 5, "width": 64, "height": 64},
+            timeout=120,
+        )
 
     messages: list[dict] = []
     with httpx.stream("GET", app_url + "api/v1/events", timeout=120) as stream:
@@ -103,7 +117,8 @@ def test_event_feed_streams_recovery_attempts_as_sse(app_url: str) -> None:
     message = messages[0]
     assert message["type"] == "recovery_attempt" and message["correlation_id"]
     assert {"success", "strategy", "message", "user_message", "recovery_time", "requires_user_action"} <= set(
-        message["data"])
+        message["data"]
+    )
 
 
 def test_api_models_table_lists_the_embedded_model(app_url: str) -> None:
@@ -151,4 +166,3 @@ def test_api_fault_injection_is_refused_in_words_when_off(app_url: str, endpoint
     text = str(caught.value)
     assert "Fault injection is off" in text and "KINTSUGI_CHAOS=on" in text
     assert "Traceback" not in text and "/tmp" not in text and ".py" not in text
-

@@ -16,10 +16,15 @@ import pytest
 from tests.support.app_process import ROOT, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("KINTSUGI_UPDATE_SCREENSHOTS") == "1"
-         else Path(tempfile.mkdtemp(prefix="kintsugi-shots-")))
-pytestmark = [pytest.mark.browser,
-              pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by .ci/run")]
+SHOTS = (
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("KINTSUGI_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="kintsugi-shots-"))
+)
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by .ci/run"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +32,17 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-            "--disable-component-update", "--no-first-run"])
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+            ],
+        )
         yield chromium
         chromium.close()
 
@@ -44,8 +57,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
 @pytest.fixture(scope="module")
 def capped_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
     """The app with a 340 MiB worker cap and planning off, so a large request really runs out of memory."""
-    with running_app(tmp_path_factory.mktemp("capped"), tiny_model, KINTSUGI_WORKER_MEMORY_CAP="340MiB",
-                     KINTSUGI_MEMORY_PLANNING="off") as url:
+    with running_app(
+        tmp_path_factory.mktemp("capped"),
+        tiny_model,
+        KINTSUGI_WORKER_MEMORY_CAP="340MiB",
+        KINTSUGI_MEMORY_PLANNING="off",
+    ) as url:
         yield url
 
 
@@ -67,8 +84,10 @@ def test_click_generate_plays_a_video(browser, app_url: str) -> None:
     page = _page(browser, app_url)
     page.get_by_role("button", name="Generate").click()
     page.wait_for_selector("video[src]", timeout=60_000)
-    page.wait_for_function("() => { const v = document.querySelector('video'); "
-                           "return v && v.readyState >= 1 && v.duration > 0; }", timeout=30_000)
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0; }",
+        timeout=30_000,
+    )
     page.wait_for_timeout(300)
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "generate.png"), full_page=True)
@@ -94,8 +113,9 @@ def test_fault_injected_from_the_scenarios_tab_fills_its_row_and_story(browser, 
     page.get_by_role("tab", name="Scenarios").click()
     page.get_by_role("button", name="Inject this fault").click()
     story = page.locator("#fault-story")
-    page.wait_for_function("() => document.querySelector('#fault-story').innerText.includes('model_download_failure')",
-                           timeout=90_000)
+    page.wait_for_function(
+        "() => document.querySelector('#fault-story').innerText.includes('model_download_failure')", timeout=90_000
+    )
     page.wait_for_timeout(1000)  # the outputs leave their dimmed "pending" look
     page.screenshot(path=str(SHOTS / "fault-injection.png"), full_page=True)
     table = page.locator("#fault-table").inner_text()

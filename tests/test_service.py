@@ -5,15 +5,16 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-import recovery
-from components.service import EMBEDDED_MODEL_NOTE, GenerationService
+from components.service import GenerationService
 from components.settings import Settings
-from components.store import ModelStore
-from components.store_download import RetryPolicy
+from components.store.download import RetryPolicy
+from components.store.model_store import ModelStore
+from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery import events
 from recovery.errors import GenerationFailedError
 
@@ -26,12 +27,15 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     shutil.copytree(tiny_model, settings.embedded_model_dir)
     # The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down. The
     # store knows no alternative models (empty catalogue), so such a request cannot be rescued by a fallback.
-    store = ModelStore(settings.hub_cache_dir, settings.store_state_dir, endpoint=f"http://127.0.0.1:{_closed_port()}",
-                       retry=RetryPolicy(attempts=1), catalog=())
-    recovery.set_testing(True)
+    store = ModelStore(
+        settings.hub_cache_dir,
+        settings.store_state_dir,
+        endpoint=f"http://127.0.0.1:{_closed_port()}",
+        retry=RetryPolicy(attempts=1),
+        catalog=(),
+    )
     with GenerationService(settings, store=store) as started:
         yield started
-    recovery.set_testing(False)
 
 
 def _closed_port() -> int:
@@ -100,8 +104,9 @@ def test_recovery_attempts_are_recorded_in_the_metrics_store(service: Generation
 
 def _run_row(service: GenerationService, correlation_id: str) -> tuple:
     return service.metrics._db.execute(
-        "SELECT ok, attempts, first_failure_type, final_failure_type, quality_kept FROM runs "
-        "WHERE correlation_id = ?", (correlation_id,)).fetchone()
+        "SELECT ok, attempts, first_failure_type, final_failure_type, quality_kept FROM runs WHERE correlation_id = ?",
+        (correlation_id,),
+    ).fetchone()
 
 
 def test_each_request_is_recorded_as_a_run(service: GenerationService) -> None:
@@ -127,19 +132,54 @@ def test_a_rejected_request_is_recorded_as_a_failed_run(service: GenerationServi
     assert _run_row(service, caught.value.correlation_id) == (0, 0, "invalid_parameters", "invalid_parameters", None)
 
 
-def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tiny_model: Path,
-                                                                            tmp_path: Path) -> None:
+def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tiny_model: Path, tmp_path: Path) -> None:
     """With the hub down and the embedded model installed, the request ends on the embedded model, marked
     degraded, and the change says which model replaced which."""
     settings = Settings(data_dir=tmp_path, hub_cache_dir=tmp_path / "hub", device="cpu")
     shutil.copytree(tiny_model, settings.embedded_model_dir)
-    store = ModelStore(settings.hub_cache_dir, settings.store_state_dir, endpoint=f"http://127.0.0.1:{_closed_port()}",
-                       retry=RetryPolicy(attempts=1))
-    recovery.set_testing(True)
-    try:
-        with GenerationService(settings, store=store) as fresh:
-            result = fresh.generate_video({**REQUEST, "model_id": "nobody/missing-model"})
-    finally:
-        recovery.set_testing(False)
+    store = ModelStore(
+        settings.hub_cache_dir,
+        settings.store_state_dir,
+        endpoint=f"http://127.0.0.1:{_closed_port()}",
+        retry=RetryPolicy(attempts=1),
+    )
+    with GenerationService(settings, store=store) as fresh:
+        result = fresh.generate_video({**REQUEST, "model_id": "nobody/missing-model"})
     assert result.degraded and result.request.model_id == "kintsugi/tiny-wan-random"
     assert any("nobody/missing-model → kintsugi/tiny-wan-random" in line for line in result.changes)
+
+
+def test_a_request_that_names_no_model_runs_on_kintsugi_model(
+    service: GenerationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``KINTSUGI_MODEL`` is the default model: a request without ``model_id`` is journaled and run on it (here a
+    hub model behind a closed port, so it ends with guidance, naming nothing but that model)."""
+    monkeypatch.setattr(service, "settings", replace(service.settings, model="nobody/default-model"))
+    with pytest.raises(GenerationFailedError) as caught:
+        service.generate_video(REQUEST)
+    entry = service.request_status(caught.value.correlation_id or "")
+    assert entry is not None and entry.request is not None
+    assert entry.request["model_id"] == "nobody/default-model"
+
+
+def test_metrics_are_recorded_when_an_engine_is_injected(tmp_path: Path, tiny_model: Path) -> None:
+    """A service given its own engine still records one runs row per request (a rejected one here)."""
+    from recovery.engine import EnhancedErrorRecovery
+
+    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu")
+    shutil.copytree(tiny_model, settings.embedded_model_dir)
+    service = GenerationService(settings, engine=EnhancedErrorRecovery(probe=None))
+    try:
+        with pytest.raises(GenerationFailedError):
+            service.generate_video({**REQUEST, "width": 5000})
+        assert service.metrics.count_runs() == 1
+    finally:
+        service.close()
+
+
+def test_one_hardware_key_for_the_planner_and_the_breaker(service: GenerationService) -> None:
+    """The breaker keys its failures on the machine the planner learns for, never on the setting ``auto``."""
+    with pytest.raises(GenerationFailedError):
+        service.generate_video({**REQUEST, "model_id": "nobody/breaker-key"})
+    keys = {status.key.hardware for status in service.engine.breaker.snapshot()}
+    assert keys == {service.planner.hardware} and service.planner.hardware.startswith("cpu")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import recovery
 from components.service import GenerationService
 from components.settings import Settings
 
@@ -20,17 +19,18 @@ def capped_service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -
     data_dir = tmp_path_factory.mktemp("capped")
     settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu", worker_memory_cap=CAP)
     shutil.copytree(tiny_model, settings.embedded_model_dir)
-    recovery.set_testing(True)
     with GenerationService(settings) as started:
         yield started
-    recovery.set_testing(False)
 
 
 def test_over_budget_request_yields_a_smaller_video_with_changes_listed(capped_service: GenerationService) -> None:
     """33×512² does not fit in 340 MiB: the service plans or adjusts it down, makes a real video, and lists each
     change; the run is recorded with the quality kept below 1."""
-    stream = list(capped_service.generate({"prompt": "a lantern", "width": 512, "height": 512, "num_frames": 33,
-                                           "steps": 2, "seed": 4}))
+    stream = list(
+        capped_service.generate(
+            {"prompt": "a lantern", "width": 512, "height": 512, "num_frames": 33, "steps": 2, "seed": 4}
+        )
+    )
     result = stream[-1].data["result"]
     asked, made = 512 * 512 * 33, result.request.width * result.request.height * result.request.num_frames
     assert Path(result.video_path).is_file()
@@ -38,5 +38,6 @@ def test_over_budget_request_yields_a_smaller_video_with_changes_listed(capped_s
     assert made <= asked
     assert result.attempts <= 2
     quality = capped_service.metrics._db.execute(
-        "SELECT quality_kept FROM runs WHERE correlation_id = ?", (result.correlation_id,)).fetchone()[0]
+        "SELECT quality_kept FROM runs WHERE correlation_id = ?", (result.correlation_id,)
+    ).fetchone()[0]
     assert quality == pytest.approx(made / asked)

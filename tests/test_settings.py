@@ -10,8 +10,9 @@ from components.settings import Settings, parse_bytes
 from recovery.errors import InvalidParameterError
 
 
-@pytest.mark.parametrize(("text", "expected"), [("2GiB", 2 * 2**30), ("1.5GB", 1_500_000_000), ("512MiB", 2**29),
-                                                 ("1000", 1000)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("2GiB", 2 * 2**30), ("1.5GB", 1_500_000_000), ("512MiB", 2**29), ("1000", 1000)]
+)
 def test_sizes_parse_with_units(text: str, expected: int) -> None:
     """Memory sizes accept binary and decimal units and bare bytes."""
     assert parse_bytes(text) == expected
@@ -19,8 +20,14 @@ def test_sizes_parse_with_units(text: str, expected: int) -> None:
 
 def test_environment_overrides_defaults(tmp_path: Path) -> None:
     """Each KINTSUGI_* variable sets its field; the data folder moves every derived path with it."""
-    settings = Settings.from_env({"KINTSUGI_DATA_DIR": str(tmp_path), "KINTSUGI_WORKER_MEMORY_CAP": "2GiB",
-                                  "KINTSUGI_MAX_RECOVERY_ATTEMPTS": "7", "KINTSUGI_DEVICE": "cpu"})
+    settings = Settings.from_env(
+        {
+            "KINTSUGI_DATA_DIR": str(tmp_path),
+            "KINTSUGI_WORKER_MEMORY_CAP": "2GiB",
+            "KINTSUGI_MAX_RECOVERY_ATTEMPTS": "7",
+            "KINTSUGI_DEVICE": "cpu",
+        }
+    )
     assert settings.worker_memory_cap == 2 * 2**30
     assert settings.max_recovery_attempts == 7
     assert settings.device == "cpu"
@@ -36,19 +43,26 @@ def test_defaults_need_no_environment() -> None:
     assert settings.data_dir.name == "data"
 
 
-@pytest.mark.parametrize(("variable", "value"), [("KINTSUGI_WORKER_MEMORY_CAP", "lots"),
-                                                 ("KINTSUGI_MAX_RECOVERY_ATTEMPTS", "-1"),
-                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "-1"),
-                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "a month"),
-                                                 ("KINTSUGI_JOURNAL_RETENTION_DAYS", "1.5")])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KINTSUGI_WORKER_MEMORY_CAP", "lots"),
+        ("KINTSUGI_MAX_RECOVERY_ATTEMPTS", "-1"),
+        ("KINTSUGI_JOURNAL_RETENTION_DAYS", "-1"),
+        ("KINTSUGI_JOURNAL_RETENTION_DAYS", "a month"),
+        ("KINTSUGI_JOURNAL_RETENTION_DAYS", "1.5"),
+    ],
+)
 def test_bad_setting_names_the_variable(variable: str, value: str) -> None:
     """A malformed variable is rejected with its name and value, not a raw conversion error."""
     with pytest.raises(InvalidParameterError, match=variable):
         Settings.from_env({variable: value})
 
 
-@pytest.mark.parametrize(("environ", "expected"), [({}, 30), ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "7"}, 7),
-                                                   ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "0"}, 0)])
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 30), ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "7"}, 7), ({"KINTSUGI_JOURNAL_RETENTION_DAYS": "0"}, 0)],
+)
 def test_journal_retention_is_a_whole_number_of_days(environ: dict[str, str], expected: int) -> None:
     """The journal keeps finished entries 30 days unless KINTSUGI_JOURNAL_RETENTION_DAYS says otherwise (0: for
     ever)."""
@@ -62,8 +76,10 @@ def test_fault_injection_is_off_by_default_at_full_rate() -> None:
     assert settings.chaos_rate == 1.0
 
 
-@pytest.mark.parametrize(("value", "expected"), [("on", True), ("ON", True), ("1", True), ("yes", True),
-                                                 ("off", False), ("0", False), ("false", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("on", True), ("ON", True), ("1", True), ("yes", True), ("off", False), ("0", False), ("false", False)],
+)
 def test_chaos_switch_reads_the_on_off_words(value: str, expected: bool) -> None:
     """KINTSUGI_CHAOS takes the same words as the chaos switch of recovery.chaos, and agrees with it."""
     from recovery.chaos import ChaosSwitch
@@ -78,12 +94,28 @@ def test_chaos_rate_reads_a_share(value: str) -> None:
     assert Settings.from_env({"KINTSUGI_CHAOS_RATE": value}).chaos_rate == float(value)
 
 
-@pytest.mark.parametrize(("variable", "value"), [("KINTSUGI_CHAOS", "maybe"), ("KINTSUGI_CHAOS_RATE", "1.5"),
-                                                 ("KINTSUGI_CHAOS_RATE", "-0.1"), ("KINTSUGI_CHAOS_RATE", "often"),
-                                                 ("KINTSUGI_CHAOS_RATE", "nan")])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("KINTSUGI_CHAOS", "maybe"),
+        ("KINTSUGI_CHAOS_RATE", "1.5"),
+        ("KINTSUGI_CHAOS_RATE", "-0.1"),
+        ("KINTSUGI_CHAOS_RATE", "often"),
+        ("KINTSUGI_CHAOS_RATE", "nan"),
+    ],
+)
 def test_bad_chaos_setting_names_the_variable_and_value(variable: str, value: str) -> None:
     """A chaos switch that is not on/off, or a rate outside 0..1 or not a number, is refused with name and value."""
     with pytest.raises(InvalidParameterError) as caught:
         Settings.from_env({variable: value})
     assert variable in str(caught.value) and repr(value) in str(caught.value)
     assert caught.value.parameter == variable
+
+
+def test_kintsugi_model_is_read_and_checked() -> None:
+    """``KINTSUGI_MODEL`` sets the default model; a value that is not owner/name is refused naming the variable."""
+    assert Settings.from_env({"KINTSUGI_MODEL": " Wan-AI/Wan2.1-T2V-1.3B-Diffusers "}).model == (
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+    )
+    with pytest.raises(InvalidParameterError, match="KINTSUGI_MODEL"):
+        Settings.from_env({"KINTSUGI_MODEL": "../etc/passwd"})

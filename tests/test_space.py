@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import gradio
+import tomllib
 from huggingface_hub import SpaceCard
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,7 @@
-"""``python -m components.demo [--workdir DIR]``: the spec's six demo scenarios, each with a real fault, and a
+"""``python -m components.chaos [--workdir DIR]``: the spec's six demo scenarios, each with a real fault, and a
 summary table of what recovery did — compared with the spec's own demo at the end.
 
-``python -m components.demo --faults [NAME ...] [--rate R]``: the fault matrix instead — every failure type that can
+``python -m components.chaos --faults [NAME ...] [--rate R]``: the fault matrix instead — every failure type that can
 be produced here (or the ones named), each drawn with probability R when ``--rate`` is given, run for real, and a
 table of failure type, what it was classified as, the strategies tried, the outcome and the time.
 """
@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 from huggingface_hub.utils import disable_progress_bars
 
-from components.chaos_views import FAULT_COLUMNS, FaultRun, fault_row, producible_types, run_at_rate, run_faults
-from components.scenarios import SPEC_DEMO, SPEC_GUIDANCE_ONLY, ScenarioReport, run_all
+from components.chaos.faults import FAULT_COLUMNS, FaultRun, fault_row, producible_types, run_at_rate, run_faults
+from components.chaos.scenarios import SPEC_DEMO, SPEC_GUIDANCE_ONLY, ScenarioReport, run_all
 from recovery.errors import InvalidParameterError
+from recovery.settings import parse_rate
 
 __all__ = ["closing_line", "fault_table", "main", "run_fault_matrix", "summary_table"]
 
@@ -42,12 +43,14 @@ def summary_table(reports: Sequence[ScenarioReport]) -> str:
 
 def fault_table(run: FaultRun) -> str:
     """The faults run as a plain-text table: failure type, classified as, strategies tried, outcome, time (s)."""
-    return _text_table(FAULT_COLUMNS, [[str(fault_row(report)[column]) for column in FAULT_COLUMNS]
-                                       for report in run.reports])
+    return _text_table(
+        FAULT_COLUMNS, [[str(fault_row(report)[column]) for column in FAULT_COLUMNS] for report in run.reports]
+    )
 
 
-def run_fault_matrix(names: Sequence[str] | None = None, *, rate: float | None = None,
-                     workdir: str | None = None) -> FaultRun:
+def run_fault_matrix(
+    names: Sequence[str] | None = None, *, rate: float | None = None, workdir: str | None = None
+) -> FaultRun:
     """The faults the demo runs: ``names`` (default: every type producible here), each drawn with probability
     ``rate`` when given (the switch is on: asking is explicit); nothing is built when nothing is drawn."""
     chosen = producible_types() if not names else tuple(names)
@@ -58,12 +61,9 @@ def run_fault_matrix(names: Sequence[str] | None = None, *, rate: float | None =
 
 def _rate(text: str) -> float:
     try:
-        rate = float(text)
-    except ValueError:
-        rate = float("nan")
-    if not 0.0 <= rate <= 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"`--rate` must be a number between 0 and 1 (got {text!r})")
-    return rate
+        return parse_rate("--rate", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def closing_line(reports: Sequence[ScenarioReport]) -> str:
@@ -71,8 +71,7 @@ def closing_line(reports: Sequence[ScenarioReport]) -> str:
     recovered = [r.scenario for r in reports if r.recovered]
     beyond = [name for name in recovered if name in SPEC_GUIDANCE_ONLY]
     share = f"{len(recovered)} of {len(reports)} ({100 * len(recovered) / max(1, len(reports)):.0f} %)"
-    line = (f"Kintsugi recovered {share} automatically; the spec's demo reported 3 of 6 (50 %), the rest with "
-            "guidance.")
+    line = f"Kintsugi recovered {share} automatically; the spec's demo reported 3 of 6 (50 %), the rest with guidance."
     if beyond:
         promised = ", ".join(f"{name} ({SPEC_DEMO[name][1]})" for name in beyond)
         line += f" Recovered here where the spec's demo offered guidance or degradation only: {promised}."
@@ -85,10 +84,14 @@ def closing_line(reports: Sequence[ScenarioReport]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the six scenarios (or, with ``--faults``, the fault matrix) and print the table; for the scenarios also
     the gaps found and the comparison with the spec."""
-    parser = argparse.ArgumentParser(prog="python -m components.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m components.chaos", description=__doc__)
     parser.add_argument("--workdir", help="where models, videos and metrics go (default: a new temporary folder)")
-    parser.add_argument("--faults", nargs="*", metavar="NAME",
-                        help="run the fault matrix instead: every failure type producible here, or those named")
+    parser.add_argument(
+        "--faults",
+        nargs="*",
+        metavar="NAME",
+        help="run the fault matrix instead: every failure type producible here, or those named",
+    )
     parser.add_argument("--rate", type=_rate, help="with --faults: draw each type with this probability (0..1)")
     args = parser.parse_args(argv)
     if args.rate is not None and args.faults is None:
@@ -103,8 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))
         out.write(fault_table(run) + "\n")
         if args.rate is not None:
-            out.write(f"\n{len(run.names)} of {len(args.faults or producible_types())} failure types drawn at "
-                      f"rate {args.rate:g}.\n")
+            out.write(
+                f"\n{len(run.names)} of {len(args.faults or producible_types())} failure types drawn at "
+                f"rate {args.rate:g}.\n"
+            )
         return 0
     reports = run_all(args.workdir)
     out.write(summary_table(reports) + "\n\n")

@@ -20,10 +20,10 @@ from typing import Any
 
 import pandas as pd
 
-from components import chaos
-from components.presenters import scenario_markdown
-from components.scenarios import ScenarioReport
+from components.chaos import injectors as chaos
+from components.chaos.scenarios import ScenarioReport
 from components.settings import Settings
+from components.views.presenters import scenario_markdown
 from recovery.chaos import CHAOS_ENV, ChaosPolicy, ChaosSwitch
 from recovery.errors import InvalidParameterError
 
@@ -42,21 +42,26 @@ __all__ = [
 ]
 
 FAULT_COLUMNS: tuple[str, ...] = ("failure type", "classified as", "strategies tried", "outcome", "time (s)")
-OFF_MESSAGE = (f"Fault injection is off. Start the app with `{CHAOS_ENV}=on` (or the `--chaos on` flag) to "
-               "inject failures from the Scenarios tab.")
+OFF_MESSAGE = (
+    f"Fault injection is off. Start the app with `{CHAOS_ENV}=on` (or the `--chaos on` flag) to "
+    "inject failures from the Scenarios tab."
+)
 
 
 def producible_types() -> tuple[str, ...]:
-    """Every failure type less those ``components.chaos.UNREPRODUCIBLE`` names (read at each call: it changes)."""
-    return tuple(name for name in chaos.FAILURE_TYPES if name not in chaos.UNREPRODUCIBLE)
+    """The failure types the harness produces for real here: every one of the taxonomy."""
+    return tuple(name for name in chaos.FAILURE_TYPES if name in chaos.INJECTORS)
 
 
 def fault_row(report: ScenarioReport) -> dict[str, Any]:
     """One row of the fault table: the injected type, what the engine classified first, strategies, outcome, time."""
-    return {"failure type": report.scenario,
-            "classified as": report.failure_types[0] if report.failure_types else "— (not detected)",
-            "strategies tried": " → ".join(report.strategies) or "—", "outcome": report.outcome,
-            "time (s)": round(report.seconds, 1)}
+    return {
+        "failure type": report.scenario,
+        "classified as": report.failure_types[0] if report.failure_types else "— (not detected)",
+        "strategies tried": " → ".join(report.strategies) or "—",
+        "outcome": report.outcome,
+        "time (s)": round(report.seconds, 1),
+    }
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,11 @@ class FaultRun:
     def story(self) -> str:
         """The last fault as the Scenarios tab tells a scenario, headed by what was drawn at a rate."""
         if not self.reports:
-            return ("Nothing was injected." if self.rate is None
-                    else f"No failure type was drawn at rate {self.rate:g}: nothing was injected.")
+            return (
+                "Nothing was injected."
+                if self.rate is None
+                else f"No failure type was drawn at rate {self.rate:g}: nothing was injected."
+            )
         story = scenario_markdown(self.reports[-1])
         if self.rate is None:
             return story
@@ -92,19 +100,23 @@ def fault_policy(rate: float, *, rng: random.Random | None = None) -> ChaosPolic
 
 def _check(names: Sequence[str]) -> None:
     for name in names:
-        if name in chaos.UNREPRODUCIBLE:
-            raise InvalidParameterError(
-                f"`failure_type` {name!r} cannot be produced on this machine: {chaos.UNREPRODUCIBLE[name]}",
-                parameter="failure_type", value=name, constraint="producible here")
         if name not in producible_types():
             raise InvalidParameterError(
                 f"`failure_type` must be one of {', '.join(producible_types())} (got {name!r})",
-                parameter="failure_type", value=name, constraint="a failure type")
+                parameter="failure_type",
+                value=name,
+                constraint="a failure type",
+            )
 
 
-def iter_faults(names: Sequence[str], *, workdir: str | os.PathLike[str] | None = None,
-                data_dir: str | os.PathLike[str] | None = None, policy: ChaosPolicy | None = None,
-                rate: float | None = None) -> Iterator[FaultRun]:
+def iter_faults(
+    names: Sequence[str],
+    *,
+    workdir: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    policy: ChaosPolicy | None = None,
+    rate: float | None = None,
+) -> Iterator[FaultRun]:
     """Run each named fault for real on one ``ChaosBench`` (closed afterwards; none is built for no names),
     yielding the run so far after each fault — a UI shows the rows as they come.
 
@@ -132,9 +144,14 @@ def run_faults(names: Sequence[str], **options: Any) -> FaultRun:
     return last
 
 
-def iter_at_rate(rate: float, *, names: Sequence[str] | None = None, workdir: str | os.PathLike[str] | None = None,
-                 data_dir: str | os.PathLike[str] | None = None, rng: random.Random | None = None
-                 ) -> Iterator[FaultRun]:
+def iter_at_rate(
+    rate: float,
+    *,
+    names: Sequence[str] | None = None,
+    workdir: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    rng: random.Random | None = None,
+) -> Iterator[FaultRun]:
     """Draw each of ``names`` (default: every producible type) with probability ``rate``, then run those drawn,
     yielding the run so far after each (``iter_faults``)."""
     candidates = producible_types() if names is None else tuple(names)
@@ -160,10 +177,12 @@ class FaultInjection:
         """The section's one line: what the controls do, or that injection is off and how to turn it on."""
         if not self.settings.chaos:
             return OFF_MESSAGE
-        return (f"Produce a real failure of any of the {len(producible_types())} types that can be produced here "
-                "and watch the same service handle it. *Inject at rate* draws each type with probability "
-                f"{self.settings.chaos_rate:g} (`KINTSUGI_CHAOS_RATE`) and runs those drawn, one after the other. "
-                "Runs show in the Metrics tab.")
+        return (
+            f"Produce a real failure of any of the {len(producible_types())} types that can be produced here "
+            "and watch the same service handle it. *Inject at rate* draws each type with probability "
+            f"{self.settings.chaos_rate:g} (`KINTSUGI_CHAOS_RATE`) and runs those drawn, one after the other. "
+            "Runs show in the Metrics tab."
+        )
 
     def _require_on(self) -> None:
         if not self.settings.chaos:
@@ -178,5 +197,6 @@ class FaultInjection:
         """Draw every producible type at ``settings.chaos_rate`` and inject those drawn; the run so far after each
         (refused before anything runs unless chaos is on)."""
         self._require_on()
-        return iter_at_rate(self.settings.chaos_rate, workdir=self.settings.data_dir / "chaos",
-                            data_dir=self.settings.data_dir, rng=rng)
+        return iter_at_rate(
+            self.settings.chaos_rate, workdir=self.settings.data_dir / "chaos", data_dir=self.settings.data_dir, rng=rng
+        )

@@ -1,6 +1,6 @@
 """One real fault per failure type, injected through the real ``GenerationService`` (the chaos matrix).
 
-    from components.chaos import FAILURE_TYPES, run_fault     # a policy over them: components.chaos_views
+    from components.chaos.injectors import FAILURE_TYPES, run_fault# a policy over them: components.chaos_views
     with ChaosBench(workdir) as bench:
         report = run_fault("vram_exhaustion", bench)        # a ScenarioReport: types, strategies, outcome, told
 
@@ -9,8 +9,7 @@ with fault injection, the event-stream reader) and produces its failure for real
 truncated or byte-flipped blob, a worker whose load limit is shorter than a real load, a memory cap, a disk
 reserve larger than the free space, a closed port, a throttled link, NaN weights, ``SIGKILL``, a shadowed import,
 a value out of bounds, float16 on the CPU, an unwritable model cache, ``torch.compile`` with no C++ compiler (a
-gated repository is the permission fault of the spec's scenarios). ``UNREPRODUCIBLE`` names what cannot be produced
-here, and why.
+gated repository is the permission fault of the spec's scenarios). Every failure type is produced for real here.
 """
 
 from __future__ import annotations
@@ -28,29 +27,28 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from components.scenarios import (
-    SMALL_REQUEST,
+from components.chaos.loopback_hub import Fault, HubServer
+from components.chaos.scenarios import (
     DEMO_REPO,
-    WEIGHTS,
-    ScenarioReport,
-    ScenarioBench,
-    run_request,
-    hub_client,
-    build_report,
-    RequestRun,
     RUNNERS,
+    SMALL_REQUEST,
+    WEIGHTS,
+    RequestRun,
+    ScenarioBench,
+    ScenarioReport,
+    build_report,
+    hub_client,
+    run_request,
 )
-from components.loopback_hub import Fault, HubServer
+from components.generation.worker import Worker, WorkerConfig
 from components.service import GenerationService
-from components.store_download import BandwidthPolicy
-from components.worker import Worker, WorkerConfig
+from components.store.download import BandwidthPolicy
+from components.views.reports import ServiceEventKind
 from recovery.taxonomy import EnhancedFailureType
 
-__all__ = ["FAILURE_TYPES", "FROM_SCENARIOS", "INJECTORS", "UNREPRODUCIBLE", "ChaosBench", "as_failure_type",
-           "run_fault"]
+__all__ = ["FAILURE_TYPES", "FROM_SCENARIOS", "INJECTORS", "ChaosBench", "as_failure_type", "run_fault"]
 
 FAILURE_TYPES: tuple[str, ...] = tuple(t.value for t in EnhancedFailureType)
-UNREPRODUCIBLE: Mapping[str, str] = {}
 NAN_REPO = "kintsugi-chaos/nan-wan"
 NEWER_REPO = "kintsugi-chaos/future-wan"
 I2V_REPO = "kintsugi-chaos/i2v-wan"
@@ -59,8 +57,9 @@ I2V_REPO = "kintsugi-chaos/i2v-wan"
 class ChaosBench(ScenarioBench):
     """The scenario bench, plus workers with their own configuration or environment for one fault."""
 
-    def __init__(self, workdir: str | os.PathLike[str] | None = None, *,
-                 data_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, workdir: str | os.PathLike[str] | None = None, *, data_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         """``data_dir`` (metrics, videos, the built model; default ``workdir/data``): the app passes its own, so
         injected faults show in its Metrics tab."""
         root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kintsugi-chaos-"))
@@ -98,11 +97,13 @@ class ChaosBench(ScenarioBench):
         self.close()
 
 
-def _as(name: str, fault: str, run: RequestRun, started: float, *, hub: HubServer | None = None,
-        notes: tuple[str, ...] = ()) -> ScenarioReport:
+def _as(
+    name: str, fault: str, run: RequestRun, started: float, *, hub: HubServer | None = None, notes: tuple[str, ...] = ()
+) -> ScenarioReport:
     """A scenario report for one failure type (``build_report`` titles by scenario, so the title is set after)."""
-    return replace(build_report("download_failure", fault, [run], started, hub=hub, notes=notes),
-                   scenario=name, title=name)
+    return replace(
+        build_report("download_failure", fault, [run], started, hub=hub, notes=notes), scenario=name, title=name
+    )
 
 
 def _model_copy(bench: ScenarioBench, folder: str, edit: Callable[[Path], None]) -> Path:
@@ -119,6 +120,7 @@ def _edit_index(**changes: Any) -> Callable[[Path], None]:
     def edit(folder: Path) -> None:
         index = folder / "model_index.json"
         index.write_text(json.dumps({**json.loads(index.read_text()), **changes}, indent=2))
+
     return edit
 
 
@@ -136,15 +138,24 @@ def _hub_model(bench: ScenarioBench, name: str, repo: str, folder: Path, fault: 
 
 def _version_mismatch(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "future", _edit_index(_diffusers_version="99.0.0", _class_name="WanPipelineV99"))
-    return _hub_model(bench, "model_version_mismatch", NEWER_REPO, folder,
-                      "model_index.json names diffusers 99.0.0 and a pipeline class (WanPipelineV99) the "
-                      "installed diffusers lacks")
+    return _hub_model(
+        bench,
+        "model_version_mismatch",
+        NEWER_REPO,
+        folder,
+        "model_index.json names diffusers 99.0.0 and a pipeline class (WanPipelineV99) the installed diffusers lacks",
+    )
 
 
 def _compatibility(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "i2v", _edit_index(_class_name="WanImageToVideoPipeline"))
-    return _hub_model(bench, "model_compatibility_error", I2V_REPO, folder,
-                      "an image-to-video model (WanImageToVideoPipeline) asked for text-to-video")
+    return _hub_model(
+        bench,
+        "model_compatibility_error",
+        I2V_REPO,
+        folder,
+        "an image-to-video model (WanImageToVideoPipeline) asked for text-to-video",
+    )
 
 
 def _nan_weights(folder: Path) -> None:
@@ -153,30 +164,44 @@ def _nan_weights(folder: Path) -> None:
 
     path = folder / WEIGHTS
     tensors = load_file(path)
-    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()},
-              path, metadata={"format": "pt"})
+    save_file(
+        {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in tensors.items()},
+        path,
+        metadata={"format": "pt"},
+    )
 
 
 def _pipeline_error(bench: ScenarioBench) -> ScenarioReport:
     folder = _model_copy(bench, "nan", _nan_weights)
-    return _hub_model(bench, "generation_pipeline_error", NAN_REPO, folder,
-                      "NaN written into every transformer weight: the denoised latents are NaN")
+    return _hub_model(
+        bench,
+        "generation_pipeline_error",
+        NAN_REPO,
+        folder,
+        "NaN written into every transformer weight: the denoised latents are NaN",
+    )
 
 
 def _loading_timeout(bench: ChaosBench) -> ScenarioReport:
     started = time.perf_counter()
-    with hub_client(no_backoff=True), bench.special_worker(WorkerConfig(device="cpu", load_timeout_s=0.01)), \
-            bench.service("model_loading_timeout") as service:
+    with (
+        hub_client(no_backoff=True),
+        bench.special_worker(WorkerConfig(device="cpu", load_timeout_s=0.01)),
+        bench.service("model_loading_timeout") as service,
+    ):
         run = run_request(service, dict(SMALL_REQUEST))
-    return _as("model_loading_timeout", "a worker whose load limit (0.01 s) is shorter than the real load",
-               run, started)
+    return _as(
+        "model_loading_timeout", "a worker whose load limit (0.01 s) is shorter than the real load", run, started
+    )
 
 
 def _integrity(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     size = (bench.model_dir / WEIGHTS).stat().st_size
-    fault = (f"the hub serves {WEIGHTS} with one byte flipped at {size // 2} on every request: the downloaded "
-             "content does not hash to its name")
+    fault = (
+        f"the hub serves {WEIGHTS} with one byte flipped at {size // 2} on every request: the downloaded "
+        "content does not hash to its name"
+    )
     with hub_client(no_backoff=True), bench.hub() as hub:
         hub.inject(Fault(kind="flip", path=WEIGHTS, after_bytes=size // 2, times=None))
         with bench.service("model_integrity_failure", endpoint=hub.url) as service:
@@ -186,14 +211,21 @@ def _integrity(bench: ScenarioBench) -> ScenarioReport:
 
 def _storage(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with hub_client(no_backoff=True), bench.hub() as hub, \
-            bench.service("storage_space_insufficient", endpoint=hub.url) as service:
+    with (
+        hub_client(no_backoff=True),
+        bench.hub() as hub,
+        bench.service("storage_space_insufficient", endpoint=hub.url) as service,
+    ):
         free = shutil.disk_usage(bench.workdir).free
         service.store.availability.reserve_bytes = free + 2**40
         run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
-        return _as("storage_space_insufficient",
-                   f"the store's disk pre-flight keeps {free + 2**40} bytes free, more than the disk has", run,
-                   started, hub=hub)
+        return _as(
+            "storage_space_insufficient",
+            f"the store's disk pre-flight keeps {free + 2**40} bytes free, more than the disk has",
+            run,
+            started,
+            hub=hub,
+        )
 
 
 def _bandwidth(bench: ScenarioBench) -> ScenarioReport:
@@ -202,8 +234,7 @@ def _bandwidth(bench: ScenarioBench) -> ScenarioReport:
     with hub_client(no_backoff=True), bench.hub() as hub:
         hub.inject(Fault(kind="throttle", path=WEIGHTS, bytes_per_s=20_000, times=None))
         with bench.service("bandwidth_limitation", endpoint=hub.url) as service:
-            service.store.downloader.bandwidth = BandwidthPolicy(min_bytes_per_s=100_000, window_s=0.5,
-                                                                 deadline_s=1.0)
+            service.store.downloader.bandwidth = BandwidthPolicy(min_bytes_per_s=100_000, window_s=0.5, deadline_s=1.0)
             run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         return _as("bandwidth_limitation", fault, run, started, hub=hub)
 
@@ -216,7 +247,7 @@ class _KillOnProgress:
 
     def generate(self, request: Mapping[str, Any]) -> Iterator[Any]:
         for event in self.service.generate(request):
-            if event.kind == "progress" and not self.killed:
+            if event.kind is ServiceEventKind.PROGRESS and not self.killed:
                 process = self.service.worker._process
                 if process is not None and process.poll() is None:
                     os.kill(process.pid, signal.SIGKILL)
@@ -230,8 +261,13 @@ def _system_resource(bench: ScenarioBench) -> ScenarioReport:
         killer = _KillOnProgress(service)
         request = {**SMALL_REQUEST, "num_frames": 17, "width": 128, "height": 128, "steps": 6}
         run = run_request(killer, request)  # type: ignore[arg-type]
-    return _as("system_resource_error", "the worker process SIGKILL-ed at its first denoising step", run, started,
-               notes=() if killer.killed else ("the worker finished before it could be killed",))
+    return _as(
+        "system_resource_error",
+        "the worker process SIGKILL-ed at its first denoising step",
+        run,
+        started,
+        notes=() if killer.killed else ("the worker finished before it could be killed",),
+    )
 
 
 def _dependency(bench: ChaosBench) -> ScenarioReport:
@@ -239,24 +275,42 @@ def _dependency(bench: ChaosBench) -> ScenarioReport:
     shadow = bench.workdir / "shadow"
     (shadow / "imageio_ffmpeg").mkdir(parents=True, exist_ok=True)
     (shadow / "imageio_ffmpeg" / "__init__.py").write_text(
-        'raise ImportError("imageio_ffmpeg is shadowed by the chaos harness")\n')
-    with hub_client(), bench.special_worker(WorkerConfig(device="cpu"), {"PYTHONPATH": str(shadow)}), \
-            bench.service("dependency_missing") as service:
+        'raise ImportError("imageio_ffmpeg is shadowed by the chaos harness")\n'
+    )
+    with (
+        hub_client(),
+        bench.special_worker(WorkerConfig(device="cpu"), {"PYTHONPATH": str(shadow)}),
+        bench.service("dependency_missing") as service,
+    ):
         run = run_request(service, dict(SMALL_REQUEST))
-    return _as("dependency_missing", "the worker's PYTHONPATH shadows imageio_ffmpeg with a package that raises "
-               "ImportError", run, started)
+    return _as(
+        "dependency_missing",
+        "the worker's PYTHONPATH shadows imageio_ffmpeg with a package that raises ImportError",
+        run,
+        started,
+    )
 
 
 def _hardware_optimisation(bench: ChaosBench) -> ScenarioReport:
     started = time.perf_counter()
     # A fresh inductor cache, so nothing compiled earlier on this machine can stand in for the compiler.
-    environ = {"CXX": str(bench.workdir / "no-compiler" / "c++"), "TORCHINDUCTOR_CACHE_DIR":
-               str(Path(tempfile.mkdtemp(prefix="inductor-", dir=bench.workdir)))}
-    with hub_client(), bench.special_worker(WorkerConfig(device="cpu"), environ), \
-            bench.service("hardware_optimization_failure", compile=True) as service:
+    environ = {
+        "CXX": str(bench.workdir / "no-compiler" / "c++"),
+        "TORCHINDUCTOR_CACHE_DIR": str(Path(tempfile.mkdtemp(prefix="inductor-", dir=bench.workdir))),
+    }
+    with (
+        hub_client(),
+        bench.special_worker(WorkerConfig(device="cpu"), environ),
+        bench.service("hardware_optimization_failure", compile=True) as service,
+    ):
         run = run_request(service, dict(SMALL_REQUEST))
-    return _as("hardware_optimization_failure", "KINTSUGI_COMPILE=on in a worker whose C++ compiler (CXX) does "
-               "not exist: torch.compile fails at the first denoising step", run, started)
+    return _as(
+        "hardware_optimization_failure",
+        "KINTSUGI_COMPILE=on in a worker whose C++ compiler (CXX) does "
+        "not exist: torch.compile fails at the first denoising step",
+        run,
+        started,
+    )
 
 
 @contextmanager
@@ -280,12 +334,20 @@ def read_only(folder: Path) -> Iterator[str]:
 
 def _unwritable_cache(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    with hub_client(no_backoff=True), bench.hub() as hub, \
-            bench.service("permission_denied", endpoint=hub.url) as service:
+    with (
+        hub_client(no_backoff=True),
+        bench.hub() as hub,
+        bench.service("permission_denied", endpoint=hub.url) as service,
+    ):
         with read_only(service.store.cache.cache_dir) as how:
             run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
-        return _as("permission_denied", f"the model cache folder made unwritable ({how}) before {DEMO_REPO} is "
-                   "downloaded into it", run, started, hub=hub)
+        return _as(
+            "permission_denied",
+            f"the model cache folder made unwritable ({how}) before {DEMO_REPO} is downloaded into it",
+            run,
+            started,
+            hub=hub,
+        )
 
 
 def _invalid(bench: ScenarioBench) -> ScenarioReport:
@@ -297,8 +359,11 @@ def _invalid(bench: ScenarioBench) -> ScenarioReport:
 
 def _unsupported(bench: ChaosBench) -> ScenarioReport:
     started = time.perf_counter()
-    with hub_client(), bench.special_worker(WorkerConfig(device="cpu", dtype="float16")), \
-            bench.service("unsupported_operation") as service:
+    with (
+        hub_client(),
+        bench.special_worker(WorkerConfig(device="cpu", dtype="float16")),
+        bench.service("unsupported_operation") as service,
+    ):
         run = run_request(service, dict(SMALL_REQUEST))
     return _as("unsupported_operation", "a worker configured for float16 on the CPU", run, started)
 
@@ -344,9 +409,6 @@ INJECTORS: Mapping[str, Callable[[ChaosBench], ScenarioReport]] = {
 
 def run_fault(name: str, bench: ChaosBench) -> ScenarioReport:
     """Inject the fault for failure type ``name`` through a real service on ``bench`` and report what happened."""
-    if name in UNREPRODUCIBLE:
-        raise ValueError(f"`name` {name!r} cannot be produced on this machine: {UNREPRODUCIBLE[name]}")
     if name not in INJECTORS:
         raise ValueError(f"`name` must be one of {', '.join(INJECTORS)} (got {name!r})")
     return INJECTORS[name](bench)
-

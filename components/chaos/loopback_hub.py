@@ -1,12 +1,12 @@
 """A loopback Hugging Face Hub: stdlib ``http.server`` in a thread on 127.0.0.1, the real client on the other side.
 
-Product code, not only a test aid: the scenario demo (``python -m components.demo``) and the app's Scenarios tab
-serve a model from it and inject faults for real, so recovery meets genuine 503s, dropped connections and gated
-repositories. It serves the three endpoints ``huggingface_hub`` needs to download a repository (repo info with
-siblings, the recursive tree, and ``HEAD``/``GET`` on ``/{repo}/resolve/{rev}/{file}`` with Range support) and can
-misbehave on request: drop the connection after N bytes, answer 5xx or 429 (with ``Retry-After``), stall, throttle,
-flip a byte of the body, answer 401/403 for a gated repo and 404 for an unknown repo, revision or file. Every
-request is logged so a caller can tell exactly which files were fetched and with which ``Range``.
+Fault-harness equipment, not product path: the scenario demo (``python -m components.chaos``), the app's Scenarios
+tab and the tests serve a model from it and inject faults for real, so recovery meets genuine 503s, dropped
+connections and gated repositories. It serves the three endpoints ``huggingface_hub`` needs to download a repository
+(repo info with siblings, the recursive tree, and ``HEAD``/``GET`` on ``/{repo}/resolve/{rev}/{file}`` with Range
+support) and can misbehave on request: drop the connection after N bytes, answer 5xx or 429 (with ``Retry-After``),
+stall, throttle, flip a byte of the body, answer 401/403 for a gated repo and 404 for an unknown repo, revision or
+file. Every request is logged so a caller can tell exactly which files were fetched and with which ``Range``.
 
 Usage::
 
@@ -31,16 +31,12 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["Fault", "HubServer", "LoggedRequest", "git_blob_sha1", "LFS_SUFFIXES"]
+from components.store.cache import LFS_SUFFIXES
+from components.system.files import git_blob_id
 
-LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".msgpack", ".h5")
+__all__ = ["Fault", "HubServer", "LoggedRequest"]
 
 FaultKind = Literal["drop", "status", "stall", "throttle", "flip"]
-
-
-def git_blob_sha1(data: bytes) -> str:
-    """The git object id of a file's content (what the hub returns as ETag for non-LFS files)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass
@@ -49,8 +45,9 @@ class Fault:
 
     ``path`` matches the end of the URL path (a file name such as ``"model.safetensors"`` or an API path part);
     ``kind`` is ``drop`` (close the socket after ``after_bytes`` of body), ``status`` (answer ``status`` with
-    ``error_code`` as ``X-Error-Code`` and optional ``retry_after``), ``stall`` (sleep ``seconds`` after ``after_bytes``), ``throttle`` (send at
-    ``bytes_per_s``) or ``flip`` (invert one body byte at offset ``after_bytes`` of the file).
+    ``error_code`` as ``X-Error-Code`` and optional ``retry_after``), ``stall`` (sleep ``seconds`` after
+    ``after_bytes``), ``throttle`` (send at ``bytes_per_s``) or ``flip`` (invert one body byte at offset
+    ``after_bytes`` of the file).
     """
 
     kind: FaultKind
@@ -95,7 +92,7 @@ class _File:
 
     def __post_init__(self) -> None:
         self.sha256 = hashlib.sha256(self.data).hexdigest()
-        self.blob_id = git_blob_sha1(self.data)
+        self.blob_id = git_blob_id(self.data)
 
     @property
     def etag(self) -> str:
@@ -122,14 +119,13 @@ class HubServer:
         self.log: list[LoggedRequest] = []
         self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="hub-server",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="hub-server", daemon=True)
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> HubServer:
         self._thread.start()
@@ -149,7 +145,9 @@ class HubServer:
     def add_revision(self, repo_id: str, folder: Path | dict[str, bytes], *, ref: str | None = "main") -> str:
         """Serve ``folder`` (a directory or {path: bytes}) as a new commit of ``repo_id``; returns its sha."""
         if isinstance(folder, Path):
-            contents = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+            contents = {
+                p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            }
         else:
             contents = dict(folder)
         files = {path: _File(path, data, path.endswith(LFS_SUFFIXES)) for path, data in contents.items()}
@@ -217,7 +215,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def do_HEAD(self) -> None:
@@ -239,7 +237,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
                     headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
                     self._error(fault.status, fault.error_code, f"injected {fault.status}", headers)
                 elif path.startswith("/api/models/"):
-                    self._api(path[len("/api/models/"):], parse_qs(url.query))
+                    self._api(path[len("/api/models/") :], parse_qs(url.query))
                 else:
                     self._resolve(method, path, fault)
             except (BrokenPipeError, ConnectionResetError):
@@ -250,7 +248,7 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
         def _find_repo(self, rest: str) -> tuple[_Repo | None, str]:
             for repo_id in sorted(hub.repos, key=len, reverse=True):
                 if rest == repo_id or rest.startswith(repo_id + "/"):
-                    return hub.repos[repo_id], rest[len(repo_id):].lstrip("/")
+                    return hub.repos[repo_id], rest[len(repo_id) :].lstrip("/")
             return None, rest
 
         def _repo_or_error(self, rest: str) -> tuple[_Repo, str] | None:
@@ -277,8 +275,16 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             files = repo.commits[commit]
             if kind in ("", "revision"):
                 siblings = [_sibling(f) for f in files.values()]
-                self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": commit, "siblings": siblings,
-                            "private": False, "gated": repo.gated_status is not None})
+                self._json(
+                    {
+                        "id": repo.repo_id,
+                        "modelId": repo.repo_id,
+                        "sha": commit,
+                        "siblings": siblings,
+                        "private": False,
+                        "gated": repo.gated_status is not None,
+                    }
+                )
             elif kind == "tree":
                 self._json(list(_tree(files)))
             else:
@@ -305,8 +311,13 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
             if start >= len(entry.data) > 0:
                 self._error(416, "RangeNotSatisfiable", "range not satisfiable")
                 return
-            headers = {"X-Repo-Commit": commit, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes",
-                       "Content-Length": str(len(entry.data) - start), "Content-Type": "application/octet-stream"}
+            headers = {
+                "X-Repo-Commit": commit,
+                "ETag": f'"{entry.etag}"',
+                "Accept-Ranges": "bytes",
+                "Content-Length": str(len(entry.data) - start),
+                "Content-Type": "application/octet-stream",
+            }
             if entry.lfs:
                 headers |= {"X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(len(entry.data))}
             if start:
@@ -330,8 +341,12 @@ def _make_handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:
 
         def _error(self, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
             body = json.dumps({"error": message}).encode()
-            headers = {"X-Error-Code": code, "X-Error-Message": message, "Content-Type": "application/json",
-                       "Content-Length": str(len(body))} | (extra or {})
+            headers = {
+                "X-Error-Code": code,
+                "X-Error-Message": message,
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+            } | (extra or {})
             self._head(status, headers)
             if self.command != "HEAD":
                 self.wfile.write(body)

@@ -1,6 +1,6 @@
 """The spec's six demo scenarios, each with a real fault and the real ``GenerationService`` recovering from it.
 
-    from components.scenarios import run_all, run_scenario
+    from components.chaos.scenarios import run_all, run_scenario
     reports = run_all(workdir)                          # all six, the tiny model built once
     report = run_scenario("model_corruption", workdir=workdir)
 
@@ -28,14 +28,17 @@ from typing import Any
 from huggingface_hub import constants
 
 import recovery
-from components.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
-from components.loopback_hub import Fault, HubServer
-from components.presenters import timeline_line
-from components.service import EMBEDDED_MODEL_NOTE, GenerationResult, GenerationService
+from components.chaos.loopback_hub import Fault, HubServer
+from components.generation.embedded_model import ensure_embedded_model
+from components.generation.worker import Worker, WorkerConfig
+from components.service import GenerationService
 from components.settings import Settings
-from components.store import ModelStatus, ModelStore, StorePort
-from components.store_download import RetryPolicy
-from components.worker import Worker, WorkerConfig
+from components.store.availability import ModelStatus
+from components.store.download import RetryPolicy
+from components.store.model_store import ModelStore
+from components.store.port import StorePort
+from components.views.presenters import timeline_line
+from components.views.reports import EMBEDDED_MODEL_NOTE, GenerationResult
 from recovery import events
 from recovery.errors import GenerationFailedError
 
@@ -59,8 +62,14 @@ __all__ = [
 DEMO_REPO = "kintsugi-demo/tiny-wan"
 WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
 OOM_CAP = 340 * 2**20
-SCENARIOS: tuple[str, ...] = ("download_failure", "vram_exhaustion", "model_corruption", "network_loss",
-                              "invalid_parameters", "permission_problem")
+SCENARIOS: tuple[str, ...] = (
+    "download_failure",
+    "vram_exhaustion",
+    "model_corruption",
+    "network_loss",
+    "invalid_parameters",
+    "permission_problem",
+)
 #: The spec's demo list: its title for each scenario and the outcome its one-line description promises. The spec
 #: reports "a 50% automatic recovery success rate" (3 of 6, "the remaining cases providing clear user guidance")
 #: without saying which three; its descriptions promise automatic recovery for four and guidance or degradation
@@ -130,9 +139,14 @@ class ScenarioReport:
 
     def as_row(self) -> dict[str, Any]:
         """One row of the summary table."""
-        return {"scenario": self.scenario, "failure type": ", ".join(self.failure_types) or "—",
-                "strategies tried": " → ".join(self.strategies) or "—", "recovered?": self.outcome,
-                "time (s)": round(self.seconds, 1), "what the user was told": self.told}
+        return {
+            "scenario": self.scenario,
+            "failure type": ", ".join(self.failure_types) or "—",
+            "strategies tried": " → ".join(self.strategies) or "—",
+            "recovered?": self.outcome,
+            "time (s)": round(self.seconds, 1),
+            "what the user was told": self.told,
+        }
 
 
 # -- running one request and reading what the service said ------------------------------------------------------
@@ -152,8 +166,11 @@ class RequestRun:
     @property
     def told(self) -> str:
         if self.result is not None:
-            lines = [*self.result.corrections, *self.result.changes,
-                     *(note for note in self.result.notes if note != EMBEDDED_MODEL_NOTE)]
+            lines = [
+                *self.result.corrections,
+                *self.result.changes,
+                *(note for note in self.result.notes if note != EMBEDDED_MODEL_NOTE),
+            ]
             if EMBEDDED_MODEL_NOTE in self.result.notes:
                 lines.append("made with the built-in tiny model (its output is noise)")
             tries = f" after {self.result.attempts} attempts" if self.result.attempts > 1 else ""
@@ -177,10 +194,14 @@ def run_request(service: GenerationService, request: Mapping[str, Any]) -> Reque
                 run.correlation_id = run.result.correlation_id
             elif event.kind == "recovery" and event.message == events.FAILURE_CLASSIFIED:
                 run.failure_types.append(event.data["failure_type"])
-            elif (event.kind == "recovery" and event.message == events.STRATEGY_FINISHED
-                  and event.data.get("applicable", True)):
-                run.tries.append(StrategyTry(event.data["strategy"], event.data["failure_type"],
-                                             bool(event.data["success"])))
+            elif (
+                event.kind == "recovery"
+                and event.message == events.STRATEGY_FINISHED
+                and event.data.get("applicable", True)
+            ):
+                run.tries.append(
+                    StrategyTry(event.data["strategy"], event.data["failure_type"], bool(event.data["success"]))
+                )
     except GenerationFailedError as exc:
         run.report, run.correlation_id = exc.report, exc.correlation_id
         if exc.report["error"]["type"] not in run.failure_types:  # rejected before running: classified, not run
@@ -188,25 +209,41 @@ def run_request(service: GenerationService, request: Mapping[str, Any]) -> Reque
     return run
 
 
-def build_report(name: str, fault: str, runs: list[RequestRun], started: float, *, notes: tuple[str, ...] = (),
-            gaps: tuple[str, ...] = (), hub: HubServer | None = None) -> ScenarioReport:
+def build_report(
+    name: str,
+    fault: str,
+    runs: list[RequestRun],
+    started: float,
+    *,
+    notes: tuple[str, ...] = (),
+    gaps: tuple[str, ...] = (),
+    hub: HubServer | None = None,
+) -> ScenarioReport:
     """A report from the runs of one scenario, judged by the outcome of the first; ``hub`` for its request log."""
     result = runs[0].result
     failed = [run.report for run in runs if run.report is not None]
     steps = tuple(failed[0]["error"]["actionable_steps"]) if failed else ()
     told = "; then ".join(run.told for run in runs)
     return ScenarioReport(
-        scenario=name, title=SPEC_DEMO[name][0], fault=fault,
+        scenario=name,
+        title=SPEC_DEMO[name][0],
+        fault=fault,
         failure_types=tuple(dict.fromkeys(t for run in runs for t in run.failure_types)),
-        tries=tuple(t for run in runs for t in run.tries), recovered=result is not None,
-        degraded=bool(result and result.degraded), seconds=time.perf_counter() - started, told=told,
-        changes=tuple((*result.corrections, *result.changes)) if result else (), steps=steps,
+        tries=tuple(t for run in runs for t in run.tries),
+        recovered=result is not None,
+        degraded=bool(result and result.degraded),
+        seconds=time.perf_counter() - started,
+        told=told,
+        changes=tuple((*result.corrections, *result.changes)) if result else (),
+        steps=steps,
         correlation_ids=tuple(run.correlation_id for run in runs if run.correlation_id),
-        model_used=result.request.model_id if result else None, video_path=result.video_path if result else None,
+        model_used=result.request.model_id if result else None,
+        video_path=result.video_path if result else None,
         attempts=result.attempts if result else 0,
         timeline=tuple(line for run in runs for line in run.timeline),
         fetched=tuple((r.filename or "", r.range) for r in hub.fetched()) if hub is not None else (),
-        notes=notes, gaps=gaps,
+        notes=notes,
+        gaps=gaps,
     )
 
 
@@ -238,15 +275,16 @@ class ScenarioBench:
         cache = self.workdir / "hub" / name
         shutil.rmtree(cache, ignore_errors=True)
         settings = self.settings(hub_cache_dir=cache / "cache", **overrides)
-        store = ModelStore(cache / "cache", cache / "state", endpoint=endpoint, token=False,
-                           retry=RetryPolicy(attempts=3, base_s=0.5))  # as the service's own default store
+        store = ModelStore(
+            cache / "cache", cache / "state", endpoint=endpoint, token=False, retry=RetryPolicy(attempts=3, base_s=0.5)
+        )  # as the service's own default store
         service = GenerationService(settings, worker=self.worker(settings.worker_memory_cap), store=store)
         service.start()
         try:
             yield service
         finally:  # the worker is shared: close only what is this service's own
-            if service.metrics is not None:
-                service.metrics.close()
+            service.metrics.close()
+            service.keeper.close()
 
     def hub(self) -> HubServer:
         """A loopback hub (not started: use it in a ``with``) serving the tiny model as ``DEMO_REPO``."""
@@ -264,19 +302,22 @@ class ScenarioBench:
 def hub_client(*, no_backoff: bool = False) -> Iterator[None]:
     """Online (whatever ``HF_HUB_OFFLINE`` says: the hub is ours, on loopback), no Xet, short timeouts and small
     chunks, so a dropped transfer resumes from its last chunk; everything restored afterwards."""
-    names = {"HF_HUB_OFFLINE": False, "HF_HUB_DISABLE_XET": True, "HF_HUB_DOWNLOAD_TIMEOUT": 2,
-             "HF_HUB_ETAG_TIMEOUT": 2, "DOWNLOAD_CHUNK_SIZE": 16 * 1024}
+    names = {
+        "HF_HUB_OFFLINE": False,
+        "HF_HUB_DISABLE_XET": True,
+        "HF_HUB_DOWNLOAD_TIMEOUT": 2,
+        "HF_HUB_ETAG_TIMEOUT": 2,
+        "DOWNLOAD_CHUNK_SIZE": 16 * 1024,
+    }
     saved = {name: getattr(constants, name) for name in names}
-    testing = recovery.is_testing()
     for name, value in names.items():
         setattr(constants, name, value)
-    recovery.set_testing(no_backoff or testing)
     try:
-        yield
+        with recovery.set_testing(no_backoff or recovery.is_testing()):
+            yield
     finally:
         for name, value in saved.items():
             setattr(constants, name, value)
-        recovery.set_testing(testing)
 
 
 def closed_port() -> int:
@@ -292,26 +333,33 @@ def closed_port() -> int:
 def download_failure(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
     size = (bench.model_dir / WEIGHTS).stat().st_size
-    fault = (f"loopback hub serving {DEMO_REPO}: 503 for the first 4 metadata requests, then the connection "
-             f"dropped at byte {size // 2} of {size} of {WEIGHTS}")
+    fault = (
+        f"loopback hub serving {DEMO_REPO}: 503 for the first 4 metadata requests, then the connection "
+        f"dropped at byte {size // 2} of {size} of {WEIGHTS}"
+    )
     with hub_client(no_backoff=True), bench.hub() as hub:
-        hub.inject(Fault(kind="status", path=f"{DEMO_REPO}/revision/main", status=503, times=4),
-                   Fault(kind="drop", path=WEIGHTS, after_bytes=size // 2))
+        hub.inject(
+            Fault(kind="status", path=f"{DEMO_REPO}/revision/main", status=503, times=4),
+            Fault(kind="drop", path=WEIGHTS, after_bytes=size // 2),
+        )
         with bench.service("download_failure", endpoint=hub.url) as service:
             run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         weights = [r for r in hub.fetched() if r.filename == WEIGHTS]
         refused = sum(r.status == 503 for r in hub.log)
-        notes = (f"the hub answered 503 {refused} times (the store retries 3 times per attempt, then the engine "
-                 "retries the attempt)",
-                 "weights requests: " + ", ".join(f"{r.status} {r.range or 'from byte 0'} ({r.body_bytes} bytes)"
-                                                  for r in weights))
+        notes = (
+            f"the hub answered 503 {refused} times (the store retries 3 times per attempt, then the engine "
+            "retries the attempt)",
+            "weights requests: "
+            + ", ".join(f"{r.status} {r.range or 'from byte 0'} ({r.body_bytes} bytes)" for r in weights),
+        )
         return build_report("download_failure", fault, [run], started, notes=notes, hub=hub)
 
 
 def vram_exhaustion(bench: ScenarioBench) -> ScenarioReport:
     started = time.perf_counter()
-    fault = ("worker memory cap of 340 MiB (RLIMIT_AS), memory planning off, a 33×512² request: the allocator "
-             "really refuses")
+    fault = (
+        "worker memory cap of 340 MiB (RLIMIT_AS), memory planning off, a 33×512² request: the allocator really refuses"
+    )
     with hub_client(), bench.service("vram_exhaustion", worker_memory_cap=OOM_CAP, memory_planning=False) as service:
         run = run_request(service, {**SMALL_REQUEST, "num_frames": 33, "width": 512, "height": 512, "seed": 4})
     gaps: tuple[str, ...] = ()
@@ -332,14 +380,18 @@ def model_corruption(bench: ScenarioBench) -> ScenarioReport:
         hub.clear()
         run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         refetched = sorted({r.filename or "" for r in hub.fetched()})
-        fault = (f"{WEIGHTS} of {DEMO_REPO} truncated in the hub cache to {entry.size // 2} of {entry.size} bytes "
-                 f"(the store's quick check says: {found.status.value})")
+        fault = (
+            f"{WEIGHTS} of {DEMO_REPO} truncated in the hub cache to {entry.size // 2} of {entry.size} bytes "
+            f"(the store's quick check says: {found.status.value})"
+        )
         notes = (f"re-fetched from the hub: {', '.join(refetched) or 'nothing'}",)
         gaps: tuple[str, ...] = ()
         if run.result is not None and not run.failure_types and found.status is ModelStatus.CORRUPT:
-            gaps = ("the store repaired the file inside `ensure`, before the recovery engine saw a failure: the "
-                    "corruption is not classified, not counted in the metrics, and the user is not told that a "
-                    "damaged file was re-fetched",)
+            gaps = (
+                "the store repaired the file inside `ensure`, before the recovery engine saw a failure: the "
+                "corruption is not classified, not counted in the metrics, and the user is not told that a "
+                "damaged file was re-fetched",
+            )
         return build_report("model_corruption", fault, [run], started, notes=notes, gaps=gaps, hub=hub)
 
 
@@ -353,8 +405,10 @@ def network_loss(bench: ScenarioBench) -> ScenarioReport:
     tried = [t.strategy for t in run.tries]
     gaps: tuple[str, ...] = ()
     if run.result is None and "intelligent_fallback" not in tried and candidates:
-        gaps = (f"an installed compatible model ({candidates[0]}) was available, but immediate_retry (budget 4) "
-                "used every try before the intervention threshold (3): intelligent_fallback was never reached",)
+        gaps = (
+            f"an installed compatible model ({candidates[0]}) was available, but immediate_retry (budget 4) "
+            "used every try before the intervention threshold (3): intelligent_fallback was never reached",
+        )
     notes = (f"fallback candidates the store offers: {', '.join(candidates) or 'none'}",)
     return build_report("network_loss", fault, [run], started, notes=notes, gaps=gaps)
 
@@ -364,14 +418,21 @@ def invalid_parameters(bench: ScenarioBench) -> ScenarioReport:
     fault = "a request with num_frames 16 and width 100 (Wan needs 4k+1 frames, sides divisible by 16); then width 5000"
     with hub_client(), bench.service("invalid_parameters") as service:
         corrected = run_request(service, {**SMALL_REQUEST, "num_frames": 16, "width": 100})
-        assert service.metrics is not None
         runs_before = service.metrics.count_runs()
         rejected = run_request(service, {**SMALL_REQUEST, "width": 5000})
         recorded = service.metrics.count_runs() - runs_before
-    notes = ("Wan's shape rules are corrected by request validation before the run, so no recovery strategy is "
-             "needed; a value out of bounds is an error naming the parameter",)
-    gaps = () if recorded else ("the rejected request is not recorded in the metrics store (validation fails "
-                                "before the engine runs), so the dashboard never counts invalid requests",)
+    notes = (
+        "Wan's shape rules are corrected by request validation before the run, so no recovery strategy is "
+        "needed; a value out of bounds is an error naming the parameter",
+    )
+    gaps = (
+        ()
+        if recorded
+        else (
+            "the rejected request is not recorded in the metrics store (validation fails "
+            "before the engine runs), so the dashboard never counts invalid requests",
+        )
+    )
     return build_report("invalid_parameters", fault, [corrected, rejected], started, notes=notes, gaps=gaps)
 
 
@@ -384,8 +445,10 @@ def permission_problem(bench: ScenarioBench) -> ScenarioReport:
             run = run_request(service, {**SMALL_REQUEST, "model_id": DEMO_REPO})
         notes: tuple[str, ...] = ()
         if run.result is not None and run.result.degraded:
-            notes = ("the request ran on the built-in model instead, labelled degraded; the steps to get access "
-                     "are not part of the result",)
+            notes = (
+                "the request ran on the built-in model instead, labelled degraded; the steps to get access "
+                "are not part of the result",
+            )
         return build_report("permission_problem", fault, [run], started, notes=notes, hub=hub)
 
 
@@ -399,14 +462,19 @@ RUNNERS: Mapping[str, Callable[[ScenarioBench], ScenarioReport]] = {
 }
 
 
-def run_scenario(name: str, *, workdir: str | os.PathLike[str] | None = None,
-                 data_dir: str | os.PathLike[str] | None = None) -> ScenarioReport:
+def run_scenario(
+    name: str, *, workdir: str | os.PathLike[str] | None = None, data_dir: str | os.PathLike[str] | None = None
+) -> ScenarioReport:
     """Run one scenario (``SCENARIOS``) in ``workdir`` (a fresh temporary folder when None)."""
     return run_all(workdir, only=(name,), data_dir=data_dir)[0]
 
 
-def run_all(workdir: str | os.PathLike[str] | None = None, *, only: tuple[str, ...] = SCENARIOS,
-            data_dir: str | os.PathLike[str] | None = None) -> list[ScenarioReport]:
+def run_all(
+    workdir: str | os.PathLike[str] | None = None,
+    *,
+    only: tuple[str, ...] = SCENARIOS,
+    data_dir: str | os.PathLike[str] | None = None,
+) -> list[ScenarioReport]:
     """Run the scenarios in ``only`` (default: all six, in the spec's order), sharing the tiny model and warm
     workers; data (metrics, videos, the built model) goes to ``data_dir`` (default ``workdir/data``) — the app
     passes its own, so scenario runs show in its metrics tab."""

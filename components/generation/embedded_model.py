@@ -6,19 +6,18 @@ random: **its videos are noise**, which the UI says. Every module is seeded, so 
 byte-identical files. A hash manifest (``kintsugi_manifest.json``) records the sha256 and size of every file: it is
 the only thing that catches damage that loads silently (zeroed weights, a deleted tokenizer).
 
-Build it with ``python -m components.embedded_model [TARGET_DIR]``.
+Build it with ``python -m components.generation.embedded_model [TARGET_DIR]``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import string
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from components.system.files import hash_file, replacing, write_text_atomic
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
@@ -98,15 +97,14 @@ def _build_pipeline():  # -> diffusers.WanPipeline (imported lazily: diffusers c
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    return hash_file(path, "sha256")["sha256"]
 
 
 def _write_manifest(folder: Path) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
     entries = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     manifest = {"model_id": EMBEDDED_MODEL_ID, "seed": SEED, "files": entries}
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def build_embedded_model(target_dir: str | os.PathLike[str]) -> Path:
@@ -115,21 +113,12 @@ def build_embedded_model(target_dir: str | os.PathLike[str]) -> Path:
     An existing folder at ``target_dir`` is replaced only after the new build verified.
     """
     target = Path(target_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".incomplete", dir=target.parent))
-    try:
+    with replacing(target) as staging:
         _build_pipeline().save_pretrained(staging, safe_serialization=True)
         _write_manifest(staging)
         problems = verify_manifest(staging)
         if problems:
             raise OSError(f"embedded model build did not verify: {problems}")
-        staging.chmod(0o755)  # mkdtemp makes it private; the model folder is ordinary data
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
 
 

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from components.memory import join_parameters, split_parameters
-from components.pipeline import RunOptions
+from components.generation.request import RunOptions, join_parameters, split_parameters
 from recovery.classify import error_chain
 from recovery.errors import HardwareOptimizationError
 from recovery.ports import Adjustment
@@ -42,24 +41,31 @@ class OptimisationSwitch:
             return None
         request, options = split_parameters(parameters)
         error = next((e for e in error_chain(ctx.original_error) if isinstance(e, HardwareOptimizationError)), None)
-        named = error.data.get("optimization") if error is not None else None
+        named = error.optimization if error is not None else None
         # The error names the one that failed; without a name, every speed-up that is on is suspect.
-        names = [named] if named in OPTIMISATIONS else list(OPTIMISATIONS)
+        names: list[str] = [named] if named is not None and named in OPTIMISATIONS else list(OPTIMISATIONS)
         names = [name for name in names if getattr(options, name)]
         if not names:
             return None
-        reason = str(error.data.get("reason") or "it failed") if error is not None else "it failed"
+        reason = str(error.reason or "it failed") if error is not None else "it failed"
         with self._lock:
             self.failed.update({name: reason for name in names})
-        lines = tuple(f"{OPTIMISATIONS[name]} turned off: {reason} on this machine — the same video, without the "
-                      "speed-up" for name in names)
-        return Adjustment(join_parameters(request, replace(options, **{name: False for name in names})), lines,
-                          f"{' and '.join(OPTIMISATIONS[name] for name in names)} off")
+        lines = tuple(
+            f"{OPTIMISATIONS[name]} turned off: {reason} on this machine — the same video, without the speed-up"
+            for name in names
+        )
+        return Adjustment(
+            join_parameters(request, replace(options, **{name: False for name in names})),
+            lines,
+            f"{' and '.join(OPTIMISATIONS[name] for name in names)} off",
+        )
 
     def starting_options(self, wanted: RunOptions) -> tuple[RunOptions, list[str]]:
         """``wanted`` without the speed-ups that already failed in this process, and a line for each left off."""
         with self._lock:
             off = {name: reason for name, reason in self.failed.items() if getattr(wanted, name)}
-        lines = [f"{OPTIMISATIONS[name]} left off: it failed on this machine earlier ({reason})"
-                 for name, reason in off.items()]
+        lines = [
+            f"{OPTIMISATIONS[name]} left off: it failed on this machine earlier ({reason})"
+            for name, reason in off.items()
+        ]
         return replace(wanted, **{name: False for name in off}), lines

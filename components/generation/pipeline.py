@@ -8,7 +8,7 @@
     6. decode              (VAE → uint8 frames; NaN/black frames are a failure, not a result)
     7. export              (mp4 written beside, then renamed into place)
 
-This module runs inside the worker process (``components.worker``) but works in-process too (notebooks,
+This module runs inside the worker process (``components.generation.worker``) but works in-process too (notebooks,
 benchmarks). Allocator failures leave here as ``recovery.errors.OutOfMemoryError`` carrying the phase and the
 bytes requested, so that they cross the process boundary as data.
 """
@@ -21,13 +21,13 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from components.request import GenerationRequest
+from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
+from components.system.files import replacing
 from recovery.classify import classify_exception
 from recovery.errors import (
     BadOutputError,
@@ -38,49 +38,17 @@ from recovery.errors import (
     OutOfMemoryError,
     UnsupportedOperationError,
 )
+from recovery.procfs import process_status, reset_peak_rss
 from recovery.taxonomy import EnhancedFailureType
 
-__all__ = ["RunOptions", "GenerationOutput", "WanGenerator", "release_memory", "resolve_device"]
+__all__ = ["WanGenerator", "release_memory", "resolve_device"]
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
 _CPU_ALLOC_BYTES = re.compile(r"you tried to allocate (\d+) bytes")
-_CUDA_ALLOC = re.compile(r"Tried to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB)")
-_UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Switches for one run. The memory ones cost speed or quality, so each is off unless a plan turns it on;
-    ``compile`` is the one speed switch (``KINTSUGI_COMPILE``), turned off again when it fails on the machine."""
-
-    vae_tiling: bool = False
-    model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
-    compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
-
-
-@dataclass
-class GenerationOutput:
-    """What one generation produced and what it cost."""
-
-    video_path: str
-    request: dict[str, Any]
-    options: dict[str, Any]
-    timings: dict[str, float]
-    peak_memory_bytes: int | None
-    device: str
-    dtype: str
-    frames: int
-    width: int
-    height: int
-    frames_sha256: str
-    steps_completed: int
-    denoise_skipped: bool = False
-    model_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# torch on CUDA ("Tried to allocate 2.00 GiB") and numpy ("Unable to allocate 12.0 MiB for an array with shape ...")
+_SIZED_ALLOC = re.compile(r"(?:Tried|Unable) to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB|PiB)")
+_UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
 
 
 def resolve_device(device: str) -> str:
@@ -90,11 +58,18 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device not in {"cpu", "cuda"}:
-        raise InvalidParameterError(f"`device` must be auto, cpu or cuda (got {device!r})", parameter="device",
-                                    value=device, constraint="auto|cpu|cuda")
+        raise InvalidParameterError(
+            f"`device` must be auto, cpu or cuda (got {device!r})",
+            parameter="device",
+            value=device,
+            constraint="auto|cpu|cuda",
+        )
     if device == "cuda" and not torch.cuda.is_available():
-        raise UnsupportedOperationError("`device` cuda was asked for but no CUDA device is available (got 'cuda')",
-                                        operation="device=cuda", reason="no CUDA device")
+        raise UnsupportedOperationError(
+            "`device` cuda was asked for but no CUDA device is available (got 'cuda')",
+            operation="device=cuda",
+            reason="no CUDA device",
+        )
     return device
 
 
@@ -117,8 +92,9 @@ def release_memory(pipe: Any = None) -> None:
         pass
 
 
-def _oom_from(exc: BaseException, phase: str, device: str, steps: int, latents_kept: bool,
-              memory_cap: int | None) -> OutOfMemoryError | None:
+def _oom_from(
+    exc: BaseException, phase: str, device: str, steps: int, latents_kept: bool, memory_cap: int | None
+) -> OutOfMemoryError | None:
     """The allocator's refusal as our typed error, with the bytes its message names; None if not an OOM.
 
     Whether it *is* an out-of-memory is the classifier's call (torch's OOM type, ``MemoryError``, the CPU
@@ -130,11 +106,16 @@ def _oom_from(exc: BaseException, phase: str, device: str, steps: int, latents_k
     requested: int | None = None
     if match := _CPU_ALLOC_BYTES.search(text):
         requested = int(match.group(1))
-    elif match := _CUDA_ALLOC.search(text):
+    elif match := _SIZED_ALLOC.search(text):
         requested = int(float(match.group(1)) * _UNIT[match.group(2)])
     return OutOfMemoryError(
-        f"out of memory during {phase}", phase=phase, bytes_requested=requested, device=device,
-        memory_cap=memory_cap, steps_completed=steps, latents_kept=latents_kept,
+        f"out of memory during {phase}",
+        phase=phase,
+        bytes_requested=requested,
+        device=device,
+        memory_cap=memory_cap,
+        steps_completed=steps,
+        latents_kept=latents_kept,
     )
 
 
@@ -150,10 +131,7 @@ class _PeakMemory:
 
             torch.cuda.reset_peak_memory_stats()
             return
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
+        reset_peak_rss()
 
     def read(self) -> int | None:
         if self.device == "cuda":
@@ -161,18 +139,24 @@ class _PeakMemory:
 
             return int(torch.cuda.max_memory_allocated())
         try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+            return process_status("VmHWM").get("VmHWM")
         except OSError:
-            pass
-        return None
+            return None
 
 
 def _latent_key(request: GenerationRequest) -> tuple:
     """Everything that decides the denoised latents (not fps, which only matters at export)."""
-    return (request.model_id, request.prompt, request.negative_prompt, request.width, request.height,
-            request.num_frames, request.steps, request.guidance_scale, request.seed)
+    return (
+        request.model_id,
+        request.prompt,
+        request.negative_prompt,
+        request.width,
+        request.height,
+        request.num_frames,
+        request.steps,
+        request.guidance_scale,
+        request.seed,
+    )
 
 
 class WanGenerator:
@@ -184,7 +168,8 @@ class WanGenerator:
         if dtype == "float16" and self.device == "cpu":
             raise UnsupportedOperationError(
                 "`dtype` float16 is not supported on the CPU (got 'float16'); use bfloat16 or float32",
-                operation="dtype=float16", reason="cpu",
+                operation="dtype=float16",
+                reason="cpu",
             )
         self.memory_cap: int | None = None  # set by whoever capped this process, reported with an OOM
         self.pipe: Any = None
@@ -205,8 +190,9 @@ class WanGenerator:
 
         self.unload()
         started = time.perf_counter()
-        pipe = WanPipeline.from_pretrained(os.fspath(model_path), dtype=getattr(torch, self.dtype_name),
-                                           use_safetensors=True)
+        pipe = WanPipeline.from_pretrained(
+            os.fspath(model_path), dtype=getattr(torch, self.dtype_name), use_safetensors=True
+        )
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.model_id = model_id
@@ -230,7 +216,8 @@ class WanGenerator:
         if self.device != "cuda":
             raise UnsupportedOperationError(
                 "`model_cpu_offload` needs a CUDA device (got device 'cpu')",
-                operation="model_cpu_offload", reason="cpu",
+                operation="model_cpu_offload",
+                reason="cpu",
             )
         if not self._offloaded:
             self.pipe.enable_model_cpu_offload()
@@ -279,12 +266,17 @@ class WanGenerator:
             raise InvalidParameterError(
                 f"`num_frames`/`width`/`height` must be 4k+1 and divisible by 16 "
                 f"(got {request.num_frames}x{request.width}x{request.height})",
-                parameter="num_frames/width/height", value=(request.num_frames, request.width, request.height),
+                parameter="num_frames/width/height",
+                value=(request.num_frames, request.width, request.height),
                 constraint="4k+1, divisible by 16",
+            )
+        if request.seed is None:  # validate_request draws one; a seed makes the video reproducible
+            raise InvalidParameterError(
+                "`seed` must be set (got None)", parameter="seed", value=None, constraint="0 <= seed < 2**32"
             )
         # 2. ensure model
         phase_hook("load")
-        timings["load"] = self._guard("load", [0], False, lambda: self.load(model_path, request.model_id))
+        timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id))
         # 3. apply memory plan
         self._apply(options)
         # 4–5. denoise, keeping the latents
@@ -297,15 +289,17 @@ class WanGenerator:
         else:
             phase_hook("denoise")
             started = time.perf_counter()
-            latents = self._guard("denoise", steps_done, False,
-                                  lambda: self._denoise(request, steps_done, on_step, should_cancel))
+            latents = self._run_phase(
+                "denoise", steps_done, False, lambda: self._denoise(request, steps_done, on_step, should_cancel)
+            )
             timings["denoise"] = time.perf_counter() - started
             self._latents = (key, latents)
+        assert self._latents is not None
         latents = self._latents[1]
         # 6. decode
         phase_hook("decode")
         started = time.perf_counter()
-        frames = self._guard("decode", steps_done, True, lambda: self._decode(latents))
+        frames = self._run_phase("decode", steps_done, True, lambda: self._decode(latents))
         timings["decode"] = time.perf_counter() - started
         # 7. export
         phase_hook("export")
@@ -315,13 +309,23 @@ class WanGenerator:
         timings["export"] = time.perf_counter() - started
         self._latents = None  # delivered: the next request starts clean
         return GenerationOutput(
-            video_path=os.fspath(output_path), request=request.to_dict(), options=asdict(options), timings=timings,
-            peak_memory_bytes=peak.read(), device=self.device, dtype=self.dtype_name, frames=int(frames.shape[0]),
-            height=int(frames.shape[1]), width=int(frames.shape[2]), frames_sha256=digest,
-            steps_completed=steps_done[0], denoise_skipped=denoise_skipped, model_id=request.model_id,
+            video_path=os.fspath(output_path),
+            request=request,
+            options=options,
+            timings=timings,
+            peak_memory_bytes=peak.read(),
+            device=self.device,
+            dtype=self.dtype_name,
+            frames=int(frames.shape[0]),
+            height=int(frames.shape[1]),
+            width=int(frames.shape[2]),
+            frames_sha256=digest,
+            steps_completed=steps_done[0],
+            denoise_skipped=denoise_skipped,
+            model_id=request.model_id,
         )
 
-    def _guard(self, phase: str, steps_done: list[int], latents_kept: bool, call: Callable[[], Any]) -> Any:
+    def _run_phase(self, phase: str, steps_done: list[int], latents_kept: bool, call: Callable[[], Any]) -> Any:
         """Run one phase; an allocator failure leaves as ``OutOfMemoryError`` after memory was released."""
         typed: OutOfMemoryError | None = None
         try:
@@ -335,8 +339,13 @@ class WanGenerator:
         release_memory(self.pipe)
         raise typed
 
-    def _denoise(self, request: GenerationRequest, steps_done: list[int], on_step: StepCallback | None,
-                 should_cancel: CancelCheck | None) -> Any:
+    def _denoise(
+        self,
+        request: GenerationRequest,
+        steps_done: list[int],
+        on_step: StepCallback | None,
+        should_cancel: CancelCheck | None,
+    ) -> Any:
         import torch
 
         def step_end(pipe: Any, index: int, _timestep: Any, callback_kwargs: dict) -> dict:
@@ -348,14 +357,20 @@ class WanGenerator:
                 raise GenerationCancelledError("generation cancelled", phase="denoise", steps_completed=index + 1)
             return callback_kwargs
 
-        generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        generator = torch.Generator(device="cpu").manual_seed(int(request.seed or 0))
         try:
             with _quiet_diffusers():
                 latents = self.pipe(
-                    prompt=request.prompt, negative_prompt=request.negative_prompt or None,
-                    height=request.height, width=request.width, num_frames=request.num_frames,
-                    num_inference_steps=request.steps, guidance_scale=request.guidance_scale,
-                    generator=generator, output_type="latent", callback_on_step_end=step_end,
+                    prompt=request.prompt,
+                    negative_prompt=request.negative_prompt or None,
+                    height=request.height,
+                    width=request.width,
+                    num_frames=request.num_frames,
+                    num_inference_steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    generator=generator,
+                    output_type="latent",
+                    callback_on_step_end=step_end,
                 ).frames
         except Exception as exc:
             if self._eager_transformer is None or not _is_compile_failure(exc):
@@ -364,12 +379,16 @@ class WanGenerator:
             self._compiled_transformer = None
             reason = _compile_reason(exc)
             raise HardwareOptimizationError(
-                f"torch.compile failed on this machine: {reason}", optimization="compile", reason=reason,
-                phase="denoise", steps_completed=steps_done[0],
+                f"torch.compile failed on this machine: {reason}",
+                optimization="compile",
+                reason=reason,
+                phase="denoise",
+                steps_completed=steps_done[0],
             ) from exc
         if not bool(torch.isfinite(latents).all()):
-            raise BadOutputError("the denoised latents contain NaN or infinite values", reason="non-finite latents",
-                                 phase="denoise")
+            raise BadOutputError(
+                "the denoised latents contain NaN or infinite values", reason="non-finite latents", phase="denoise"
+            )
         return latents
 
     def _decode(self, latents: Any) -> Any:
@@ -381,12 +400,15 @@ class WanGenerator:
         with torch.no_grad():
             z = latents.to(vae.device, dtype=vae.dtype)
             mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
-            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(
+                z.device, z.dtype
+            )
             video = vae.decode(z / inv_std + mean, return_dict=False)[0]
             video = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
         if not np.isfinite(video).all():
-            raise BadOutputError("the decoded frames contain NaN or infinite values", reason="non-finite frames",
-                                 phase="decode")
+            raise BadOutputError(
+                "the decoded frames contain NaN or infinite values", reason="non-finite frames", phase="decode"
+            )
         frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
         if frames.max() == 0:
             raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
@@ -432,16 +454,20 @@ def _export_mp4(frames: Any, path: Path, fps: int) -> None:
         raise DependencyMissingError(
             "the mp4 writer is not installed", package="imageio-ffmpeg", install="pip install imageio imageio-ffmpeg"
         ) from exc
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.stem}.incomplete{path.suffix}")
-    try:
-        writer = imageio.get_writer(partial, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
-                                    pixelformat="yuv420p", macro_block_size=16, ffmpeg_log_level="error")
+    with replacing(path) as partial:
+        writer = imageio.get_writer(
+            partial,
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            quality=8,
+            pixelformat="yuv420p",
+            macro_block_size=16,
+            ffmpeg_log_level="error",
+        )
         try:
             for frame in frames:
                 writer.append_data(frame)
         finally:
             writer.close()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)

@@ -1,4 +1,6 @@
-"""What a user asks for: ``GenerationRequest`` and its validation.
+"""What a user asks for and what a run produces: ``GenerationRequest`` and its validation, ``RunOptions`` (the
+switches of one run), the recovery engine's parameters (``split_parameters``/``join_parameters``) and
+``GenerationOutput``, the typed result that crosses back from the worker process.
 
 Every rejection names the parameter and the value (``"`num_frames` must be 4k+1 (got 16)"``). Wan's shape rules
 (frames ``4k+1``, sides divisible by 16) can instead be auto-corrected to the nearest valid value; each correction
@@ -11,15 +13,30 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from recovery.errors import InvalidParameterError
 
-__all__ = ["GenerationRequest", "Limits", "LIMITS", "validate_request", "MODEL_ID_PATTERN"]
+__all__ = [
+    "CORRELATION_ID",
+    "GenerationOutput",
+    "GenerationRequest",
+    "LIMITS",
+    "Limits",
+    "MODEL_ID_PATTERN",
+    "RunOptions",
+    "join_parameters",
+    "split_parameters",
+    "validate_request",
+]
 
 # `owner/name` as the hub spells repo ids; no path separators beyond the one slash, no `..`.
 MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+#: A request's correlation id (use with fullmatch): also a file-name part and a URL segment.
+CORRELATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class GenerationRequest:
     guidance_scale: float = 5.0
     seed: int | None = 0
     fps: int = 8
-    model_id: str = "kintsugi/tiny-wan-random"
+    model_id: str = EMBEDDED_MODEL_ID
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,10 +83,73 @@ class GenerationRequest:
     def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
         """Build from a mapping, ignoring unknown keys (e.g. recovery bookkeeping); ``prompt`` is required."""
         if "prompt" not in data:
-            raise InvalidParameterError("`prompt` is required (got no prompt)", parameter="prompt", value=None,
-                                        constraint="required")
+            raise InvalidParameterError(
+                "`prompt` is required (got no prompt)", parameter="prompt", value=None, constraint="required"
+            )
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Switches for one run. The memory ones cost speed or quality, so each is off unless a plan turns it on;
+    ``compile`` is the one speed switch (``KINTSUGI_COMPILE``), turned off again when it fails on the machine."""
+
+    vae_tiling: bool = False
+    model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
+    compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
+
+
+def split_parameters(parameters: Mapping[str, Any]) -> tuple[GenerationRequest, RunOptions]:
+    """The recovery engine's parameters (request fields plus ``"options"``) as a request and its options."""
+    option_names = {f.name for f in fields(RunOptions)}
+    options = RunOptions(**{k: v for k, v in dict(parameters.get("options") or {}).items() if k in option_names})
+    return GenerationRequest.from_dict(dict(parameters)), options
+
+
+def join_parameters(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
+    """The inverse of ``split_parameters``."""
+    return {**request.to_dict(), "options": asdict(options)}
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """What one generation produced and what it cost (built in the worker, rebuilt from its fields in the app)."""
+
+    video_path: str
+    request: GenerationRequest
+    options: RunOptions
+    timings: Mapping[str, float]
+    peak_memory_bytes: int | None
+    device: str
+    dtype: str
+    frames: int
+    width: int
+    height: int
+    frames_sha256: str
+    steps_completed: int
+    denoise_skipped: bool = False
+    model_id: str = ""
+    address_space_need: int | None = None  # CPU: the peak address-space growth, when this run set a new peak
+
+    def quality_kept(self, requested: GenerationRequest) -> float:
+        """Pixel·frames made over pixel·frames asked, at most 1 (what a lowered setting cost the user)."""
+        made = self.width * self.height * self.frames
+        return min(1.0, made / (requested.width * requested.height * requested.num_frames))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able): what crosses the process boundary."""
+        data = asdict(self)
+        data["timings"] = dict(self.timings)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationOutput:
+        values = dict(data)
+        values["request"] = GenerationRequest.from_dict(dict(values["request"]))
+        values["options"] = RunOptions(**dict(values["options"]))
+        values["timings"] = dict(values["timings"])
+        return cls(**values)
 
 
 def _fail(parameter: str, value: Any, constraint: str) -> InvalidParameterError:
@@ -123,7 +203,7 @@ def validate_request(
     if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
         raise _fail("model_id", model_id, "must look like owner/name (letters, digits, '-', '_', '.')")
 
-    sides = {}
+    sides: dict[str, int] = {}
     for name in ("width", "height"):
         value = _integer(name, getattr(request, name))
         _in_range(name, value, limits.min_side, limits.max_side)
@@ -147,8 +227,11 @@ def validate_request(
     steps = _integer("steps", request.steps)
     _in_range("steps", steps, limits.min_steps, limits.max_steps)
     guidance = request.guidance_scale
-    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or (
-            isinstance(guidance, float) and not math.isfinite(guidance)):
+    if (
+        isinstance(guidance, bool)
+        or not isinstance(guidance, (int, float))
+        or (isinstance(guidance, float) and not math.isfinite(guidance))
+    ):
         raise _fail("guidance_scale", guidance, "must be a finite number")
     _in_range("guidance_scale", guidance, 0.0, limits.max_guidance)
     fps = _integer("fps", request.fps)
@@ -162,7 +245,15 @@ def validate_request(
     _in_range("seed", seed, 0, limits.max_seed)
 
     checked = replace(
-        request, prompt=prompt, negative_prompt=negative, num_frames=frames, steps=steps,
-        guidance_scale=float(guidance), fps=fps, seed=seed, **sides,
+        request,
+        prompt=prompt,
+        negative_prompt=negative,
+        num_frames=frames,
+        steps=steps,
+        guidance_scale=float(guidance),
+        fps=fps,
+        seed=seed,
+        width=sides["width"],
+        height=sides["height"],
     )
     return checked, corrections

@@ -22,20 +22,21 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
+from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from recovery.errors import KintsugiError, ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
+from recovery.procfs import process_status
 
 __all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.1
-_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+_PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,13 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class WorkerEvent:
-    """One message from a running job: ``phase`` (data: phase), ``progress`` (step, total) or ``result``."""
+    """One message from a running job: ``phase`` (data: phase), ``progress`` (data: step, total) or ``result``
+    (``output``: the typed ``GenerationOutput``, rebuilt here from what crossed the process boundary)."""
 
-    kind: str
+    kind: Literal["phase", "progress", "result"]
     job_id: str
     data: dict[str, Any] = field(default_factory=dict)
+    output: GenerationOutput | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -63,11 +66,10 @@ class WorkerEvent:
 # --------------------------------------------------------------------------------------------------------------
 def _vm_size(field: str = "VmSize") -> int:
     """This process's address-space size (``VmSize``) or its peak so far (``VmPeak``), in bytes."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"{field} not found in /proc/self/status")
+    value = process_status(field).get(field)
+    if value is None:
+        raise OSError(f"{field} not found in /proc/self/status")
+    return value
 
 
 def _apply_memory_cap(cap: int | None, device: str) -> dict[str, Any]:
@@ -122,18 +124,30 @@ class _Cancelled:
         return self.flag
 
 
+def _send_progress(conn: Connection, job_id: str, step: int, total: int) -> None:
+    conn.send(("progress", job_id, {"step": step, "total": total}))
+
+
+def _send_phase(conn: Connection, job_id: str, phase: str) -> None:
+    conn.send(("phase", job_id, {"phase": phase}))
+
+
 def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no cover - child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the app, which stops us itself
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from components.pipeline import WanGenerator
+    from components.generation.pipeline import WanGenerator
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
         generator = WanGenerator(device=config.device, dtype=config.dtype)
-        info = {"pid": os.getpid(), "device": generator.device, **_apply_memory_cap(config.memory_cap, generator.device)}
+        info = {
+            "pid": os.getpid(),
+            "device": generator.device,
+            **_apply_memory_cap(config.memory_cap, generator.device),
+        }
         generator.memory_cap = config.memory_cap
     except Exception as exc:
         conn.send(("error", "", _exception_chain(exc)))
@@ -155,15 +169,17 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
             continue
         try:
             output = generator.generate(
-                GenerationRequest.from_dict(payload["request"]), payload["output_path"],
-                model_path=payload["model_path"], options=RunOptions(**payload["options"]),
-                on_step=lambda step, total: conn.send(("progress", job_id, {"step": step, "total": total})),
-                on_phase=lambda phase: conn.send(("phase", job_id, {"phase": phase})),
+                GenerationRequest.from_dict(payload["request"]),
+                payload["output_path"],
+                model_path=payload["model_path"],
+                options=RunOptions(**payload["options"]),
+                on_step=partial(_send_progress, conn, job_id),
+                on_phase=partial(_send_phase, conn, job_id),
                 should_cancel=_Cancelled(conn),
             )
             peak = _vm_size("VmPeak")
             if peak > peak_seen:  # this run set a new peak: its address-space need is known exactly
-                output.extra["address_space_need"] = peak - baseline
+                output = replace(output, address_space_need=peak - baseline)
                 peak_seen = peak
             result: tuple = ("result", job_id, output.to_dict())
         except Exception as exc:
@@ -193,13 +209,25 @@ class Worker:
         if self._process is not None and self._process.poll() is None:
             return
         parent, child = socket.socketpair()
-        environment = {**os.environ, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                       "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])),
-                       # fewer glibc arenas: a smaller, steadier address space under RLIMIT_AS
-                       "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+        environment = {
+            **os.environ,
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+            "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])),
+            # fewer glibc arenas: a smaller, steadier address space under RLIMIT_AS
+            "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+        }
         self._process = subprocess.Popen(
-            [sys.executable, "-c", "from components.worker import child_main; child_main()", str(child.fileno())],
-            pass_fds=[child.fileno()], env=environment, stdin=subprocess.DEVNULL, cwd=_PROJECT_ROOT,
+            [
+                sys.executable,
+                "-c",
+                "from components.generation.worker import child_main; child_main()",
+                str(child.fileno()),
+            ],
+            pass_fds=[child.fileno()],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            cwd=_PROJECT_ROOT,
         )
         child.close()
         self._conn = Connection(parent.detach())
@@ -246,7 +274,9 @@ class Worker:
             raise WorkerCrashedError(
                 f"the generation worker stopped unexpectedly during {phase}"
                 + (f" (killed by {name})" if name else f" (exit code {code})"),
-                exitcode=code, signal_name=name, phase=phase,
+                exitcode=code,
+                signal_name=name,
+                phase=phase,
             ) from None
 
     def _discard(self) -> None:
@@ -325,10 +355,18 @@ class Worker:
             assert self._conn is not None
             job_id = uuid.uuid4().hex[:12]
             with self._send_lock:
-                self._conn.send(("generate", job_id, {
-                    "request": request.to_dict(), "output_path": os.fspath(output_path),
-                    "model_path": os.fspath(model_path), "options": asdict(options),
-                }))
+                self._conn.send(
+                    (
+                        "generate",
+                        job_id,
+                        {
+                            "request": request.to_dict(),
+                            "output_path": os.fspath(output_path),
+                            "model_path": os.fspath(model_path),
+                            "options": asdict(options),
+                        },
+                    )
+                )
             phase, phase_started = "start", time.monotonic()
             while True:
                 message = self._receive(time.monotonic() + _POLL_S, phase=phase)
@@ -339,7 +377,8 @@ class Worker:
                         self.start()
                         raise ModelLoadTimeoutError(
                             f"loading the model took longer than {self.config.load_timeout_s:g} s",
-                            model_id=request.model_id, timeout_s=self.config.load_timeout_s,
+                            model_id=request.model_id,
+                            timeout_s=self.config.load_timeout_s,
                         )
                     continue
                 kind, _job, data = message
@@ -349,7 +388,7 @@ class Worker:
                 elif kind == "progress":
                     yield WorkerEvent("progress", job_id, data)
                 elif kind == "result":
-                    yield WorkerEvent("result", job_id, data)
+                    yield WorkerEvent("result", job_id, output=GenerationOutput.from_dict(data))
                     return
                 elif kind == "error":
                     raise _rebuild_chain(data)

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from recovery.errors import OutOfMemoryError
+from recovery.procfs import process_status
 
-__all__ = ["Measurement", "calibrate", "measure_once", "DEFAULT_CALIBRATION"]
+__all__ = ["DEFAULT_CALIBRATIONS", "Measurement", "calibrate", "default_calibration", "measure_once"]
 
 Size = tuple[int, int, int]  # (num_frames, width, height)
 
@@ -44,77 +45,144 @@ class Measurement:
     seconds: float | None = None
 
 
-def _proc_status(pid: int) -> dict[str, int]:
-    values: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmPeak", "VmSize"):
-                values[key] = int(rest.split()[0]) * 1024
-    return values
-
-
-def measure_once(worker: Any, model_path: str | os.PathLike[str], size: Size, options: RunOptions = RunOptions(),
-                 *, model_id: str = "kintsugi/tiny-wan-random", steps: int = 2,
-                 output_dir: str | os.PathLike[str] | None = None) -> Measurement:
+def measure_once(
+    worker: Any,
+    model_path: str | os.PathLike[str],
+    size: Size,
+    options: RunOptions = RunOptions(),
+    *,
+    model_id: str = EMBEDDED_MODEL_ID,
+    steps: int = 2,
+    output_dir: str | os.PathLike[str] | None = None,
+) -> Measurement:
     """Run ``size`` once in a fresh ``worker`` process and return what it needed (see the module docstring)."""
     frames, width, height = size
     worker.restart()
     base = int(worker.stats()["vm_size"])  # ready, model not loaded yet: the address space the cap counts from
-    request = GenerationRequest(prompt="calibration", width=width, height=height, num_frames=frames, steps=steps,
-                                model_id=model_id)
+    request = GenerationRequest(
+        prompt="calibration", width=width, height=height, num_frames=frames, steps=steps, model_id=model_id
+    )
     target = Path(output_dir or Path(model_path).parent) / f".calibration-{frames}x{width}x{height}.mp4"
-    common = dict(model_id=model_id, num_frames=frames, width=width, height=height,
-                  vae_tiling=options.vae_tiling, model_cpu_offload=options.model_cpu_offload)
+    setting = (model_id, frames, width, height, options.vae_tiling, options.model_cpu_offload)
+    output: GenerationOutput | None = None
     try:
-        result: dict[str, Any] = {}
         for event in worker.run(request, target, model_path=model_path, options=options):
-            if event.kind == "result":
-                result = event.data
+            output = event.output or output
     except OutOfMemoryError as exc:
-        return Measurement(**common, need_bytes=None, failed_at_cap=exc.data.get("memory_cap"))
+        return Measurement(*setting, need_bytes=None, failed_at_cap=exc.memory_cap)
     finally:
         target.unlink(missing_ok=True)
-    seconds = sum(result.get("timings", {}).values()) or None
-    if result.get("device") == "cuda":
-        need = result.get("peak_memory_bytes")
+    seconds = sum(output.timings.values()) if output is not None else None
+    if output is not None and output.device == "cuda":
+        need = output.peak_memory_bytes
     else:
-        need = _proc_status(worker.pid)["VmPeak"] - base
-    return Measurement(**common, need_bytes=need, seconds=seconds)
+        need = process_status("VmPeak", pid=worker.pid)["VmPeak"] - base
+    return Measurement(*setting, need_bytes=need, seconds=seconds or None)
 
 
-def calibrate(worker: Any, model_path: str | os.PathLike[str], sizes: Iterable[Size], *,
-              options: Sequence[RunOptions] = (RunOptions(), RunOptions(vae_tiling=True)),
-              model_id: str = "kintsugi/tiny-wan-random", planner: Any = None, steps: int = 2) -> list[Measurement]:
+def calibrate(
+    worker: Any,
+    model_path: str | os.PathLike[str],
+    sizes: Iterable[Size],
+    *,
+    options: Sequence[RunOptions] = (RunOptions(), RunOptions(vae_tiling=True)),
+    model_id: str = EMBEDDED_MODEL_ID,
+    planner: Any = None,
+    steps: int = 2,
+) -> list[Measurement]:
     """Measure each ``(num_frames, width, height)`` under each of ``options``; feed the planner if given.
 
     Give an uncapped worker (a capped one reports sizes over its cap as failures, which teaches less).
     """
-    measurements = [measure_once(worker, model_path, size, option, model_id=model_id, steps=steps)
-                    for size in sizes for option in options]
+    measurements = [
+        measure_once(worker, model_path, size, option, model_id=model_id, steps=steps)
+        for size in sizes
+        for option in options
+    ]
     if planner is not None:
         for item in measurements:
             planner.add_measurement(item)
     return measurements
 
 
-# Measured here (2-core CPU, torch 2.13 CPU, bf16, 2 steps) with `calibrate` on the embedded model: the smallest
-# worker memory cap, in MiB, that each setting needs. Columns: frames, width, height, vae_tiling, MiB.
-# Refreshed by `python bench/bench_oom.py --calibrate`.
-DEFAULT_CALIBRATION: dict[str, Any] = {
-    "model_id": "kintsugi/tiny-wan-random",
+# Measured with `calibrate` on the embedded model (2-core CPUs, torch 2.13 CPU, bf16, 2 steps): the smallest worker
+# memory cap, in MiB, that each setting needs. Columns: frames, width, height, vae_tiling, MiB. One table per kind of
+# CPU (``components.memory.hardware.cpu_kind``): on a CPU with AMX the bf16 convolutions take other kernels, and VAE
+# tiling raises the tiny model's peak instead of lowering it. Refreshed by `python bench/bench_oom.py --calibrate`.
+_CPU: dict[str, Any] = {
+    "model_id": EMBEDDED_MODEL_ID,
     "hardware": "cpu",
     "dtype": "bfloat16",
     "points_mib": [
-        (9, 128, 128, False, 205), (9, 256, 256, False, 251), (17, 256, 256, False, 265),
-        (33, 256, 256, False, 284), (9, 384, 384, False, 356), (17, 384, 384, False, 352),
-        (33, 384, 384, False, 445), (5, 512, 512, False, 425), (9, 512, 512, False, 451),
-        (17, 512, 512, False, 521), (33, 512, 512, False, 631), (9, 640, 640, False, 636),
+        (9, 128, 128, False, 205),
+        (9, 256, 256, False, 251),
+        (17, 256, 256, False, 265),
+        (33, 256, 256, False, 284),
+        (9, 384, 384, False, 356),
+        (17, 384, 384, False, 352),
+        (33, 384, 384, False, 445),
+        (5, 512, 512, False, 425),
+        (9, 512, 512, False, 451),
+        (17, 512, 512, False, 521),
+        (33, 512, 512, False, 631),
+        (9, 640, 640, False, 636),
         (9, 512, 288, False, 349),
-        (9, 128, 128, True, 198), (9, 256, 256, True, 253), (17, 256, 256, True, 269),
-        (33, 256, 256, True, 297), (9, 384, 384, True, 336), (17, 384, 384, True, 383),
-        (33, 384, 384, True, 468), (5, 512, 512, True, 301), (9, 512, 512, True, 363),
-        (17, 512, 512, True, 486), (33, 512, 512, True, 590), (9, 640, 640, True, 495),
+        (9, 128, 128, True, 198),
+        (9, 256, 256, True, 253),
+        (17, 256, 256, True, 269),
+        (33, 256, 256, True, 297),
+        (9, 384, 384, True, 336),
+        (17, 384, 384, True, 383),
+        (33, 384, 384, True, 468),
+        (5, 512, 512, True, 301),
+        (9, 512, 512, True, 363),
+        (17, 512, 512, True, 486),
+        (33, 512, 512, True, 590),
+        (9, 640, 640, True, 495),
         (9, 512, 288, True, 308),
     ],
 }
+
+# Measured 2026-12-01 on an Intel Xeon with AMX and AVX-512-BF16.
+_CPU_AMX: dict[str, Any] = {
+    "model_id": EMBEDDED_MODEL_ID,
+    "hardware": "cpu:amx",
+    "dtype": "bfloat16",
+    "points_mib": [
+        (9, 128, 128, False, 206),
+        (17, 128, 128, False, 210),
+        (33, 128, 128, False, 224),
+        (9, 256, 256, False, 231),
+        (17, 256, 256, False, 269),
+        (33, 256, 256, False, 301),
+        (9, 384, 384, False, 276),
+        (17, 384, 384, False, 323),
+        (33, 384, 384, False, 477),
+        (9, 512, 512, False, 356),
+        (17, 512, 512, False, 448),
+        (33, 512, 512, False, 540),
+        (5, 512, 512, False, 340),
+        (9, 640, 640, False, 464),
+        (9, 128, 128, True, 210),
+        (17, 128, 128, True, 211),
+        (33, 128, 128, True, 226),
+        (9, 256, 256, True, 245),
+        (17, 256, 256, True, 270),
+        (33, 256, 256, True, 323),
+        (9, 384, 384, True, 384),
+        (17, 384, 384, True, 424),
+        (33, 384, 384, True, 513),
+        (9, 512, 512, True, 399),
+        (17, 512, 512, True, 512),
+        (33, 512, 512, True, 619),
+        (5, 512, 512, True, 366),
+        (9, 640, 640, True, 484),
+    ],
+}
+
+DEFAULT_CALIBRATIONS: tuple[dict[str, Any], ...] = (_CPU, _CPU_AMX)
+
+
+def default_calibration(hardware: str, dtype: str) -> dict[str, Any] | None:
+    """The shipped table for ``hardware`` (a ``hardware_key``) and ``dtype``, or ``None`` when none was measured."""
+    return next((t for t in DEFAULT_CALIBRATIONS if (t["hardware"], t["dtype"]) == (hardware, dtype)), None)

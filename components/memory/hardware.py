@@ -16,22 +16,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["HardwareProbe", "probe_hardware", "hardware_key", "memory_verdict"]
+from recovery.messages import format_bytes
+from recovery.procfs import cpu_flags, meminfo
+
+__all__ = ["HardwareProbe", "cpu_kind", "hardware_key", "memory_verdict", "probe_hardware"]
 
 _LIBRARIES = ("torch", "diffusers", "transformers", "huggingface_hub", "accelerate")
 
 
 def _ram(state: dict[str, Any]) -> None:
     try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                key, _, rest = line.partition(":")
-                if key == "MemTotal":
-                    state["ram_total_bytes"] = int(rest.split()[0]) * 1024
-                elif key == "MemAvailable":
-                    state["ram_free_bytes"] = int(rest.split()[0]) * 1024
+        memory = meminfo("MemTotal", "MemAvailable")
     except (OSError, ValueError, IndexError) as exc:
         state["ram"] = f"unavailable: {type(exc).__name__}"
+        return
+    if "MemTotal" in memory:
+        state["ram_total_bytes"] = memory["MemTotal"]
+    if "MemAvailable" in memory:
+        state["ram_free_bytes"] = memory["MemAvailable"]
 
 
 def _text(value: Any) -> str:
@@ -61,13 +63,25 @@ def _nvml(state: dict[str, Any]) -> None:
             for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
                 try:
                     for proc in getattr(pynvml, getter)(handle):
-                        processes.append({"pid": int(proc.pid), "used_bytes": proc.usedGpuMemory,
-                                          "this_process": int(proc.pid) == os.getpid()})
+                        processes.append(
+                            {
+                                "pid": int(proc.pid),
+                                "used_bytes": proc.usedGpuMemory,
+                                "this_process": int(proc.pid) == os.getpid(),
+                            }
+                        )
                 except (pynvml.NVMLError, AttributeError):
                     continue
-            gpus.append({"index": index, "name": _text(pynvml.nvmlDeviceGetName(handle)),
-                         "total_bytes": int(info.total), "free_bytes": int(info.free), "used_bytes": int(info.used),
-                         "processes": processes})
+            gpus.append(
+                {
+                    "index": index,
+                    "name": _text(pynvml.nvmlDeviceGetName(handle)),
+                    "total_bytes": int(info.total),
+                    "free_bytes": int(info.free),
+                    "used_bytes": int(info.used),
+                    "processes": processes,
+                }
+            )
         state["gpus"] = gpus
     except pynvml.NVMLError as exc:
         state["nvml"] = f"partial: {type(exc).__name__}"
@@ -97,23 +111,30 @@ def _torch_cuda(state: dict[str, Any]) -> None:
     state["cuda_reserved_bytes"] = int(torch.cuda.memory_reserved())
 
 
+def cpu_kind() -> str:
+    """This CPU as the planner tells CPUs apart: ``cpu:amx`` where AMX and AVX-512-BF16 run bf16 convolutions
+    (oneDNN then picks other kernels, with other memory: measured here, VAE tiling never lowers the tiny model's
+    peak on such a CPU), else ``cpu``."""
+    return "cpu:amx" if "amx_bf16" in cpu_flags() else "cpu"
+
+
 def memory_verdict(state: Mapping[str, Any]) -> str:
     """One line naming the likely cause of an out-of-memory from the probe's numbers."""
     reserved, allocated = state.get("cuda_reserved_bytes"), state.get("cuda_allocated_bytes")
-    others = sum(p.get("used_bytes") or 0 for gpu in state.get("gpus", ()) for p in gpu.get("processes", ())
-                 if not p.get("this_process"))
+    others = sum(
+        p.get("used_bytes") or 0
+        for gpu in state.get("gpus", ())
+        for p in gpu.get("processes", ())
+        if not p.get("this_process")
+    )
     total = state.get("cuda_total_bytes") or next((g["total_bytes"] for g in state.get("gpus", ())), None)
     if total and others > 0.1 * total:
-        return f"other processes hold {_gib(others)} of {_gib(total)} GPU memory"
+        return f"other processes hold {format_bytes(others)} of {format_bytes(total)} GPU memory"
     if reserved and allocated is not None and reserved - allocated > 0.2 * reserved:
-        return f"fragmentation: {_gib(reserved - allocated)} reserved by the CUDA cache but not in use"
+        return f"fragmentation: {format_bytes(reserved - allocated)} reserved by the CUDA cache but not in use"
     if state.get("worker_memory_cap"):
-        return f"the request needs more than the worker's memory cap of {_gib(state['worker_memory_cap'])}"
+        return f"the request needs more than the worker's memory cap of {format_bytes(state['worker_memory_cap'])}"
     return "the request needs more memory than is free"
-
-
-def _gib(value: int) -> str:
-    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
 
 
 def probe_hardware(*, memory_cap: int | None = None) -> dict[str, Any]:
@@ -139,6 +160,7 @@ def probe_hardware(*, memory_cap: int | None = None) -> dict[str, Any]:
         state["accelerator"] = platform.processor() or platform.machine() or "cpu"
         state["device"] = "cpu"
     state["cpu_count"] = os.cpu_count()
+    state["cpu_kind"] = cpu_kind()
     state["memory_verdict"] = memory_verdict(state)
     return state
 
@@ -153,10 +175,11 @@ class HardwareProbe:
         return probe_hardware(memory_cap=self.memory_cap)
 
 
-def hardware_key(state: Mapping[str, Any]) -> str:
-    """A short, stable name for the hardware (the planner's and the breaker's key): ``cpu`` or
-    ``cuda:<name>:<total GiB>``."""
-    if state.get("device") != "cuda":
-        return "cpu"
+def hardware_key(state: Mapping[str, Any], *, device: str | None = None) -> str:
+    """A short, stable name for the hardware generation runs on (the planner's and the breaker's key): the probe's
+    ``cpu_kind`` (``cpu`` or ``cpu:amx``) or ``cuda:<name>:<total GiB>``. ``device``: where it runs, when not where
+    the probe would put it (``cpu`` on a machine with a GPU)."""
+    if (device or state.get("device")) != "cuda":
+        return str(state.get("cpu_kind") or "cpu")
     total = state.get("cuda_total_bytes") or next((g["total_bytes"] for g in state.get("gpus", ())), 0)
     return f"cuda:{state.get('accelerator')}:{round(total / 2**30)}GiB"

@@ -1,4 +1,5 @@
-"""The adjustment ladder for out-of-memory, cheapest loss of quality first, each rung chosen by the planner:
+"""The adjustment ladder for out-of-memory, cheapest loss of quality first, each rung chosen by the planner's
+prediction, and ``plan_memory``: the plan a request runs with, made before anything runs.
 
     0. free memory          (the worker already ran gc/empty-cache/malloc_trim; restart it if memory stayed held)
     1. VAE tiling           (for a decode OOM with latents kept: the same request, so denoising is not repeated)
@@ -6,33 +7,44 @@
     3. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
     4. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
     5. fewer frames *and* lower resolution (down to the floors)
-    6. a smaller compatible model
     (fewer steps is not a rung: steps do not change peak memory — the calibration has no term for them)
 
 A rung is skipped when the planner predicts it does not fit — on the tiny VAE, tiling can *raise* the peak, and
 then the calibration says so. Below the floors (a quarter of the frames, half the side) the request is no longer
-what was asked for: ``PreviewDegrader`` offers a labelled preview instead, and nothing at all when even the
+what was asked for: ``preview_setting`` offers a labelled preview instead, and nothing at all when even the
 smallest setting does not fit. Every change is a line for the user (``"num_frames 17 → 9 to fit in 400 MiB"``).
+The recovery engine climbs the same ladder through ``components.memory.adapters``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from components.memory import MemoryPlanner, format_bytes, join_parameters, split_parameters
-from components.pipeline import RunOptions
-from components.request import LIMITS, GenerationRequest
-from recovery.classify import error_chain
-from recovery.errors import WorkerCrashedError
-from recovery.errors import OutOfMemoryError
-from recovery.ports import Adjustment
-from recovery.taxonomy import EnhancedFailureType, ErrorContext
+from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
+from components.memory.planner import MemoryPlanner
+from recovery.messages import format_bytes
 
-__all__ = ["Choice", "MemoryLadder", "PreviewDegrader", "WorkerMemoryFreer", "choose_setting", "preview_setting",
-           "frame_counts", "scaled_sizes"]
+__all__ = ["Choice", "MemoryPlan", "choose_setting", "frame_counts", "plan_memory", "preview_setting", "scaled_sizes"]
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What to run: the (possibly adjusted) request and options, the prediction, and each change as a line."""
+
+    request: GenerationRequest
+    options: RunOptions
+    estimate_bytes: int
+    budget_bytes: int | None
+    fits: bool
+    changes: tuple[str, ...] = ()
+    degraded: bool = False
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return join_parameters(self.request, self.options)
 
 
 @dataclass(frozen=True)
@@ -91,21 +103,21 @@ def _request_lines(old: GenerationRequest, new: GenerationRequest) -> list[str]:
         lines.append(f"num_frames {old.num_frames} → {new.num_frames}")
     if (old.width, old.height) != (new.width, new.height):
         lines.append(f"resolution {old.width}×{old.height} → {new.width}×{new.height} (aspect ratio kept)")
-    if old.model_id != new.model_id:
-        lines.append(f"model_id {old.model_id} → {new.model_id} (a smaller compatible model)")
     return lines
 
 
-def _fitting(planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None,
-             device: str) -> RunOptions | None:
+def _fitting(
+    planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None, device: str
+) -> RunOptions | None:
     for variant in _variants(options, device):
         if planner.fits(request, variant, budget):
             return variant
     return None
 
 
-def _candidates(request: GenerationRequest, min_frames: int, min_share: float,
-                smaller_models: Sequence[str]) -> Iterator[tuple[str, GenerationRequest]]:
+def _candidates(
+    request: GenerationRequest, min_frames: int, min_share: float
+) -> Iterator[tuple[str, GenerationRequest]]:
     yield "memory switches", request
     for frames in frame_counts(request.num_frames, min_frames):
         yield "fewer frames", replace(request, num_frames=frames)
@@ -114,16 +126,22 @@ def _candidates(request: GenerationRequest, min_frames: int, min_share: float,
     smallest = min([f for f in frame_counts(request.num_frames, min_frames)] or [request.num_frames])
     for width, height in scaled_sizes(request.width, request.height, min_share=min_share):
         yield "fewer frames and lower resolution", replace(request, num_frames=smallest, width=width, height=height)
-    for model_id in smaller_models:
-        yield "smaller model", replace(request, model_id=model_id)
 
 
-def choose_setting(planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None,
-                   *, device: str = "cpu", decode_retry: bool = False, min_frames_share: float = 0.25,
-                   min_side_share: float = 0.5, smaller_models: Sequence[str] = ()) -> Choice | None:
+def choose_setting(
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions,
+    budget: int | None,
+    *,
+    device: str = "cpu",
+    decode_retry: bool = False,
+    min_frames_share: float = 0.25,
+    min_side_share: float = 0.5,
+) -> Choice | None:
     """The first rung of the ladder whose largest setting the planner predicts to fit ``budget``."""
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
-    for rung, candidate in _candidates(request, min_frames, min_side_share, smaller_models):
+    for rung, candidate in _candidates(request, min_frames, min_side_share):
         chosen = _fitting(planner, candidate, options, budget, device)
         if chosen is None or (candidate == request and chosen == options):
             continue
@@ -137,8 +155,15 @@ def choose_setting(planner: MemoryPlanner, request: GenerationRequest, options: 
     return None
 
 
-def preview_setting(planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None,
-                    *, device: str = "cpu", max_frames: int = 9) -> Choice | None:
+def preview_setting(
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions,
+    budget: int | None,
+    *,
+    device: str = "cpu",
+    max_frames: int = 9,
+) -> Choice | None:
     """The largest preview (frames × pixels, at most ``max_frames`` frames, aspect kept) predicted to fit."""
     sizes = [(request.width, request.height), *scaled_sizes(request.width, request.height)]
     top = min(request.num_frames, max_frames)
@@ -148,144 +173,43 @@ def preview_setting(planner: MemoryPlanner, request: GenerationRequest, options:
         chosen = _fitting(planner, candidate, options, budget, device)
         if chosen is not None and (candidate, chosen) != (request, options):
             estimate = planner.estimate(candidate, chosen) or 0
-            label = (f"preview: {f} frames at {w}×{h} instead of {request.num_frames} at "
-                     f"{request.width}×{request.height} — the full request does not fit in "
-                     f"{format_bytes(budget) if budget else 'the free memory'}")
+            label = (
+                f"preview: {f} frames at {w}×{h} instead of {request.num_frames} at "
+                f"{request.width}×{request.height} — the full request does not fit in "
+                f"{format_bytes(budget) if budget else 'the free memory'}"
+            )
             lines = [label, *_option_lines(options, chosen), *_request_lines(request, candidate)]
             return Choice(candidate, chosen, estimate, tuple(lines), "preview", degraded=True)
     return None
 
 
-def _out_of_memory(ctx: ErrorContext) -> OutOfMemoryError | None:
-    return next((link for link in error_chain(ctx.original_error) if isinstance(link, OutOfMemoryError)), None)
-
-
-def _budget(ctx: ErrorContext, default: int | None, planner: MemoryPlanner, request: GenerationRequest,
-            options: RunOptions) -> int | None:
-    """The cap the OOM happened under, else the configured one, else free GPU memory, else 3/4 of the need."""
-    error = _out_of_memory(ctx)
-    cap = (error.data.get("memory_cap") if error is not None else None) or default
-    if cap is None and ctx.system_state.get("cuda_free_bytes"):
-        cap = int(ctx.system_state["cuda_free_bytes"])
-    if cap is None:
-        estimate = planner.estimate(request, options)
-        cap = int(estimate * 0.75) if estimate else None
-    return cap
-
-
-@dataclass
-class MemoryLadder:
-    """``recovery.ports.ParameterAdjuster`` for out-of-memory: learn from the failure, then climb the ladder.
-
-    ``budget``: the worker's memory cap when the error does not carry one. ``smaller_models``: model id → ids of
-    smaller compatible models, best first.
-    """
-
-    planner: MemoryPlanner
-    budget: int | None = None
-    device: str = "cpu"
-    freer: WorkerMemoryFreer | None = None  # rung 0: restart the worker when memory stayed held
-    smaller_models: Mapping[str, Sequence[str]] | None = None
-    min_frames_share: float = 0.25
-    min_side_share: float = 0.5
-    restart_after_oom: bool = True  # measured here: a worker after an OOM failed runs a fresh one completed
-
-    def adjust(self, ctx: ErrorContext, parameters: Mapping[str, Any]) -> Adjustment | None:
-        if ctx.failure_type is not EnhancedFailureType.VRAM_EXHAUSTION:
-            return None
-        request, options = split_parameters(parameters)
-        budget = _budget(ctx, self.budget, self.planner, request, options)
-        self.planner.record(request, options, None, False, memory_cap=budget)  # learn before choosing
-        error = _out_of_memory(ctx)
-        decode_retry = bool(error is not None and error.data.get("phase") == "decode"
-                            and error.data.get("latents_kept") and not options.vae_tiling)
-        choice = choose_setting(self.planner, request, options, budget, device=self.device,
-                                decode_retry=decode_retry, min_frames_share=self.min_frames_share,
-                                min_side_share=self.min_side_share,
-                                smaller_models=(self.smaller_models or {}).get(request.model_id, ()))
-        if choice is None:
-            return None
-        freed: list[str] = []
-        reuses_latents = decode_retry and choice.request == request  # a restart would lose the kept latents
-        if self.freer is not None and not reuses_latents:
-            freed = self.freer.make_room(request.model_id, force=self.restart_after_oom)
-        return Adjustment(join_parameters(choice.request, choice.options), (*freed, *choice.changes), choice.rung)
-
-
-@dataclass
-class PreviewDegrader:
-    """``recovery.ports.Degrader``: when nothing fits at the requested quality, a labelled preview."""
-
-    planner: MemoryPlanner
-    budget: int | None = None
-    device: str = "cpu"
-    max_frames: int = 9
-
-    def degrade(self, ctx: ErrorContext, parameters: Mapping[str, Any]) -> Adjustment | None:
-        if ctx.failure_type is not EnhancedFailureType.VRAM_EXHAUSTION:
-            return None
-        request, options = split_parameters(parameters)
-        budget = _budget(ctx, self.budget, self.planner, request, options)
-        choice = preview_setting(self.planner, request, options, budget, device=self.device,
-                                 max_frames=self.max_frames)
-        if choice is None:
-            return None
-        return Adjustment(join_parameters(choice.request, choice.options), choice.changes, choice.changes[0])
-
-
-@dataclass
-class WorkerMemoryFreer:
-    """``recovery.ports.ResourceFreer`` for a ``components.worker.Worker``.
-
-    After an OOM the worker has already collected garbage, emptied caches and trimmed glibc's free lists. Memory
-    "came back" when the worker holds no more than it does idle with the model loaded (the planner's prediction
-    for the smallest request) plus ``tolerance`` of the cap; otherwise only a fresh process gives it back — here a
-    worker that still held 48 MiB more than idle after an OOM failed a run that a fresh one completed. With a
-    ``planner``, ``free_memory`` does nothing for a request predicted not to fit even in a fresh worker.
-    """
-
-    worker: Any
-    planner: MemoryPlanner | None = None
-    tolerance: float = 0.05
-    model_id: str = "kintsugi/tiny-wan-random"
-
-    def held_bytes(self) -> tuple[int, int] | None:
-        """(bytes the worker holds above its start, its cap), or ``None`` when it runs without a cap."""
-        info = self.worker.info or {}
-        if not info.get("address_space_limit") or not info.get("memory_cap"):
-            return None
-        base = info["address_space_limit"] - info["memory_cap"]
-        return int(self.worker.stats()["vm_size"]) - base, int(info["memory_cap"])
-
-    def _idle_bytes(self, cap: int) -> float:
-        smallest = GenerationRequest(prompt="-", num_frames=1, width=16, height=16, model_id=self.model_id)
-        estimate = self.planner.estimate(smallest) if self.planner is not None else None
-        return estimate if estimate is not None else 0.5 * cap
-
-    def make_room(self, model_id: str | None = None, *, force: bool = False) -> list[str]:
-        """Restart the worker when memory stayed held after a failure (the ladder's rung 0); ``force``: after
-        any out-of-memory, whatever it holds."""
-        held = self.held_bytes()
-        if held is None:
-            return []
-        if model_id:
-            self.model_id = model_id
-        if not force and held[0] <= self._idle_bytes(held[1]) + self.tolerance * held[1]:
-            return []
-        self.worker.restart()
-        return [f"worker restarted: it still held {format_bytes(held[0])} of its {format_bytes(held[1])} after the "
-                f"failure"]
-
-    def free_memory(self, ctx: ErrorContext) -> Sequence[str]:
-        if self.planner is not None and ctx.user_parameters.get("prompt") is not None:
-            request, options = split_parameters(ctx.user_parameters)
-            cap = (self.worker.info or {}).get("memory_cap")
-            if cap and not self.planner.fits(request, options, cap):
-                return []  # even a fresh worker would not fit it: retrying the same request is futile
-        return self.make_room(ctx.model_id)
-
-    def restart_worker(self, ctx: ErrorContext) -> Sequence[str]:
-        if isinstance(ctx.original_error, WorkerCrashedError):  # the supervisor already started a fresh one
-            return ["a fresh worker took over from the one that stopped"]
-        self.worker.restart()
-        return ["worker restarted"]
+def plan_memory(
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions = RunOptions(),
+    budget: int | None = None,
+    *,
+    device: str = "cpu",
+) -> MemoryPlan:
+    """Before running: keep the request if it is predicted to fit, else the best setting of the ladder that
+    does (each change a line), else a labelled preview; ``fits=False`` when not even that fits."""
+    estimate = planner.estimate(request, options) or 0
+    if planner.fits(request, options, budget):
+        return MemoryPlan(request, options, estimate, budget, True)
+    choice = choose_setting(planner, request, options, budget, device=device) or preview_setting(
+        planner, request, options, budget
+    )
+    if choice is None:
+        return MemoryPlan(
+            request,
+            options,
+            estimate,
+            budget,
+            False,
+            (
+                f"nothing fits in {format_bytes(budget or 0)}: predicted {format_bytes(estimate)} for "
+                f"the smallest setting we may choose",
+            ),
+        )
+    changes = tuple(f"planned before running: {line}" for line in choice.changes)
+    return MemoryPlan(choice.request, choice.options, choice.estimate, budget, True, changes, choice.degraded)

@@ -11,7 +11,7 @@ video). Steps do not change peak memory. Then what real runs taught wins over th
   than ``C``; if the fit had said it fits, the fit's scale grows so that similar settings move too;
 * a success under cap ``C`` means that setting and every smaller one fit in ``C``.
 
-Measurements live in one JSON file in the data dir (written atomically); ``DEFAULT_CALIBRATION`` — measured here
+Measurements live in one JSON file in the data dir (written atomically); ``DEFAULT_CALIBRATIONS`` — measured here
 on the embedded model — is the starting point of a fresh install.
 """
 
@@ -21,16 +21,17 @@ import json
 import math
 import os
 import threading
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.memory_calibration import DEFAULT_CALIBRATION, Measurement
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
+from components.generation.request import GenerationRequest, RunOptions
+from components.memory.calibration import DEFAULT_CALIBRATIONS, Measurement
+from components.memory.hardware import cpu_kind
+from components.system.files import write_text_atomic
 
-__all__ = ["MemoryPlanner", "MemoryPlan", "split_parameters", "join_parameters", "format_bytes"]
+__all__ = ["MemoryPlanner"]
 
 _MAX_OUTCOMES = 500
 _STORE_VERSION = 1
@@ -38,23 +39,6 @@ _KERNEL_WIDTH = 0.35  # in log units: a point counts fully for its own size, lit
 _SHRINK = 0.05  # far from every measured point, the correction fades to the plain fit
 _FAILURE_WEIGHT = 10.0  # a recent real failure outweighs an older calibration point at the same size
 _FAILURE_STEP = 0.1  # a failure says "needs more than the cap", not how much: assume 10 % more
-
-
-def format_bytes(value: int | float) -> str:
-    """``419430400`` → ``"400 MiB"``; ``2147483648`` → ``"2.0 GiB"``."""
-    return f"{value / 2**30:.1f} GiB" if value >= 2**30 else f"{value / 2**20:.0f} MiB"
-
-
-def split_parameters(parameters: Mapping[str, Any]) -> tuple[GenerationRequest, RunOptions]:
-    """The recovery engine's parameters (request fields plus ``"options"``) as a request and its options."""
-    option_names = {f.name for f in fields(RunOptions)}
-    options = RunOptions(**{k: v for k, v in dict(parameters.get("options") or {}).items() if k in option_names})
-    return GenerationRequest.from_dict(parameters), options
-
-
-def join_parameters(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
-    """The inverse of ``split_parameters``."""
-    return {**request.to_dict(), "options": asdict(options)}
 
 
 def _options_key(options: RunOptions) -> str:
@@ -103,15 +87,20 @@ class _Fit:
 
     @classmethod
     def of(cls, points: list[dict[str, Any]]) -> _Fit | None:
-        coefficients = _fit([(_features(p["num_frames"], p["width"], p["height"]), p["need_bytes"])
-                             for p in points])
+        coefficients = _fit([(_features(p["num_frames"], p["width"], p["height"]), p["need_bytes"]) for p in points])
         if coefficients is None:
             return None
         plain = cls(coefficients, ())
-        residuals = tuple((math.log(p["width"] * p["height"]), math.log(p["num_frames"]),
-                           math.log(p["width"] / p["height"]), _FAILURE_WEIGHT if p.get("source") == "failure" else 1.0,
-                           p["need_bytes"] - plain.predict(p["num_frames"], p["width"], p["height"]))
-                          for p in points)
+        residuals = tuple(
+            (
+                math.log(p["width"] * p["height"]),
+                math.log(p["num_frames"]),
+                math.log(p["width"] / p["height"]),
+                _FAILURE_WEIGHT if p.get("source") == "failure" else 1.0,
+                p["need_bytes"] - plain.predict(p["num_frames"], p["width"], p["height"]),
+            )
+            for p in points
+        )
         return cls(coefficients, residuals)
 
     def predict(self, frames: int, width: int, height: int) -> float:
@@ -121,27 +110,12 @@ class _Fit:
         if not self.residuals:
             return value
         here = (math.log(width * height), math.log(frames), math.log(width / height))
-        weights = [weight * math.exp(-sum((x - y) ** 2 for x, y in zip(point, here)) / _KERNEL_WIDTH ** 2)
-                   for *point, weight, _r in self.residuals]
+        weights = [
+            weight * math.exp(-sum((x - y) ** 2 for x, y in zip(point, here)) / _KERNEL_WIDTH**2)
+            for *point, weight, _r in self.residuals
+        ]
         correction = sum(w * r[-1] for w, r in zip(weights, self.residuals)) / (sum(weights) + _SHRINK)
         return value + correction
-
-
-@dataclass(frozen=True)
-class MemoryPlan:
-    """What to run: the (possibly adjusted) request and options, the prediction, and each change as a line."""
-
-    request: GenerationRequest
-    options: RunOptions
-    estimate_bytes: int
-    budget_bytes: int | None
-    fits: bool
-    changes: tuple[str, ...] = ()
-    degraded: bool = False
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return join_parameters(self.request, self.options)
 
 
 @dataclass
@@ -158,21 +132,37 @@ class MemoryPlanner:
     (``"cpu"`` here). ``margin``: the share added to a fitted prediction before comparing with a budget.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, hardware: str = "cpu",
-                 dtype: str = "bfloat16", margin: float = 0.08,
-                 defaults: Mapping[str, Any] | None = DEFAULT_CALIBRATION) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        hardware: str | None = None,
+        dtype: str = "bfloat16",
+        margin: float = 0.08,
+        defaults: Sequence[Mapping[str, Any]] | None = DEFAULT_CALIBRATIONS,
+    ) -> None:
         if not 0 <= margin < 1:
             raise ValueError(f"`margin` must be in [0, 1) (got {margin})")
         self.path = Path(path) if path is not None else None
-        self.hardware, self.dtype, self.margin = hardware, dtype, margin
+        self.hardware, self.dtype, self.margin = hardware or cpu_kind(), dtype, margin
         self._lock = threading.Lock()
         self._profiles: dict[str, _Profile] = {}
-        self._prior: Mapping[str, Any] | None = defaults
-        if defaults is not None and defaults.get("hardware") == hardware and defaults.get("dtype") == dtype:
-            profile = self._profile(defaults["model_id"])
-            for frames, width, height, tiling, mib in defaults["points_mib"]:
-                profile.points.append(dict(num_frames=frames, width=width, height=height, vae_tiling=tiling,
-                                           model_cpu_offload=False, need_bytes=mib * 2**20, source="default"))
+        table = next((t for t in defaults or () if (t["hardware"], t["dtype"]) == (self.hardware, dtype)), None)
+        self._prior: Mapping[str, Any] | None = table
+        if table is not None:
+            profile = self._profile(table["model_id"])
+            for frames, width, height, tiling, mib in table["points_mib"]:
+                profile.points.append(
+                    dict(
+                        num_frames=frames,
+                        width=width,
+                        height=height,
+                        vae_tiling=tiling,
+                        model_cpu_offload=False,
+                        need_bytes=mib * 2**20,
+                        source="default",
+                    )
+                )
         if self.path is not None and self.path.exists():
             self._load()
 
@@ -200,39 +190,55 @@ class MemoryPlanner:
     def _save(self) -> None:
         if self.path is None:
             return
-        payload = {"version": _STORE_VERSION, "profiles": {
-            key: {"points": [p for p in prof.points if p.get("source") != "default"], "outcomes": prof.outcomes,
-                  "scale": prof.scale} for key, prof in self._profiles.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.path.with_name(self.path.name + ".incomplete")
-        try:
-            staging.write_text(json.dumps(payload, indent=1, sort_keys=True))
-            os.replace(staging, self.path)
-        finally:
-            staging.unlink(missing_ok=True)
+        payload = {
+            "version": _STORE_VERSION,
+            "profiles": {
+                key: {
+                    "points": [p for p in prof.points if p.get("source") != "default"],
+                    "outcomes": prof.outcomes,
+                    "scale": prof.scale,
+                }
+                for key, prof in self._profiles.items()
+            },
+        }
+        write_text_atomic(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
     # -- learning -------------------------------------------------------------------------------------------------
     def add_measurement(self, item: Measurement) -> None:
         """A calibration run: an exact need (or, if it failed under a cap, a lower bound)."""
-        request = GenerationRequest(prompt="calibration", width=item.width, height=item.height,
-                                    num_frames=item.num_frames, model_id=item.model_id)
+        request = GenerationRequest(
+            prompt="calibration",
+            width=item.width,
+            height=item.height,
+            num_frames=item.num_frames,
+            model_id=item.model_id,
+        )
         options = RunOptions(vae_tiling=item.vae_tiling, model_cpu_offload=item.model_cpu_offload)
         if item.need_bytes is not None:
             with self._lock:
                 profile = self._profile(item.model_id)
                 profile.points = [p for p in profile.points if p.get("source") != "default"]
-                profile.points.append(dict(self._setting(request, options), need_bytes=int(item.need_bytes),
-                                           source="calibrate"))
+                profile.points.append(
+                    dict(self._setting(request, options), need_bytes=int(item.need_bytes), source="calibrate")
+                )
                 self._save()
         elif item.failed_at_cap is not None:
             self.record(request, options, None, False, memory_cap=item.failed_at_cap)
 
-    def record(self, request: GenerationRequest, options: RunOptions, peak_bytes: int | None, ok: bool, *,
-               memory_cap: int | None = None, exact: bool | None = None) -> None:
+    def record(
+        self,
+        request: GenerationRequest,
+        options: RunOptions,
+        peak_bytes: int | None,
+        ok: bool,
+        *,
+        memory_cap: int | None = None,
+        exact: bool | None = None,
+    ) -> None:
         """Learn from a finished run. ``memory_cap`` turns the outcome into a bound (fits in / needs more than
         the cap); ``peak_bytes`` is used as an exact need when it is in the planner's unit — on CUDA by default
         (``max_memory_allocated``), on the CPU only with ``exact=True`` (address-space growth, not peak RSS)."""
-        exact = self.hardware != "cpu" if exact is None else exact
+        exact = not self.hardware.startswith("cpu") if exact is None else exact
         setting = self._setting(request, options)
         with self._lock:
             profile = self._profile(request.model_id)
@@ -246,12 +252,14 @@ class MemoryPlanner:
                         # neighbourhood moves, far settings do not); on the prior, only a scale can move.
                         own = [p for p in profile.points if self._same_options(p, setting)]
                         if len(own) >= 2:
-                            profile.points.append(dict(setting, need_bytes=int(memory_cap * (1 + _FAILURE_STEP)),
-                                                       source="failure"))
+                            profile.points.append(
+                                dict(setting, need_bytes=int(memory_cap * (1 + _FAILURE_STEP)), source="failure")
+                            )
                         else:
                             key = _options_key(options)
-                            profile.scale[key] = max(profile.scale.get(key, 1.0),
-                                                     memory_cap * (1 + self.margin + _FAILURE_STEP) / fitted)
+                            profile.scale[key] = max(
+                                profile.scale.get(key, 1.0), memory_cap * (1 + self.margin + _FAILURE_STEP) / fitted
+                            )
                 profile.outcomes.append(dict(setting, cap_bytes=int(memory_cap), ok=bool(ok)))
                 del profile.outcomes[:-_MAX_OUTCOMES]
             self._save()
@@ -259,8 +267,13 @@ class MemoryPlanner:
     # -- prediction -----------------------------------------------------------------------------------------------
     @staticmethod
     def _setting(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
-        return dict(num_frames=request.num_frames, width=request.width, height=request.height,
-                    vae_tiling=options.vae_tiling, model_cpu_offload=options.model_cpu_offload)
+        return dict(
+            num_frames=request.num_frames,
+            width=request.width,
+            height=request.height,
+            vae_tiling=options.vae_tiling,
+            model_cpu_offload=options.model_cpu_offload,
+        )
 
     def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit, float] | None:
         """The fit for this model and options, else the same model's untiled fit, else the embedded model's
@@ -268,8 +281,11 @@ class MemoryPlanner:
         profile = self._profiles.get(self._key(model_id), _Profile())
         prior = self._profiles.get(self._key(self._prior["model_id"]), _Profile()) if self._prior else _Profile()
         for source, wanted in ((profile, options), (profile, RunOptions()), (prior, options), (prior, RunOptions())):
-            same = [p for p in source.points if (p["vae_tiling"], p["model_cpu_offload"])
-                    == (wanted.vae_tiling, wanted.model_cpu_offload)]
+            same = [
+                p
+                for p in source.points
+                if (p["vae_tiling"], p["model_cpu_offload"]) == (wanted.vae_tiling, wanted.model_cpu_offload)
+            ]
             fitted = _Fit.of(same)
             if fitted is not None:
                 return fitted, profile.scale.get(_options_key(options), 1.0)
@@ -287,8 +303,11 @@ class MemoryPlanner:
         with self._lock:
             fitted = self._fitted(request, options)
             setting = self._setting(request, options)
-            floors = [o["cap_bytes"] + 1 for o in self._profile(request.model_id).outcomes
-                      if not o["ok"] and self._same_options(o, setting) and _dominates(setting, o)]
+            floors = [
+                o["cap_bytes"] + 1
+                for o in self._profile(request.model_id).outcomes
+                if not o["ok"] and self._same_options(o, setting) and _dominates(setting, o)
+            ]
         if fitted is None and not floors:
             return None
         return int(max([fitted or 0, *floors]))
@@ -315,22 +334,3 @@ class MemoryPlanner:
         if estimate is None:
             return True  # nothing known: let the run decide (and teach us)
         return estimate * (1 + self.margin) <= budget
-
-    # -- planning -------------------------------------------------------------------------------------------------
-    def plan(self, request: GenerationRequest, options: RunOptions = RunOptions(), budget: int | None = None, *,
-             device: str = "cpu") -> MemoryPlan:
-        """Before running: keep the request if it is predicted to fit, else the best setting of the ladder that
-        does (each change a line), else a labelled preview; ``fits=False`` when not even that fits."""
-        from components.memory_ladder import choose_setting, preview_setting
-
-        estimate = self.estimate(request, options) or 0
-        if self.fits(request, options, budget):
-            return MemoryPlan(request, options, estimate, budget, True)
-        choice = choose_setting(self, request, options, budget, device=device) or \
-            preview_setting(self, request, options, budget)
-        if choice is None:
-            return MemoryPlan(request, options, estimate, budget, False,
-                              (f"nothing fits in {format_bytes(budget)}: predicted {format_bytes(estimate)} for "
-                               f"the smallest setting we may choose",))
-        changes = tuple(f"planned before running: {line}" for line in choice.changes)
-        return MemoryPlan(choice.request, choice.options, choice.estimate, budget, True, changes, choice.degraded)

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -23,6 +22,8 @@ from typing import Any
 
 from huggingface_hub import constants
 from huggingface_hub.file_download import repo_folder_name
+
+from components.system.files import hash_file, replacing, write_text_atomic
 
 __all__ = ["HubCache", "ManifestEntry", "RevisionManifest", "is_commit_hash", "LFS_SUFFIXES"]
 
@@ -105,11 +106,7 @@ class HubCache:
 
     def set_ref(self, repo_id: str, ref: str, commit: str) -> None:
         """Point ``refs/<ref>`` at ``commit`` atomically."""
-        path = self.repo_dir(repo_id) / "refs" / ref
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-        tmp.write_text(commit)
-        os.replace(tmp, path)
+        write_text_atomic(self.repo_dir(repo_id) / "refs" / ref, commit)
 
     def link(self, repo_id: str, commit: str, entry: ManifestEntry) -> Path:
         """Make ``snapshots/<commit>/<path>`` a relative symlink to the entry's blob (as the hub does)."""
@@ -118,17 +115,25 @@ class HubCache:
         relative = os.path.relpath(self.blob_path(repo_id, entry.blob_name), target.parent)
         if target.is_symlink() and os.readlink(target) == relative:
             return target
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-        os.symlink(relative, tmp)
-        os.replace(tmp, target)
+        with replacing(target) as partial:
+            os.symlink(relative, partial)
         return target
 
     def partial_bytes(self, repo_id: str) -> dict[str, int]:
-        """Bytes already in ``*.incomplete`` files of this repo, by blob name."""
+        """Bytes already in the resumable ``<blob>.incomplete`` files of this repo, by blob name (a file finished and
+        renamed while this looks is not counted)."""
         blobs = self.repo_dir(repo_id) / "blobs"
         if not blobs.is_dir():
             return {}
-        return {p.name.split(".")[0]: p.stat().st_size for p in blobs.glob("*.incomplete")}
+        sizes: dict[str, int] = {}
+        for path in blobs.glob("*.incomplete"):
+            if path.name.startswith("."):  # a file being written beside its name (components.system.files)
+                continue
+            try:
+                sizes[path.name.split(".")[0]] = path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return sizes
 
     def snapshot_commits(self, repo_id: str) -> list[str]:
         snapshots = self.repo_dir(repo_id) / "snapshots"
@@ -161,16 +166,21 @@ class HubCache:
     def mark_verified(self, manifest: RevisionManifest, ok: bool) -> None:
         with self._state(manifest.repo_id) as state:
             if ok:
-                state["verified"][manifest.commit] = {f.blob_name: self.blob_stamp(manifest.repo_id, f.blob_name)
-                                                      for f in manifest.files}
+                state["verified"][manifest.commit] = {
+                    f.blob_name: self.blob_stamp(manifest.repo_id, f.blob_name) for f in manifest.files
+                }
             else:
                 state["verified"].pop(manifest.commit, None)
 
     def changed_since_verified(self, manifest: RevisionManifest) -> list[ManifestEntry]:
         """Entries whose blob's (size, mtime_ns) differs from when the revision was verified (none if never)."""
         stamps = self.read_state(manifest.repo_id)["verified"].get(manifest.commit) or {}
-        return [f for f in manifest.files if stamps.get(f.blob_name) is not None
-                and stamps[f.blob_name] != self.blob_stamp(manifest.repo_id, f.blob_name)]
+        return [
+            f
+            for f in manifest.files
+            if stamps.get(f.blob_name) is not None
+            and stamps[f.blob_name] != self.blob_stamp(manifest.repo_id, f.blob_name)
+        ]
 
     def renew_stamp(self, manifest: RevisionManifest, blob_name: str) -> None:
         """A blob re-hashed and still matching: its verification holds for its new (size, mtime_ns)."""
@@ -182,7 +192,8 @@ class HubCache:
     def is_verified(self, manifest: RevisionManifest) -> bool:
         stamps = self.read_state(manifest.repo_id)["verified"].get(manifest.commit)
         return stamps is not None and all(
-            stamps.get(f.blob_name) == self.blob_stamp(manifest.repo_id, f.blob_name) for f in manifest.files)
+            stamps.get(f.blob_name) == self.blob_stamp(manifest.repo_id, f.blob_name) for f in manifest.files
+        )
 
     def push_previous(self, repo_id: str, ref: str, commit: str) -> None:
         """Remember that ``ref`` pointed at ``commit`` before an update (for rollback)."""
@@ -210,18 +221,15 @@ class HubCache:
         with self._lock:
             state = self.read_state(repo_id)
             yield state
-            path = self._state_path(repo_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(json.dumps(state, indent=1))
-            os.replace(tmp, path)
+            write_text_atomic(self._state_path(repo_id), json.dumps(state, indent=1))
 
     def _state_path(self, repo_id: str) -> Path:
         return self.state_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.json"
 
     # -- local folders ---------------------------------------------------------------------------------------
-    def import_folder(self, repo_id: str, folder: Path, *, ref: str = "main",
-                      only: Iterable[str] | None = None) -> RevisionManifest:
+    def import_folder(
+        self, repo_id: str, folder: Path, *, ref: str = "main", only: Iterable[str] | None = None
+    ) -> RevisionManifest:
         """Put a local model folder into the cache as a commit of ``repo_id`` (the embedded model's way in).
 
         The commit id is derived from the content, so rebuilding the same model gives the same commit. With
@@ -235,14 +243,8 @@ class HubCache:
         for entry in entries:
             if wanted is not None and entry.path not in wanted:
                 continue
-            blob = self.blob_path(repo_id, entry.blob_name)
-            blob.parent.mkdir(parents=True, exist_ok=True)
-            tmp = blob.with_name(f"{blob.name}.{uuid.uuid4().hex[:8]}.incomplete")
-            try:
-                shutil.copyfile(folder / entry.path, tmp)
-                os.replace(tmp, blob)
-            finally:
-                tmp.unlink(missing_ok=True)
+            with replacing(self.blob_path(repo_id, entry.blob_name)) as partial:
+                shutil.copyfile(folder / entry.path, partial)
             self.link(repo_id, manifest.commit, entry)
         self.save_manifest(manifest)
         self.set_ref(repo_id, ref, manifest.commit)
@@ -253,14 +255,8 @@ def _entry_for(path: str, file: Path) -> ManifestEntry:
     """A manifest entry for a local file, hashed in one streaming pass (git blob id, and sha256 if LFS)."""
     size = file.stat().st_size
     lfs = path.endswith(LFS_SUFFIXES) or size >= _LFS_MIN_SIZE
-    git = hashlib.sha1(b"blob %d\0" % size)
-    sha256 = hashlib.sha256() if lfs else None
-    with file.open("rb") as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            git.update(chunk)
-            if sha256 is not None:
-                sha256.update(chunk)
-    return ManifestEntry(path, size, git.hexdigest(), sha256.hexdigest() if sha256 else None)
+    digests = hash_file(file, "git", "sha256") if lfs else hash_file(file, "git")
+    return ManifestEntry(path, size, digests["git"], digests.get("sha256"))
 
 
 def _entries_from_links(snapshot: Path) -> Iterator[ManifestEntry]:

@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
-from components.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
 
-__all__ = ["CATALOG", "EMBEDDED_MODEL_ID", "CatalogEntry", "DeviceBudget", "IntelligentFallbackManager",
-           "Suggestion", "Task"]
+__all__ = ["CATALOG", "CatalogEntry", "DeviceBudget", "IntelligentFallbackManager", "Suggestion", "Task"]
 
 GB = 1_000_000_000
 
@@ -40,17 +39,54 @@ class CatalogEntry:
 
 
 CATALOG: tuple[CatalogEntry, ...] = (
-    CatalogEntry(EMBEDDED_MODEL_ID, "wan", (Task.TEXT_TO_VIDEO,), 0.0001, 0.001, 0.0, 0.0, 0, True,
-                 "built offline from random weights: its output is noise, for demos and tests"),
-    CatalogEntry("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan", (Task.TEXT_TO_VIDEO,), 1.3, 29.0, 8.2, 12.0, 3,
-                 notes="480p; 8.19 GB VRAM with offloading per the model card"),
+    CatalogEntry(
+        EMBEDDED_MODEL_ID,
+        "wan",
+        (Task.TEXT_TO_VIDEO,),
+        0.0001,
+        0.001,
+        0.0,
+        0.0,
+        0,
+        True,
+        "built offline from random weights: its output is noise, for demos and tests",
+    ),
+    CatalogEntry(
+        "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+        "wan",
+        (Task.TEXT_TO_VIDEO,),
+        1.3,
+        29.0,
+        8.2,
+        12.0,
+        3,
+        notes="480p; 8.19 GB VRAM with offloading per the model card",
+    ),
     CatalogEntry("Wan-AI/Wan2.1-T2V-14B-Diffusers", "wan", (Task.TEXT_TO_VIDEO,), 14.0, 78.0, 24.0, 80.0, 5),
     CatalogEntry("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan", (Task.IMAGE_TO_VIDEO,), 14.0, 80.0, 24.0, 80.0, 5),
-    CatalogEntry("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "wan", (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO), 5.0, 34.0,
-                 16.0, 24.0, 4, notes="720p on a 24 GB card with offloading per the model card"),
+    CatalogEntry(
+        "Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+        "wan",
+        (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO),
+        5.0,
+        34.0,
+        16.0,
+        24.0,
+        4,
+        notes="720p on a 24 GB card with offloading per the model card",
+    ),
     CatalogEntry("Lightricks/LTX-Video", "ltx", (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO), 2.0, 15.0, 8.0, 16.0, 3),
-    CatalogEntry("THUDM/CogVideoX-2b", "cogvideox", (Task.TEXT_TO_VIDEO,), 2.0, 13.0, 4.0, 18.0, 2,
-                 notes="about 4 GB VRAM with CPU offload and VAE tiling per the model card"),
+    CatalogEntry(
+        "THUDM/CogVideoX-2b",
+        "cogvideox",
+        (Task.TEXT_TO_VIDEO,),
+        2.0,
+        13.0,
+        4.0,
+        18.0,
+        2,
+        notes="about 4 GB VRAM with CPU offload and VAE tiling per the model card",
+    ),
     CatalogEntry("THUDM/CogVideoX-5b", "cogvideox", (Task.TEXT_TO_VIDEO,), 5.0, 21.0, 5.0, 26.0, 3),
     CatalogEntry("THUDM/CogVideoX-5b-I2V", "cogvideox", (Task.IMAGE_TO_VIDEO,), 5.0, 21.0, 5.0, 26.0, 3),
 )
@@ -78,16 +114,18 @@ class Suggestion:
 class IntelligentFallbackManager:
     """Rank compatible alternatives for a failed model by task and by fit to the measured hardware."""
 
-    def __init__(self, catalog: Iterable[CatalogEntry] = CATALOG,
-                 is_available: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self, catalog: Iterable[CatalogEntry] = CATALOG, is_available: Callable[[str], bool] | None = None
+    ) -> None:
         self.catalog = {e.model_id: e for e in catalog}
         self.is_available = is_available or (lambda model_id: False)
 
     def entry(self, model_id: str) -> CatalogEntry | None:
         return self.catalog.get(model_id)
 
-    def suggest(self, failed_model_id: str, device: DeviceBudget, *, task: Task | None = None,
-                limit: int = 3) -> list[Suggestion]:
+    def suggest(
+        self, failed_model_id: str, device: DeviceBudget, *, task: Task | None = None, limit: int = 3
+    ) -> list[Suggestion]:
         """Alternatives that do ``task`` (default: the failed model's), best first; models that cannot run
         here, or cannot be fetched (offline, no disk) and are not present, are left out."""
         failed = self.catalog.get(failed_model_id)

@@ -15,10 +15,19 @@ from pathlib import Path
 
 from huggingface_hub import HFCacheInfo, scan_cache_dir
 
-from components.store_cache import HubCache, RevisionManifest
+from components.store.cache import HubCache, RevisionManifest
 
-__all__ = ["CleanupItem", "CleanupPlan", "PreflightReport", "apply_cleanup", "bytes_needed", "free_bytes",
-           "plan_cleanup", "preflight", "unfinished_downloads"]
+__all__ = [
+    "CleanupItem",
+    "CleanupPlan",
+    "PreflightReport",
+    "apply_cleanup",
+    "bytes_needed",
+    "free_bytes",
+    "plan_cleanup",
+    "preflight",
+    "unfinished_downloads",
+]
 
 
 @dataclass(frozen=True)
@@ -91,8 +100,14 @@ def bytes_needed(cache: HubCache, manifest: RevisionManifest) -> int:
 
 def preflight(cache: HubCache, manifest: RevisionManifest, reserve_bytes: int) -> PreflightReport:
     """Compare what a revision still needs with the free space; attach a cleanup plan when short."""
-    report = PreflightReport(manifest.repo_id, manifest.commit, cache.cache_dir, bytes_needed(cache, manifest),
-                             free_bytes(cache.cache_dir), reserve_bytes)
+    report = PreflightReport(
+        manifest.repo_id,
+        manifest.commit,
+        cache.cache_dir,
+        bytes_needed(cache, manifest),
+        free_bytes(cache.cache_dir),
+        reserve_bytes,
+    )
     if report.ok:
         return report
     plan = plan_cleanup(cache, report.shortfall, protect={manifest.repo_id: {manifest.commit}})
@@ -117,17 +132,32 @@ def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str
                 continue
             freed = info.delete_revisions(revision.commit_hash).expected_freed_size
             if not revision.refs:
-                item = CleanupItem(repo.repo_id, revision.commit_hash, (), freed,
-                                   "old revision that no branch points to", repo.last_accessed)
+                item = CleanupItem(
+                    repo.repo_id,
+                    revision.commit_hash,
+                    (),
+                    freed,
+                    "old revision that no branch points to",
+                    repo.last_accessed,
+                )
                 detached.append(item)
             else:
-                item = CleanupItem(repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)), freed,
-                                   "model not used recently", repo.last_accessed)
+                item = CleanupItem(
+                    repo.repo_id,
+                    revision.commit_hash,
+                    tuple(sorted(revision.refs)),
+                    freed,
+                    "model not used recently",
+                    repo.last_accessed,
+                )
                 whole.append(item)
     unfinished = [item for item in unfinished_downloads(cache) if item.repo_id not in protect]
     chosen: list[CleanupItem] = []
-    for item in (sorted(detached, key=lambda i: i.last_accessed) + sorted(unfinished, key=lambda i: i.last_accessed)
-                 + sorted(whole, key=lambda i: i.last_accessed)):
+    for item in (
+        sorted(detached, key=lambda i: i.last_accessed)
+        + sorted(unfinished, key=lambda i: i.last_accessed)
+        + sorted(whole, key=lambda i: i.last_accessed)
+    ):
         if _freed(info, chosen) >= bytes_to_free:
             break
         chosen.append(item)
@@ -138,12 +168,21 @@ def unfinished_downloads(cache: HubCache) -> list[CleanupItem]:
     """One item per model with ``*.incomplete`` blobs in the cache (a download stopped and kept for resuming)."""
     items = []
     for blobs in sorted(cache.cache_dir.glob("models--*/blobs")) if cache.cache_dir.is_dir() else ():
-        files = tuple(sorted(p for p in blobs.glob("*.incomplete") if p.is_file()))
+        files = tuple(sorted(p for p in blobs.glob("*.incomplete") if p.is_file() and not p.name.startswith(".")))
         if files:
             stats = [p.stat() for p in files]
             repo_id = blobs.parent.name.removeprefix("models--").replace("--", "/")
-            items.append(CleanupItem(repo_id, "", (), sum(s.st_size for s in stats),
-                                     "unfinished download (kept to resume)", max(s.st_mtime for s in stats), files))
+            items.append(
+                CleanupItem(
+                    repo_id,
+                    "",
+                    (),
+                    sum(s.st_size for s in stats),
+                    "unfinished download (kept to resume)",
+                    max(s.st_mtime for s in stats),
+                    files,
+                )
+            )
     return items
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -37,8 +38,9 @@ from huggingface_hub.file_download import http_get
 from huggingface_hub.utils import build_hf_headers
 from huggingface_hub.utils.tqdm import silent_tqdm
 
-from components.store_cache import HubCache, ManifestEntry, RevisionManifest, is_commit_hash
-from components.store_integrity import hash_blob
+from components.store.cache import HubCache, ManifestEntry, RevisionManifest, is_commit_hash
+from components.store.integrity import hash_blob
+from recovery.backoff import exponential_delay
 from recovery.errors import (
     GenerationCancelledError,
     IntegrityError,
@@ -111,7 +113,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
             return min(float(retry_after), self.max_s * 5)
-        return min(self.max_s, self.base_s * self.factor ** (attempt - 1))
+        return exponential_delay(attempt, self.base_s, factor=self.factor, max_s=self.max_s)
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,14 @@ def retry_delay_for(exc: BaseException, attempt: int, policy: RetryPolicy) -> fl
 class _Transfer:
     """Byte accounting, speed, ETA and the bandwidth check for one download call."""
 
-    def __init__(self, downloader: EnhancedModelDownloader, manifest: RevisionManifest, total: int,
-                 done: int, on_event: EventListener | None) -> None:
+    def __init__(
+        self,
+        downloader: EnhancedModelDownloader,
+        manifest: RevisionManifest,
+        total: int,
+        done: int,
+        on_event: EventListener | None,
+    ) -> None:
         self.d, self.manifest, self.total, self.done = downloader, manifest, total, done
         self.on_event = on_event
         self.transferred = 0
@@ -243,18 +251,35 @@ class _Transfer:
         remaining = self.total - self.done
         if self.slow is None:
             self.slow = BandwidthReport(speed, policy.min_bytes_per_s, remaining, remaining / speed)
-            self.emit(DownloadEventKind.BANDWIDTH_LIMITATION,
-                      detail=f"{speed / 1e3:.0f} kB/s, below {policy.min_bytes_per_s / 1e3:.0f} kB/s")
+            self.emit(
+                DownloadEventKind.BANDWIDTH_LIMITATION,
+                detail=f"{speed / 1e3:.0f} kB/s, below {policy.min_bytes_per_s / 1e3:.0f} kB/s",
+            )
         if policy.deadline_s is not None and remaining / speed > policy.deadline_s:
             raise SlowDownloadError(
                 f"{self.manifest.repo_id}: {speed / 1e3:.0f} kB/s leaves {remaining / speed:.0f} s, over the "
-                f"{policy.deadline_s:.0f} s allowed", model_id=self.manifest.repo_id, bytes_per_second=speed,
-                bytes_remaining=remaining)
+                f"{policy.deadline_s:.0f} s allowed",
+                model_id=self.manifest.repo_id,
+                bytes_per_second=speed,
+                bytes_remaining=remaining,
+            )
 
     def emit(self, kind: DownloadEventKind, *, attempt: int = 0, detail: str = "") -> None:
         if self.on_event is not None:
-            self.on_event(DownloadEvent(kind, self.manifest.repo_id, self.manifest.commit, self.path, self.done,
-                                        self.total, self.speed(), self.eta(), attempt, detail))
+            self.on_event(
+                DownloadEvent(
+                    kind,
+                    self.manifest.repo_id,
+                    self.manifest.commit,
+                    self.path,
+                    self.done,
+                    self.total,
+                    self.speed(),
+                    self.eta(),
+                    attempt,
+                    detail,
+                )
+            )
 
 
 class _ProgressFile:
@@ -265,8 +290,9 @@ class _ProgressFile:
 
     def write(self, data: bytes) -> int:
         if self._cancel is not None and self._cancel.cancelled:
-            raise GenerationCancelledError(f"download of {self._transfer.manifest.repo_id} cancelled",
-                                           phase="download", steps_completed=0)
+            raise GenerationCancelledError(
+                f"download of {self._transfer.manifest.repo_id} cancelled", phase="download", steps_completed=0
+            )
         n = self._f.write(data)
         self._transfer.add(n)
         return n
@@ -285,10 +311,17 @@ class _ProgressFile:
 class EnhancedModelDownloader:
     """Download revisions of hub repos into a :class:`HubCache` through the real ``huggingface_hub`` client."""
 
-    def __init__(self, cache: HubCache, *, endpoint: str | None = None, token: str | bool | None = None,
-                 retry: RetryPolicy = RetryPolicy(), bandwidth: BandwidthPolicy = BandwidthPolicy(),
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cache: HubCache,
+        *,
+        endpoint: str | None = None,
+        token: str | bool | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        bandwidth: BandwidthPolicy = BandwidthPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cache, self.endpoint, self.token = cache, endpoint, token
         self.retry, self.bandwidth, self.sleep, self.clock = retry, bandwidth, sleep, clock
 
@@ -300,17 +333,31 @@ class EnhancedModelDownloader:
         def fetch() -> RevisionManifest:
             info = api.model_info(repo_id, revision=revision, files_metadata=True)
             entries = tuple(
-                ManifestEntry(s.rfilename, s.lfs.size if s.lfs else (s.size or 0), s.blob_id or "",
-                              s.lfs.sha256 if s.lfs else None)
-                for s in info.siblings or ())
+                ManifestEntry(
+                    s.rfilename,
+                    s.lfs.size if s.lfs else (s.size or 0),
+                    s.blob_id or "",
+                    s.lfs.sha256 if s.lfs else None,
+                )
+                for s in info.siblings or ()
+            )
             return RevisionManifest(repo_id, str(info.sha), entries)
 
         return self._with_retries(fetch, repo_id, revision, (), None)[0]
 
     # -- transfer --------------------------------------------------------------------------------------------
-    def download(self, repo_id: str, revision: str = "main", *, manifest: RevisionManifest | None = None,
-                 files: Iterable[str] | None = None, on_event: EventListener | None = None,
-                 cancel: CancelToken | None = None, set_ref: bool = True, fresh: bool = False) -> DownloadResult:
+    def download(
+        self,
+        repo_id: str,
+        revision: str = "main",
+        *,
+        manifest: RevisionManifest | None = None,
+        files: Iterable[str] | None = None,
+        on_event: EventListener | None = None,
+        cancel: CancelToken | None = None,
+        set_ref: bool = True,
+        fresh: bool = False,
+    ) -> DownloadResult:
         """Fetch what is missing of a revision (resuming partial blobs), verify each blob, link the snapshot.
 
         ``files`` limits the fetch to some paths (repair); ``fresh`` re-fetches them even when a blob exists;
@@ -322,12 +369,21 @@ class EnhancedModelDownloader:
         of appending to the same partial file at the same time.
         """
         with self._one_at_a_time(repo_id, on_event, cancel):
-            return self._download(repo_id, revision, manifest=manifest, files=files, on_event=on_event,
-                                  cancel=cancel, set_ref=set_ref, fresh=fresh)
+            return self._download(
+                repo_id,
+                revision,
+                manifest=manifest,
+                files=files,
+                on_event=on_event,
+                cancel=cancel,
+                set_ref=set_ref,
+                fresh=fresh,
+            )
 
     @contextmanager
-    def _one_at_a_time(self, repo_id: str, on_event: EventListener | None,
-                       cancel: CancelToken | None) -> Iterator[None]:
+    def _one_at_a_time(
+        self, repo_id: str, on_event: EventListener | None, cancel: CancelToken | None
+    ) -> Iterator[None]:
         path = self.cache.state_dir / "locks" / f"{repo_id.replace('/', '--')}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = FileLock(path, thread_local=False)
@@ -335,12 +391,24 @@ class EnhancedModelDownloader:
             lock.acquire(timeout=0)
         except Timeout:
             if on_event is not None:
-                on_event(DownloadEvent(DownloadEventKind.WAITING, repo_id, "", None, 0, 0, 0.0, None,
-                                       detail="another download of this model is running; waiting for it"))
+                on_event(
+                    DownloadEvent(
+                        DownloadEventKind.WAITING,
+                        repo_id,
+                        "",
+                        None,
+                        0,
+                        0,
+                        0.0,
+                        None,
+                        detail="another download of this model is running; waiting for it",
+                    )
+                )
             while True:
                 if cancel is not None and cancel.cancelled:
-                    raise GenerationCancelledError(f"download of {repo_id} cancelled", phase="download",
-                                                   steps_completed=0) from None
+                    raise GenerationCancelledError(
+                        f"download of {repo_id} cancelled", phase="download", steps_completed=0
+                    ) from None
                 try:
                     lock.acquire(timeout=0.25)
                     break
@@ -351,9 +419,18 @@ class EnhancedModelDownloader:
         finally:
             lock.release()
 
-    def _download(self, repo_id: str, revision: str, *, manifest: RevisionManifest | None,
-                  files: Iterable[str] | None, on_event: EventListener | None, cancel: CancelToken | None,
-                  set_ref: bool, fresh: bool) -> DownloadResult:
+    def _download(
+        self,
+        repo_id: str,
+        revision: str,
+        *,
+        manifest: RevisionManifest | None,
+        files: Iterable[str] | None,
+        on_event: EventListener | None,
+        cancel: CancelToken | None,
+        set_ref: bool,
+        fresh: bool,
+    ) -> DownloadResult:
         started = self.clock()
         manifest = manifest or self.remote_manifest(repo_id, revision)
         wanted = set(files) if files is not None else None
@@ -362,15 +439,20 @@ class EnhancedModelDownloader:
         if fresh:
             for entry in todo:
                 self.cache.incomplete_path(repo_id, entry.blob_name).unlink(missing_ok=True)
-        partial = self.cache.partial_bytes(repo_id)
-        resumed = sum(min(partial.get(e.blob_name, 0), e.size) for e in todo)
+        kept = self.cache.partial_bytes(repo_id)
+        resumed = sum(min(kept.get(e.blob_name, 0), e.size) for e in todo)
         transfer = _Transfer(self, manifest, sum(e.size for e in todo), resumed, on_event)
         transfer.emit(DownloadEventKind.STARTED, detail=f"{len(todo)} of {len(entries)} files to fetch")
         retries = 0
         for entry in todo:
             transfer.path = entry.path
-            retries += self._with_retries(lambda e=entry: self._fetch_blob(manifest, e, transfer, cancel),
-                                          repo_id, revision, (entry.path,), transfer)[1]
+            retries += self._with_retries(
+                partial(self._fetch_blob, manifest, entry, transfer, cancel),
+                repo_id,
+                revision,
+                (entry.path,),
+                transfer,
+            )[1]
             transfer.emit(DownloadEventKind.FILE_DONE)
         for entry in entries:
             self.cache.link(repo_id, manifest.commit, entry)
@@ -379,16 +461,26 @@ class EnhancedModelDownloader:
             self.cache.set_ref(repo_id, revision, manifest.commit)
         transfer.path = None
         transfer.emit(DownloadEventKind.COMPLETED)
-        return DownloadResult(repo_id, revision, manifest.commit, self.cache.snapshot_dir(repo_id, manifest.commit),
-                              tuple(e.path for e in todo), transfer.transferred, resumed, self.clock() - started,
-                              retries, transfer.slow)
+        return DownloadResult(
+            repo_id,
+            revision,
+            manifest.commit,
+            self.cache.snapshot_dir(repo_id, manifest.commit),
+            tuple(e.path for e in todo),
+            transfer.transferred,
+            resumed,
+            self.clock() - started,
+            retries,
+            transfer.slow,
+        )
 
     def _blob_ok(self, repo_id: str, entry: ManifestEntry) -> bool:
         blob = self.cache.blob_path(repo_id, entry.blob_name)
         return blob.is_file() and blob.stat().st_size == entry.size
 
-    def _fetch_blob(self, manifest: RevisionManifest, entry: ManifestEntry, transfer: _Transfer,
-                    cancel: CancelToken | None) -> int:
+    def _fetch_blob(
+        self, manifest: RevisionManifest, entry: ManifestEntry, transfer: _Transfer, cancel: CancelToken | None
+    ) -> int:
         """One attempt at one blob: resume its ``.incomplete``, check size and hash, move it into place."""
         repo_id = manifest.repo_id
         incomplete = self.cache.incomplete_path(repo_id, entry.blob_name)
@@ -398,21 +490,33 @@ class EnhancedModelDownloader:
         resume = incomplete.stat().st_size if incomplete.is_file() else 0
         url = hf_hub_url(repo_id, entry.path, revision=manifest.commit, endpoint=self.endpoint)
         with incomplete.open("ab") as raw:
-            http_get(url, _ProgressFile(raw, transfer, cancel), resume_size=resume,  # type: ignore[arg-type]
-                     headers=build_hf_headers(token=self.token), expected_size=entry.size,
-                     displayed_filename=entry.path, tqdm_class=silent_tqdm)  # type: ignore[arg-type]
+            http_get(
+                url,
+                _ProgressFile(raw, transfer, cancel),  # type: ignore[arg-type]  # file-like: write, seek, truncate
+                resume_size=resume,
+                headers=build_hf_headers(token=self.token),
+                expected_size=entry.size,
+                displayed_filename=entry.path,
+                tqdm_class=silent_tqdm,
+            )
         actual = hash_blob(incomplete, entry)
         expected = entry.sha256 or entry.blob_id
         if actual != expected:
             incomplete.unlink(missing_ok=True)
             transfer.done -= entry.size
-            raise IntegrityError(f"{repo_id}/{entry.path}: downloaded content hashes to {actual}, not {expected}",
-                                 model_id=repo_id, files=[entry.path], expected=expected, actual=actual)
+            raise IntegrityError(
+                f"{repo_id}/{entry.path}: downloaded content hashes to {actual}, not {expected}",
+                model_id=repo_id,
+                files=[entry.path],
+                expected=expected,
+                actual=actual,
+            )
         os.replace(incomplete, self.cache.blob_path(repo_id, entry.blob_name))
         return resume
 
-    def _with_retries(self, call: Callable[[], T], repo_id: str, revision: str, files: tuple[str, ...],
-                      transfer: _Transfer | None) -> tuple[T, int]:
+    def _with_retries(
+        self, call: Callable[[], T], repo_id: str, revision: str, files: tuple[str, ...], transfer: _Transfer | None
+    ) -> tuple[T, int]:
         """Run ``call`` with backoff on transient errors; return its value and the number of retries."""
         for attempt in range(1, self.retry.attempts + 1):
             try:
@@ -433,20 +537,35 @@ class EnhancedModelDownloader:
         """The error the recovery layer should see for a failure that retrying did not fix."""
         if isinstance(exc, GatedRepoError):
             steps = access_steps(repo_id)
-            return ModelAccessError(f"{repo_id} is gated: access must be granted first. " + " ".join(steps),
-                                    model_id=repo_id, reason="gated", steps=steps)
+            return ModelAccessError(
+                f"{repo_id} is gated: access must be granted first. " + " ".join(steps),
+                model_id=repo_id,
+                reason="gated",
+                steps=steps,
+            )
         if isinstance(exc, RevisionNotFoundError):
-            return ModelVersionError(f"{repo_id} has no revision {revision!r}", model_id=repo_id,
-                                     expected=revision, found=None)
+            return ModelVersionError(
+                f"{repo_id} has no revision {revision!r}", model_id=repo_id, expected=revision, found=None
+            )
         if isinstance(exc, (OfflineModeIsEnabled, httpx2.ConnectError)):
-            return NetworkUnavailableError(f"cannot reach the model hub for {repo_id}: {exc}",
-                                           endpoint=self.endpoint, reason=type(exc).__name__)
+            return NetworkUnavailableError(
+                f"cannot reach the model hub for {repo_id}: {exc}", endpoint=self.endpoint, reason=type(exc).__name__
+            )
         if isinstance(exc, HfHubHTTPError) and not isinstance(exc, (RepositoryNotFoundError, EntryNotFoundError)):
             status = exc.response.status_code if exc.response is not None else None
-            return ModelDownloadError(f"{repo_id}: hub answered {status} for {', '.join(files) or 'metadata'}",
-                                      model_id=repo_id, files=list(files), status=status,
-                                      retryable=status in _TRANSIENT_STATUS)
+            return ModelDownloadError(
+                f"{repo_id}: hub answered {status} for {', '.join(files) or 'metadata'}",
+                model_id=repo_id,
+                files=list(files),
+                status=status,
+                retryable=status in _TRANSIENT_STATUS,
+            )
         if isinstance(exc, _TRANSIENT_NETWORK):
-            return ModelDownloadError(f"{repo_id}: transfer of {', '.join(files) or 'metadata'} kept failing ({exc})",
-                                      model_id=repo_id, files=list(files), status=None, retryable=True)
+            return ModelDownloadError(
+                f"{repo_id}: transfer of {', '.join(files) or 'metadata'} kept failing ({exc})",
+                model_id=repo_id,
+                files=list(files),
+                status=None,
+                retryable=True,
+            )
         return exc

@@ -10,7 +10,6 @@ hashed across cores with progress. The hub names LFS blobs by their sha256, so a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -23,7 +22,8 @@ from enum import Enum
 from math import prod
 from pathlib import Path
 
-from components.store_cache import HubCache, ManifestEntry, RevisionManifest
+from components.store.cache import HubCache, ManifestEntry, RevisionManifest
+from components.system.files import HashName, hash_file
 
 __all__ = [
     "BadFile",
@@ -37,10 +37,25 @@ __all__ = [
     "safetensors_problem",
 ]
 
-_HASH_BUFFER = 4 * 1024 * 1024
 _MAX_HEADER = 100 * 1024 * 1024
-_DTYPE_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
-                "U16": 2, "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+}
 
 
 class CheckLevel(str, Enum):
@@ -143,37 +158,41 @@ def quick_check(cache: HubCache, manifest: RevisionManifest) -> IntegrityReport:
         size = blob.stat().st_size
         checked += size
         if entry.size >= 0 and size != entry.size:
-            bad.append(BadFile(entry.path, entry.blob_name, FileProblem.SIZE_MISMATCH,
-                               f"expected {entry.size} bytes, found {size}"))
+            bad.append(
+                BadFile(
+                    entry.path, entry.blob_name, FileProblem.SIZE_MISMATCH, f"expected {entry.size} bytes, found {size}"
+                )
+            )
         elif entry.path.endswith(".safetensors") and (problem := safetensors_problem(blob, size)):
             bad.append(BadFile(entry.path, entry.blob_name, FileProblem.BAD_HEADER, problem))
     named = {b.path for b in bad}
     for entry in cache.changed_since_verified(manifest):
-        if entry.path not in named and (problem := _rehash(cache, manifest, entry)) is not None:
-            bad.append(problem)
-    return IntegrityReport(manifest.repo_id, manifest.commit, CheckLevel.QUICK, len(manifest.files), checked,
-                           time.perf_counter() - started, tuple(bad))
+        if entry.path not in named and (changed := _rehash(cache, manifest, entry)) is not None:
+            bad.append(changed)
+    return IntegrityReport(
+        manifest.repo_id,
+        manifest.commit,
+        CheckLevel.QUICK,
+        len(manifest.files),
+        checked,
+        time.perf_counter() - started,
+        tuple(bad),
+    )
 
 
 def hash_blob(path: Path, entry: ManifestEntry, on_bytes: Callable[[int], None] | None = None) -> str:
     """The hash the hub names this entry by: sha256 of an LFS file, git blob sha1 of a small one."""
-    if entry.sha256 is not None:
-        digest = hashlib.sha256()
-    else:
-        digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    buffer = bytearray(_HASH_BUFFER)
-    view = memoryview(buffer)
-    with path.open("rb", buffering=0) as f:
-        while n := f.readinto(buffer):
-            digest.update(view[:n])
-            if on_bytes is not None:
-                on_bytes(n)
-    return digest.hexdigest()
+    name: HashName = "sha256" if entry.sha256 is not None else "git"
+    return hash_file(path, name, on_bytes=on_bytes)[name]
 
 
-def full_check(cache: HubCache, manifest: RevisionManifest, *,
-               on_progress: Callable[[VerifyProgress], None] | None = None,
-               workers: int | None = None) -> IntegrityReport:
+def full_check(
+    cache: HubCache,
+    manifest: RevisionManifest,
+    *,
+    on_progress: Callable[[VerifyProgress], None] | None = None,
+    workers: int | None = None,
+) -> IntegrityReport:
     """Hash every blob of a revision (in parallel across cores) and compare with the expected hashes."""
     started = time.perf_counter()
     quick = quick_check(cache, manifest)
@@ -198,8 +217,9 @@ def full_check(cache: HubCache, manifest: RevisionManifest, *,
         actual = hash_blob(blob, entry, advance)
         expected = entry.sha256 or entry.blob_id
         if actual != expected:
-            return BadFile(entry.path, entry.blob_name, FileProblem.HASH_MISMATCH,
-                           f"expected {expected}, computed {actual}")
+            return BadFile(
+                entry.path, entry.blob_name, FileProblem.HASH_MISMATCH, f"expected {expected}, computed {actual}"
+            )
         return None
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
@@ -207,8 +227,15 @@ def full_check(cache: HubCache, manifest: RevisionManifest, *,
             if result is not None:
                 bad[result.path] = result
     ordered = tuple(bad[e.path] for e in manifest.files if e.path in bad)
-    return IntegrityReport(manifest.repo_id, manifest.commit, CheckLevel.FULL, len(manifest.files), total,
-                           time.perf_counter() - started, ordered)
+    return IntegrityReport(
+        manifest.repo_id,
+        manifest.commit,
+        CheckLevel.FULL,
+        len(manifest.files),
+        total,
+        time.perf_counter() - started,
+        ordered,
+    )
 
 
 def _rehash(cache: HubCache, manifest: RevisionManifest, entry: ManifestEntry) -> BadFile | None:
@@ -218,8 +245,12 @@ def _rehash(cache: HubCache, manifest: RevisionManifest, entry: ManifestEntry) -
         return None
     actual, expected = hash_blob(blob, entry), entry.sha256 or entry.blob_id
     if actual != expected:
-        return BadFile(entry.path, entry.blob_name, FileProblem.HASH_MISMATCH,
-                       f"changed since it was verified: expected {expected}, computed {actual}")
+        return BadFile(
+            entry.path,
+            entry.blob_name,
+            FileProblem.HASH_MISMATCH,
+            f"changed since it was verified: expected {expected}, computed {actual}",
+        )
     cache.renew_stamp(manifest, entry.blob_name)
     return None
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from components.store_cache import HubCache
-from components.store_download import EnhancedModelDownloader, EventListener
-from components.store_integrity import IntegrityReport, full_check
+from components.store.cache import HubCache
+from components.store.download import EnhancedModelDownloader, EventListener
+from components.store.integrity import IntegrityReport, full_check
 from recovery.errors import (
     CorruptModelError,
     DependencyMissingError,
@@ -74,18 +74,26 @@ class CompatibilityReport:
         """Raise the typed error for the first problem: a newer saved version (which also explains classes this
         diffusers lacks), else a missing class."""
         if self.installed_diffusers is None:
-            raise DependencyMissingError("diffusers is not installed", package="diffusers",
-                                         install=f"pip install '{self.requirement or 'diffusers'}'")
+            raise DependencyMissingError(
+                "diffusers is not installed",
+                package="diffusers",
+                install=f"pip install '{self.requirement or 'diffusers'}'",
+            )
         if self.version_newer:
             raise ModelVersionError(
                 f"{model_id} was saved with diffusers {self.model_diffusers_version}, newer than the installed "
-                f"{self.installed_diffusers}; install {self.requirement}", model_id=model_id,
-                expected=self.requirement, found=self.installed_diffusers)
+                f"{self.installed_diffusers}; install {self.requirement}",
+                model_id=model_id,
+                expected=self.requirement,
+                found=self.installed_diffusers,
+            )
         if self.missing_classes:
             raise ModelCompatibilityError(
                 f"{model_id} needs {', '.join(self.missing_classes)}, which diffusers {self.installed_diffusers} "
-                f"does not provide; install {self.requirement}", model_id=model_id,
-                reason=f"missing classes: {', '.join(self.missing_classes)}")
+                f"does not provide; install {self.requirement}",
+                model_id=model_id,
+                reason=f"missing classes: {', '.join(self.missing_classes)}",
+            )
 
 
 def check_compatibility(snapshot: Path) -> CompatibilityReport:
@@ -94,12 +102,16 @@ def check_compatibility(snapshot: Path) -> CompatibilityReport:
     installed = _installed("diffusers")
     saved = index.get("_diffusers_version")
     wanted = [("diffusers", index.get("_class_name"))] + [
-        tuple(v) for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2]
-    missing = tuple(f"{lib}.{name}" for lib, name in wanted
-                    if lib in _CHECKED_LIBRARIES and name and not _has_class(lib, name))
+        tuple(v) for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2
+    ]
+    missing = tuple(
+        f"{lib}.{name}" for lib, name in wanted if lib in _CHECKED_LIBRARIES and name and not _has_class(lib, name)
+    )
     requirement = None
     if installed is None or missing or _newer(saved, installed):
-        requirement = f"diffusers>={saved}" if _newer(saved, installed) else "diffusers (latest: pip install -U diffusers)"
+        requirement = (
+            f"diffusers>={saved}" if _newer(saved, installed) else "diffusers (latest: pip install -U diffusers)"
+        )
         if any(m.startswith("transformers.") for m in missing):
             requirement += " and pip install -U transformers"
     return CompatibilityReport(index.get("_class_name"), saved, installed, missing, requirement)
@@ -111,8 +123,14 @@ class VersionManager:
     def __init__(self, cache: HubCache, downloader: EnhancedModelDownloader) -> None:
         self.cache, self.downloader = cache, downloader
 
-    def update(self, repo_id: str, ref: str = "main", *, validate: Callable[[Path], None] | None = None,
-               on_event: EventListener | None = None) -> UpdateReport:
+    def update(
+        self,
+        repo_id: str,
+        ref: str = "main",
+        *,
+        validate: Callable[[Path], None] | None = None,
+        on_event: EventListener | None = None,
+    ) -> UpdateReport:
         """Download ``ref``'s newest commit beside the current one, verify, switch, test-load; undo on failure."""
         current = self.cache.resolve(repo_id, ref)
         manifest = self.downloader.remote_manifest(repo_id, ref)
@@ -126,8 +144,15 @@ class VersionManager:
         integrity = full_check(self.cache, manifest)
         self.cache.mark_verified(manifest, integrity.ok)
         if not integrity.ok:
-            return UpdateReport(repo_id, ref, UpdateStatus.ROLLED_BACK, current, new,
-                                f"verification failed: {', '.join(integrity.bad_paths)}", integrity)
+            return UpdateReport(
+                repo_id,
+                ref,
+                UpdateStatus.ROLLED_BACK,
+                current,
+                new,
+                f"verification failed: {', '.join(integrity.bad_paths)}",
+                integrity,
+            )
         self.cache.set_ref(repo_id, ref, new)
         if current is not None:
             self.cache.push_previous(repo_id, ref, current)
@@ -136,16 +161,27 @@ class VersionManager:
                 validate(self.cache.snapshot_dir(repo_id, new))
             except Exception as exc:  # any failure of the test load means: go back
                 self.rollback(repo_id, ref)
-                return UpdateReport(repo_id, ref, UpdateStatus.ROLLED_BACK, current, new,
-                                    f"test load failed: {type(exc).__name__}: {exc}", integrity)
+                return UpdateReport(
+                    repo_id,
+                    ref,
+                    UpdateStatus.ROLLED_BACK,
+                    current,
+                    new,
+                    f"test load failed: {type(exc).__name__}: {exc}",
+                    integrity,
+                )
         return UpdateReport(repo_id, ref, UpdateStatus.UPDATED, current, new, integrity=integrity)
 
     def rollback(self, repo_id: str, ref: str = "main") -> str:
         """Point ``ref`` back at the commit it had before the last update; returns that commit."""
         previous = self.cache.pop_previous(repo_id, ref)
         if previous is None or not self.cache.snapshot_dir(repo_id, previous).is_dir():
-            raise ModelVersionError(f"{repo_id}: no earlier revision of {ref!r} is kept to roll back to",
-                                    model_id=repo_id, expected="a previous revision", found=None)
+            raise ModelVersionError(
+                f"{repo_id}: no earlier revision of {ref!r} is kept to roll back to",
+                model_id=repo_id,
+                expected="a previous revision",
+                found=None,
+            )
         self.cache.set_ref(repo_id, ref, previous)
         return previous
 

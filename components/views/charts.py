@@ -36,14 +36,31 @@ NO_DATA = "No data yet"
 BUCKETS_S: tuple[int, ...] = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 60
 OUTCOME_COLOURS = {"first_try": "#4c9a6a", "recovered": "#c9a227", "failed": "#c0504d"}
-COLOURWAY = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
-             "#64b5cd")
+COLOURWAY = (
+    "#4c72b0",
+    "#dd8452",
+    "#55a868",
+    "#c44e52",
+    "#8172b3",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+)
 
 
 def empty_figure(title: str, hint: str = "Figures appear once requests have run.") -> go.Figure:
     """A figure with no traces and a centred "No data yet" note."""
-    note = {"text": f"<b>{NO_DATA}</b><br>{hint}", "x": 0.5, "y": 0.5, "xref": "paper", "yref": "paper",
-            "showarrow": False, "font": {"size": 15}}
+    note = {
+        "text": f"<b>{NO_DATA}</b><br>{hint}",
+        "x": 0.5,
+        "y": 0.5,
+        "xref": "paper",
+        "yref": "paper",
+        "showarrow": False,
+        "font": {"size": 15},
+    }
     return _figure(title, [], annotations=[note], xaxis={"visible": False}, yaxis={"visible": False})
 
 
@@ -54,9 +71,12 @@ def success_rate_chart(frame: pd.DataFrame) -> go.Figure:
         return empty_figure(title)
     ordered = frame.sort_values(["success_rate", "strategy"], ascending=[False, True])
     bar = go.Bar(
-        x=ordered["strategy"].tolist(), y=ordered["success_rate"].tolist(), customdata=ordered["attempts"].tolist(),
+        x=ordered["strategy"].tolist(),
+        y=ordered["success_rate"].tolist(),
+        customdata=ordered["attempts"].tolist(),
         text=[f"{rate:.0%} of {attempts}" for rate, attempts in zip(ordered["success_rate"], ordered["attempts"])],
-        hovertemplate="%{x}: %{y:.1%} of %{customdata} attempts<extra></extra>", marker_color=COLOURWAY[0],
+        hovertemplate="%{x}: %{y:.1%} of %{customdata} attempts<extra></extra>",
+        marker_color=COLOURWAY[0],
     )
     return _figure(title, [bar], yaxis={"title": "success rate", "tickformat": ".0%", "range": [0, 1.05]})
 
@@ -66,8 +86,10 @@ def failures_over_time_chart(frame: pd.DataFrame) -> go.Figure:
     title = "Failures over time, by type"
     if frame.empty:
         return empty_figure(title)
-    bars = [go.Bar(x=_times(group["bucket"]), y=group["failures"].tolist(), name=str(failure_type))
-            for failure_type, group in frame.groupby("failure_type", sort=True)]
+    bars = [
+        go.Bar(x=_times(group["bucket"]), y=group["failures"].tolist(), name=str(failure_type))
+        for failure_type, group in frame.groupby("failure_type", sort=True)
+    ]
     return _figure(title, bars, barmode="stack", yaxis={"title": "failed tries"})
 
 
@@ -83,11 +105,22 @@ def recovery_time_chart(frame: pd.DataFrame, edges_s: Sequence[float] = DURATION
     if frame.empty:
         return empty_figure(title)
     labels = duration_bin_labels(edges_s)
-    bars = [go.Bar(x=[labels[index] for index in group["bin"]], y=group["attempts"].tolist(), name=str(strategy))
-            for strategy, group in frame.groupby("strategy", sort=True)]
-    return _figure(title, bars, barmode="stack", yaxis={"title": "attempts"},
-                   xaxis={"title": "time the strategy took", "type": "category", "categoryorder": "array",
-                          "categoryarray": labels})
+    bars = [
+        go.Bar(x=[labels[index] for index in group["bin"]], y=group["attempts"].tolist(), name=str(strategy))
+        for strategy, group in frame.groupby("strategy", sort=True)
+    ]
+    return _figure(
+        title,
+        bars,
+        barmode="stack",
+        yaxis={"title": "attempts"},
+        xaxis={
+            "title": "time the strategy took",
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": labels,
+        },
+    )
 
 
 def oom_rescue_chart(frame: pd.DataFrame) -> go.Figure:
@@ -100,12 +133,30 @@ def oom_rescue_chart(frame: pd.DataFrame) -> go.Figure:
     traces = [
         go.Bar(x=tries, y=frame["rescued"].tolist(), name="rescued", marker_color=OUTCOME_COLOURS["recovered"]),
         go.Bar(x=tries, y=frame["failed"].tolist(), name="failed", marker_color=OUTCOME_COLOURS["failed"]),
-        go.Scatter(x=tries, y=frame["mean_quality_kept"].tolist(), name="mean quality kept", yaxis="y2",
-                   mode="lines+markers", line_color="#333333", hovertemplate="%{x}: %{y:.0%} kept<extra></extra>"),
+        go.Scatter(
+            x=tries,
+            y=frame["mean_quality_kept"].tolist(),
+            name="mean quality kept",
+            yaxis="y2",
+            mode="lines+markers",
+            line_color="#333333",
+            hovertemplate="%{x}: %{y:.0%} kept<extra></extra>",
+        ),
     ]
-    return _figure(title, traces, barmode="stack", yaxis={"title": "requests"},
-                   yaxis2={"title": "quality kept (pixel·frames)", "overlaying": "y", "side": "right",
-                           "range": [0, 1.05], "tickformat": ".0%", "showgrid": False})
+    return _figure(
+        title,
+        traces,
+        barmode="stack",
+        yaxis={"title": "requests"},
+        yaxis2={
+            "title": "quality kept (pixel·frames)",
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1.05],
+            "tickformat": ".0%",
+            "showgrid": False,
+        },
+    )
 
 
 def runs_over_time_chart(frame: pd.DataFrame) -> go.Figure:
@@ -115,8 +166,10 @@ def runs_over_time_chart(frame: pd.DataFrame) -> go.Figure:
         return empty_figure(title)
     names = {"first_try": "first try", "recovered": "recovered", "failed": "failed"}
     buckets = _times(frame["bucket"])
-    bars = [go.Bar(x=buckets, y=frame[column].tolist(), name=name, marker_color=OUTCOME_COLOURS[column])
-            for column, name in names.items()]
+    bars = [
+        go.Bar(x=buckets, y=frame[column].tolist(), name=name, marker_color=OUTCOME_COLOURS[column])
+        for column, name in names.items()
+    ]
     return _figure(title, bars, barmode="stack", yaxis={"title": "requests"})
 
 
@@ -128,8 +181,14 @@ def effectiveness_chart(frame: pd.DataFrame) -> go.Figure:
     rates = frame.pivot(index="failure_type", columns="strategy", values="success_rate").sort_index()
     counts = frame.pivot(index="failure_type", columns="strategy", values="attempts").reindex_like(rates)
     heatmap = go.Heatmap(
-        z=rates.to_numpy(), x=list(rates.columns), y=list(rates.index), zmin=0, zmax=1, colorscale="RdYlGn",
-        customdata=counts.to_numpy(), colorbar={"title": "success", "tickformat": ".0%"},
+        z=rates.to_numpy(),
+        x=list(rates.columns),
+        y=list(rates.index),
+        zmin=0,
+        zmax=1,
+        colorscale="RdYlGn",
+        customdata=counts.to_numpy(),
+        colorbar={"title": "success", "tickformat": ".0%"},
         hovertemplate="%{y} → %{x}: %{z:.0%} of %{customdata} attempts<extra></extra>",
     )
     return _figure(title, [heatmap])
@@ -157,9 +216,14 @@ class MetricsDashboard:
 
     def figures(self) -> dict[str, go.Figure]:
         """The figures by name, in display order."""
-        return {"runs_over_time": self.runs_over_time, "success_rate": self.success_rate,
-                "failures_over_time": self.failures_over_time, "recovery_time": self.recovery_time,
-                "oom_rescue": self.oom_rescue, "effectiveness": self.effectiveness}
+        return {
+            "runs_over_time": self.runs_over_time,
+            "success_rate": self.success_rate,
+            "failures_over_time": self.failures_over_time,
+            "recovery_time": self.recovery_time,
+            "oom_rescue": self.oom_rescue,
+            "effectiveness": self.effectiveness,
+        }
 
 
 def dashboard(store: MetricsStore, *, bucket_seconds: int | None = None, recent: int = 50) -> MetricsDashboard:
@@ -183,11 +247,18 @@ def dashboard(store: MetricsStore, *, bucket_seconds: int | None = None, recent:
 def _template() -> go.layout.Template:
     """A light template, built once: plotly's named templates are large, and every figure copies its template."""
     axis = {"gridcolor": "#ebeef3", "linecolor": "#c8ced8", "zerolinecolor": "#c8ced8", "automargin": True}
-    return go.layout.Template(layout={
-        "colorway": list(COLOURWAY), "paper_bgcolor": "white", "plot_bgcolor": "white", "font": {"size": 13},
-        "xaxis": axis, "yaxis": axis, "margin": {"l": 50, "r": 30, "t": 60, "b": 40},
-        "legend": {"orientation": "h", "y": -0.15},
-    })
+    return go.layout.Template(
+        layout={
+            "colorway": list(COLOURWAY),
+            "paper_bgcolor": "white",
+            "plot_bgcolor": "white",
+            "font": {"size": 13},
+            "xaxis": axis,
+            "yaxis": axis,
+            "margin": {"l": 50, "r": 30, "t": 60, "b": 40},
+            "legend": {"orientation": "h", "y": -0.15},
+        }
+    )
 
 
 def _figure(title: str, traces: Sequence[go.BaseTraceType], **layout: Any) -> go.Figure:

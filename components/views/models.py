@@ -14,27 +14,18 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from components.store import ModelStore
-from components.store_catalog import CATALOG
-from components.store_disk import CleanupPlan
-from components.store_download import DownloadEvent, DownloadEventKind
-from components.store_integrity import quick_check
+from components.store.catalog import CATALOG
+from components.store.disk import CleanupPlan
+from components.store.download import DownloadEvent, DownloadEventKind
+from components.store.integrity import quick_check
+from components.store.model_store import ModelStore
 from recovery.classify import Classifier
 from recovery.errors import KintsugiError
-from recovery.messages import api_error
+from recovery.messages import api_error, format_bytes
 
-__all__ = ["ModelActions", "models_table", "model_choices", "format_bytes"]
+__all__ = ["ModelActions", "model_choices", "models_table"]
 
 _GB = 1_000_000_000
-
-
-def format_bytes(count: float) -> str:
-    """``1234567`` → ``"1.2 MB"`` (decimal units, as the hub shows sizes)."""
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"
 
 
 def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFrame:
@@ -42,23 +33,29 @@ def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFra
     rows = []
     for entry in CATALOG:
         state = store.availability.availability(entry.model_id, check_remote=check_remote)
-        rows.append({
-            "model": entry.model_id,
-            "status": state.status.value.replace("_", " "),
-            "on disk": format_bytes(state.bytes_present) if state.bytes_present else "",
-            "download": format_bytes(state.bytes_expected or entry.download_gb * _GB),
-            "tasks": ", ".join(task.value for task in entry.tasks),
-            "typical VRAM": "CPU is fine" if entry.runs_on_cpu else f"{entry.min_vram_gb:g}–{entry.recommended_vram_gb:g} GB",
-            "notes": entry.notes,
-        })
+        rows.append(
+            {
+                "model": entry.model_id,
+                "status": state.status.value.replace("_", " "),
+                "on disk": format_bytes(state.bytes_present) if state.bytes_present else "",
+                "download": format_bytes(state.bytes_expected or entry.download_gb * _GB),
+                "tasks": ", ".join(task.value for task in entry.tasks),
+                "typical VRAM": "CPU is fine"
+                if entry.runs_on_cpu
+                else f"{entry.min_vram_gb:g}–{entry.recommended_vram_gb:g} GB",
+                "notes": entry.notes,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def model_choices(store: ModelStore) -> list[tuple[str, str]]:
     """(label, model id) pairs for a model picker: the embedded model first, each label with its local status."""
     table = models_table(store)
-    return [(f"{row.model} — {row.status}" + (f" ({row.download})" if row.status == "missing" else ""), row.model)
-            for row in table.itertuples()]
+    return [
+        (f"{row.model} — {row.status}" + (f" ({row.download})" if row.status == "missing" else ""), row.model)
+        for row in table.itertuples()
+    ]
 
 
 @dataclass
@@ -70,22 +67,25 @@ class ModelActions:
 
     def quick_check(self, model_id: str) -> str:
         """Every file present with its size, every safetensors header sound (milliseconds)."""
-        return self._guard(lambda: self._report("Quick check", quick_check(self.store.cache,
-                                                                           self.store.health.manifest(model_id))))
+        return self._explained(
+            lambda: self._report("Quick check", quick_check(self.store.cache, self.store.health.manifest(model_id)))
+        )
 
     def full_check(self, model_id: str) -> str:
         """The sha256 of every weight blob against its name, and git hashes of small files."""
-        return self._guard(lambda: self._report("Full check", self.store.health.verify(model_id)))
+        return self._explained(lambda: self._report("Full check", self.store.health.verify(model_id)))
 
     def repair(self, model_id: str) -> str:
         """Re-fetch (or rebuild) only the files that fail their check."""
+
         def run() -> str:
             report = self.store.health.repair(model_id)
             if report.ok:
                 fixed = ", ".join(report.files) or "nothing needed fixing"
                 return f"**Repaired {model_id}** from {report.source}: {fixed}."
             return f"**Could not repair {model_id}.**\n\n" + "\n".join(f"- {step}" for step in report.steps)
-        return self._guard(run)
+
+        return self._explained(run)
 
     def download(self, model_id: str, *, every_s: float = 0.5) -> Iterator[str]:
         """Download (resuming what is already there); yields a progress line at most every ``every_s`` seconds
@@ -108,46 +108,70 @@ class ModelActions:
                 yield item
             elif isinstance(item, DownloadEvent) and item.kind is DownloadEventKind.WAITING:
                 yield f"{model_id}: another download of this model is running (a request needed it); waiting for it."
-            elif isinstance(item, DownloadEvent) and time.monotonic() - shown >= every_s and item.kind in (
-                    DownloadEventKind.PROGRESS, DownloadEventKind.BANDWIDTH_LIMITATION):
+            elif (
+                isinstance(item, DownloadEvent)
+                and time.monotonic() - shown >= every_s
+                and item.kind in (DownloadEventKind.PROGRESS, DownloadEventKind.BANDWIDTH_LIMITATION)
+            ):
                 shown = time.monotonic()
                 yield _progress_line(item)
 
     def update(self, model_id: str) -> str:
         """Move to the newest revision; the previous one is kept, and a bad update is rolled back by itself."""
+
         def run() -> str:
             report = self.store.versions.update(model_id)
-            return f"**{model_id}: {report.status.value.replace('_', ' ')}**" + (f" — {report.reason}" if report.reason else "")
-        return self._guard(run)
+            return f"**{model_id}: {report.status.value.replace('_', ' ')}**" + (
+                f" — {report.reason}" if report.reason else ""
+            )
+
+        return self._explained(run)
 
     def rollback(self, model_id: str) -> str:
         """Go back to the revision used before the last update."""
-        return self._guard(lambda: f"**{model_id} rolled back** to revision {self.store.versions.rollback(model_id)[:10]}.")
+        return self._explained(
+            lambda: f"**{model_id} rolled back** to revision {self.store.versions.rollback(model_id)[:10]}."
+        )
 
     def cleanup_preview(self, gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
         """What would be deleted to free ``gigabytes`` (old revisions first, then least recently used models)."""
         plan = self.store.availability.cleanup_plan(int(gigabytes * _GB))
-        table = pd.DataFrame([{"model": item.repo_id, "revision": item.commit[:10], "refs": ", ".join(item.refs),
-                               "frees": format_bytes(item.bytes_freed), "why": item.reason} for item in plan.items],
-                             columns=["model", "revision", "refs", "frees", "why"])
+        table = pd.DataFrame(
+            [
+                {
+                    "model": item.repo_id,
+                    "revision": item.commit[:10],
+                    "refs": ", ".join(item.refs),
+                    "frees": format_bytes(item.bytes_freed),
+                    "why": item.reason,
+                }
+                for item in plan.items
+            ],
+            columns=["model", "revision", "refs", "frees", "why"],
+        )
         return table, plan
 
     def apply_cleanup(self, plan: CleanupPlan | None) -> str:
         """Delete exactly what a preview listed."""
         if plan is None or not plan.items:
             return "Nothing to delete: preview a clean-up first."
-        return self._guard(lambda: f"**Freed {format_bytes(self.store.availability.apply_cleanup(plan))}** "
-                                   f"({len(plan.items)} item(s)).")
+        return self._explained(
+            lambda: (
+                f"**Freed {format_bytes(self.store.availability.apply_cleanup(plan))}** ({len(plan.items)} item(s))."
+            )
+        )
 
     # -- reporting --------------------------------------------------------------------------------------------
     def _report(self, title: str, report) -> str:
         if report.ok:
-            return (f"**{title}: all {report.files_checked} files of {report.repo_id} are intact** "
-                    f"({format_bytes(report.bytes_checked)} in {report.seconds:.2f} s).")
+            return (
+                f"**{title}: all {report.files_checked} files of {report.repo_id} are intact** "
+                f"({format_bytes(report.bytes_checked)} in {report.seconds:.2f} s)."
+            )
         bad = "\n".join(f"- `{item.path}`: {item.problem.value.replace('_', ' ')}" for item in report.bad)
         return f"**{title}: {len(report.bad)} damaged file(s) in {report.repo_id}** — use *Repair*.\n\n{bad}"
 
-    def _guard(self, action: Callable[[], str]) -> str:
+    def _explained(self, action: Callable[[], str]) -> str:
         try:
             return action()
         except (KintsugiError, OSError, ValueError) as exc:

@@ -8,27 +8,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from components.service import GenerationResult, ServiceEvent
+from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from recovery import events
 
 __all__ = ["timeline_line", "result_markdown", "failure_markdown", "summary_markdown", "scenario_markdown"]
 
-_PHASES = {"load": "Loading the model", "denoise": "Denoising", "decode": "Decoding frames", "export": "Writing the mp4"}
+_PHASES = {
+    "load": "Loading the model",
+    "denoise": "Denoising",
+    "decode": "Decoding frames",
+    "export": "Writing the mp4",
+}
 
 
 def timeline_line(event: ServiceEvent) -> str | None:
     """One timeline line for an event, or ``None`` for events that only move the progress bar."""
     data = event.data
-    if event.kind == "correction":
+    if event.kind is ServiceEventKind.CORRECTION:
         return f"- **Corrected** {event.message}"
-    if event.kind == "plan":
+    if event.kind is ServiceEventKind.PLAN:
         memory = event.message.startswith("planned before running: ")
         return f"- **{'Memory plan' if memory else 'Plan'}**: {event.message.removeprefix('planned before running: ')}"
-    if event.kind == "download" and event.message == "download.waiting":
+    if event.kind is ServiceEventKind.DOWNLOAD and event.message == "download.waiting":
         return f"- Waiting for the download of {data.get('model_id', 'the model')} that is already running"
-    if event.kind == "phase":
+    if event.kind is ServiceEventKind.PHASE:
         return f"- {_PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)})"
-    if event.kind != "recovery":
+    if event.kind is not ServiceEventKind.RECOVERY:
         return None
     if event.message == events.FAILURE_CLASSIFIED:
         return f"- **Attempt {data['attempt']} failed**: {data['failure_type']} (severity {data['severity']})"
@@ -52,8 +57,8 @@ def result_markdown(result: GenerationResult) -> str:
     if result.degraded:
         lines.append("> **Degraded result** — this is a lower-quality preview, not the video you asked for.")
     lines.append(
-        f"**{out['frames']} frames · {out['width']}×{out['height']} · {request.steps} steps · seed {request.seed}** "
-        f"in {sum(out['timings'].values()):.1f} s on {out['device']} ({out['dtype']})"
+        f"**{out.frames} frames · {out.width}×{out.height} · {request.steps} steps · seed {request.seed}** "
+        f"in {sum(out.timings.values()):.1f} s on {out.device} ({out.dtype})"
     )
     if result.attempts > 1:
         lines.append(f"Recovered automatically after {result.attempts} attempts.")
@@ -85,18 +90,23 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     def share(value: float | None) -> str:
         return "–" if value is None else f"{value:.0%}"
 
-    return (f"**{summary['requests']} requests** · {share(summary['success_share'])} succeeded · "
-            f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a "
-            f"failure) · {summary['failed']} failed · {share(summary['degraded_share'])} degraded · "
-            f"mean attempts {summary['mean_attempts']:.2f}")
+    return (
+        f"**{summary['requests']} requests** · {share(summary['success_share'])} succeeded · "
+        f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a "
+        f"failure) · {summary['failed']} failed · {share(summary['degraded_share'])} degraded · "
+        f"mean attempts {summary['mean_attempts']:.2f}"
+    )
 
 
-def scenario_markdown(report: Any) -> str:  # report: components.scenarios.ScenarioReport
+def scenario_markdown(report: Any) -> str:  # report: components.chaos.scenarios.ScenarioReport
     """One scenario as the Scenarios tab shows it: the fault, the outcome, what the user was told, the timeline."""
-    lines = [f"### {report.title}: {report.outcome}", f"**Fault injected:** {report.fault}",
-             f"**Failure types:** {', '.join(report.failure_types) or '—'} · **strategies tried:** "
-             f"{' → '.join(report.strategies) or '—'} · {report.seconds:.1f} s",
-             f"**What the user was told:** {report.told}"]
+    lines = [
+        f"### {report.title}: {report.outcome}",
+        f"**Fault injected:** {report.fault}",
+        f"**Failure types:** {', '.join(report.failure_types) or '—'} · **strategies tried:** "
+        f"{' → '.join(report.strategies) or '—'} · {report.seconds:.1f} s",
+        f"**What the user was told:** {report.told}",
+    ]
     if report.timeline:
         lines.append("**Timeline**\n" + "\n".join(report.timeline))
     lines.extend(f"_Gap: {gap}_" for gap in report.gaps)

@@ -24,8 +24,9 @@ class Strategy(Protocol):
 
 def not_applicable(kind: RecoveryStrategy, reason: str) -> RecoveryResult:
     """This strategy cannot act here (no port, no budget, not retryable): skip it, fast."""
-    return RecoveryResult(False, kind, 0.0, f"{kind.value} not applicable: {reason}",
-                          system_changes={"applicable": False})
+    return RecoveryResult(
+        False, kind, 0.0, f"{kind.value} not applicable: {reason}", system_changes={"applicable": False}
+    )
 
 
 def failed(kind: RecoveryStrategy, message: str) -> RecoveryResult:
@@ -33,9 +34,15 @@ def failed(kind: RecoveryStrategy, message: str) -> RecoveryResult:
     return RecoveryResult(False, kind, 0.0, message)
 
 
-def changed(kind: RecoveryStrategy, message: str, *, changes: Sequence[str] = (),
-            parameters: Mapping[str, Any] | None = None, model_id: str | None = None,
-            degraded: bool = False) -> RecoveryResult:
+def changed(
+    kind: RecoveryStrategy,
+    message: str,
+    *,
+    changes: Sequence[str] = (),
+    parameters: Mapping[str, Any] | None = None,
+    model_id: str | None = None,
+    degraded: bool = False,
+) -> RecoveryResult:
     """The strategy recovered; ``system_changes`` tells the engine what to run next."""
     system_changes: dict[str, Any] = {"changes": list(changes)}
     if parameters is not None:

@@ -6,7 +6,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from recovery.ports import Degrader, ModelStore, Notifier, ParameterAdjuster, ResourceFreer
+from recovery.ports import Degrader, ModelStorePort, Notifier, ParameterAdjuster, ResourceFreer
 from recovery.strategies.adjust import ParameterAdjustment
 from recovery.strategies.base import Strategy
 from recovery.strategies.degrade import GracefulDegradation
@@ -27,21 +27,26 @@ DEFAULT_STRATEGY_MAP: dict[EnhancedFailureType, tuple[RecoveryStrategy, ...]] = 
     F.MODEL_DOWNLOAD_FAILURE: (R.IMMEDIATE_RETRY, R.AUTOMATIC_REPAIR, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
     F.MODEL_CORRUPTION_DETECTED: (R.AUTOMATIC_REPAIR, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
     F.MODEL_VERSION_MISMATCH: (R.AUTOMATIC_REPAIR, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
-    F.MODEL_LOADING_TIMEOUT: (R.RESOURCE_OPTIMIZATION, R.IMMEDIATE_RETRY, R.INTELLIGENT_FALLBACK,
-                              R.USER_INTERVENTION),
+    F.MODEL_LOADING_TIMEOUT: (R.RESOURCE_OPTIMIZATION, R.IMMEDIATE_RETRY, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
     F.MODEL_INTEGRITY_FAILURE: (R.AUTOMATIC_REPAIR, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
     F.MODEL_COMPATIBILITY_ERROR: (R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
-    F.VRAM_EXHAUSTION: (R.PARAMETER_ADJUSTMENT, R.RESOURCE_OPTIMIZATION, R.GRACEFUL_DEGRADATION,
-                        R.USER_INTERVENTION),
+    F.VRAM_EXHAUSTION: (R.PARAMETER_ADJUSTMENT, R.RESOURCE_OPTIMIZATION, R.GRACEFUL_DEGRADATION, R.USER_INTERVENTION),
     F.STORAGE_SPACE_INSUFFICIENT: (R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
-    F.NETWORK_CONNECTIVITY_LOSS: (R.IMMEDIATE_RETRY, R.INTELLIGENT_FALLBACK, R.GRACEFUL_DEGRADATION,
-                                  R.USER_INTERVENTION),
+    F.NETWORK_CONNECTIVITY_LOSS: (
+        R.IMMEDIATE_RETRY,
+        R.INTELLIGENT_FALLBACK,
+        R.GRACEFUL_DEGRADATION,
+        R.USER_INTERVENTION,
+    ),
     F.BANDWIDTH_LIMITATION: (R.IMMEDIATE_RETRY, R.AUTOMATIC_REPAIR, R.INTELLIGENT_FALLBACK, R.USER_INTERVENTION),
     F.HARDWARE_OPTIMIZATION_FAILURE: (R.PARAMETER_ADJUSTMENT, R.GRACEFUL_DEGRADATION, R.USER_INTERVENTION),
-    F.GENERATION_PIPELINE_ERROR: (R.IMMEDIATE_RETRY, R.PARAMETER_ADJUSTMENT, R.GRACEFUL_DEGRADATION,
-                                  R.USER_INTERVENTION),
-    F.SYSTEM_RESOURCE_ERROR: (R.RESOURCE_OPTIMIZATION, R.IMMEDIATE_RETRY, R.PARAMETER_ADJUSTMENT,
-                              R.USER_INTERVENTION),
+    F.GENERATION_PIPELINE_ERROR: (
+        R.IMMEDIATE_RETRY,
+        R.PARAMETER_ADJUSTMENT,
+        R.GRACEFUL_DEGRADATION,
+        R.USER_INTERVENTION,
+    ),
+    F.SYSTEM_RESOURCE_ERROR: (R.RESOURCE_OPTIMIZATION, R.IMMEDIATE_RETRY, R.PARAMETER_ADJUSTMENT, R.USER_INTERVENTION),
     F.DEPENDENCY_MISSING: (R.GRACEFUL_DEGRADATION, R.USER_INTERVENTION),
     F.INVALID_PARAMETERS: (R.PARAMETER_ADJUSTMENT, R.USER_INTERVENTION),
     F.UNSUPPORTED_OPERATION: (R.PARAMETER_ADJUSTMENT, R.GRACEFUL_DEGRADATION, R.USER_INTERVENTION),
@@ -68,16 +73,22 @@ def validate_strategy_map(custom: StrategyMap | None = None) -> dict[EnhancedFai
     return checked
 
 
-def build_strategies(*, store: ModelStore | None = None, adjuster: ParameterAdjuster | None = None,
-                     freer: ResourceFreer | None = None, degrader: Degrader | None = None,
-                     notifier: Notifier | None = None,
-                     retry_budgets: Mapping[EnhancedFailureType, RetryBudget] | None = None,
-                     sleep: Callable[[float], None] = time.sleep,
-                     rng: random.Random | None = None) -> dict[RecoveryStrategy, Strategy]:
+def build_strategies(
+    *,
+    store: ModelStorePort | None = None,
+    adjuster: ParameterAdjuster | None = None,
+    freer: ResourceFreer | None = None,
+    degrader: Degrader | None = None,
+    notifier: Notifier | None = None,
+    retry_budgets: Mapping[EnhancedFailureType, RetryBudget] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> dict[RecoveryStrategy, Strategy]:
     """One strategy object per kind, with the given ports (absent ports make a strategy not applicable)."""
     return {
-        R.IMMEDIATE_RETRY: ImmediateRetry(budgets={**DEFAULT_BUDGETS, **(retry_budgets or {})}, sleep=sleep,
-                                          rng=rng or random.Random()),
+        R.IMMEDIATE_RETRY: ImmediateRetry(
+            budgets={**DEFAULT_BUDGETS, **(retry_budgets or {})}, sleep=sleep, rng=rng or random.Random()
+        ),
         R.INTELLIGENT_FALLBACK: IntelligentFallback(store),
         R.AUTOMATIC_REPAIR: AutomaticRepair(store=store),
         R.PARAMETER_ADJUSTMENT: ParameterAdjustment(adjuster),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from recovery.ports import ModelStore
+from recovery.ports import ModelStorePort
 from recovery.strategies.base import changed, failed, not_applicable
 from recovery.taxonomy import ErrorContext, RecoveryResult, RecoveryStrategy
 
@@ -17,7 +17,7 @@ class IntelligentFallback:
     """Switch to the best candidate not tried yet for this request (``system_state["tried_models"]``)."""
 
     kind: ClassVar[RecoveryStrategy] = RecoveryStrategy.INTELLIGENT_FALLBACK
-    store: ModelStore | None = None
+    store: ModelStorePort | None = None
 
     def recover(self, ctx: ErrorContext) -> RecoveryResult:
         if self.store is None:

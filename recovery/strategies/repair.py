@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from recovery.ports import ModelStore
+from recovery.ports import ModelStorePort
 from recovery.strategies.base import UsageLimited, changed, failed, not_applicable
 from recovery.taxonomy import EnhancedFailureType, ErrorContext, RecoveryResult, RecoveryStrategy
 
@@ -20,7 +20,7 @@ class AutomaticRepair(UsageLimited):
     """Ask the store to download (transfer failures) or repair (damage), ``max_uses`` times per failure type."""
 
     kind: ClassVar[RecoveryStrategy] = RecoveryStrategy.AUTOMATIC_REPAIR
-    store: ModelStore | None = None
+    store: ModelStorePort | None = None
 
     def recover(self, ctx: ErrorContext) -> RecoveryResult:
         if self.store is None or ctx.model_id is None:

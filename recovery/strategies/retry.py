@@ -9,8 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import tenacity
-
+from recovery.backoff import exponential_delay, full_jitter
 from recovery.settings import is_testing
 from recovery.strategies.base import attempts_of, changed, not_applicable
 from recovery.taxonomy import EnhancedFailureType, ErrorContext, RecoveryResult, RecoveryStrategy
@@ -57,10 +56,7 @@ class ImmediateRetry:
         """Full jitter: uniform between 0 and the exponential cap for this retry (0 under ``set_testing``)."""
         if is_testing():
             return 0.0
-        state = tenacity.RetryCallState(None, None, (), {})
-        state.attempt_number = retry_number
-        cap = tenacity.wait_exponential(multiplier=budget.base_delay, max=budget.max_delay)(state)
-        return self.rng.uniform(0.0, cap)
+        return full_jitter(exponential_delay(retry_number, budget.base_delay, max_s=budget.max_delay), self.rng)
 
     def recover(self, ctx: ErrorContext) -> RecoveryResult:
         if not ctx.system_state.get("retryable", True):

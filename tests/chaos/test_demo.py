@@ -9,10 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from components import chaos
-from components.chaos_views import (FAULT_COLUMNS, FaultInjection, fault_policy, iter_faults, producible_types,
-                                    run_faults)
-from components.demo import main
+from components.chaos.demo import main
+from components.chaos.faults import (
+    FAULT_COLUMNS,
+    FaultInjection,
+    fault_policy,
+    iter_faults,
+    producible_types,
+)
 from components.settings import Settings
 from recovery.errors import InvalidParameterError
 
@@ -43,10 +47,15 @@ def test_one_named_fault_runs_for_real_and_prints_its_row(workdir: Path, capsys:
     assert (workdir / "data" / "metrics.sqlite").exists()
 
 
-@pytest.mark.parametrize(("argv", "named"), [(["--faults", "no_such_failure"], "'no_such_failure'"),
-                                             (["--rate", "0.5"], "`--rate` needs `--faults`"),
-                                             (["--faults", "--rate", "2"], "between 0 and 1 (got '2')"),
-                                             (["--faults", "--rate", "often"], "(got 'often')")])
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["--faults", "no_such_failure"], "'no_such_failure'"),
+        (["--rate", "0.5"], "`--rate` needs `--faults`"),
+        (["--faults", "--rate", "2"], "between 0 and 1 (got '2')"),
+        (["--faults", "--rate", "often"], "(got 'often')"),
+    ],
+)
 def test_bad_demo_arguments_are_refused_by_name(argv: list[str], named: str, capsys: pytest.CaptureFixture) -> None:
     """An unknown failure type, ``--rate`` without ``--faults`` or a rate outside 0..1 stops with a usage error that
     names what was wrong."""
@@ -56,18 +65,10 @@ def test_bad_demo_arguments_are_refused_by_name(argv: list[str], named: str, cap
     assert named in capsys.readouterr().err
 
 
-def test_unreproducible_types_are_left_out_and_refused_with_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``UNREPRODUCIBLE`` is read at each call: a type listed there is not offered, and asking for it names why."""
-    monkeypatch.setattr(chaos, "UNREPRODUCIBLE", {"vram_exhaustion": "no allocator here to refuse"})
-    assert "vram_exhaustion" not in producible_types()
-    assert len(producible_types()) == len(chaos.FAILURE_TYPES) - 1
-    with pytest.raises(InvalidParameterError, match="cannot be produced on this machine: no allocator here"):
-        run_faults(["vram_exhaustion"])
-
-
 def test_the_draw_is_the_policy_at_its_rate() -> None:
     """Each producible type is drawn by the chaos policy with the given rate and generator: a seeded generator
     draws the same types twice, and rate 1 draws every type."""
+
     def drawn(rate: float, seed: int) -> list[str]:
         policy = fault_policy(rate, rng=random.Random(seed))
         return [name for name in producible_types() if policy.should_inject(name)]
@@ -92,5 +93,7 @@ def test_faults_yield_the_table_so_far_after_each_one(workdir: Path) -> None:
     """Run one after another, the faults yield the run so far after each: the Scenarios tab's table grows a row at
     a time instead of staying empty for minutes."""
     runs = iter_faults(["invalid_parameters", "invalid_parameters"], workdir=workdir)
-    assert [run.table()["failure type"].tolist() for run in runs] == [["invalid_parameters"],
-                                                                       ["invalid_parameters"] * 2]
+    assert [run.table()["failure type"].tolist() for run in runs] == [
+        ["invalid_parameters"],
+        ["invalid_parameters"] * 2,
+    ]

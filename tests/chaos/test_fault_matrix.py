@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from components.chaos import FAILURE_TYPES, UNREPRODUCIBLE
-from components.scenarios import ScenarioReport
-from components.store_cache import HubCache
-from components.store_disk import unfinished_downloads
+from components.chaos.injectors import FAILURE_TYPES
+from components.chaos.scenarios import ScenarioReport
+from components.store.cache import HubCache
+from components.store.disk import unfinished_downloads
 from recovery.messages import scrub
 from recovery.strategies.defaults import DEFAULT_STRATEGY_MAP
 from recovery.taxonomy import EnhancedFailureType
@@ -59,8 +59,9 @@ def _print_table() -> None:
     print("|---|---|---|---|---|")
     for name, report in _ROWS.items():
         first = report.failure_types[0] if report.failure_types else "— (not detected)"
-        print(f"| {name} | {first} | {' → '.join(report.strategies) or '—'} | {report.outcome} | "
-              f"{report.seconds:.1f} |")
+        print(
+            f"| {name} | {first} | {' → '.join(report.strategies) or '—'} | {report.outcome} | {report.seconds:.1f} |"
+        )
 
 
 def _report(name: str, runs: SharedRuns) -> ScenarioReport:
@@ -73,13 +74,7 @@ REFUSED_BEFORE_RUNNING = ("invalid_parameters",)
 
 
 def _cases(*, leave_out: tuple[str, ...] = ()) -> list[object]:
-    cases: list[object] = []
-    for name in (n for n in FAILURE_TYPES if n not in leave_out):
-        marks = []
-        if name in UNREPRODUCIBLE:
-            marks.append(pytest.mark.skip(reason=UNREPRODUCIBLE[name]))
-        cases.append(pytest.param(name, marks=marks, id=name))
-    return cases
+    return [pytest.param(name, id=name) for name in FAILURE_TYPES if name not in leave_out]
 
 
 @pytest.mark.parametrize("name", _cases())
@@ -138,7 +133,8 @@ def test_run_is_recorded_in_the_metrics(name: str, runs: SharedRuns) -> None:
     with sqlite3.connect(runs.bench.data_dir / "metrics.sqlite") as db:
         rows = db.execute(
             f"SELECT ok FROM runs WHERE correlation_id IN ({','.join('?' * len(report.correlation_ids))})",
-            report.correlation_ids).fetchall()
+            report.correlation_ids,
+        ).fetchall()
     assert len(rows) == len(report.correlation_ids)
     assert bool(rows[0][0]) == report.recovered
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from components.demo import closing_line, summary_table
-from components.embedded_model import EMBEDDED_MODEL_ID
-from components.scenarios import DEMO_REPO, RUNNERS, SCENARIOS, WEIGHTS, ScenarioReport
+from components.chaos.demo import closing_line, summary_table
+from components.chaos.scenarios import DEMO_REPO, RUNNERS, SCENARIOS, WEIGHTS, ScenarioReport
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from tests.support.shared_runs import SharedRuns
 
 
@@ -50,8 +50,7 @@ def test_vram_exhaustion_is_adjusted_down_to_a_real_video(reports: dict[str, Sce
     assert any("→" in change and "340 MiB" in change for change in report.changes), report.changes
 
 
-def test_model_corruption_is_repaired_by_refetching_only_the_damaged_file(
-        reports: dict[str, ScenarioReport]) -> None:
+def test_model_corruption_is_repaired_by_refetching_only_the_damaged_file(reports: dict[str, ScenarioReport]) -> None:
     """A truncated weight blob is caught by the quick check before loading, classified, and repaired by the
     engine's automatic_repair, which fetches only that file again."""
     report = reports["model_corruption"]
@@ -71,8 +70,7 @@ def test_network_loss_falls_back_to_the_installed_model(reports: dict[str, Scena
     assert not report.gaps
 
 
-def test_invalid_parameters_are_corrected_and_out_of_range_values_rejected(
-        reports: dict[str, ScenarioReport]) -> None:
+def test_invalid_parameters_are_corrected_and_out_of_range_values_rejected(reports: dict[str, ScenarioReport]) -> None:
     """Frames 16 and width 100 become 17 and 96 (each correction reported); width 5000 is an error naming it."""
     report = reports["invalid_parameters"]
     assert report.recovered and report.failure_types == ("invalid_parameters",) and report.strategies == ()
@@ -93,8 +91,9 @@ def test_permission_problem_falls_back_to_the_built_in_model_labelled(reports: d
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_user_message_has_no_paths_tokens_or_tracebacks(reports: dict[str, ScenarioReport], workdir: Path,
-                                                        name: str) -> None:
+def test_user_message_has_no_paths_tokens_or_tracebacks(
+    reports: dict[str, ScenarioReport], workdir: Path, name: str
+) -> None:
     """What the user was told names models and settings, never a file path, a token or a traceback."""
     report = reports[name]
     text = " ".join([report.told, *report.steps])
@@ -103,8 +102,9 @@ def test_user_message_has_no_paths_tokens_or_tracebacks(reports: dict[str, Scena
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_runs_and_recovery_attempts_are_in_the_metrics_store(reports: dict[str, ScenarioReport], workdir: Path,
-                                                            name: str) -> None:
+def test_runs_and_recovery_attempts_are_in_the_metrics_store(
+    reports: dict[str, ScenarioReport], workdir: Path, name: str
+) -> None:
     """Every request that ran is a row of ``runs``; every strategy tried is a row of ``recovery_attempts``."""
     report = reports[name]
     ran = report.correlation_ids[:1]  # the second request of invalid_parameters is rejected before it runs

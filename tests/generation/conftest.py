@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from components.worker import Worker, WorkerConfig
+from components.generation.worker import Worker, WorkerConfig
 
 
 @pytest.fixture(scope="module")

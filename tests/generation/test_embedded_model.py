@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from components.embedded_model import MANIFEST_NAME, build_embedded_model, ensure_embedded_model, verify_manifest
+from components.generation.embedded_model import (
+    MANIFEST_NAME,
+    build_embedded_model,
+    ensure_embedded_model,
+    verify_manifest,
+)
 
 
 def _files(folder: Path) -> dict[str, bytes]:

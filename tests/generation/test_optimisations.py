@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from components.memory import join_parameters, split_parameters
-from components.optimisations import OptimisationSwitch
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
+from components.generation.optimisations import OptimisationSwitch
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
 from recovery.classify import Classifier
 from recovery.errors import HardwareOptimizationError, OutOfMemoryError
 
 REQUEST = GenerationRequest(prompt="a lantern", num_frames=9, width=64, height=64, steps=2)
-COMPILE_FAILED = HardwareOptimizationError("torch.compile failed on this machine: no working C++ compiler",
-                                           optimization="compile", reason="no working C++ compiler")
+COMPILE_FAILED = HardwareOptimizationError(
+    "torch.compile failed on this machine: no working C++ compiler",
+    optimization="compile",
+    reason="no working C++ compiler",
+)
 
 
 def test_failed_compile_is_turned_off_and_the_rest_of_the_request_kept() -> None:
@@ -22,8 +23,9 @@ def test_failed_compile_is_turned_off_and_the_rest_of_the_request_kept() -> None
     assert adjustment is not None
     request, options = split_parameters(adjustment.parameters)
     assert request == REQUEST and options == RunOptions(compile=False, vae_tiling=True)
-    assert adjustment.changes == ("torch.compile turned off: no working C++ compiler on this machine — the same "
-                                  "video, without the speed-up",)
+    assert adjustment.changes == (
+        "torch.compile turned off: no working C++ compiler on this machine — the same video, without the speed-up",
+    )
 
 
 def test_later_requests_start_without_the_failed_speed_up() -> None:

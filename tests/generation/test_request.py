@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from components.request import GenerationRequest, validate_request
+from components.generation.request import GenerationRequest, validate_request
 from recovery.errors import InvalidParameterError
 
 
@@ -46,8 +46,12 @@ def test_invalid_value_is_rejected_naming_parameter_and_value(changes: dict, par
 
 @pytest.mark.parametrize(
     ("changes", "field", "expected"),
-    [({"num_frames": 16}, "num_frames", 17), ({"num_frames": 10}, "num_frames", 9),
-     ({"width": 100}, "width", 96), ({"height": 250}, "height", 256)],
+    [
+        ({"num_frames": 16}, "num_frames", 17),
+        ({"num_frames": 10}, "num_frames", 9),
+        ({"width": 100}, "width", 96),
+        ({"height": 250}, "height", 256),
+    ],
 )
 def test_wan_shape_rules_are_auto_corrected_and_reported(changes: dict, field: str, expected: int) -> None:
     """Frames not 4k+1 and sides not divisible by 16 are moved to the nearest valid value, with a line saying so."""

@@ -10,27 +10,28 @@ from pathlib import Path
 
 import pytest
 
-from components.request import GenerationRequest
-from components.worker import Worker, WorkerConfig
+from components.generation.request import GenerationOutput, GenerationRequest
+from components.generation.worker import Worker, WorkerConfig
 from recovery.errors import GenerationCancelledError, OutOfMemoryError, WorkerCrashedError
 
 SMALL = GenerationRequest(prompt="a lantern", width=64, height=64, num_frames=5, steps=2, seed=5)
 LONG = GenerationRequest(prompt="a lantern", width=256, height=256, num_frames=33, steps=12, seed=5)
 
 
-def _run(worker: Worker, request: GenerationRequest, output: Path, model: Path) -> dict:
+def _run(worker: Worker, request: GenerationRequest, output: Path, model: Path) -> GenerationOutput:
     events = list(worker.run(request, output, model_path=model))
-    assert events[-1].kind == "result"
-    return events[-1].data
+    assert events[-1].kind == "result" and events[-1].output is not None
+    return events[-1].output
 
 
-def test_generation_in_worker_streams_phases_progress_and_result(worker: Worker, tiny_model: Path,
-                                                                 tmp_path: Path) -> None:
+def test_generation_in_worker_streams_phases_progress_and_result(
+    worker: Worker, tiny_model: Path, tmp_path: Path
+) -> None:
     """A job yields its phases in order, one progress event per step, then the result with the mp4 path."""
     events = list(worker.run(SMALL, tmp_path / "v.mp4", model_path=tiny_model))
     assert [e.data["phase"] for e in events if e.kind == "phase"] == ["load", "denoise", "decode", "export"]
     assert [e.data["step"] for e in events if e.kind == "progress"] == [1, 2]
-    assert events[-1].kind == "result" and Path(events[-1].data["video_path"]).is_file()
+    assert events[-1].kind == "result" and Path(events[-1].output.video_path).is_file()
 
 
 def test_sigkill_mid_generation_is_noticed_within_a_second(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
@@ -55,11 +56,12 @@ def test_request_after_a_crash_succeeds_on_a_fresh_worker(worker: Worker, tiny_m
         _run(worker, SMALL, tmp_path / "b.mp4", tiny_model)
     after = _run(worker, SMALL, tmp_path / "c.mp4", tiny_model)
     assert worker.pid != old_pid
-    assert after["frames_sha256"] == before["frames_sha256"]
+    assert after.frames_sha256 == before.frames_sha256
 
 
 def test_cancel_from_another_thread_stops_the_job(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
     """``cancel()`` while a job denoises ends it with GenerationCancelledError; the worker stays usable."""
+
     def cancel_on_first_step() -> None:
         while worker_events and worker_events[-1] != "progress":
             time.sleep(0.01)
@@ -73,7 +75,7 @@ def test_cancel_from_another_thread_stops_the_job(worker: Worker, tiny_model: Pa
             worker_events.append(event.kind)
     canceller.join()
     assert caught.value.steps_completed < LONG.steps
-    assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model)["frames"] == SMALL.num_frames
+    assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model).frames == SMALL.num_frames
 
 
 def test_loading_error_crosses_with_its_cause_chain(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
@@ -102,7 +104,7 @@ def test_memory_cap_gives_typed_oom_and_worker_stays_usable(tiny_model: Path, tm
         assert error.bytes_requested and error.bytes_requested > 0
         assert error.memory_cap == 400 * 2**20
         assert "DefaultCPUAllocator" in str(error.__cause__)
-        assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model)["frames"] == SMALL.num_frames
+        assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model).frames == SMALL.num_frames
         assert capped.pid == pid
     finally:
         capped.close()

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import recovery
-from components.memory import MemoryPlanner
-from components.memory_calibration import Measurement
+from components.memory.calibration import Measurement
+from components.memory.planner import MemoryPlanner
 
 MiB = 2**20
-
-
-@pytest.fixture(autouse=True)
-def _reset_globals() -> Iterator[None]:
-    """Every test starts with retry backoff off and leaves the switch as it found it."""
-    recovery.set_testing(True)
-    yield
-    recovery.set_testing(False)
 
 
 @pytest.fixture(scope="module", autouse=True)

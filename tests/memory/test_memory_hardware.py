@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from components.hardware import HardwareProbe, hardware_key, memory_verdict, probe_hardware
+from components.memory.hardware import HardwareProbe, cpu_kind, hardware_key, memory_verdict, probe_hardware
 from recovery import EnhancedErrorRecovery
 from recovery.errors import OutOfMemoryError
 
@@ -27,7 +27,7 @@ def test_probe_without_nvml_and_cuda_reports_the_cpu() -> None:
     import torch  # noqa: F401  (loaded, so the probe asks torch.cuda for real)
 
     state = probe_hardware(memory_cap=400 * MiB)
-    assert state["device"] == "cpu" and hardware_key(state) == "cpu"
+    assert state["device"] == "cpu" and hardware_key(state) == cpu_kind() == state["cpu_kind"]
     assert state["nvml"].startswith("unavailable: NVMLError")
     assert state["cuda"] == "unavailable: AssertionError"
     assert state["ram_total_bytes"] > 0 and 0 < state["ram_free_bytes"] <= state["ram_total_bytes"]
@@ -67,10 +67,17 @@ class _FakeNVML(types.ModuleType):
 
     def nvmlInit(self) -> None: ...
     def nvmlShutdown(self) -> None: ...
-    def nvmlSystemGetDriverVersion(self) -> str: return "550.54"
-    def nvmlDeviceGetCount(self) -> int: return 1
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> object: return object()
-    def nvmlDeviceGetName(self, handle: object) -> bytes: return b"NVIDIA Test 24GB"
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54"
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
+        return object()
+
+    def nvmlDeviceGetName(self, handle: object) -> bytes:
+        return b"NVIDIA Test 24GB"
 
     def nvmlDeviceGetMemoryInfo(self, handle: object) -> types.SimpleNamespace:
         return types.SimpleNamespace(total=24 * 2**30, free=12 * 2**30, used=12 * 2**30)
@@ -89,13 +96,13 @@ def test_probe_names_other_processes_holding_gpu_memory(monkeypatch: pytest.Monk
     assert state["nvml"] == "ok" and state["driver_version"] == "550.54"
     assert state["gpus"][0]["processes"] == [{"pid": 4242, "used_bytes": 10 * 2**30, "this_process": False}]
     assert state["device"] == "cuda" and hardware_key(state) == "cuda:NVIDIA Test 24GB:24GiB"
-    assert state["memory_verdict"].startswith("other processes hold 10.00 GiB")
+    assert state["memory_verdict"].startswith("other processes hold 10.0 GiB")
 
 
 def test_verdict_names_fragmentation() -> None:
     """Memory reserved by the CUDA cache but unused reads as fragmentation, not a true OOM."""
     verdict = memory_verdict({"cuda_reserved_bytes": 8 * 2**30, "cuda_allocated_bytes": 2 * 2**30})
-    assert verdict.startswith("fragmentation: 6.00 GiB")
+    assert verdict.startswith("fragmentation: 6.0 GiB")
 
 
 def test_probe_is_the_engines_evidence() -> None:
@@ -104,3 +111,17 @@ def test_probe_is_the_engines_evidence() -> None:
     ctx = engine.categorize(OutOfMemoryError("out of memory during decode", phase="decode", memory_cap=400 * MiB))
     assert ctx.system_state["worker_memory_cap"] == 400 * MiB
     assert "memory_verdict" in ctx.system_state and "nvml" in ctx.system_state
+
+
+def test_cpu_kind_names_amx_where_the_cpu_has_it() -> None:
+    """The CPU's kind follows /proc/cpuinfo: ``cpu:amx`` exactly where the flags list ``amx_bf16``."""
+    from recovery.procfs import cpu_flags
+
+    assert cpu_kind() == ("cpu:amx" if "amx_bf16" in cpu_flags() else "cpu")
+    assert cpu_flags(), "/proc/cpuinfo lists this CPU's flags"
+
+
+def test_hardware_key_of_a_gpu_machine_running_on_the_cpu_is_the_cpu() -> None:
+    """``device="cpu"`` on a machine with a GPU keys on the CPU, not on the card it does not use."""
+    state = {"device": "cuda", "accelerator": "NVIDIA Test", "cuda_total_bytes": 24 * 2**30, "cpu_kind": "cpu"}
+    assert hardware_key(state) == "cuda:NVIDIA Test:24GiB" and hardware_key(state, device="cpu") == "cpu"

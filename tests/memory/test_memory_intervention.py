@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from components.hardware import HardwareProbe
-from components.memory import MemoryPlanner, join_parameters, split_parameters
-from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
-from components.worker import Worker, WorkerConfig
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
+from components.generation.worker import Worker, WorkerConfig
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.hardware import HardwareProbe
+from components.memory.planner import MemoryPlanner
 from recovery import EnhancedErrorRecovery, EnhancedFailureType
 
 MiB = 2**20
@@ -22,16 +21,21 @@ def test_nothing_fits_ends_with_user_intervention(model_path: Path, tmp_path: Pa
     planner = MemoryPlanner(tmp_path / "memory.json")
     worker = Worker(WorkerConfig(device="cpu", memory_cap=CAP))
     freer = WorkerMemoryFreer(worker, planner=planner)
-    engine = EnhancedErrorRecovery(adjuster=MemoryLadder(planner, budget=CAP, freer=freer), freer=freer,
-                                   degrader=PreviewDegrader(planner, budget=CAP), probe=HardwareProbe(CAP),
-                                   sleep=lambda _s: None)
+    engine = EnhancedErrorRecovery(
+        adjuster=MemoryLadder(planner, budget=CAP, freer=freer),
+        freer=freer,
+        degrader=PreviewDegrader(planner, budget=CAP),
+        probe=HardwareProbe(CAP),
+        sleep=lambda _s: None,
+    )
 
-    def attempt(parameters: Any, info: Any) -> dict[str, Any]:
+    def attempt(parameters: Any, info: Any) -> Any:
         request, options = split_parameters(parameters)
-        return list(worker.run(request, tmp_path / "out.mp4", model_path=model_path, options=options))[-1].data
+        return list(worker.run(request, tmp_path / "out.mp4", model_path=model_path, options=options))[-1].output
 
-    params = join_parameters(GenerationRequest(prompt="a lantern", num_frames=9, width=512, height=512, steps=2),
-                             RunOptions())
+    params = join_parameters(
+        GenerationRequest(prompt="a lantern", num_frames=9, width=512, height=512, steps=2), RunOptions()
+    )
     try:
         outcome = engine.run(attempt, params, model_id=params["model_id"])
     finally:

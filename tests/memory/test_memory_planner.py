@@ -6,18 +6,12 @@ import json
 
 import pytest
 
-from components.memory import MemoryPlanner, join_parameters, split_parameters
-from components.memory_calibration import Measurement
-from components.memory_ladder import (
-    MemoryLadder,
-    PreviewDegrader,
-    choose_setting,
-    frame_counts,
-    preview_setting,
-    scaled_sizes,
-)
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
+from components.memory.adapters import MemoryLadder, PreviewDegrader
+from components.memory.calibration import Measurement
+from components.memory.hardware import cpu_kind
+from components.memory.ladder import choose_setting, frame_counts, plan_memory, preview_setting, scaled_sizes
+from components.memory.planner import MemoryPlanner
 from recovery import Classifier
 from recovery.errors import InvalidParameterError, OutOfMemoryError
 
@@ -30,8 +24,15 @@ def request(frames: int = 33, width: int = 512, height: int = 512, model_id: str
 
 
 def oom_context(parameters: dict, *, cap: int | None, phase: str = "decode", latents_kept: bool = True):
-    error = OutOfMemoryError("out of memory during decode", phase=phase, bytes_requested=1, device="cpu",
-                             memory_cap=cap, steps_completed=2, latents_kept=latents_kept)
+    error = OutOfMemoryError(
+        "out of memory during decode",
+        phase=phase,
+        bytes_requested=1,
+        device="cpu",
+        memory_cap=cap,
+        steps_completed=2,
+        latents_kept=latents_kept,
+    )
     return Classifier(probe=None).categorize(error, {"user_parameters": parameters, "model_id": MODEL})
 
 
@@ -71,8 +72,9 @@ def test_largest_frame_count_predicted_to_fit_is_chosen(make_planner, truth) -> 
     assert choice is not None and choice.rung == "fewer frames"
     assert choice.request.num_frames == 21 and (choice.request.width, choice.request.height) == (512, 512)
     assert truth(25, 512, 512) > budget
-    assert choice.changes == (f"num_frames 33 → 21 to fit in {budget / MiB:.0f} MiB "
-                              f"(predicted {round(truth(21, 512, 512) / MiB)} MiB)",)
+    assert choice.changes == (
+        f"num_frames 33 → 21 to fit in {budget / MiB:.0f} MiB (predicted {round(truth(21, 512, 512) / MiB)} MiB)",
+    )
 
 
 def test_largest_resolution_predicted_to_fit_keeps_aspect_ratio(make_planner, truth) -> None:
@@ -120,8 +122,10 @@ def test_floors_hand_over_to_the_preview(make_planner, truth) -> None:
     assert choose_setting(planner, request(33), RunOptions(), budget) is None
     preview = preview_setting(planner, request(33), RunOptions(), budget)
     assert preview is not None and preview.degraded and preview.rung == "preview"
-    assert preview.request.num_frames <= 9 and truth(preview.request.num_frames, preview.request.width,
-                                                      preview.request.height) <= budget
+    assert (
+        preview.request.num_frames <= 9
+        and truth(preview.request.num_frames, preview.request.width, preview.request.height) <= budget
+    )
     assert preview.changes[0].startswith("preview: ")
 
 
@@ -172,26 +176,36 @@ def test_peak_rss_on_cpu_is_not_taken_as_the_need(make_planner) -> None:
 
 def test_plan_keeps_a_fitting_request_unchanged(make_planner) -> None:
     """A request predicted to fit runs as asked, with nothing to report."""
-    plan = make_planner().plan(request(9, 256, 256), RunOptions(), 2048 * MiB)
+    plan = plan_memory(make_planner(), request(9, 256, 256), RunOptions(), 2048 * MiB)
     assert plan.fits and plan.changes == () and plan.request == request(9, 256, 256)
 
 
 def test_plan_adjusts_up_front_and_says_so(make_planner, truth) -> None:
     """A request predicted not to fit is adjusted before running; each change is a line."""
     planner = make_planner(tiling_helps=False)
-    plan = planner.plan(request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
+    plan = plan_memory(planner, request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
     assert plan.fits and plan.request.num_frames == 17
     assert plan.changes and all(line.startswith("planned before running: ") for line in plan.changes)
-    nothing = planner.plan(request(33), RunOptions(), 10 * MiB)
+    nothing = plan_memory(planner, request(33), RunOptions(), 10 * MiB)
     assert not nothing.fits and "nothing fits" in nothing.changes[0]
 
 
 def test_default_calibration_plans_the_embedded_model() -> None:
-    """A fresh install knows the embedded model on this CPU: 9×128² fits in 400 MiB, 9×512² untiled does not."""
+    """A fresh install knows the embedded model on this CPU: 9×128² fits in 400 MiB, 17×512² untiled does not."""
     planner = MemoryPlanner(None)
     embedded = "kintsugi/tiny-wan-random"
+    assert planner.hardware == cpu_kind()
     assert planner.fits(request(9, 128, 128, embedded), RunOptions(), 400 * MiB)
-    assert not planner.fits(request(9, 512, 512, embedded), RunOptions(), 400 * MiB)
+    assert not planner.fits(request(17, 512, 512, embedded), RunOptions(), 400 * MiB)
+
+
+@pytest.mark.parametrize(("hardware", "tiling_lowers_the_peak"), [("cpu", True), ("cpu:amx", False)])
+def test_each_cpu_kind_starts_from_its_own_table(hardware: str, tiling_lowers_the_peak: bool) -> None:
+    """The shipped tables differ where the CPUs do: at 5×512² tiling lowers the peak without AMX, raises it with."""
+    planner = MemoryPlanner(None, hardware=hardware)
+    embedded = request(5, 512, 512, "kintsugi/tiny-wan-random")
+    tiled, untiled = (planner.estimate(embedded, RunOptions(vae_tiling=t)) for t in (True, False))
+    assert tiled and untiled and (tiled < untiled) is tiling_lowers_the_peak
 
 
 def test_unknown_model_learns_its_scale_from_a_failure() -> None:
@@ -233,8 +247,9 @@ def test_ladder_uses_its_budget_when_the_error_has_no_cap(make_planner, truth) -
 def test_ladder_ignores_other_failures(make_planner) -> None:
     """Only out-of-memory is this adjuster's business; an invalid parameter is left to others."""
     params = join_parameters(request(), RunOptions())
-    ctx = Classifier(probe=None).categorize(InvalidParameterError("bad", parameter="x", value=1, constraint="c"),
-                                            {"user_parameters": params})
+    ctx = Classifier(probe=None).categorize(
+        InvalidParameterError("bad", parameter="x", value=1, constraint="c"), {"user_parameters": params}
+    )
     assert MemoryLadder(make_planner()).adjust(ctx, params) is None
     assert PreviewDegrader(make_planner()).degrade(ctx, params) is None
 
@@ -244,8 +259,9 @@ def test_offload_rung_only_on_cuda(make_planner, truth) -> None:
     planner = make_planner(tiling_helps=False)
     for frames in (5, 9, 17, 33):  # offload keeps a quarter of the untiled need on the device
         for side in (128, 256, 512):
-            planner.add_measurement(Measurement(MODEL, frames, side, side, False, True,
-                                                int(truth(frames, side, side) / 4)))
+            planner.add_measurement(
+                Measurement(MODEL, frames, side, side, False, True, int(truth(frames, side, side) / 4))
+            )
     budget = int(truth(33, 512, 512) * 0.5)
     on_cuda = choose_setting(planner, request(33), RunOptions(), budget, device="cuda")
     on_cpu = choose_setting(planner, request(33), RunOptions(), budget, device="cpu")

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from components.hardware import HardwareProbe
-from components.memory import MemoryPlanner, join_parameters, split_parameters
-from components.memory_ladder import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
-from components.pipeline import RunOptions
-from components.request import GenerationRequest
-from components.worker import Worker, WorkerConfig
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
+from components.generation.worker import Worker, WorkerConfig
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.hardware import HardwareProbe
+from components.memory.ladder import plan_memory
+from components.memory.planner import MemoryPlanner
 from recovery import EnhancedErrorRecovery, EnhancedFailureType
 
 MiB = 2**20
@@ -38,69 +38,90 @@ def planner(tmp_path: Path) -> MemoryPlanner:
 
 def engine_for(worker: Worker, planner: MemoryPlanner) -> EnhancedErrorRecovery:
     freer = WorkerMemoryFreer(worker, planner=planner)
-    return EnhancedErrorRecovery(adjuster=MemoryLadder(planner, budget=CAP, freer=freer), freer=freer,
-                                 degrader=PreviewDegrader(planner, budget=CAP), probe=HardwareProbe(CAP),
-                                 sleep=lambda _s: None)
+    return EnhancedErrorRecovery(
+        adjuster=MemoryLadder(planner, budget=CAP, freer=freer),
+        freer=freer,
+        degrader=PreviewDegrader(planner, budget=CAP),
+        probe=HardwareProbe(CAP),
+        sleep=lambda _s: None,
+    )
 
 
 def attempt(worker: Worker, planner: MemoryPlanner, model_path: Path, out_dir: Path):
     """The service's attempt function in small: run in the worker, teach the planner what fitted."""
 
-    def run(parameters: Any, info: Any) -> dict[str, Any]:
+    def run(parameters: Any, info: Any) -> Any:
         request, options = split_parameters(parameters)
-        events = list(worker.run(request, out_dir / f"try-{info.number}.mp4", model_path=model_path,
-                                 options=options))
+        events = list(worker.run(request, out_dir / f"try-{info.number}.mp4", model_path=model_path, options=options))
         planner.record(request, options, None, True, memory_cap=CAP)
-        return events[-1].data
+        return events[-1].output
 
     return run
 
 
 def request(frames: int, side: int) -> GenerationRequest:
-    return GenerationRequest(prompt="a lantern in the rain", num_frames=frames, width=side, height=side,
-                             steps=STEPS, seed=7)
+    return GenerationRequest(
+        prompt="a lantern in the rain", num_frames=frames, width=side, height=side, steps=STEPS, seed=7
+    )
 
 
 def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(
-        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
-    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the video."""
+    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
+) -> None:
+    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the
+    video."""
     params = join_parameters(request(33, 384), RunOptions())
-    outcome = engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
-                                              model_id=params["model_id"])
+    outcome = engine_for(worker, planner).run(
+        attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"]
+    )
     assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
     assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
     assert not outcome.degraded
     video = outcome.value
-    assert Path(video["video_path"]).stat().st_size > 0
-    assert (video["frames"], video["width"], video["height"]) != (33, 384, 384)
-    assert any(line.startswith(("num_frames 33 → ", "resolution 384×384 → ")) and "to fit in 340 MiB" in line
-               for line in outcome.changes), outcome.changes
+    assert Path(video.video_path).stat().st_size > 0
+    assert (video.frames, video.width, video.height) != (33, 384, 384)
+    assert any(
+        line.startswith(("num_frames 33 → ", "resolution 384×384 → ")) and "to fit in 340 MiB" in line
+        for line in outcome.changes
+    ), outcome.changes
 
 
 def test_decode_oom_is_recovered_without_denoising_again(
-        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
-    """5×512² runs out of memory in the VAE decode; the retry tiles the decode of the kept latents."""
+    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
+) -> None:
+    """5×512² runs out of memory in the VAE decode; the retry tiles the decode of the kept latents.
+
+    Only where this CPU's calibration says tiling lowers that decode's peak under the cap: on a CPU with AMX
+    (oneDNN's bf16 kernels) tiling raises it at every size, the ladder rightly never tiles (the synthetic-planner
+    tests of ``test_memory_planner.py`` prove that rung is skipped), and no decode-only retry exists to test."""
+    tiled, untiled = (planner.estimate(request(5, 512), RunOptions(vae_tiling=tiling)) for tiling in (True, False))
+    if not (tiled and untiled and tiled * (1 + planner.margin) <= CAP < untiled):
+        pytest.skip(
+            f"on {planner.hardware} the tiled decode of 5×512² is predicted at {tiled} bytes and the untiled "
+            f"at {untiled}: tiling does not make it fit in {CAP}"
+        )
     worker.restart()  # a clean address space: the first try's decode must be what runs out
     params = join_parameters(request(5, 512), RunOptions())
     before = worker.stats()["denoise_steps_run"]
-    outcome = engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
-                                              model_id=params["model_id"])
+    outcome = engine_for(worker, planner).run(
+        attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"]
+    )
     assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
     first_error = outcome.attempts[0].error or ""
     assert "decode" in first_error
-    assert outcome.value["denoise_skipped"] and outcome.value["options"]["vae_tiling"]
-    assert (outcome.value["frames"], outcome.value["width"]) == (5, 512)
+    assert outcome.value.denoise_skipped and outcome.value.options.vae_tiling
+    assert (outcome.value.frames, outcome.value.width) == (5, 512)
     assert worker.stats()["denoise_steps_run"] - before == STEPS, "denoising ran once, not twice"
     assert outcome.changes[0].startswith("vae_tiling off → on to fit in 340 MiB")
 
 
 def test_the_next_similar_request_starts_from_what_fits(
-        worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path) -> None:
+    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
+) -> None:
     """After an OOM taught the planner, planning the same request again adjusts it before running."""
     params = join_parameters(request(33, 384), RunOptions())
-    engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params,
-                                    model_id=params["model_id"])
-    plan = planner.plan(request(33, 384), RunOptions(), CAP)
+    engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"])
+    plan = plan_memory(planner, request(33, 384), RunOptions(), CAP)
     assert plan.changes and plan.request != request(33, 384)
     assert all(line.startswith("planned before running: ") for line in plan.changes)
     worker.restart()  # the calibration is for a worker holding only its model

@@ -13,14 +13,6 @@ import recovery
 from recovery import Adjustment, EnhancedErrorRecovery, ErrorContext, RecoveryEvent
 
 
-@pytest.fixture(autouse=True)
-def _reset_globals() -> Iterator[None]:
-    """Every test starts with backoff off and leaves the switch as it found it."""
-    recovery.set_testing(True)
-    yield
-    recovery.set_testing(False)
-
-
 class FakeClock:
     """A clock that moves only when told to (or by ``sleep``)."""
 

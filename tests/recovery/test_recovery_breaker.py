@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import recovery
-from recovery import BreakerKey, BreakerState, CircuitBreaker, EnhancedFailureType as F, RecoveryStrategy as R
+from recovery import BreakerKey, BreakerState, CircuitBreaker
+from recovery import EnhancedFailureType as F
+from recovery import RecoveryStrategy as R
 
 KEY = BreakerKey("wan", "frames=81", "cpu")
 ORDER = [R.IMMEDIATE_RETRY, R.PARAMETER_ADJUSTMENT, R.GRACEFUL_DEGRADATION, R.USER_INTERVENTION]
@@ -34,7 +36,10 @@ def test_open_breaker_puts_known_fix_first_and_skips_retry(clock) -> None:
     breaker = tripped(clock)
     breaker.record_fix(KEY, F.VRAM_EXHAUSTION, R.GRACEFUL_DEGRADATION)
     assert breaker.order(KEY, F.VRAM_EXHAUSTION, ORDER) == [
-        R.GRACEFUL_DEGRADATION, R.PARAMETER_ADJUSTMENT, R.USER_INTERVENTION]
+        R.GRACEFUL_DEGRADATION,
+        R.PARAMETER_ADJUSTMENT,
+        R.USER_INTERVENTION,
+    ]
 
 
 def test_half_opens_after_cooldown(clock) -> None:
@@ -68,15 +73,20 @@ def test_breaker_transitions_are_events(clock) -> None:
     breaker.record_failure(KEY, F.VRAM_EXHAUSTION)
     clock.now += 6
     breaker.record_success(KEY)
-    assert names == [recovery.events.BREAKER_OPENED, recovery.events.BREAKER_HALF_OPENED,
-                     recovery.events.BREAKER_CLOSED]
+    assert names == [
+        recovery.events.BREAKER_OPENED,
+        recovery.events.BREAKER_HALF_OPENED,
+        recovery.events.BREAKER_CLOSED,
+    ]
 
 
 def test_engine_learns_fix_and_uses_it_when_open(make_engine, halver, oom_attempt, recorded) -> None:
     """After repeated OOMs at one key the engine skips straight to the adjustment that worked there."""
-    engine = make_engine(adjuster=halver, strategies={F.VRAM_EXHAUSTION: [R.IMMEDIATE_RETRY,
-                                                                          R.PARAMETER_ADJUSTMENT]},
-                         retry_budgets={F.VRAM_EXHAUSTION: recovery.RetryBudget(attempts=1)})
+    engine = make_engine(
+        adjuster=halver,
+        strategies={F.VRAM_EXHAUSTION: [R.IMMEDIATE_RETRY, R.PARAMETER_ADJUSTMENT]},
+        retry_budgets={F.VRAM_EXHAUSTION: recovery.RetryBudget(attempts=1)},
+    )
     for _ in range(3):
         engine.run(oom_attempt, {"frames": 20})
     recorded.clear()
@@ -88,4 +98,5 @@ def test_engine_learns_fix_and_uses_it_when_open(make_engine, halver, oom_attemp
 def test_config_bucket_ignores_text_and_seed() -> None:
     """Requests that differ only by prompt or seed share a bucket."""
     assert recovery.config_bucket({"frames": 9, "prompt": "a", "seed": 1}) == recovery.config_bucket(
-        {"frames": 9, "prompt": "b", "seed": 2})
+        {"frames": 9, "prompt": "b", "seed": 2}
+    )

@@ -77,5 +77,6 @@ def test_recovery_chaos_imports_nothing_of_the_domain() -> None:
     import recovery.chaos as module
 
     source = open(module.__file__).read()
-    assert not any(f"import {name}" in source or f"from {name}" in source
-                   for name in ("components", "gradio", "diffusers"))
+    assert not any(
+        f"import {name}" in source or f"from {name}" in source for name in ("components", "gradio", "diffusers")
+    )

@@ -20,7 +20,9 @@ from huggingface_hub import errors as hub_errors
 from huggingface_hub.utils import hf_raise_for_status
 
 import recovery
-from recovery import MESSAGE_RULES, Classifier, EnhancedFailureType as F, ErrorSeverity as S, classify_exception
+from recovery import MESSAGE_RULES, Classifier, classify_exception
+from recovery import EnhancedFailureType as F
+from recovery import ErrorSeverity as S
 
 HUB = "https://huggingface.co/api/models/acme/video"
 
@@ -29,7 +31,7 @@ def caught(action: Callable[[], object]) -> BaseException:
     """Run ``action`` and return what it raised."""
     try:
         action()
-    except BaseException as exc:  # noqa: BLE001 - the point is to catch anything
+    except BaseException as exc:
         return exc
     raise AssertionError("expected an exception")
 
@@ -51,8 +53,10 @@ def truncated_safetensors(tmp_path: Path) -> BaseException:
 
 def wrapped_in_oserror(inner: BaseException) -> BaseException:
     """How diffusers reports a loading failure: an OSError raised from the real one."""
+
     def load() -> None:
         raise OSError("Unable to load weights from checkpoint file") from inner
+
     return caught(load)
 
 
@@ -73,18 +77,25 @@ CASES: dict[str, tuple[Callable[[Path, Callable[[str], str], str], BaseException
     "hub_repo_not_found": (lambda t, l, c: hub_error(404, "RepoNotFound"), F.MODEL_DOWNLOAD_FAILURE),
     "httpx2_dropped": (lambda t, l, c: caught(lambda: httpx2.get(l("close"))), F.MODEL_DOWNLOAD_FAILURE),
     "safetensors_truncated": (lambda t, l, c: truncated_safetensors(t), F.MODEL_CORRUPTION_DETECTED),
-    "oserror_from_safetensors": (lambda t, l, c: wrapped_in_oserror(truncated_safetensors(t)),
-                                 F.MODEL_CORRUPTION_DETECTED),
+    "oserror_from_safetensors": (
+        lambda t, l, c: wrapped_in_oserror(truncated_safetensors(t)),
+        F.MODEL_CORRUPTION_DETECTED,
+    ),
     "hub_revision": (lambda t, l, c: hub_error(404, "RevisionNotFound"), F.MODEL_VERSION_MISMATCH),
-    "future_timeout": (lambda t, l, c: caught(lambda: concurrent.futures.Future().result(timeout=0.001)),
-                       F.MODEL_LOADING_TIMEOUT),
-    "own_load_timeout": (lambda t, l, c: recovery.ModelLoadTimeoutError("slow", timeout_s=5),
-                         F.MODEL_LOADING_TIMEOUT),
+    "future_timeout": (
+        lambda t, l, c: caught(lambda: concurrent.futures.Future().result(timeout=0.001)),
+        F.MODEL_LOADING_TIMEOUT,
+    ),
+    "own_load_timeout": (lambda t, l, c: recovery.ModelLoadTimeoutError("slow", timeout_s=5), F.MODEL_LOADING_TIMEOUT),
     "missing_file": (lambda t, l, c: caught(lambda: open(t / "model_index.json")), F.MODEL_INTEGRITY_FAILURE),
     "own_integrity": (lambda t, l, c: recovery.IntegrityError("hash", files=["a"]), F.MODEL_INTEGRITY_FAILURE),
     "hub_entry": (lambda t, l, c: hub_error(404, "EntryNotFound"), F.MODEL_COMPATIBILITY_ERROR),
-    "torch_shapes": (lambda t, l, c: caught(lambda: torch.nn.Linear(2, 2).load_state_dict(
-        {"weight": torch.zeros(3, 3), "bias": torch.zeros(2)})), F.MODEL_COMPATIBILITY_ERROR),
+    "torch_shapes": (
+        lambda t, l, c: caught(
+            lambda: torch.nn.Linear(2, 2).load_state_dict({"weight": torch.zeros(3, 3), "bias": torch.zeros(2)})
+        ),
+        F.MODEL_COMPATIBILITY_ERROR,
+    ),
     "cpu_allocator": (lambda t, l, c: caught(lambda: torch.empty(2**60, dtype=torch.uint8)), F.VRAM_EXHAUSTION),
     "torch_cuda_oom": (lambda t, l, c: torch.OutOfMemoryError("CUDA out of memory."), F.VRAM_EXHAUSTION),
     "numpy_memory": (lambda t, l, c: caught(lambda: np.empty(2**60, dtype=np.uint8)), F.VRAM_EXHAUSTION),
@@ -95,20 +106,27 @@ CASES: dict[str, tuple[Callable[[Path, Callable[[str], str], str], BaseException
     "httpx_refused": (lambda t, l, c: caught(lambda: httpx.get(c)), F.NETWORK_CONNECTIVITY_LOSS),
     "hub_offline": (lambda t, l, c: hub_errors.OfflineModeIsEnabled("offline"), F.NETWORK_CONNECTIVITY_LOSS),
     "hub_429": (lambda t, l, c: hub_error(429), F.BANDWIDTH_LIMITATION),
-    "httpx2_stalled": (lambda t, l, c: caught(lambda: httpx2.get(l("stall"), timeout=0.2)),
-                       F.BANDWIDTH_LIMITATION),
-    "half_kernel": (lambda t, l, c: caught(complex_half_sum),
-                    F.HARDWARE_OPTIMIZATION_FAILURE),
-    "own_bad_output": (lambda t, l, c: recovery.BadOutputError("NaN latents", reason="nan"),
-                       F.GENERATION_PIPELINE_ERROR),
-    "worker_killed": (lambda t, l, c: recovery.WorkerCrashedError("killed", exitcode=-9, signal_name="SIGKILL"),
-                      F.SYSTEM_RESOURCE_ERROR),
+    "httpx2_stalled": (lambda t, l, c: caught(lambda: httpx2.get(l("stall"), timeout=0.2)), F.BANDWIDTH_LIMITATION),
+    "half_kernel": (lambda t, l, c: caught(complex_half_sum), F.HARDWARE_OPTIMIZATION_FAILURE),
+    "own_bad_output": (
+        lambda t, l, c: recovery.BadOutputError("NaN latents", reason="nan"),
+        F.GENERATION_PIPELINE_ERROR,
+    ),
+    "worker_killed": (
+        lambda t, l, c: recovery.WorkerCrashedError("killed", exitcode=-9, signal_name="SIGKILL"),
+        F.SYSTEM_RESOURCE_ERROR,
+    ),
     "emfile": (lambda t, l, c: OSError(errno.EMFILE, os.strerror(errno.EMFILE)), F.SYSTEM_RESOURCE_ERROR),
-    "missing_module": (lambda t, l, c: caught(lambda: importlib.import_module("kintsugi_no_such_module")),
-                       F.DEPENDENCY_MISSING),
-    "invalid_parameter": (lambda t, l, c: recovery.InvalidParameterError(
-        "`num_frames` must be 4k+1 (got 16)", parameter="num_frames", value=16, constraint="4k+1"),
-                          F.INVALID_PARAMETERS),
+    "missing_module": (
+        lambda t, l, c: caught(lambda: importlib.import_module("kintsugi_no_such_module")),
+        F.DEPENDENCY_MISSING,
+    ),
+    "invalid_parameter": (
+        lambda t, l, c: recovery.InvalidParameterError(
+            "`num_frames` must be 4k+1 (got 16)", parameter="num_frames", value=16, constraint="4k+1"
+        ),
+        F.INVALID_PARAMETERS,
+    ),
     "cuda_on_cpu_build": (lambda t, l, c: caught(lambda: torch.zeros(1).cuda()), F.UNSUPPORTED_OPERATION),
     "not_implemented": (lambda t, l, c: NotImplementedError("image-to-video"), F.UNSUPPORTED_OPERATION),
     "hub_gated": (lambda t, l, c: hub_error(403, "GatedRepo"), F.PERMISSION_DENIED),
@@ -211,8 +229,10 @@ def test_injected_probe_evidence_lands_in_system_state() -> None:
 
 def test_failing_probe_does_not_fail_classification() -> None:
     """A probe that raises is reported as ``probe_error`` instead of breaking classification."""
+
     def broken() -> dict:
         raise RuntimeError("NVML not found")
+
     assert Classifier(broken).categorize(MemoryError()).system_state["probe_error"] == "RuntimeError"
 
 
@@ -241,7 +261,20 @@ def test_severity_rules(failure_type: F, alternatives: int | None, previous: int
 
 def test_categorize_carries_caller_context() -> None:
     """The caller's model, operation, parameters and ids reach the ErrorContext."""
-    ctx = Classifier(None).categorize(MemoryError(), {"model_id": "m", "operation": "decode", "correlation_id": "c",
-                                                     "user_parameters": {"frames": 9}, "user_session_id": "s"})
+    ctx = Classifier(None).categorize(
+        MemoryError(),
+        {
+            "model_id": "m",
+            "operation": "decode",
+            "correlation_id": "c",
+            "user_parameters": {"frames": 9},
+            "user_session_id": "s",
+        },
+    )
     assert (ctx.model_id, ctx.operation, ctx.correlation_id, ctx.user_parameters, ctx.user_session_id) == (
-        "m", "decode", "c", {"frames": 9}, "s")
+        "m",
+        "decode",
+        "c",
+        {"frames": 9},
+        "s",
+    )

@@ -10,21 +10,29 @@ from typing import Any
 import pytest
 
 import recovery
-from recovery import EnhancedFailureType as F, RecoveryStrategy as R, events
+from recovery import EnhancedFailureType as F
+from recovery import RecoveryStrategy as R
+from recovery import events
 
 
 def test_reruns_with_adjusted_parameters(make_engine, halver, oom_attempt) -> None:
     """An OOM at 81 frames is recovered by halving until the request fits (81 → 40 → 20 → 10)."""
     outcome = make_engine(adjuster=halver, user_intervention_threshold=10).run(oom_attempt, {"frames": 81})
     assert (outcome.ok, outcome.value, [a.parameters["frames"] for a in outcome.attempts]) == (
-        True, "video with 10 frames", [81, 40, 20, 10])
+        True,
+        "video with 10 frames",
+        [81, 40, 20, 10],
+    )
 
 
 def test_outcome_lists_every_change(make_engine, halver, oom_attempt) -> None:
     """Every 'what we changed' line of the strategies reaches the outcome, in order."""
     outcome = make_engine(adjuster=halver, user_intervention_threshold=10).run(oom_attempt, {"frames": 81})
-    assert outcome.changes == ("frames 81 → 40 to fit memory", "frames 40 → 20 to fit memory",
-                               "frames 20 → 10 to fit memory")
+    assert outcome.changes == (
+        "frames 81 → 40 to fit memory",
+        "frames 40 → 20 to fit memory",
+        "frames 20 → 10 to fit memory",
+    )
 
 
 def test_attempt_records_carry_failure_and_strategy(make_engine, halver, oom_attempt) -> None:
@@ -32,50 +40,69 @@ def test_attempt_records_carry_failure_and_strategy(make_engine, halver, oom_att
     outcome = make_engine(adjuster=halver, user_intervention_threshold=10).run(oom_attempt, {"frames": 20})
     first = outcome.attempts[0]
     assert (first.failure_type, first.recovery, outcome.attempts[-1].failure_type) == (
-        F.VRAM_EXHAUSTION, R.PARAMETER_ADJUSTMENT, None)
+        F.VRAM_EXHAUSTION,
+        R.PARAMETER_ADJUSTMENT,
+        None,
+    )
 
 
 def test_events_in_order(make_engine, halver, oom_attempt, recorded) -> None:
     """One failed try then one good one emits the documented sequence of events."""
     make_engine(adjuster=halver).run(oom_attempt, {"frames": 20}, correlation_id="c1")
     assert [e.name for e in recorded] == [
-        events.ATTEMPT_STARTED, events.ATTEMPT_FINISHED, events.FAILURE_CLASSIFIED, events.STRATEGY_STARTED,
-        events.STRATEGY_FINISHED, events.PARAMS_ADJUSTED, events.ATTEMPT_STARTED, events.ATTEMPT_FINISHED,
-        events.RECOVERED]
+        events.ATTEMPT_STARTED,
+        events.ATTEMPT_FINISHED,
+        events.FAILURE_CLASSIFIED,
+        events.STRATEGY_STARTED,
+        events.STRATEGY_FINISHED,
+        events.PARAMS_ADJUSTED,
+        events.ATTEMPT_STARTED,
+        events.ATTEMPT_FINISHED,
+        events.RECOVERED,
+    ]
     assert {e.correlation_id for e in recorded} == {"c1"}
 
 
 def test_intervention_threshold_hands_over(make_engine, halver, oom_attempt) -> None:
     """After `user_intervention_threshold` failed tries the user is asked, with catalogue guidance."""
     outcome = make_engine(adjuster=halver, user_intervention_threshold=2).run(oom_attempt, {"frames": 81})
-    assert (len(outcome.attempts), outcome.ok, outcome.result.strategy_used, outcome.result.requires_user_action) \
-        == (2, False, R.USER_INTERVENTION, True)
+    assert (len(outcome.attempts), outcome.ok, outcome.result.strategy_used, outcome.result.requires_user_action) == (
+        2,
+        False,
+        R.USER_INTERVENTION,
+        True,
+    )
     assert "intervention threshold" in outcome.result.message and outcome.result.actionable_steps
 
 
 def test_max_recovery_attempts_stops(make_engine, halver, oom_attempt) -> None:
     """No more strategies act once `max_recovery_attempts` have acted for the correlation id."""
     outcome = make_engine(adjuster=halver, max_recovery_attempts=2, user_intervention_threshold=10).run(
-        oom_attempt, {"frames": 81})
-    assert (len(outcome.attempts), halver.calls, "recovery attempts (limit)" in outcome.result.message) == (
-        3, 2, True)
+        oom_attempt, {"frames": 81}
+    )
+    assert (len(outcome.attempts), halver.calls, "recovery attempts (limit)" in outcome.result.message) == (3, 2, True)
 
 
 def test_recovery_timeout_stops(make_engine, clock, halver) -> None:
     """A run that has used up `recovery_timeout_seconds` hands over instead of trying another strategy."""
+
     def slow_oom(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> None:
         clock.now += 40
         raise recovery.OutOfMemoryError("oom", phase="denoise")
 
     outcome = make_engine(adjuster=halver, recovery_timeout_seconds=100, user_intervention_threshold=10).run(
-        slow_oom, {"frames": 81})
+        slow_oom, {"frames": 81}
+    )
     assert (len(outcome.attempts), "timeout" in outcome.result.message) == (3, True)
 
 
 def test_limits_persist_per_correlation_id(make_engine, oom_attempt) -> None:
     """A second run with the same correlation id continues the failure count of the first."""
-    engine = make_engine(user_intervention_threshold=2, strategies={F.VRAM_EXHAUSTION: [R.IMMEDIATE_RETRY]},
-                         retry_budgets={F.VRAM_EXHAUSTION: recovery.RetryBudget(attempts=9)})
+    engine = make_engine(
+        user_intervention_threshold=2,
+        strategies={F.VRAM_EXHAUSTION: [R.IMMEDIATE_RETRY]},
+        retry_budgets={F.VRAM_EXHAUSTION: recovery.RetryBudget(attempts=9)},
+    )
     engine.run(oom_attempt, {"frames": 81}, correlation_id="same")
     assert len(engine.run(oom_attempt, {"frames": 81}, correlation_id="same").attempts) == 1
 
@@ -89,14 +116,19 @@ def test_exhausted_strategies_hand_over(make_engine, oom_attempt) -> None:
 def test_validator_rejection_is_a_pipeline_error(make_engine) -> None:
     """A value the validator rejects goes through classification as a generation pipeline error."""
     values = iter(["black", "good"])
-    outcome = make_engine().run(lambda p, info: next(values), {}, validator=lambda v: "all-black frames"
-                                if v == "black" else None)
+    outcome = make_engine().run(
+        lambda p, info: next(values), {}, validator=lambda v: "all-black frames" if v == "black" else None
+    )
     assert (outcome.value, outcome.attempts[0].failure_type, outcome.attempts[0].recovery) == (
-        "good", F.GENERATION_PIPELINE_ERROR, R.IMMEDIATE_RETRY)
+        "good",
+        F.GENERATION_PIPELINE_ERROR,
+        R.IMMEDIATE_RETRY,
+    )
 
 
 def test_cancellation_propagates(make_engine) -> None:
     """A cancelled generation is not a failure to recover from: it propagates at once."""
+
     def cancel(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> None:
         raise recovery.GenerationCancelledError("cancelled", phase="denoise")
 
@@ -122,6 +154,7 @@ class TwoModelStore:
 
 def test_fallback_switches_model_and_marks_degraded(make_engine) -> None:
     """A corrupt model is replaced by the store's next candidate; the outcome says so and is degraded."""
+
     def load(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> str:
         if info.model_id == "big":
             raise recovery.CorruptModelError("bad header", model_id="big", files=["x"])
@@ -129,12 +162,17 @@ def test_fallback_switches_model_and_marks_degraded(make_engine) -> None:
 
     outcome = make_engine(store=TwoModelStore()).run(load, {}, model_id="big")
     assert (outcome.value, outcome.model_id, outcome.degraded, outcome.changes) == (
-        "small", "small", True, ("model big → small (model_corruption_detected)",))
+        "small",
+        "small",
+        True,
+        ("model big → small (model_corruption_detected)",),
+    )
 
 
 def test_last_try_before_hand_over_prefers_a_fallback_to_a_blind_retry(make_engine) -> None:
     """When the network stays down, retries stop one short of the threshold and the fallback model gets the last
     try (a blind retry stays available after the strategies that change something)."""
+
     def fetch(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> str:
         if info.model_id == "big":
             raise recovery.NetworkUnavailableError("refused", endpoint="hub", reason="closed")
@@ -155,6 +193,7 @@ def test_run_records_attempts_in_metrics(make_engine, halver, oom_attempt, tmp_p
 
 def test_run_async_awaits_async_attempts(make_engine, halver) -> None:
     """run_async drives an async attempt function on the caller's loop."""
+
     async def attempt(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> int:
         await asyncio.sleep(0)
         if parameters["frames"] > 17:
@@ -175,7 +214,10 @@ def test_spec_handle_enhanced_failure(make_engine, halver) -> None:
 
     result = asyncio.run(flow())
     assert (result.success, result.strategy_used, result.system_changes["parameters"]) == (
-        True, R.PARAMETER_ADJUSTMENT, {"frames": 16})
+        True,
+        R.PARAMETER_ADJUSTMENT,
+        {"frames": 16},
+    )
 
 
 def test_handle_failure_counts_toward_threshold(make_engine) -> None:
@@ -200,6 +242,7 @@ def test_notifier_hears_the_hand_over(make_engine, oom_attempt) -> None:
 
 def test_strategy_that_raises_counts_as_failed(make_engine, oom_attempt) -> None:
     """A port that raises does not crash the engine: the next strategy is tried."""
+
     class Boom:
         def adjust(self, ctx: recovery.ErrorContext, parameters: Mapping[str, Any]) -> None:
             raise RuntimeError("adjuster bug")
@@ -211,6 +254,14 @@ def test_strategy_that_raises_counts_as_failed(make_engine, oom_attempt) -> None
 def test_failed_outcome_api_error_shape(make_engine, oom_attempt) -> None:
     """A failed run renders the spec's API error shape."""
     error = make_engine().run(oom_attempt, {"frames": 81}).api_error()["error"]
-    assert set(error) == {"type", "severity", "message", "user_message", "recovery_attempted", "recovery_success",
-                          "actionable_steps", "estimated_resolution_time"}
+    assert set(error) == {
+        "type",
+        "severity",
+        "message",
+        "user_message",
+        "recovery_attempted",
+        "recovery_success",
+        "actionable_steps",
+        "estimated_resolution_time",
+    }
     assert (error["type"], error["recovery_success"]) == ("vram_exhaustion", False)

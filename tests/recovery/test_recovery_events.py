@@ -44,9 +44,9 @@ def test_concurrent_emit_and_subscribe() -> None:
     """Emitting from many threads while subscribing loses no event for an early listener."""
     bus, heard = EventBus(), []
     bus.subscribe(heard.append)
-    threads = [threading.Thread(target=lambda: [bus.emit(events.ATTEMPT_STARTED, "c") for _ in range(200)])
-               for _ in range(4)] + [threading.Thread(target=lambda: [bus.subscribe(lambda e: None)
-                                                                       for _ in range(200)])]
+    threads = [
+        threading.Thread(target=lambda: [bus.emit(events.ATTEMPT_STARTED, "c") for _ in range(200)]) for _ in range(4)
+    ] + [threading.Thread(target=lambda: [bus.subscribe(lambda e: None) for _ in range(200)])]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -61,8 +61,10 @@ def test_event_names_are_namespaced() -> None:
 
 def test_import_pulls_in_no_heavy_or_domain_modules() -> None:
     """Importing recovery loads neither components, gradio, diffusers, torch nor pandas."""
-    code = ("import sys, recovery; print(sorted(m for m in ('components', 'gradio', 'diffusers', 'torch', "
-            "'pandas', 'huggingface_hub') if m in sys.modules))")
+    code = (
+        "import sys, recovery; print(sorted(m for m in ('components', 'gradio', 'diffusers', 'torch', "
+        "'pandas', 'huggingface_hub') if m in sys.modules))"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
@@ -76,7 +78,11 @@ def test_errors_pickle_with_their_data() -> None:
 
 def test_limits_from_environment() -> None:
     """KINTSUGI_* variables set the engine limits."""
-    limits = recovery.EngineLimits.from_env({"KINTSUGI_MAX_RECOVERY_ATTEMPTS": "7",
-                                             "KINTSUGI_RECOVERY_TIMEOUT_S": "30",
-                                             "KINTSUGI_USER_INTERVENTION_THRESHOLD": "2"})
+    limits = recovery.EngineLimits.from_env(
+        {
+            "KINTSUGI_MAX_RECOVERY_ATTEMPTS": "7",
+            "KINTSUGI_RECOVERY_TIMEOUT_S": "30",
+            "KINTSUGI_USER_INTERVENTION_THRESHOLD": "2",
+        }
+    )
     assert limits == recovery.EngineLimits(7, 30.0, 2)

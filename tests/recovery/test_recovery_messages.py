@@ -7,7 +7,8 @@ import re
 import pytest
 
 import recovery
-from recovery import CATALOGUE, EnhancedFailureType as F, scrub
+from recovery import CATALOGUE, scrub
+from recovery import EnhancedFailureType as F
 
 SECRETS = re.compile(r"hf_[A-Za-z0-9]{6,}|Bearer (?!\[redacted\])\S|abc\.def|Traceback|/root|/home|/tmp|\.py\b")
 
@@ -23,21 +24,29 @@ def test_catalogue_is_complete(failure_type: F) -> None:
 @pytest.mark.parametrize("failure_type", list(F), ids=lambda f: f.value)
 def test_api_error_leaks_nothing(failure_type: F) -> None:
     """Even when the raw error holds a token, a path and a traceback, the user-facing JSON does not."""
-    raw = ('Traceback (most recent call last):\n  File "/root/app/x.py", line 3, in f\nOSError: '
-           "token=hf_abcdefghijklmnop Bearer abc.def at /root/.cache/huggingface/hub/models--x/blobs/1")
+    raw = (
+        'Traceback (most recent call last):\n  File "/root/app/x.py", line 3, in f\nOSError: '
+        "token=hf_abcdefghijklmnop Bearer abc.def at /root/.cache/huggingface/hub/models--x/blobs/1"
+    )
     ctx = recovery.ErrorContext(failure_type, OSError(raw), recovery.ErrorSeverity.MEDIUM)
     text = str(recovery.api_error(ctx))
     assert not SECRETS.search(text)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("token hf_AbCdEf123456 refused", "token [redacted] refused"),
-    ("Authorization: Bearer eyJhbGciOi.x", "Authorization: Bearer [redacted]"),
-    ("password=hunter2 given", "password=[redacted] given"),
-    ("cannot open /root/.cache/x.safetensors", "cannot open [path]"),
-    ("see https://huggingface.co/acme/video for access", "see https://huggingface.co/acme/video for access"),
-    ('Traceback (most recent call last):\n  File "/a/b.py", line 1, in <module>\nValueError: bad', "ValueError: bad"),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("token hf_AbCdEf123456 refused", "token [redacted] refused"),
+        ("Authorization: Bearer eyJhbGciOi.x", "Authorization: Bearer [redacted]"),
+        ("password=hunter2 given", "password=[redacted] given"),
+        ("cannot open /root/.cache/x.safetensors", "cannot open [path]"),
+        ("see https://huggingface.co/acme/video for access", "see https://huggingface.co/acme/video for access"),
+        (
+            'Traceback (most recent call last):\n  File "/a/b.py", line 1, in <module>\nValueError: bad',
+            "ValueError: bad",
+        ),
+    ],
+)
 def test_scrub_removes_secrets_paths_tracebacks(raw: str, expected: str) -> None:
     """The scrubber redacts tokens, replaces paths, drops tracebacks and keeps URLs."""
     assert scrub(raw) == expected
@@ -46,7 +55,8 @@ def test_scrub_removes_secrets_paths_tracebacks(raw: str, expected: str) -> None
 def test_scrub_keeps_paths_inside_the_data_folder() -> None:
     """Paths in the app's own data folder may be shown."""
     assert scrub("saved /srv/kintsugi/data/out.mp4", data_dir="/srv/kintsugi/data") == (
-        "saved /srv/kintsugi/data/out.mp4")
+        "saved /srv/kintsugi/data/out.mp4"
+    )
 
 
 @pytest.mark.parametrize(("minutes", "text"), [(5, "5 minutes"), (1, "1 minute"), (0.5, "30 seconds")])
@@ -55,3 +65,12 @@ def test_format_duration(minutes: float, text: str) -> None:
     from datetime import timedelta
 
     assert recovery.format_duration(timedelta(minutes=minutes)) == text
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(999, "999 B"), (1_234_567, "1.2 MiB"), (400 * 2**20, "400 MiB"), (2 * 2**30, "2.0 GiB"), (29e9, "27.0 GiB")],
+)
+def test_sizes_read_the_same_everywhere(count: float, text: str) -> None:
+    """One byte formatter, binary units: memory lines and download sizes never mix MiB and MB."""
+    assert recovery.format_bytes(count) == text

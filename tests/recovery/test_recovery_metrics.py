@@ -11,8 +11,15 @@ from recovery import AttemptRow, MetricsStore, events
 from recovery.metrics import RunRow
 
 
-def row(strategy: str = "immediate_retry", success: bool = True, at: float = 1000.0, cid: str = "c",
-        attempt: int = 1, failure_type: str = "vram_exhaustion", duration: float = 0.5) -> AttemptRow:
+def row(
+    strategy: str = "immediate_retry",
+    success: bool = True,
+    at: float = 1000.0,
+    cid: str = "c",
+    attempt: int = 1,
+    failure_type: str = "vram_exhaustion",
+    duration: float = 0.5,
+) -> AttemptRow:
     return AttemptRow(cid, attempt, failure_type, "medium", strategy, success, duration, at - duration, at)
 
 
@@ -46,8 +53,9 @@ def test_listener_records_only_acting_strategies(store: MetricsStore) -> None:
     """strategy_finished events become rows; not-applicable strategies and other events do not."""
     common = dict(attempt=1, failure_type="vram_exhaustion", severity="medium", success=True, duration_s=0.1)
     store(recovery.RecoveryEvent(events.STRATEGY_FINISHED, "c", 1000.0, {**common, "strategy": "a"}))
-    store(recovery.RecoveryEvent(events.STRATEGY_FINISHED, "c", 1000.0,
-                                 {**common, "strategy": "b", "applicable": False}))
+    store(
+        recovery.RecoveryEvent(events.STRATEGY_FINISHED, "c", 1000.0, {**common, "strategy": "b", "applicable": False})
+    )
     store(recovery.RecoveryEvent(events.ATTEMPT_STARTED, "c", 1000.0, {"attempt": 1}))
     assert store.success_rate_by_strategy()["strategy"].tolist() == ["a"]
 
@@ -56,17 +64,20 @@ def test_success_rate_per_strategy(store: MetricsStore) -> None:
     """Success rate is successes over attempts per strategy."""
     store.record_many([row(success=True), row(success=False), row("parameter_adjustment", True)])
     frame = store.success_rate_by_strategy().set_index("strategy")
-    assert frame.loc["immediate_retry", "success_rate"] == 0.5 and frame.loc["parameter_adjustment",
-                                                                             "attempts"] == 1
+    assert frame.loc["immediate_retry", "success_rate"] == 0.5 and frame.loc["parameter_adjustment", "attempts"] == 1
 
 
 def test_failures_over_time_counts_distinct_tries(store: MetricsStore) -> None:
     """Two strategies on one failed try count as one failure in its time bucket."""
-    store.record_many([row("immediate_retry", False), row("parameter_adjustment", True),
-                       row(cid="d", failure_type="network_connectivity_loss")])
+    store.record_many(
+        [
+            row("immediate_retry", False),
+            row("parameter_adjustment", True),
+            row(cid="d", failure_type="network_connectivity_loss"),
+        ]
+    )
     frame = store.failures_over_time(bucket_seconds=3600)
-    assert dict(zip(frame["failure_type"], frame["failures"])) == {"network_connectivity_loss": 1,
-                                                                   "vram_exhaustion": 1}
+    assert dict(zip(frame["failure_type"], frame["failures"])) == {"network_connectivity_loss": 1, "vram_exhaustion": 1}
 
 
 def test_recovery_time_distribution_has_one_row_per_attempt(store: MetricsStore) -> None:
@@ -91,8 +102,17 @@ def test_indexes_serve_the_queries(store: MetricsStore) -> None:
 # -- runs: one row per request ---------------------------------------------------------------------------------
 
 
-def run_row(cid: str = "r", *, at: float = 1000.0, ok: bool = True, attempts: int = 1, first: str | None = None,
-            final: str | None = None, quality: float | None = 1.0, degraded: bool = False) -> RunRow:
+def run_row(
+    cid: str = "r",
+    *,
+    at: float = 1000.0,
+    ok: bool = True,
+    attempts: int = 1,
+    first: str | None = None,
+    final: str | None = None,
+    quality: float | None = 1.0,
+    degraded: bool = False,
+) -> RunRow:
     """A run that finished at ``at`` after taking 10 s."""
     return RunRow(cid, at - 10.0, at, ok, attempts, degraded, first, final, quality, "tiny-wan")
 
@@ -126,16 +146,18 @@ def test_runs_older_than_max_age_are_removed(store: MetricsStore, clock) -> None
     assert store.count_runs() == 0
 
 
-@pytest.mark.parametrize(("changes", "parameter"), [
-    ({"attempts": -1}, "attempts"),
-    ({"quality_kept": 1.5}, "quality_kept"),
-    ({"quality_kept": -0.1}, "quality_kept"),
-    ({"finished_at": 900.0}, "finished_at"),
-])
+@pytest.mark.parametrize(
+    ("changes", "parameter"),
+    [
+        ({"attempts": -1}, "attempts"),
+        ({"quality_kept": 1.5}, "quality_kept"),
+        ({"quality_kept": -0.1}, "quality_kept"),
+        ({"finished_at": 900.0}, "finished_at"),
+    ],
+)
 def test_run_row_rejects_bad_values(changes: dict, parameter: str) -> None:
     """A RunRow with an impossible value is refused with the parameter's name."""
-    values = {"correlation_id": "r", "started_at": 990.0, "finished_at": 1000.0, "ok": True, "attempts": 1,
-              **changes}
+    values = {"correlation_id": "r", "started_at": 990.0, "finished_at": 1000.0, "ok": True, "attempts": 1, **changes}
     with pytest.raises(ValueError, match=f"`{parameter}`"):
         RunRow(**values)
 
@@ -144,8 +166,15 @@ def test_run_row_from_a_recovered_outcome(make_engine, halver, oom_attempt) -> N
     """A run rescued from out-of-memory by smaller settings records its tries and its first failure."""
     outcome = make_engine(adjuster=halver).run(oom_attempt, {"frames": 64}, model_id="tiny-wan")
     entry = RunRow.from_outcome(outcome, started_at=1.0, finished_at=5.0, quality_kept=16 / 64)
-    assert (entry.ok, entry.attempts, entry.recovered, entry.first_failure_type, entry.final_failure_type,
-            entry.quality_kept, entry.model_id) == (True, 3, True, "vram_exhaustion", None, 0.25, "tiny-wan")
+    assert (
+        entry.ok,
+        entry.attempts,
+        entry.recovered,
+        entry.first_failure_type,
+        entry.final_failure_type,
+        entry.quality_kept,
+        entry.model_id,
+    ) == (True, 3, True, "vram_exhaustion", None, 0.25, "tiny-wan")
 
 
 def test_run_row_from_a_failed_outcome(make_engine, halver, oom_attempt) -> None:
@@ -158,14 +187,24 @@ def test_run_row_from_a_failed_outcome(make_engine, halver, oom_attempt) -> None
     outcome = make_engine(adjuster=halver).run(oom_then_denied, {"frames": 64}, model_id="tiny-wan")
     entry = RunRow.from_outcome(outcome, started_at=1.0, finished_at=2.0)
     assert (entry.ok, entry.recovered, entry.first_failure_type, entry.final_failure_type, entry.quality_kept) == (
-        False, False, "vram_exhaustion", "permission_denied", None)
+        False,
+        False,
+        "vram_exhaustion",
+        "permission_denied",
+        None,
+    )
 
 
 def test_runs_over_time_splits_outcomes(store: MetricsStore) -> None:
     """Each bucket counts first-try successes, recoveries and failures apart; they add up to the requests."""
-    store.record_runs([run_row("a", at=3700.0), run_row("b", at=3800.0, attempts=2, first="vram_exhaustion"),
-                       run_row("c", at=7300.0, ok=False, first="permission_denied", final="permission_denied"),
-                       run_row("d", at=7400.0)])
+    store.record_runs(
+        [
+            run_row("a", at=3700.0),
+            run_row("b", at=3800.0, attempts=2, first="vram_exhaustion"),
+            run_row("c", at=7300.0, ok=False, first="permission_denied", final="permission_denied"),
+            run_row("d", at=7400.0),
+        ]
+    )
     frame = store.runs_over_time(bucket_seconds=3600)
     assert frame[["first_try", "recovered", "failed", "requests"]].values.tolist() == [[1, 1, 0, 2], [1, 0, 1, 2]]
     assert frame["bucket"].dt.hour.tolist() == [1, 2]
@@ -174,14 +213,26 @@ def test_runs_over_time_splits_outcomes(store: MetricsStore) -> None:
 def test_oom_rescue_counts_runs_that_first_ran_out_of_memory(store: MetricsStore) -> None:
     """Only runs whose first failure is vram_exhaustion count; quality kept is averaged over rescued ones."""
     oom = "vram_exhaustion"
-    store.record_runs([run_row("a", attempts=2, first=oom, quality=0.5), run_row("b", attempts=2, first=oom),
-                       run_row("c", attempts=3, first=oom, quality=0.25, degraded=True),
-                       run_row("d", attempts=3, ok=False, first=oom, final=oom, quality=None),
-                       run_row("e", attempts=2, first="network_connectivity_loss"), run_row("f")])
+    store.record_runs(
+        [
+            run_row("a", attempts=2, first=oom, quality=0.5),
+            run_row("b", attempts=2, first=oom),
+            run_row("c", attempts=3, first=oom, quality=0.25, degraded=True),
+            run_row("d", attempts=3, ok=False, first=oom, final=oom, quality=None),
+            run_row("e", attempts=2, first="network_connectivity_loss"),
+            run_row("f"),
+        ]
+    )
     frame = store.oom_rescue()
-    assert frame.to_dict("list") == {"attempts": [2, 3], "runs": [2, 2], "rescued": [2, 1], "failed": [0, 1],
-                                     "degraded": [0, 1], "mean_quality_kept": [0.75, 0.25],
-                                     "min_quality_kept": [0.5, 0.25]}
+    assert frame.to_dict("list") == {
+        "attempts": [2, 3],
+        "runs": [2, 2],
+        "rescued": [2, 1],
+        "failed": [0, 1],
+        "degraded": [0, 1],
+        "mean_quality_kept": [0.75, 0.25],
+        "min_quality_kept": [0.5, 0.25],
+    }
 
 
 def test_recent_events_are_newest_first_and_bounded(store: MetricsStore) -> None:
@@ -192,18 +243,40 @@ def test_recent_events_are_newest_first_and_bounded(store: MetricsStore) -> None
     assert frame["correlation_id"].tolist() == ["b", "c"]
     assert frame["run"].fillna("running").tolist() == ["failed", "running"]
     assert frame["success"].tolist() == [False, True]
-    assert list(frame.columns) == ["time", "correlation_id", "failure_type", "severity", "strategy", "success",
-                                   "duration_s", "model_id", "run"]
+    assert list(frame.columns) == [
+        "time",
+        "correlation_id",
+        "failure_type",
+        "severity",
+        "strategy",
+        "success",
+        "duration_s",
+        "model_id",
+        "run",
+    ]
 
 
 def test_summary_shares(store: MetricsStore) -> None:
     """Success and recovered shares are over all requests; the rescue share over those that met a failure."""
-    store.record_runs([run_row("a"), run_row("b", attempts=3, first="vram_exhaustion"),
-                       run_row("c", ok=False, first="permission_denied", final="permission_denied"),
-                       run_row("d")])
-    assert store.summary() == {"requests": 4, "succeeded": 3, "recovered": 1, "failed": 1, "success_share": 0.75,
-                               "recovered_share": 0.25, "rescue_share": 0.5, "degraded_share": 0.0,
-                               "mean_attempts": 1.5}
+    store.record_runs(
+        [
+            run_row("a"),
+            run_row("b", attempts=3, first="vram_exhaustion"),
+            run_row("c", ok=False, first="permission_denied", final="permission_denied"),
+            run_row("d"),
+        ]
+    )
+    assert store.summary() == {
+        "requests": 4,
+        "succeeded": 3,
+        "recovered": 1,
+        "failed": 1,
+        "success_share": 0.75,
+        "recovered_share": 0.25,
+        "rescue_share": 0.5,
+        "degraded_share": 0.0,
+        "mean_attempts": 1.5,
+    }
 
 
 def test_summary_of_an_empty_store(store: MetricsStore) -> None:
@@ -214,11 +287,16 @@ def test_summary_of_an_empty_store(store: MetricsStore) -> None:
 
 def test_recovery_time_histogram_bins(store: MetricsStore) -> None:
     """Durations fall in [lower, upper) bins per strategy; the last bin is open-ended."""
-    store.record_many([row(duration=0.05), row(duration=0.3), row(duration=0.3), row(duration=0.5),
-                       row(duration=900.0)])
+    store.record_many(
+        [row(duration=0.05), row(duration=0.3), row(duration=0.3), row(duration=0.5), row(duration=900.0)]
+    )
     frame = store.recovery_time_histogram(edges_s=(0.1, 0.5, 10.0))
     assert frame[["bin", "lower_s", "upper_s", "attempts"]].values.tolist() == [
-        [0, 0.0, 0.1, 1], [1, 0.1, 0.5, 2], [2, 0.5, 10.0, 1], [3, 10.0, float("inf"), 1]]
+        [0, 0.0, 0.1, 1],
+        [1, 0.1, 0.5, 2],
+        [2, 0.5, 10.0, 1],
+        [3, 10.0, float("inf"), 1],
+    ]
 
 
 @pytest.mark.parametrize("edges", [(), (1.0, 0.5), (0.5, 0.5), (1.0, float("inf"))])
@@ -236,14 +314,22 @@ def test_time_span_covers_both_tables(store: MetricsStore) -> None:
     assert store.time_span() == (1200.0, 1500.0)
 
 
-@pytest.mark.parametrize(("query", "index"), [
-    ("SELECT attempts, count(*), sum(ok), sum(degraded), avg(quality_kept) FROM runs "
-     "WHERE first_failure_type = 'vram_exhaustion' GROUP BY attempts", "COVERING INDEX ix_runs_first_failure"),
-    ("SELECT CAST(finished_at / 3600 AS INTEGER), sum(ok), sum(recovered) FROM runs GROUP BY 1",
-     "COVERING INDEX ix_runs_finished"),
-    ("SELECT * FROM runs WHERE finished_at < 5", "ix_runs_finished"),
-    ("SELECT * FROM runs WHERE correlation_id = 'a'", "ix_runs_correlation"),
-])
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (
+            "SELECT attempts, count(*), sum(ok), sum(degraded), avg(quality_kept) FROM runs "
+            "WHERE first_failure_type = 'vram_exhaustion' GROUP BY attempts",
+            "COVERING INDEX ix_runs_first_failure",
+        ),
+        (
+            "SELECT CAST(finished_at / 3600 AS INTEGER), sum(ok), sum(recovered) FROM runs GROUP BY 1",
+            "COVERING INDEX ix_runs_finished",
+        ),
+        ("SELECT * FROM runs WHERE finished_at < 5", "ix_runs_finished"),
+        ("SELECT * FROM runs WHERE correlation_id = 'a'", "ix_runs_correlation"),
+    ],
+)
 def test_run_queries_use_indexes(store: MetricsStore, query: str, index: str) -> None:
     """The runs queries and retention read indexes, not the whole table."""
     assert index in str(store._db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall())

@@ -16,16 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import recovery
 from tests.support.app_process import ROOT, free_port
-
-
-@pytest.fixture(autouse=True)
-def _reset_globals() -> Iterator[None]:
-    """Backoff off in-process; every test leaves the switch as it found it."""
-    recovery.set_testing(True)
-    yield
-    recovery.set_testing(False)
 
 
 def children_of(pid: int) -> list[int]:
@@ -71,12 +62,19 @@ def started_app(data_dir: Path, tiny_model: Path, *, log: Path | None = None, **
         shutil.copytree(tiny_model, model_dir)
     port = free_port()
     log = log or data_dir.parent / f"app-{port}.log"
-    environment = {**os.environ, "KINTSUGI_DATA_DIR": str(data_dir), "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
-                   "GRADIO_SERVER_PORT": str(port), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-                   "KINTSUGI_DEVICE": "cpu", **env}
+    environment = {
+        **os.environ,
+        "KINTSUGI_DATA_DIR": str(data_dir),
+        "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "KINTSUGI_DEVICE": "cpu",
+        **env,
+    }
     with open(log, "ab") as stderr:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=stderr)
+        process = subprocess.Popen(
+            [sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=stderr
+        )
     app = AppProcess(f"http://127.0.0.1:{port}/", process, data_dir, log)
     try:
         deadline = time.monotonic() + 120
@@ -114,8 +112,12 @@ def api_client(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> It
     data_dir = tmp_path_factory.mktemp("api-data")
     shutil.copytree(tiny_model, data_dir / "models" / "tiny-wan-random")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"KINTSUGI_DATA_DIR": str(data_dir), "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
-                            "KINTSUGI_DEVICE": "cpu", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}.items():
+        for name, value in {
+            "KINTSUGI_DATA_DIR": str(data_dir),
+            "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
+            "KINTSUGI_DEVICE": "cpu",
+            "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        }.items():
             patch.setenv(name, value)
         import app
 

@@ -12,26 +12,40 @@ import pytest
 from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from components.request import LIMITS, GenerationRequest, validate_request
+from components.generation.request import LIMITS, GenerationRequest, validate_request
 from recovery.errors import InvalidParameterError
 
 FIELDS = tuple(f.name for f in fields(GenerationRequest))
-ERROR_KEYS = {"type", "severity", "message", "user_message", "recovery_attempted", "recovery_success",
-              "actionable_steps", "estimated_resolution_time"}
+ERROR_KEYS = {
+    "type",
+    "severity",
+    "message",
+    "user_message",
+    "recovery_attempted",
+    "recovery_success",
+    "actionable_steps",
+    "estimated_resolution_time",
+}
 
 scalars = st.one_of(
-    st.none(), st.booleans(),
+    st.none(),
+    st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([2**63, -(2**63), 2**64 + 1, 10**400, -(10**400)]),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
 )
-junk = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                     st.dictionaries(st.text(max_size=8), inner, max_size=4)),
-                    max_leaves=12)
+junk = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 texts = st.one_of(
-    st.text(), st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=60),
+    st.text(),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=60),
     st.integers(0, 1_100_000).map(lambda n: "é" * n),  # up to past a megabyte
-    st.just(" \t\n"), st.just("a\x00b"),
+    st.just(" \t\n"),
+    st.just("a\x00b"),
 )
 model_ids = st.one_of(
     st.text(max_size=30),
@@ -40,9 +54,16 @@ model_ids = st.one_of(
 )
 sides = st.one_of(st.integers(-64, 2048), st.floats(-1e6, 1e6), st.sampled_from([16, 1024, 1025, 15, 0]))
 FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "prompt": texts, "negative_prompt": texts, "model_id": model_ids, "width": sides, "height": sides,
-    "num_frames": st.integers(-5, 200), "steps": st.integers(-5, 120), "guidance_scale": st.floats(-5, 30),
-    "seed": st.one_of(st.none(), st.integers(-5, 2**33)), "fps": st.integers(-5, 70),
+    "prompt": texts,
+    "negative_prompt": texts,
+    "model_id": model_ids,
+    "width": sides,
+    "height": sides,
+    "num_frames": st.integers(-5, 200),
+    "steps": st.integers(-5, 120),
+    "guidance_scale": st.floats(-5, 30),
+    "seed": st.one_of(st.none(), st.integers(-5, 2**33)),
+    "fps": st.integers(-5, 70),
 }
 field_values = {name: st.one_of(junk, strategy) for name, strategy in FIELD_VALUES.items()}
 
@@ -54,8 +75,11 @@ def _check_refusal(exc: InvalidParameterError) -> None:
 
 
 @settings(max_examples=600, deadline=None)
-@given(values=st.fixed_dictionaries({"prompt": field_values["prompt"]},
-                                    optional={name: field_values[name] for name in FIELDS if name != "prompt"}))
+@given(
+    values=st.fixed_dictionaries(
+        {"prompt": field_values["prompt"]}, optional={name: field_values[name] for name in FIELDS if name != "prompt"}
+    )
+)
 def test_any_request_validates_or_is_refused_naming_the_parameter(values: dict[str, Any]) -> None:
     """validate_request either returns a request inside every limit or raises InvalidParameterError whose
     `parameter` is a request field, named in backquotes in the message; nothing else escapes."""
@@ -72,12 +96,18 @@ def test_any_request_validates_or_is_refused_naming_the_parameter(values: dict[s
     assert 0.0 <= checked.guidance_scale <= LIMITS.max_guidance and len(checked.prompt) <= LIMITS.max_prompt_chars
 
 
-plausible = st.fixed_dictionaries({
-    "prompt": st.text(min_size=1, max_size=80).filter(lambda text: text.strip() and "\x00" not in text),
-    "width": st.integers(1, 1100), "height": st.integers(1, 1100), "num_frames": st.integers(0, 170),
-    "steps": st.integers(1, 100), "guidance_scale": st.floats(0, 20), "fps": st.integers(1, 60),
-    "seed": st.one_of(st.none(), st.integers(0, LIMITS.max_seed)),
-})
+plausible = st.fixed_dictionaries(
+    {
+        "prompt": st.text(min_size=1, max_size=80).filter(lambda text: text.strip() and "\x00" not in text),
+        "width": st.integers(1, 1100),
+        "height": st.integers(1, 1100),
+        "num_frames": st.integers(0, 170),
+        "steps": st.integers(1, 100),
+        "guidance_scale": st.floats(0, 20),
+        "fps": st.integers(1, 60),
+        "seed": st.one_of(st.none(), st.integers(0, LIMITS.max_seed)),
+    }
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -92,8 +122,10 @@ def test_a_validated_request_validates_again_unchanged(values: dict[str, Any]) -
 
 
 @settings(max_examples=200, deadline=None)
-@given(prompt=st.text(min_size=1, max_size=20).filter(str.strip),
-       extra=st.dictionaries(st.text(max_size=12).filter(lambda key: key not in FIELDS), junk, max_size=6))
+@given(
+    prompt=st.text(min_size=1, max_size=20).filter(str.strip),
+    extra=st.dictionaries(st.text(max_size=12).filter(lambda key: key not in FIELDS), junk, max_size=6),
+)
 def test_unknown_keys_are_ignored(prompt: str, extra: dict[str, Any]) -> None:
     """Keys that are not request fields (recovery bookkeeping, client extras) never change or break a request."""
     assume("\x00" not in prompt)
@@ -136,10 +168,12 @@ def _assert_refused(answer: Any, parameter: str) -> None:
 request_bodies = st.one_of(
     junk.filter(lambda value: not isinstance(value, dict)),
     st.dictionaries(st.text(max_size=12), junk, max_size=5).filter(lambda value: "prompt" not in value),
-    st.fixed_dictionaries({"prompt": field_values["prompt"]},
-                          optional={name: field_values[name] for name in FIELDS if name != "prompt"}),
+    st.fixed_dictionaries(
+        {"prompt": field_values["prompt"]}, optional={name: field_values[name] for name in FIELDS if name != "prompt"}
+    ),
     st.fixed_dictionaries({"prompt": field_values["prompt"]}).flatmap(
-        lambda base: st.dictionaries(st.text(max_size=10), junk, max_size=4).map(lambda extra: {**extra, **base})),
+        lambda base: st.dictionaries(st.text(max_size=10), junk, max_size=4).map(lambda extra: {**extra, **base})
+    ),
 )
 
 
@@ -172,5 +206,6 @@ def test_rest_refuses_bytes_that_are_not_a_json_object(api_client: Any, raw: byt
         parsed, kind = None, "not JSON"
     assume(not isinstance(parsed, dict))
     event(kind)
-    _assert_refused(api_client.post("/api/v1/generate", content=raw,
-                                    headers={"content-type": "application/json"}), "body")
+    _assert_refused(
+        api_client.post("/api/v1/generate", content=raw, headers={"content-type": "application/json"}), "body"
+    )

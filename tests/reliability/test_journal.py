@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from components.journal import RequestJournal, RequestState
-from components.service import RESTARTED_REASON, STOPPED_AGAIN_REASON, GenerationService
+from components.journal import RESTARTED_REASON, STOPPED_AGAIN_REASON, RequestJournal, RequestState
+from components.service import GenerationService
 from components.settings import Settings
-from tests.reliability.conftest import started_app
 from recovery.errors import GenerationFailedError, RequestExistsError
+from tests.reliability.conftest import started_app
 from tests.support.app_process import ROOT
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
@@ -217,8 +217,9 @@ def _journal_with_an_old_and_a_new_entry(data_dir: Path) -> None:
 def test_service_start_applies_the_journal_retention(tmp_path: Path, days: int, old_kept: bool) -> None:
     """A service created on a data folder applies KINTSUGI_JOURNAL_RETENTION_DAYS to the journal it opens: an entry
     finished 31 days ago goes with 30 days and stays with 0 (keep forever); a recent one always stays."""
-    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu",
-                        journal_retention_days=days)
+    settings = Settings(
+        data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu", journal_retention_days=days
+    )
     _journal_with_an_old_and_a_new_entry(settings.data_dir)
     service = GenerationService(settings)
     try:
@@ -249,7 +250,8 @@ def test_request_killed_during_its_retry_is_failed_not_rerun(idle_service: Gener
 
 
 def test_interrupted_request_that_is_no_longer_valid_fails_naming_the_parameter(
-        idle_service: GenerationService) -> None:
+    idle_service: GenerationService,
+) -> None:
     """A journaled request that does not validate any more is failed with its catalogued report, not lost."""
     idle_service.journal.accept("abc", {**REQUEST, "width": 70})  # not divisible by 16: no correction on re-run
     assert idle_service.reconcile() == []
@@ -260,7 +262,7 @@ def test_interrupted_request_that_is_no_longer_valid_fails_naming_the_parameter(
 
 def test_invalid_request_is_journaled_as_failed(idle_service: GenerationService) -> None:
     """A request rejected at validation still has a status: failed, with the catalogued message."""
-    from recovery.errors import GenerationFailedError, RequestExistsError
+    from recovery.errors import GenerationFailedError
 
     with pytest.raises(GenerationFailedError) as caught:
         idle_service.generate_video({**REQUEST, "steps": 0})
@@ -397,7 +399,6 @@ def test_worker_killed_mid_generation_is_retried_on_a_fresh_worker(tmp_path: Pat
         assert status.result["attempts"] == 2
 
 
-
 # -- REST: Idempotency-Key ----------------------------------------------------------------------------------------
 def _key() -> str:
     """A key no other test of the session's shared API data folder uses."""
@@ -435,9 +436,9 @@ def test_rest_repeat_of_a_completed_key_replays_its_result_without_running(api_c
     assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
     body = again.json()
     assert body["status"] == "completed" and body["correlation_id"] == key
-    assert {name: body[name] for name in ("video_url", "attempts", "degraded", "changes", "request",
-                                          "frames_sha256")} == {name: first[name] for name in (
-        "video_url", "attempts", "degraded", "changes", "request", "frames_sha256")}
+    assert {
+        name: body[name] for name in ("video_url", "attempts", "degraded", "changes", "request", "frames_sha256")
+    } == {name: first[name] for name in ("video_url", "attempts", "degraded", "changes", "request", "frames_sha256")}
     assert app.get_service().request_status(key) == entry and _runs_row(key) == run and run is not None
     assert video.stat().st_mtime_ns == written
 

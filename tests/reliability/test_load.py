@@ -52,5 +52,7 @@ def test_twenty_clients_each_get_a_video_or_a_clear_answer(app_url: str) -> None
     assert all(kind == "refused" for (kind, _t), i in zip(outcomes, range(CLIENTS)) if i % 5 == 0 and kind != "busy")
     assert elapsed < 120
     assert _one(app_url, 1)[0] == "video"
-    print(f"\nload: {CLIENTS} clients in {elapsed:.1f} s → "
-          + ", ".join(f"{kind} {kinds.count(kind)}" for kind in ("video", "refused", "busy")))
+    print(
+        f"\nload: {CLIENTS} clients in {elapsed:.1f} s → "
+        + ", ".join(f"{kind} {kinds.count(kind)}" for kind in ("video", "refused", "busy"))
+    )

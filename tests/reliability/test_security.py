@@ -20,15 +20,28 @@ from typing import Any
 import httpx
 import pytest
 
-from components.request import GenerationRequest, validate_request
+from components.generation.request import GenerationRequest, validate_request
 from recovery.errors import InvalidParameterError
 from tests.reliability.conftest import AppProcess, started_app
 from tests.support.app_process import ROOT
 
 BAD_MODEL_IDS = [
-    "../etc/passwd", "owner/../name", "owner/..", "/abs/path", "/etc/passwd/x", "owner\\name", "C:\\models/x",
-    "https://huggingface.co/owner/name", "hf://owner/name", "file:///etc/passwd", "owner/name/extra",
-    "owner", "./owner/name", "owner/name?revision=x", "owner name/x", "~/models/x",
+    "../etc/passwd",
+    "owner/../name",
+    "owner/..",
+    "/abs/path",
+    "/etc/passwd/x",
+    "owner\\name",
+    "C:\\models/x",
+    "https://huggingface.co/owner/name",
+    "hf://owner/name",
+    "file:///etc/passwd",
+    "owner/name/extra",
+    "owner",
+    "./owner/name",
+    "owner/name?revision=x",
+    "owner name/x",
+    "~/models/x",
     "owner/name\n",
 ]
 SMALL = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 1}
@@ -85,7 +98,7 @@ class _Payload:
 
 def test_pipeline_refuses_a_pickle_only_model_without_opening_it(pickle_only_model: tuple[Path, Path]) -> None:
     """The product's loader (use_safetensors=True) fails on a `.bin`-only component and never unpickles it."""
-    from components.pipeline import WanGenerator
+    from components.generation.pipeline import WanGenerator
 
     folder, marker = pickle_only_model
     with pytest.raises(OSError, match="safetensors"):
@@ -116,10 +129,16 @@ def test_no_remote_code_in_product_code() -> None:
 
 def test_every_from_pretrained_call_asks_for_safetensors() -> None:
     """Each `from_pretrained(` call in product code passes `use_safetensors=True`."""
-    calls = [(path.name, node) for path in _product_sources() for node in ast.walk(ast.parse(path.read_text()))
-             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained"]
-    safe = [any(k.arg == "use_safetensors" and getattr(k.value, "value", None) is True for k in node.keywords)
-            for _name, node in calls]
+    calls = [
+        (path.name, node)
+        for path in _product_sources()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "from_pretrained"
+    ]
+    safe = [
+        any(k.arg == "use_safetensors" and getattr(k.value, "value", None) is True for k in node.keywords)
+        for _name, node in calls
+    ]
     assert calls and all(safe), [name for (name, _node), ok in zip(calls, safe) if not ok]
 
 
@@ -206,8 +225,12 @@ def hub_failures(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
     """The app with HF_TOKEN set and HF_ENDPOINT on the echoing hub; one small video made, then one request for a
     hub model while the hub answers 401, one after the hub's port closed; the SSE feed read throughout."""
     data_dir = tmp_path_factory.mktemp("secure") / "data"
-    with EchoHub() as hub, started_app(data_dir, tiny_model, HF_TOKEN=TOKEN, HF_ENDPOINT=hub.url,
-                                       KINTSUGI_MAX_RECOVERY_ATTEMPTS="1") as app:
+    with (
+        EchoHub() as hub,
+        started_app(
+            data_dir, tiny_model, HF_TOKEN=TOKEN, HF_ENDPOINT=hub.url, KINTSUGI_MAX_RECOVERY_ATTEMPTS="1"
+        ) as app,
+    ):
         made = httpx.post(app.url + "api/v1/generate", json=SMALL, timeout=180)
         assert made.status_code == 200, made.text
         chunks: list[str] = []
@@ -222,11 +245,13 @@ def hub_failures(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> 
 
         reader = threading.Thread(target=read_feed, daemon=True)
         reader.start()
-        answers = [httpx.post(app.url + "api/v1/generate", json={**SMALL, "model_id": "someone/private-model"},
-                              timeout=180)]
+        answers = [
+            httpx.post(app.url + "api/v1/generate", json={**SMALL, "model_id": "someone/private-model"}, timeout=180)
+        ]
         hub.close()
-        answers.append(httpx.post(app.url + "api/v1/generate", json={**SMALL, "model_id": "someone/other-model"},
-                                  timeout=180))
+        answers.append(
+            httpx.post(app.url + "api/v1/generate", json={**SMALL, "model_id": "someone/other-model"}, timeout=180)
+        )
         time.sleep(0.5)  # the last message is sent as the answer is; let it arrive
         feed_client.close()
         reader.join(timeout=10)
@@ -280,9 +305,17 @@ def test_gradio_serves_a_video_from_the_output_folder(hub_failures: HubFailures)
     assert _gradio_file(hub_failures.app, str(hub_failures.app.data_dir / "outputs" / name)) == 200
 
 
-@pytest.mark.parametrize("target", ["/etc/passwd", "{data}/journal.sqlite", "{data}/metrics.sqlite",
-                                    "{data}/outputs/../journal.sqlite", "{root}/app.py",
-                                    "{data}/models/tiny-wan-random/model_index.json"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/etc/passwd",
+        "{data}/journal.sqlite",
+        "{data}/metrics.sqlite",
+        "{data}/outputs/../journal.sqlite",
+        "{root}/app.py",
+        "{data}/models/tiny-wan-random/model_index.json",
+    ],
+)
 def test_gradio_serves_nothing_outside_the_output_folder(hub_failures: HubFailures, target: str) -> None:
     """Gradio's file route refuses files outside the output folder: system files, the app's databases, code,
     model files, and `..` out of the output folder."""

@@ -11,10 +11,10 @@ import pytest
 from huggingface_hub import constants
 from safetensors.numpy import save_file
 
-from components.store import ModelStore
-from components.store_download import BandwidthPolicy, CancelToken, DownloadEvent, DownloadEventKind, RetryPolicy
+from components.chaos.loopback_hub import HubServer
+from components.store.download import BandwidthPolicy, CancelToken, DownloadEvent, DownloadEventKind, RetryPolicy
+from components.store.model_store import ModelStore
 from recovery.errors import GenerationCancelledError
-from tests.support.hub_server import HubServer
 
 REPO = "kintsugi-test/tiny-video"
 WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
@@ -37,12 +37,18 @@ def make_model_folder(root: Path, seed: int) -> Path:
     """A diffusers-shaped folder: configs plus safetensors weights (~600 KB), deterministic per seed."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
-    index = {"_class_name": "WanPipeline", "_diffusers_version": "0.35.0",
-             "transformer": ["diffusers", "WanTransformer3DModel"], "vae": ["diffusers", "AutoencoderKLWan"],
-             "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+    index = {
+        "_class_name": "WanPipeline",
+        "_diffusers_version": "0.35.0",
+        "transformer": ["diffusers", "WanTransformer3DModel"],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+        "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+    }
     (root / "model_index.json").write_text(json.dumps(index, indent=1))
-    for part, shapes in {"transformer": {"blocks.0.weight": (256, 384), "blocks.1.weight": (256, 192)},
-                         "vae": {"decoder.weight": (128, 256)}}.items():
+    for part, shapes in {
+        "transformer": {"blocks.0.weight": (256, 384), "blocks.1.weight": (256, 192)},
+        "vae": {"decoder.weight": (128, 256)},
+    }.items():
         (root / part).mkdir(exist_ok=True)
         (root / part / "config.json").write_text(json.dumps({"_class_name": index[part][1], "seed": seed}))
         tensors = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
@@ -90,6 +96,13 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def store(hub: HubServer, tmp_path: Path, sleeps: list[float]) -> ModelStore:
-    return ModelStore(tmp_path / "hub-cache", tmp_path / "state", endpoint=hub.url, token=False,
-                      retry=RetryPolicy(attempts=4, base_s=0.5), bandwidth=BandwidthPolicy(window_s=0.3),
-                      reserve_bytes=0, sleep=sleeps.append)
+    return ModelStore(
+        tmp_path / "hub-cache",
+        tmp_path / "state",
+        endpoint=hub.url,
+        token=False,
+        retry=RetryPolicy(attempts=4, base_s=0.5),
+        bandwidth=BandwidthPolicy(window_s=0.3),
+        reserve_bytes=0,
+        sleep=sleeps.append,
+    )

@@ -7,10 +7,11 @@ import pickle
 import pytest
 from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
-from components.store import ModelStatus, ModelStore
+from components.chaos.loopback_hub import Fault, HubServer
+from components.store.availability import ModelStatus
+from components.store.model_store import ModelStore
 from recovery.errors import ModelAccessError, ModelVersionError
 from tests.store.conftest import REPO, WEIGHTS
-from tests.support.hub_server import Fault, HubServer
 
 
 @pytest.mark.parametrize("status", [401, 403])

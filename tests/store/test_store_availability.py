@@ -7,21 +7,26 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants, snapshot_download
 
-from components.store import ModelStatus, ModelStore
+from components.chaos.loopback_hub import HubServer
+from components.store.availability import ModelStatus
+from components.store.model_store import ModelStore
 from tests.store.conftest import REPO
-from tests.support.hub_server import HubServer
 
 
 def test_missing_model_reports_the_hub_sizes(store: ModelStore, hub: HubServer) -> None:
     """A model only on the hub is MISSING with the bytes a download needs."""
     state = store.availability.availability(REPO)
     assert state.status is ModelStatus.MISSING
-    assert state.bytes_expected == state.bytes_missing == sum(len(hub.file_bytes(REPO, p)) for p in
-                                                              hub.repos[REPO].commits[state.commit or ""])
+    assert (
+        state.bytes_expected
+        == state.bytes_missing
+        == sum(len(hub.file_bytes(REPO, p)) for p in hub.repos[REPO].commits[state.commit or ""])
+    )
 
 
-def test_offline_missing_model_does_not_ask_the_hub(store: ModelStore, hub: HubServer,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_missing_model_does_not_ask_the_hub(
+    store: ModelStore, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Offline, a model not in the cache is MISSING and no request is made."""
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert store.availability.availability(REPO).status is ModelStatus.MISSING and not hub.log

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.store_catalog import CATALOG, DeviceBudget, IntelligentFallbackManager, Task
-from components.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.store.catalog import CATALOG, DeviceBudget, IntelligentFallbackManager, Task
 
 WAN_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 

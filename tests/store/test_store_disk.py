@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from components.store import ModelStore
+from components.chaos.loopback_hub import HubServer
+from components.store.model_store import ModelStore
 from recovery.errors import StorageFullError
 from tests.store.conftest import REPO, stop_download_midway
-from tests.support.hub_server import HubServer
 
 OTHER = "kintsugi-test/old-model"
 
@@ -58,8 +58,9 @@ def test_cleanup_plan_grows_to_whole_models_least_recent_first(crowded: ModelSto
     assert [i.refs for i in plan.items] == [(), ("main",)] and not plan.sufficient
 
 
-def test_cleanup_plan_offers_an_unfinished_download_and_frees_exactly_its_bytes(store: ModelStore,
-                                                                               hub: HubServer) -> None:
+def test_cleanup_plan_offers_an_unfinished_download_and_frees_exactly_its_bytes(
+    store: ModelStore, hub: HubServer
+) -> None:
     """A stopped download's partial blob is listed as an item of its own and only deleted when applied."""
     kept = stop_download_midway(store)
     plan = store.availability.cleanup_plan(1)

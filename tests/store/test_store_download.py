@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from components.store import ModelStatus, ModelStore
-from components.store_download import BandwidthPolicy, CancelToken, DownloadEvent, DownloadEventKind, RetryPolicy
+from components.chaos.loopback_hub import Fault, HubServer
+from components.store.availability import ModelStatus
+from components.store.download import BandwidthPolicy, CancelToken, DownloadEvent, DownloadEventKind, RetryPolicy
+from components.store.model_store import ModelStore
 from recovery.errors import (
     GenerationCancelledError,
     ModelDownloadError,
@@ -17,7 +19,6 @@ from recovery.errors import (
     SlowDownloadError,
 )
 from tests.store.conftest import REPO, WEIGHTS, stop_download_midway
-from tests.support.hub_server import Fault, HubServer
 
 
 def weight_requests(hub: HubServer) -> list:
@@ -50,8 +51,9 @@ def test_cancelled_download_resumes_from_partial_file_next_time(store: ModelStor
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_transient_server_errors_are_retried_then_succeed(store: ModelStore, hub: HubServer,
-                                                          sleeps: list[float], status: int) -> None:
+def test_transient_server_errors_are_retried_then_succeed(
+    store: ModelStore, hub: HubServer, sleeps: list[float], status: int
+) -> None:
     """5xx answers on a file are retried with growing backoff until the file arrives."""
     hub.inject(Fault("status", WEIGHTS, status=status, times=2))
     result = store.download(REPO)
@@ -120,8 +122,14 @@ def test_slow_link_is_reported_with_a_realistic_eta(store: ModelStore, hub: HubS
 
 def test_transfer_over_its_deadline_stops_and_keeps_its_bytes(hub: HubServer, tmp_path: Path) -> None:
     """With a deadline the ETA cannot meet, the download stops with SlowDownloadError and keeps the partial file."""
-    store = ModelStore(tmp_path / "c", tmp_path / "s", endpoint=hub.url, token=False, reserve_bytes=0,
-                       bandwidth=BandwidthPolicy(window_s=0.2, deadline_s=0.5))
+    store = ModelStore(
+        tmp_path / "c",
+        tmp_path / "s",
+        endpoint=hub.url,
+        token=False,
+        reserve_bytes=0,
+        bandwidth=BandwidthPolicy(window_s=0.2, deadline_s=0.5),
+    )
     hub.inject(Fault("throttle", WEIGHTS, bytes_per_s=200_000))
     with pytest.raises(SlowDownloadError) as info:
         store.download(REPO)
@@ -133,8 +141,14 @@ def test_closed_port_is_a_network_unavailable_error(tmp_path: Path) -> None:
     """A hub that refuses connections ends, after retries, in NetworkUnavailableError."""
     with HubServer() as dead:
         url = dead.url
-    store = ModelStore(tmp_path / "c", tmp_path / "s", endpoint=url, token=False,
-                       retry=RetryPolicy(attempts=2, base_s=0), sleep=lambda s: None)
+    store = ModelStore(
+        tmp_path / "c",
+        tmp_path / "s",
+        endpoint=url,
+        token=False,
+        retry=RetryPolicy(attempts=2, base_s=0),
+        sleep=lambda s: None,
+    )
     with pytest.raises(NetworkUnavailableError):
         store.download(REPO)
 
@@ -163,8 +177,7 @@ def test_two_downloads_of_one_model_at_once_fetch_it_once(store: ModelStore, hub
     hub.inject(Fault("throttle", WEIGHTS, bytes_per_s=1_500_000))
     second_events: list[DownloadEvent] = []
     started = threading.Event()
-    first = threading.Thread(target=store.download, args=(REPO,),
-                             kwargs={"on_event": lambda event: started.set()})
+    first = threading.Thread(target=store.download, args=(REPO,), kwargs={"on_event": lambda event: started.set()})
     first.start()
     assert started.wait(10)
     store.download(REPO, on_event=second_events.append)
@@ -178,8 +191,7 @@ def test_waiting_for_another_download_can_be_cancelled(store: ModelStore, hub: H
     """Cancelling a caller that waits for another download of the model stops the wait, not the other download."""
     hub.inject(Fault("throttle", WEIGHTS, bytes_per_s=500_000))
     started = threading.Event()
-    first = threading.Thread(target=store.download, args=(REPO,),
-                             kwargs={"on_event": lambda event: started.set()})
+    first = threading.Thread(target=store.download, args=(REPO,), kwargs={"on_event": lambda event: started.set()})
     first.start()
     assert started.wait(10)
     token = CancelToken()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from components.embedded_model import EMBEDDED_MODEL_ID, build_embedded_model
-from components.store import ModelStatus, ModelStore
-from tests.support.hub_server import HubServer
+from components.chaos.loopback_hub import HubServer
+from components.generation.embedded_model import EMBEDDED_MODEL_ID, build_embedded_model
+from components.store.availability import ModelStatus
+from components.store.model_store import ModelStore
 
 TRANSFORMER = "transformer/diffusion_pytorch_model.safetensors"
 
@@ -53,16 +54,25 @@ def test_zeroed_embedded_weights_are_repaired_from_the_builder(local_store: Mode
 
 
 @pytest.mark.slow
-def test_embedded_model_served_by_the_loopback_hub_loads_with_wan_pipeline(embedded_folder: Path,
-                                                                         tmp_path: Path) -> None:
+def test_embedded_model_served_by_the_loopback_hub_loads_with_wan_pipeline(
+    embedded_folder: Path, tmp_path: Path
+) -> None:
     """WanPipeline.from_pretrained(repo_id) downloads the embedded model through HF_ENDPOINT and loads it."""
     with HubServer() as hub:
         commit = hub.add_revision(EMBEDDED_MODEL_ID, embedded_folder)
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_XET": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-               "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+        env = {
+            **os.environ,
+            "HF_ENDPOINT": hub.url,
+            "HF_HUB_DISABLE_XET": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HOME": str(tmp_path / "hf-home"),
+            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        }
         env.pop("HF_HUB_OFFLINE", None)
-        code = ("import diffusers; p = diffusers.WanPipeline.from_pretrained(%r);"
-                "print(type(p).__name__, type(p.transformer).__name__)" % EMBEDDED_MODEL_ID)
+        code = (
+            f"import diffusers; p = diffusers.WanPipeline.from_pretrained({EMBEDDED_MODEL_ID!r});"
+            "print(type(p).__name__, type(p.transformer).__name__)"
+        )
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["WanPipeline", "WanTransformer3DModel"]

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from huggingface_hub import constants
 
-from components.store import ModelStatus, ModelStore
-from components.store_integrity import FileProblem, VerifyProgress, quick_check, safetensors_problem
+from components.chaos.loopback_hub import HubServer
+from components.store.availability import ModelStatus
+from components.store.integrity import FileProblem, VerifyProgress, quick_check, safetensors_problem
+from components.store.model_store import ModelStore
 from recovery.errors import CorruptModelError
 from tests.store.conftest import REPO, WEIGHTS
-from tests.support.hub_server import HubServer
 
 
 def weight_blob(store: ModelStore) -> Path:
@@ -103,8 +104,9 @@ def test_repair_refetches_only_the_damaged_blob(downloaded: ModelStore, hub: Hub
     assert downloaded.health.verify(REPO).ok
 
 
-def test_repair_offline_says_so_with_the_exact_step(downloaded: ModelStore, hub: HubServer,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_repair_offline_says_so_with_the_exact_step(
+    downloaded: ModelStore, hub: HubServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Offline, a repair reports failure with a reconnect step and the exact download command."""
     flip_byte(weight_blob(downloaded), 300_000)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -133,14 +135,17 @@ def _safetensors(header: dict, data: bytes, declared: int | None = None) -> byte
     return struct.pack("<Q", declared if declared is not None else len(raw)) + raw + data
 
 
-@pytest.mark.parametrize(("blob", "fragment"), [
-    (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16), None),
-    (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "spans bytes"),
-    (_safetensors({}, b"", declared=10**9), "does not fit"),
-    (b"\x05\0\0\0\0\0\0\0{bad}", "not valid JSON"),
-    (_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16), "bytes for shape"),
-    (b"\0\0", "no header"),
-])
+@pytest.mark.parametrize(
+    ("blob", "fragment"),
+    [
+        (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16), None),
+        (_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8), "spans bytes"),
+        (_safetensors({}, b"", declared=10**9), "does not fit"),
+        (b"\x05\0\0\0\0\0\0\0{bad}", "not valid JSON"),
+        (_safetensors({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}}, b"\0" * 16), "bytes for shape"),
+        (b"\0\0", "no header"),
+    ],
+)
 def test_safetensors_header_check(tmp_path: Path, blob: bytes, fragment: str | None) -> None:
     """The header check accepts a well-formed file and names each kind of damage."""
     path = tmp_path / "w.safetensors"

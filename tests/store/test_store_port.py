@@ -1,17 +1,18 @@
-"""The store plugs into the recovery layer through recovery.ports.ModelStore."""
+"""The store plugs into the recovery layer through recovery.ports.ModelStorePort."""
 
 from __future__ import annotations
 
-from components.embedded_model import EMBEDDED_MODEL_ID
-from components.store import ModelStore, StorePort
-from components.store_catalog import DeviceBudget
-from recovery.ports import ModelStore as ModelStorePort
+from components.chaos.loopback_hub import HubServer
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.store.catalog import DeviceBudget
+from components.store.model_store import ModelStore
+from components.store.port import StorePort, device_budget
+from recovery.ports import ModelStorePort
 from tests.store.conftest import REPO, WEIGHTS
-from tests.support.hub_server import HubServer
 
 
 def test_store_port_satisfies_the_recovery_protocol(store: ModelStore) -> None:
-    """StorePort is a recovery.ports.ModelStore."""
+    """StorePort is a recovery.ports.ModelStorePort."""
     assert isinstance(StorePort(store), ModelStorePort)
 
 
@@ -32,5 +33,21 @@ def test_port_answers_false_for_a_gated_model(store: ModelStore, hub: HubServer)
 
 def test_port_fallbacks_follow_the_measured_device(store: ModelStore) -> None:
     """On a CPU-only device the port offers only the embedded model."""
-    port = StorePort(store, device=lambda: DeviceBudget(vram_gb=None, ram_gb=16))
+    port = StorePort(store, probe=lambda: {"device": "cpu", "ram_total_bytes": 16 * 10**9})
     assert port.fallback_candidates("Wan-AI/Wan2.1-T2V-14B-Diffusers") == [EMBEDDED_MODEL_ID]
+
+
+def test_port_reads_the_gpu_the_probe_reports(store: ModelStore) -> None:
+    """The port's machine is the probe's: a CUDA reading gives the card's memory, not a CPU-only budget."""
+    port = StorePort(
+        store, probe=lambda: {"device": "cuda", "cuda_total_bytes": 24 * 10**9, "ram_total_bytes": 64 * 10**9}
+    )
+    budget = port.device()
+    assert (budget.vram_gb, budget.ram_gb) == (24.0, 64.0) and budget.disk_free_gb > 0
+
+
+def test_device_budget_from_a_probe_reading() -> None:
+    """NVML's card stands in when torch.cuda gave no total; no GPU means no VRAM; offline is kept."""
+    state = {"device": "cuda", "gpus": [{"total_bytes": 80 * 10**9}], "ram_total_bytes": 10**12}
+    assert device_budget(state, 5 * 10**9, online=False) == DeviceBudget(80.0, 1000.0, 5.0, False)
+    assert device_budget({"device": "cpu"}, 0).vram_gb is None

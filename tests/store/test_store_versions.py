@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from components.store import ModelStore
-from components.store_versions import UpdateStatus, check_compatibility
+from components.chaos.loopback_hub import Fault, HubServer
+from components.store.model_store import ModelStore
+from components.store.versions import UpdateStatus, check_compatibility
 from recovery.errors import ModelCompatibilityError, ModelVersionError
 from tests.store.conftest import REPO, WEIGHTS
-from tests.support.hub_server import Fault, HubServer
 
 
 @pytest.fixture
@@ -21,8 +21,9 @@ def installed(store: ModelStore, hub: HubServer) -> str:
     return store.cache.resolve(REPO, "main") or ""
 
 
-def test_update_switches_to_the_new_revision_and_keeps_the_old(store: ModelStore, hub: HubServer,
-                                                              installed: str, model_v2: Path) -> None:
+def test_update_switches_to_the_new_revision_and_keeps_the_old(
+    store: ModelStore, hub: HubServer, installed: str, model_v2: Path
+) -> None:
     """A good new revision is verified, becomes current, and the previous one stays for rollback."""
     new = hub.add_revision(REPO, model_v2)
     report = store.versions.update(REPO)
@@ -31,8 +32,9 @@ def test_update_switches_to_the_new_revision_and_keeps_the_old(store: ModelStore
     assert store.cache.snapshot_dir(REPO, installed).is_dir()
 
 
-def test_corrupt_new_revision_is_rolled_back_automatically(store: ModelStore, hub: HubServer,
-                                                           installed: str, model_v2: Path) -> None:
+def test_corrupt_new_revision_is_rolled_back_automatically(
+    store: ModelStore, hub: HubServer, installed: str, model_v2: Path
+) -> None:
     """When the new weights arrive corrupted every time, the update reports ROLLED_BACK and main is unchanged."""
     hub.add_revision(REPO, model_v2)
     hub.inject(Fault("flip", WEIGHTS, after_bytes=250_000, times=None))
@@ -71,8 +73,9 @@ def test_update_without_a_new_revision_is_a_no_op(store: ModelStore, hub: HubSer
 
 
 def _model_index(tmp_path: Path, **fields: object) -> Path:
-    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline",
-                                                           "_diffusers_version": "0.35.0", **fields}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "WanPipeline", "_diffusers_version": "0.35.0", **fields})
+    )
     return tmp_path
 
 
@@ -80,7 +83,8 @@ def test_missing_pipeline_class_is_a_compatibility_error(tmp_path: Path) -> None
     """A pipeline class the installed diffusers lacks is named, with the upgrade to install."""
     report = check_compatibility(_model_index(tmp_path, _class_name="WanHyperPipeline"))
     assert report.missing_classes == ("diffusers.WanHyperPipeline",) and "pip install -U diffusers" in (
-        report.requirement or "")
+        report.requirement or ""
+    )
     with pytest.raises(ModelCompatibilityError):
         report.raise_for_problems("org/model")
 

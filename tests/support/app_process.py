@@ -27,11 +27,18 @@ def running_app(data_dir: Path, tiny_model: Path, **env: str) -> Iterator[str]:
     """The app's URL once it answers; the hub is a closed port (offline); extra ``KINTSUGI_*`` settings in env."""
     shutil.copytree(tiny_model, data_dir / "models" / "tiny-wan-random")
     port = free_port()
-    environment = {**os.environ, "KINTSUGI_DATA_DIR": str(data_dir), "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
-                   "GRADIO_SERVER_PORT": str(port), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
-                   "KINTSUGI_DEVICE": "cpu", **env}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    environment = {
+        **os.environ,
+        "KINTSUGI_DATA_DIR": str(data_dir),
+        "KINTSUGI_HUB_CACHE_DIR": str(data_dir / "hub"),
+        "GRADIO_SERVER_PORT": str(port),
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "KINTSUGI_DEVICE": "cpu",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 90

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from components.chaos import FROM_SCENARIOS, ChaosBench, as_failure_type, run_fault
-from components.scenarios import RUNNERS, ScenarioReport
+from components.chaos.injectors import FROM_SCENARIOS, ChaosBench, as_failure_type, run_fault
+from components.chaos.scenarios import RUNNERS, ScenarioReport
 
 
 class SharedRuns:

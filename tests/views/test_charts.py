@@ -10,7 +10,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from components import charts
+from components.views import charts
 from recovery.metrics import AttemptRow, MetricsStore, RunRow
 
 NOW = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -19,15 +19,30 @@ OOM = "vram_exhaustion"
 NET = "network_connectivity_loss"
 
 
-def attempt(strategy: str, success: bool, *, failure: str = OOM, cid: str = "a", number: int = 1,
-            hours_ago: float = 1.0, duration: float = 0.5) -> AttemptRow:
+def attempt(
+    strategy: str,
+    success: bool,
+    *,
+    failure: str = OOM,
+    cid: str = "a",
+    number: int = 1,
+    hours_ago: float = 1.0,
+    duration: float = 0.5,
+) -> AttemptRow:
     """One recovery attempt that finished ``hours_ago`` before NOW."""
     end = NOW - hours_ago * HOUR
     return AttemptRow(cid, number, failure, "medium", strategy, success, duration, end - duration, end)
 
 
-def request(cid: str, *, ok: bool = True, tries: int = 1, first: str | None = None, kept: float | None = 1.0,
-            hours_ago: float = 1.0) -> RunRow:
+def request(
+    cid: str,
+    *,
+    ok: bool = True,
+    tries: int = 1,
+    first: str | None = None,
+    kept: float | None = 1.0,
+    hours_ago: float = 1.0,
+) -> RunRow:
     """One request that took a minute and finished ``hours_ago`` before NOW."""
     end = NOW - hours_ago * HOUR
     return RunRow(cid, end - 60.0, end, ok, tries, False, first, None if ok else first, kept if ok else None, "m")
@@ -47,8 +62,9 @@ def bars(figure: go.Figure) -> dict[str, dict]:
 
 def test_success_rate_bars_follow_the_data(store: MetricsStore) -> None:
     """One bar per strategy at its success rate, best first."""
-    store.record_many([attempt("immediate_retry", True), attempt("immediate_retry", False),
-                       attempt("parameter_adjustment", True)])
+    store.record_many(
+        [attempt("immediate_retry", True), attempt("immediate_retry", False), attempt("parameter_adjustment", True)]
+    )
     figure = charts.success_rate_chart(store.success_rate_by_strategy())
     assert list(figure.data[0].x) == ["parameter_adjustment", "immediate_retry"]
     assert list(figure.data[0].y) == [1.0, 0.5] and list(figure.data[0].customdata) == [1, 2]
@@ -56,21 +72,32 @@ def test_success_rate_bars_follow_the_data(store: MetricsStore) -> None:
 
 def test_failures_over_time_stacks_one_trace_per_type(store: MetricsStore) -> None:
     """Failed tries are stacked by failure type, per hour; two strategies on one try count once."""
-    store.record_many([attempt("parameter_adjustment", False, cid="a", hours_ago=2.5),
-                       attempt("resource_optimization", True, cid="a", hours_ago=2.5),
-                       attempt("parameter_adjustment", True, cid="b", hours_ago=0.5),
-                       attempt("immediate_retry", True, cid="c", failure=NET, hours_ago=0.5)])
+    store.record_many(
+        [
+            attempt("parameter_adjustment", False, cid="a", hours_ago=2.5),
+            attempt("resource_optimization", True, cid="a", hours_ago=2.5),
+            attempt("parameter_adjustment", True, cid="b", hours_ago=0.5),
+            attempt("immediate_retry", True, cid="c", failure=NET, hours_ago=0.5),
+        ]
+    )
     figure = charts.failures_over_time_chart(store.failures_over_time(3600))
     assert figure.layout.barmode == "stack"
-    assert bars(figure) == {NET: {"2023-11-14T21:00:00Z": 1},
-                            OOM: {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 1}}
+    assert bars(figure) == {
+        NET: {"2023-11-14T21:00:00Z": 1},
+        OOM: {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 1},
+    }
 
 
 def test_recovery_time_histogram_bins_per_strategy(store: MetricsStore) -> None:
     """Durations land in their labelled bins, stacked by strategy, on an axis that lists every bin in order."""
-    store.record_many([attempt("immediate_retry", True, duration=0.05), attempt("immediate_retry", True, duration=0.3),
-                       attempt("immediate_retry", False, duration=0.3),
-                       attempt("automatic_repair", True, duration=400.0)])
+    store.record_many(
+        [
+            attempt("immediate_retry", True, duration=0.05),
+            attempt("immediate_retry", True, duration=0.3),
+            attempt("immediate_retry", False, duration=0.3),
+            attempt("automatic_repair", True, duration=400.0),
+        ]
+    )
     figure = charts.recovery_time_chart(store.recovery_time_histogram())
     assert bars(figure) == {"automatic_repair": {"≥ 300 s": 1}, "immediate_retry": {"< 0.1 s": 1, "0.25–0.5 s": 2}}
     assert list(figure.layout.xaxis.categoryarray) == charts.duration_bin_labels()
@@ -78,12 +105,22 @@ def test_recovery_time_histogram_bins_per_strategy(store: MetricsStore) -> None:
 
 def test_oom_rescue_shows_tries_and_quality_kept(store: MetricsStore) -> None:
     """Per number of tries: rescued and failed out-of-memory requests, and the mean quality the rescued kept."""
-    store.record_runs([request("a", tries=2, first=OOM, kept=0.5), request("b", tries=2, first=OOM, kept=1.0),
-                       request("c", tries=3, first=OOM, kept=0.25), request("d", ok=False, tries=3, first=OOM),
-                       request("e", tries=2, first=NET), request("f")])
+    store.record_runs(
+        [
+            request("a", tries=2, first=OOM, kept=0.5),
+            request("b", tries=2, first=OOM, kept=1.0),
+            request("c", tries=3, first=OOM, kept=0.25),
+            request("d", ok=False, tries=3, first=OOM),
+            request("e", tries=2, first=NET),
+            request("f"),
+        ]
+    )
     traces = bars(charts.oom_rescue_chart(store.oom_rescue()))
-    assert traces == {"rescued": {"2 tries": 2, "3 tries": 1}, "failed": {"2 tries": 0, "3 tries": 1},
-                      "mean quality kept": {"2 tries": 0.75, "3 tries": 0.25}}
+    assert traces == {
+        "rescued": {"2 tries": 2, "3 tries": 1},
+        "failed": {"2 tries": 0, "3 tries": 1},
+        "mean quality kept": {"2 tries": 0.75, "3 tries": 0.25},
+    }
 
 
 def test_oom_rescue_quality_sits_on_its_own_percent_axis(store: MetricsStore) -> None:
@@ -96,26 +133,39 @@ def test_oom_rescue_quality_sits_on_its_own_percent_axis(store: MetricsStore) ->
 
 def test_runs_over_time_stacks_outcomes(store: MetricsStore) -> None:
     """Requests per hour are stacked as first try, recovered and failed."""
-    store.record_runs([request("a", hours_ago=2.5), request("b", tries=2, first=OOM, hours_ago=2.5),
-                       request("c", ok=False, first=NET, hours_ago=0.5)])
+    store.record_runs(
+        [
+            request("a", hours_ago=2.5),
+            request("b", tries=2, first=OOM, hours_ago=2.5),
+            request("c", ok=False, first=NET, hours_ago=0.5),
+        ]
+    )
     figure = charts.runs_over_time_chart(store.runs_over_time(3600))
-    assert bars(figure) == {"first try": {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 0},
-                            "recovered": {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 0},
-                            "failed": {"2023-11-14T19:00:00Z": 0, "2023-11-14T21:00:00Z": 1}}
+    assert bars(figure) == {
+        "first try": {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 0},
+        "recovered": {"2023-11-14T19:00:00Z": 1, "2023-11-14T21:00:00Z": 0},
+        "failed": {"2023-11-14T19:00:00Z": 0, "2023-11-14T21:00:00Z": 1},
+    }
 
 
 def test_effectiveness_heatmap_cells(store: MetricsStore) -> None:
     """Each failure type × strategy cell holds its success rate; pairs never tried stay empty."""
-    store.record_many([attempt("parameter_adjustment", True), attempt("parameter_adjustment", False),
-                       attempt("immediate_retry", True, failure=NET)])
+    store.record_many(
+        [
+            attempt("parameter_adjustment", True),
+            attempt("parameter_adjustment", False),
+            attempt("immediate_retry", True, failure=NET),
+        ]
+    )
     heatmap = charts.effectiveness_chart(store.strategy_effectiveness()).data[0]
     cells = {(y, x): heatmap.z[row][column] for row, y in enumerate(heatmap.y) for column, x in enumerate(heatmap.x)}
     assert cells[(OOM, "parameter_adjustment")] == 0.5 and cells[(NET, "immediate_retry")] == 1.0
     assert math.isnan(cells[(OOM, "immediate_retry")])
 
 
-@pytest.mark.parametrize("name", ["runs_over_time", "success_rate", "failures_over_time", "recovery_time",
-                                  "oom_rescue", "effectiveness"])
+@pytest.mark.parametrize(
+    "name", ["runs_over_time", "success_rate", "failures_over_time", "recovery_time", "oom_rescue", "effectiveness"]
+)
 def test_empty_store_gives_annotated_empty_figures(store: MetricsStore, name: str) -> None:
     """With nothing recorded every figure says "No data yet" instead of raising or drawing empty axes."""
     figure = charts.dashboard(store).figures()[name]
@@ -147,10 +197,17 @@ def test_dashboard_figures_serialise_to_plotly_json(store: MetricsStore) -> None
     assert all(spec["data"] and spec["layout"]["title"]["text"] for spec in plotted.values())
 
 
-@pytest.mark.parametrize(("span", "bucket"), [
-    (None, 60), ((0.0, 30 * 60.0), 60), ((0.0, 2 * HOUR), 300), ((0.0, 2 * 86400.0), 3600),
-    ((0.0, 30 * 86400.0), 86400), ((0.0, 3650 * 86400.0), 7 * 86400),
-])
+@pytest.mark.parametrize(
+    ("span", "bucket"),
+    [
+        (None, 60),
+        ((0.0, 30 * 60.0), 60),
+        ((0.0, 2 * HOUR), 300),
+        ((0.0, 2 * 86400.0), 3600),
+        ((0.0, 30 * 86400.0), 86400),
+        ((0.0, 3650 * 86400.0), 7 * 86400),
+    ],
+)
 def test_bucket_fits_the_span(span: tuple[float, float] | None, bucket: int) -> None:
     """The time bucket is the smallest that shows the kept span in at most 60 bars (capped at a week)."""
     assert charts.pick_bucket_seconds(span) == bucket

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from components.model_views import ModelActions, format_bytes, model_choices, models_table
-from components.store import ModelStore
-from components.store_catalog import CATALOG
+from components.chaos.loopback_hub import HubServer
+from components.store.catalog import CATALOG
+from components.store.model_store import ModelStore
+from components.views.models import ModelActions, model_choices, models_table
 from tests.store.conftest import REPO, WEIGHTS
-from tests.support.hub_server import HubServer
 
 
 def _damage(store: ModelStore) -> None:
@@ -20,7 +20,7 @@ def test_table_lists_every_known_model_with_its_status(store: ModelStore) -> Non
     table = models_table(store)
     assert list(table["model"]) == [entry.model_id for entry in CATALOG]
     assert set(table["status"]) == {"missing"}
-    assert table.loc[1, "download"].endswith("GB")
+    assert table.loc[1, "download"].endswith("GiB")
 
 
 def test_download_streams_progress_then_ready(store: ModelStore, hub: HubServer) -> None:
@@ -57,8 +57,7 @@ def test_cleanup_needs_a_preview_first(store: ModelStore) -> None:
     assert "preview" in ModelActions(store).apply_cleanup(None)
 
 
-def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStore, hub: HubServer,
-                                                                model_v2) -> None:
+def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStore, hub: HubServer, model_v2) -> None:
     """After an update, the preview proposes the old revision, and applying it frees that space."""
     store.ensure(REPO)
     hub.add_revision(REPO, model_v2)
@@ -66,11 +65,6 @@ def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStor
     table, plan = ModelActions(store).cleanup_preview(0.000001)
     assert len(table) >= 1 and plan.items
     assert ModelActions(store).apply_cleanup(plan).startswith("**Freed")
-
-
-def test_sizes_read_like_the_hub_shows_them() -> None:
-    """Decimal units with one decimal."""
-    assert (format_bytes(999), format_bytes(1_234_567), format_bytes(29e9)) == ("999 B", "1.2 MB", "29.0 GB")
 
 
 def test_picker_labels_carry_status_and_values_stay_ids(store: ModelStore) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from components.presenters import timeline_line
-from components.service import ServiceEvent
+from components.views.presenters import timeline_line
+from components.views.reports import ServiceEvent
 
 
 def test_a_request_waiting_for_a_running_download_says_so() -> None:
@@ -17,5 +17,6 @@ def test_plan_lines_are_labelled_by_what_they_plan() -> None:
     memory = ServiceEvent("plan", "planned before running: num_frames 33 → 17 to fit in 340 MiB", {})
     left_off = ServiceEvent("plan", "torch.compile left off: it failed on this machine earlier (no compiler)", {})
     assert timeline_line(memory) == "- **Memory plan**: num_frames 33 → 17 to fit in 340 MiB"
-    assert timeline_line(left_off) == ("- **Plan**: torch.compile left off: it failed on this machine earlier "
-                                       "(no compiler)")
+    assert timeline_line(left_off) == (
+        "- **Plan**: torch.compile left off: it failed on this machine earlier (no compiler)"
+    )

@@ -1,0 +1,47 @@
+"""Memory: the hardware probe, the calibrated planner, the ladder that lowers a request to fit, and its adapters
+to the recovery engine's ports.
+"""
+
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.calibration import (
+    DEFAULT_CALIBRATIONS,
+    Measurement,
+    calibrate,
+    default_calibration,
+    measure_once,
+)
+from components.memory.hardware import HardwareProbe, cpu_kind, hardware_key, memory_verdict, probe_hardware
+from components.memory.ladder import (
+    Choice,
+    MemoryPlan,
+    choose_setting,
+    frame_counts,
+    plan_memory,
+    preview_setting,
+    scaled_sizes,
+)
+from components.memory.planner import MemoryPlanner
+
+__all__ = [
+    "Choice",
+    "DEFAULT_CALIBRATIONS",
+    "HardwareProbe",
+    "Measurement",
+    "MemoryLadder",
+    "MemoryPlan",
+    "MemoryPlanner",
+    "PreviewDegrader",
+    "WorkerMemoryFreer",
+    "calibrate",
+    "choose_setting",
+    "cpu_kind",
+    "default_calibration",
+    "frame_counts",
+    "hardware_key",
+    "measure_once",
+    "memory_verdict",
+    "plan_memory",
+    "preview_setting",
+    "probe_hardware",
+    "scaled_sizes",
+]

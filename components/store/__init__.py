@@ -1,0 +1,107 @@
+"""The model store over the Hugging Face cache: availability, downloads, integrity and repair, disk, versions,
+the catalogue of fallbacks, and the store as the recovery engine's port.
+"""
+
+from components.store.availability import Availability, ModelAvailabilityManager, ModelStatus
+from components.store.cache import LFS_SUFFIXES, HubCache, ManifestEntry, RevisionManifest, is_commit_hash
+from components.store.catalog import CATALOG, CatalogEntry, DeviceBudget, IntelligentFallbackManager, Suggestion, Task
+from components.store.disk import (
+    CleanupItem,
+    CleanupPlan,
+    PreflightReport,
+    apply_cleanup,
+    bytes_needed,
+    free_bytes,
+    plan_cleanup,
+    preflight,
+    unfinished_downloads,
+)
+from components.store.download import (
+    BandwidthPolicy,
+    BandwidthReport,
+    CancelToken,
+    DownloadEvent,
+    DownloadEventKind,
+    DownloadResult,
+    EnhancedModelDownloader,
+    RetryPolicy,
+    access_steps,
+    retry_delay_for,
+)
+from components.store.health import LocalBuilder, ModelHealthMonitor, RepairReport
+from components.store.integrity import (
+    BadFile,
+    CheckLevel,
+    FileProblem,
+    IntegrityReport,
+    VerifyProgress,
+    full_check,
+    hash_blob,
+    quick_check,
+    safetensors_problem,
+)
+from components.store.model_store import ModelStore
+from components.store.port import StorePort, device_budget
+from components.store.versions import (
+    CompatibilityReport,
+    UpdateReport,
+    UpdateStatus,
+    VersionManager,
+    check_compatibility,
+)
+
+__all__ = [
+    "Availability",
+    "BadFile",
+    "BandwidthPolicy",
+    "BandwidthReport",
+    "CATALOG",
+    "CancelToken",
+    "CatalogEntry",
+    "CheckLevel",
+    "CleanupItem",
+    "CleanupPlan",
+    "CompatibilityReport",
+    "DeviceBudget",
+    "DownloadEvent",
+    "DownloadEventKind",
+    "DownloadResult",
+    "EnhancedModelDownloader",
+    "FileProblem",
+    "HubCache",
+    "IntegrityReport",
+    "IntelligentFallbackManager",
+    "LFS_SUFFIXES",
+    "LocalBuilder",
+    "ManifestEntry",
+    "ModelAvailabilityManager",
+    "ModelHealthMonitor",
+    "ModelStatus",
+    "ModelStore",
+    "PreflightReport",
+    "RepairReport",
+    "RetryPolicy",
+    "RevisionManifest",
+    "StorePort",
+    "Suggestion",
+    "Task",
+    "UpdateReport",
+    "UpdateStatus",
+    "VerifyProgress",
+    "VersionManager",
+    "access_steps",
+    "apply_cleanup",
+    "bytes_needed",
+    "check_compatibility",
+    "device_budget",
+    "free_bytes",
+    "full_check",
+    "hash_blob",
+    "is_commit_hash",
+    "plan_cleanup",
+    "preflight",
+    "quick_check",
+    "retry_delay_for",
+    "safetensors_problem",
+    "unfinished_downloads",
+]

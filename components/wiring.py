@@ -1,0 +1,110 @@
+"""Builds the parts of a ``GenerationService`` from ``Settings``: the one place that knows every concrete class.
+
+    parts = build_parts(Settings.from_env())         # store, worker, probe, planner, engine, metrics, journal
+    parts = build_parts(settings, worker=shared)      # a caller's own worker (the scenario bench shares them)
+
+The engine's ports are the sub-systems' adapters: the model store (``components.store.port``), the failed speed-up
+switch then the memory ladder (``components.generation.optimisations``, ``components.memory.adapters``), the worker
+restarter and the labelled preview. One hardware key names this machine for the planner and the circuit breaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
+from components.generation.optimisations import OptimisationSwitch
+from components.generation.worker import Worker, WorkerConfig
+from components.journal import JournalKeeper, RequestJournal
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.hardware import HardwareProbe, hardware_key
+from components.memory.planner import MemoryPlanner
+from components.settings import Settings
+from components.store.download import RetryPolicy
+from components.store.model_store import ModelStore
+from components.store.port import StorePort
+from components.views.reports import Reporter
+from recovery.engine import EnhancedErrorRecovery
+from recovery.metrics import MetricsStore
+from recovery.ports import ResourceFreer
+from recovery.strategies import FirstAdjuster
+
+__all__ = ["ServiceParts", "build_parts"]
+
+
+@dataclass
+class ServiceParts:
+    """Everything a ``GenerationService`` orchestrates."""
+
+    settings: Settings
+    store: ModelStore
+    worker: Worker
+    probe: HardwareProbe
+    device: str  # where generation runs: cpu or cuda
+    hardware_key: str  # this machine, for the planner's profiles and the breaker's keys
+    planner: MemoryPlanner
+    optimisations: OptimisationSwitch
+    metrics: MetricsStore
+    engine: EnhancedErrorRecovery
+    reporter: Reporter
+    keeper: JournalKeeper  # the request journal and the crash safety over it
+
+
+def build_parts(
+    settings: Settings,
+    *,
+    worker: Worker | None = None,
+    store: ModelStore | None = None,
+    engine: EnhancedErrorRecovery | None = None,
+    freer: ResourceFreer | None = None,
+) -> ServiceParts:
+    """The parts for ``settings``; a given ``worker``, ``store``, ``engine`` or ``freer`` replaces the default.
+    Metrics are recorded in either case: an injected engine gets the metrics store as a listener."""
+    cap = settings.worker_memory_cap
+    # Few, quick retries inside the store: the engine's own retry strategy backs off between whole attempts.
+    store = store or ModelStore(
+        settings.hub_cache_dir, settings.store_state_dir, retry=RetryPolicy(attempts=3, base_s=0.5)
+    )
+    # The embedded model enters the hub cache like any model; its "download" is a build from code.
+    store.register_local_source(
+        EMBEDDED_MODEL_ID, lambda _target: ensure_embedded_model(settings.embedded_model_dir), install=False
+    )
+    worker = worker or Worker(
+        WorkerConfig(
+            device=settings.device, dtype=settings.dtype, memory_cap=cap, load_timeout_s=settings.load_timeout_s
+        )
+    )
+    probe = HardwareProbe(cap)
+    hardware = probe()
+    device = str(hardware.get("device", "cpu")) if settings.device == "auto" else settings.device
+    key = hardware_key(hardware, device=device)
+    # The memory planner predicts each request's need from measurements and learns from every run.
+    planner = MemoryPlanner(settings.data_dir / "memory_calibration.json", hardware=key, dtype=settings.dtype)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics = MetricsStore(settings.metrics_db)
+    # Speed-ups that failed on this machine are turned off by the engine and stay off for later requests.
+    optimisations = OptimisationSwitch()
+    if engine is None:
+        memory_freer = WorkerMemoryFreer(worker, planner=planner)
+        engine = EnhancedErrorRecovery(
+            settings.max_recovery_attempts,
+            settings.recovery_timeout_s,
+            settings.user_intervention_threshold,
+            store=StorePort(store, probe),
+            adjuster=FirstAdjuster(
+                (optimisations, MemoryLadder(planner, budget=cap, device=device, freer=memory_freer))
+            ),
+            freer=freer or memory_freer,
+            degrader=PreviewDegrader(planner, budget=cap, device=device),
+            probe=probe,
+            metrics=metrics,
+        )
+    else:
+        engine.bus.subscribe(metrics)
+    reporter = Reporter(engine.categorize, str(settings.data_dir))
+    keeper = JournalKeeper(
+        RequestJournal(settings.journal_db), reporter, retention_days=settings.journal_retention_days
+    )
+    return ServiceParts(
+        settings, store, worker, probe, device, key, planner, optimisations, metrics, engine, reporter, keeper
+    )
