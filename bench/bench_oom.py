@@ -43,7 +43,7 @@ from components.generation.request import (
 from components.generation.worker import Worker, WorkerConfig
 from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
 from components.memory.calibration import calibrate
-from components.memory.hardware import HardwareProbe
+from components.memory.hardware import HardwareProbe, cpu_kind
 from components.memory.ladder import _candidates, _variants
 from components.memory.planner import MemoryPlanner
 from recovery import Adjustment, EnhancedErrorRecovery, ErrorContext, set_testing
@@ -213,13 +213,16 @@ def main() -> None:
         folder = Path(tmp)
         model = build_embedded_model(folder / "tiny-wan-random")
         if args.calibrate:
+            # The table for this CPU's kind (components.memory.hardware.cpu_kind); each point the larger of two runs.
+            print(f"# hardware {cpu_kind()}", flush=True)
             worker = Worker(WorkerConfig(device="cpu"))
-            sizes = [(f, s, s) for s in (128, 256, 384, 512) for f in (9, 17, 33)] + [(5, 512, 512), (9, 640, 640)]
-            for item in calibrate(worker, model, sizes):
-                print(
-                    f"({item.num_frames}, {item.width}, {item.height}, {item.vae_tiling}, "
-                    f"{round(item.need_bytes / MiB) if item.need_bytes else None}),"
-                )
+            sizes = [(f, s, s) for s in (256, 384, 512) for f in (9, 13, 17, 25, 33)]
+            sizes += [(9, 128, 128), (33, 128, 128), (5, 512, 512), (9, 640, 640), (9, 512, 288)]
+            first, second = (calibrate(worker, model, sizes) for _ in range(2))
+            for one, two in zip(first, second):
+                needs = [m.need_bytes for m in (one, two) if m.need_bytes]
+                need = f"{round(max(needs) / MiB)}" if needs else "None"
+                print(f"({one.num_frames}, {one.width}, {one.height}, {one.vae_tiling}, {need}),", flush=True)
             worker.close()
             return
         print(f"grid {len(SIDES)}×{len(FRAMES)} under a {args.cap_mib} MiB cap, {args.steps} steps", flush=True)

@@ -137,7 +137,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from components.generation.pipeline import WanGenerator
+    from components.generation.pipeline import WanGenerator, release_memory
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
@@ -184,8 +184,11 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
             result: tuple = ("result", job_id, output.to_dict())
         except Exception as exc:
             result = ("error", job_id, _exception_chain(exc))
-        # Sent outside the except block: by now the failed run's memory is unreachable and can be reused.
+        # Sent outside the except block: by now the failed run's memory is unreachable (the error and its traceback
+        # are gone with the block), so it is given back to the system before the next job, not only to the heap.
         conn.send(result)
+        if result[0] == "error":
+            release_memory(generator.pipe)
 
 
 # --------------------------------------------------------------------------------------------------------------

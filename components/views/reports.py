@@ -40,6 +40,9 @@ class ServiceEventKind(str, Enum):
     RECOVERY = "recovery"  # an event of the recovery engine (classified, strategy tried, recovered, gave up)
     RESULT = "result"  # the end: ``data["result"]`` is the ``GenerationResult``
 
+    def __str__(self) -> str:
+        return self.value
+
 
 @dataclass(frozen=True)
 class ServiceEvent:
