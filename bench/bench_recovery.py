@@ -66,6 +66,22 @@ def bench_classification() -> None:
     classifier = recovery.Classifier()
     error = errors()["our OutOfMemoryError"]
     print(f"  {'categorize + /proc probe':28s} {median_us(lambda: classifier.categorize(error)):7.2f} µs")
+    bench_corpus()
+
+
+def bench_corpus() -> None:
+    """The real-error corpus of the tests: the median over its cases of each case's median, and the slowest."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.recovery.test_recovery_real_errors import CASES, build
+
+    per_case = sorted(
+        (median_us(lambda error=build(case)[0]: classify_exception(error), runs=200), case["id"]) for case in CASES
+    )
+    middle = statistics.median(value for value, _case in per_case)
+    print(
+        f"  real-error corpus ({len(CASES)} cases): median {middle:.2f} µs, slowest {per_case[-1][0]:.2f} µs "
+        f"({per_case[-1][1]})"
+    )
 
 
 def bench_engine() -> None:

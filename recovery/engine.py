@@ -269,6 +269,11 @@ class EnhancedErrorRecovery:
                 failure_type=ctx.failure_type.value,
                 severity=ctx.severity.value,
                 matched_by=ctx.system_state["matched_by"],
+                confidence=ctx.system_state.get("confidence"),
+                recognised=ctx.system_state.get("recognised", True),
+                signature={
+                    k: ctx.system_state[k] for k in ("error_class", "raised_in", "first_line") if k in ctx.system_state
+                },
             )
             self.breaker.record_failure(key, ctx.failure_type)
             run.last = result = self._recover(ctx, key, track, number)

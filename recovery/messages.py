@@ -191,11 +191,44 @@ def format_duration(duration: timedelta | None) -> str | None:
     return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
+#: What the user is told when no rule recognised the error: not a claim about what went wrong.
+UNRECOGNISED = Guidance(
+    "An error we do not recognise stopped the generation ({error}). We tried the general remedies; we cannot say more "
+    "about the cause.",
+    (
+        "Try again: some errors do not come back.",
+        "If it keeps happening, report it with the error text below (it is recorded among the unrecognised errors).",
+    ),
+)
+
+
+#: Words for one cause within a failure type, where the type's own words would mislead (a repository that does not
+#: exist is a download failure, but not one that retrying or reconnecting fixes).
+REASON_GUIDANCE: dict[str, Guidance] = {
+    "repository_not_found": Guidance(
+        "{model} was not found on the model hub: check its id.",
+        (
+            "Check the id: owner/name, exactly as on the model's page (for example Wan-AI/Wan2.1-T2V-1.3B-Diffusers).",
+            "A private model is reported as not found without a token: set HF_TOKEN if it is yours.",
+            "Or pick a model from the list.",
+        ),
+    ),
+}
+
+
 def api_error(ctx: ErrorContext, result: RecoveryResult | None = None, *, data_dir: str | None = None) -> dict:
-    """The spec's API error shape, every text scrubbed."""
+    """The spec's API error shape, every text scrubbed. An error no rule recognised says so in its user message
+    instead of claiming the type it was given so the engine could act."""
+    recognised = ctx.system_state.get("recognised", True) is not False
     guidance = guidance_for(ctx.failure_type)
     user_message = result.user_message if result and result.user_message else guidance.user_message
     steps = result.actionable_steps if result and result.actionable_steps else list(guidance.actionable_steps)
+    if not recognised:
+        user_message = UNRECOGNISED.user_message.format(error=type(ctx.original_error).__name__)
+        steps = list(UNRECOGNISED.actionable_steps)
+    elif (reasoned := REASON_GUIDANCE.get(str(ctx.system_state.get("reason")))) is not None:
+        user_message = reasoned.user_message.format(model=ctx.model_id or "The model")
+        steps = list(reasoned.actionable_steps)
     eta = (
         result.estimated_resolution_time
         if result and result.estimated_resolution_time

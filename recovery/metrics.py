@@ -14,7 +14,7 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -64,6 +64,16 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
 CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered);
 CREATE INDEX IF NOT EXISTS ix_runs_first_failure ON runs (first_failure_type, attempts, ok, degraded, quality_kept);
+CREATE TABLE IF NOT EXISTS unrecognised_errors (
+    error_class TEXT NOT NULL,
+    raised_in TEXT NOT NULL,
+    first_line TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_correlation_id TEXT,
+    PRIMARY KEY (error_class, raised_in, first_line)
+);
 """
 _ATTEMPT_COLUMNS = (
     "correlation_id",
@@ -229,7 +239,11 @@ class MetricsStore:
         self._db.executescript(_SCHEMA)
 
     def __call__(self, event: events.RecoveryEvent) -> None:
-        """Listener: record every ``recovery.strategy_finished`` event of an applicable strategy."""
+        """Listener: record every ``recovery.strategy_finished`` event of an applicable strategy, and every failure
+        the classifier did not recognise (by its class, module and first line, counted)."""
+        if event.name == events.FAILURE_CLASSIFIED and event.data.get("recognised") is False:
+            self.record_unrecognised(event.data.get("signature") or {}, event.correlation_id, event.timestamp)
+            return
         if event.name != events.STRATEGY_FINISHED or not event.data.get("applicable", True):
             return
         data = event.data
@@ -256,6 +270,20 @@ class MetricsStore:
     def record_many(self, rows: Iterable[AttemptRow]) -> None:
         """Insert attempts in one transaction, then apply retention."""
         self._insert("INSERT", "recovery_attempts", _ATTEMPT_COLUMNS, (astuple(row) for row in rows))
+
+    def record_unrecognised(self, signature: Mapping[str, Any], correlation_id: str | None, at: float) -> None:
+        """Count one error no rule recognised, so the next version of the classifier can learn the frequent ones."""
+        key = (
+            str(signature.get("error_class", "")),
+            str(signature.get("raised_in", "")),
+            str(signature.get("first_line", ""))[:200],
+        )
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO unrecognised_errors VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "seen = seen + 1, last_seen = excluded.last_seen, last_correlation_id = excluded.last_correlation_id",
+                (*key, at, at, correlation_id),
+            )
 
     def record_run(self, row: RunRow) -> None:
         """Insert one run (replacing an earlier row of the same correlation id), then apply retention."""
@@ -326,6 +354,14 @@ class MetricsStore:
             cursor = self._db.execute(sql, params)
             columns = [description[0] for description in cursor.description]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
+
+    def unrecognised_errors(self, limit: int = 20) -> pd.DataFrame:
+        """The errors the classifier did not recognise, most frequent first: class, module, first line, how often."""
+        return self._frame(
+            "SELECT error_class, raised_in, first_line, seen, first_seen, last_seen FROM unrecognised_errors "
+            "ORDER BY seen DESC, last_seen DESC LIMIT ?",
+            (limit,),
+        )
 
     def success_rate_by_strategy(self) -> pd.DataFrame:
         """Columns: strategy, attempts, successes, success_rate."""

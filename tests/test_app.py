@@ -166,3 +166,41 @@ def test_api_fault_injection_is_refused_in_words_when_off(app_url: str, endpoint
     text = str(caught.value)
     assert "Fault injection is off" in text and "KINTSUGI_CHAOS=on" in text
     assert "Traceback" not in text and "/tmp" not in text and ".py" not in text
+
+
+@pytest.fixture(scope="module")
+def hub_app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
+    """The app against a loopback hub that knows no repository: any hub id answers 404 for real."""
+    from components.chaos.loopback_hub import HubServer
+
+    with (
+        HubServer() as hub,
+        running_app(tmp_path_factory.mktemp("hubapp"), tiny_model, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1") as url,
+    ):
+        yield url
+
+
+def test_api_download_of_an_unknown_id_says_it_is_not_on_the_hub(hub_app_url: str) -> None:
+    """/model_download of foo/bar (404 from the hub) is "not found on the hub — check its id", not a network loss."""
+    text = _client(hub_app_url).predict("foo/bar", api_name="/model_download")
+    assert "foo/bar was not found on the model hub: check its id" in text
+    assert "reach" not in text and "Traceback" not in text
+
+
+@pytest.mark.parametrize("endpoint", ["/model_quick_check", "/model_download", "/model_rollback"])
+def test_api_model_actions_refuse_a_path_for_an_id_naming_the_parameter(hub_app_url: str, endpoint: str) -> None:
+    """A traversal id is refused as the invalid `model_id` it is, never as "an unusable result"."""
+    text = _client(hub_app_url).predict("../../etc/passwd", api_name=endpoint)
+    assert "`model_id` must look like owner/name" in text and "unusable" not in text
+
+
+def test_api_checks_of_a_model_not_downloaded_say_so(hub_app_url: str) -> None:
+    """A quick check of a model that is not here says it is not downloaded, not that it needs another version."""
+    text = _client(hub_app_url).predict("foo/bar", api_name="/model_quick_check")
+    assert text.startswith("**foo/bar is not downloaded.**") and "version" not in text
+
+
+def test_api_rollback_with_nothing_kept_says_there_is_nothing(app_url: str) -> None:
+    """A rollback with no earlier revision kept says so, not that the model needs a different version."""
+    text = _client(app_url).predict("kintsugi/tiny-wan-random", api_name="/model_rollback")
+    assert text.startswith("**Nothing to roll back to.**") and "version" not in text.lower().split("revision")[0]

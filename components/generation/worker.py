@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
+from recovery.classify import raised_in
 from recovery.errors import KintsugiError, ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
 from recovery.procfs import process_status
 
@@ -95,6 +96,11 @@ def _exception_chain(exc: BaseException) -> list[bytes]:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen and len(chain) < 8:
         seen.add(id(current))
+        if not isinstance(current, KintsugiError):  # the traceback does not cross: keep the module that raised it
+            try:
+                current._raised_in = raised_in(current)  # type: ignore[attr-defined]
+            except AttributeError:  # an exception type with __slots__
+                pass
         try:
             chain.append(pickle.dumps(current))
         except Exception:  # an exception type that does not pickle: keep its type name and text

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from components.generation.request import MODEL_ID_PATTERN
 from components.store.catalog import CATALOG
 from components.store.disk import CleanupPlan
 from components.store.download import DownloadEvent, DownloadEventKind
 from components.store.integrity import quick_check
 from components.store.model_store import ModelStore
 from recovery.classify import Classifier
-from recovery.errors import KintsugiError
+from recovery.errors import InvalidParameterError, KintsugiError
 from recovery.messages import api_error, format_bytes
 
 __all__ = ["ModelActions", "model_choices", "models_table"]
@@ -68,12 +69,13 @@ class ModelActions:
     def quick_check(self, model_id: str) -> str:
         """Every file present with its size, every safetensors header sound (milliseconds)."""
         return self._explained(
-            lambda: self._report("Quick check", quick_check(self.store.cache, self.store.health.manifest(model_id)))
+            model_id,
+            lambda: self._report("Quick check", quick_check(self.store.cache, self.store.health.manifest(model_id))),
         )
 
     def full_check(self, model_id: str) -> str:
         """The sha256 of every weight blob against its name, and git hashes of small files."""
-        return self._explained(lambda: self._report("Full check", self.store.health.verify(model_id)))
+        return self._explained(model_id, lambda: self._report("Full check", self.store.health.verify(model_id)))
 
     def repair(self, model_id: str) -> str:
         """Re-fetch (or rebuild) only the files that fail their check."""
@@ -85,11 +87,15 @@ class ModelActions:
                 return f"**Repaired {model_id}** from {report.source}: {fixed}."
             return f"**Could not repair {model_id}.**\n\n" + "\n".join(f"- {step}" for step in report.steps)
 
-        return self._explained(run)
+        return self._explained(model_id, run)
 
     def download(self, model_id: str, *, every_s: float = 0.5) -> Iterator[str]:
         """Download (resuming what is already there); yields a progress line at most every ``every_s`` seconds
         while it runs, then the outcome."""
+        refused = self._refusal(model_id, local=False)
+        if refused is not None:
+            yield refused
+            return
         inbox: queue.Queue[object] = queue.Queue()
 
         def run() -> None:
@@ -98,7 +104,7 @@ class ModelActions:
                 size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
                 inbox.put(f"**{model_id} is ready** ({format_bytes(size)}).")
             except Exception as exc:  # reported in catalogued words, never raw
-                inbox.put(self._explain(exc))
+                inbox.put(self._explain(exc, model_id))
             inbox.put(None)
 
         threading.Thread(target=run, name=f"download-{model_id}", daemon=True).start()
@@ -125,13 +131,20 @@ class ModelActions:
                 f" — {report.reason}" if report.reason else ""
             )
 
-        return self._explained(run)
+        return self._explained(model_id, run)
 
     def rollback(self, model_id: str) -> str:
         """Go back to the revision used before the last update."""
-        return self._explained(
-            lambda: f"**{model_id} rolled back** to revision {self.store.versions.rollback(model_id)[:10]}."
-        )
+
+        def run() -> str:
+            if not self.store.cache.previous(model_id, "main"):
+                return (
+                    f"**Nothing to roll back to.** No earlier revision of {model_id} is kept: an update keeps the "
+                    "one it replaced."
+                )
+            return f"**{model_id} rolled back** to revision {self.store.versions.rollback(model_id)[:10]}."
+
+        return self._explained(model_id, run)
 
     def cleanup_preview(self, gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
         """What would be deleted to free ``gigabytes`` (old revisions first, then least recently used models)."""
@@ -156,9 +169,10 @@ class ModelActions:
         if plan is None or not plan.items:
             return "Nothing to delete: preview a clean-up first."
         return self._explained(
+            None,
             lambda: (
                 f"**Freed {format_bytes(self.store.availability.apply_cleanup(plan))}** ({len(plan.items)} item(s))."
-            )
+            ),
         )
 
     # -- reporting --------------------------------------------------------------------------------------------
@@ -171,14 +185,33 @@ class ModelActions:
         bad = "\n".join(f"- `{item.path}`: {item.problem.value.replace('_', ' ')}" for item in report.bad)
         return f"**{title}: {len(report.bad)} damaged file(s) in {report.repo_id}** — use *Repair*.\n\n{bad}"
 
-    def _explained(self, action: Callable[[], str]) -> str:
+    def _refusal(self, model_id: str, *, local: bool = True) -> str | None:
+        """Why an action cannot start, in words: an id that is not owner/name (explained as the invalid parameter it
+        is), or — for the actions on files already here — a model that is not downloaded."""
+        if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
+            error = InvalidParameterError(
+                f"`model_id` must look like owner/name (got {model_id!r:.80})",
+                parameter="model_id",
+                value=model_id,
+                constraint="owner/name",
+            )
+            return self._explain(error, None)
+        if local and self.store.cache.resolve(model_id, "main") is None and model_id not in self.store.local_sources:
+            return f"**{model_id} is not downloaded.** Use *Download* to fetch it first."
+        return None
+
+    def _explained(self, model_id: str | None, action: Callable[[], str], *, local: bool = True) -> str:
+        refused = self._refusal(model_id, local=local) if model_id is not None else None
+        if refused is not None:
+            return refused
         try:
             return action()
         except (KintsugiError, OSError, ValueError) as exc:
-            return self._explain(exc)
+            return self._explain(exc, model_id)
 
-    def _explain(self, exc: BaseException) -> str:
-        error = api_error(Classifier(probe=None).categorize(exc), data_dir=self.data_dir)["error"]
+    def _explain(self, exc: BaseException, model_id: str | None) -> str:
+        ctx = Classifier(probe=None).categorize(exc, {"model_id": model_id, "operation": "model action"})
+        error = api_error(ctx, data_dir=self.data_dir)["error"]
         steps = "\n".join(f"- {step}" for step in error["actionable_steps"])
         return f"**{error['user_message']}**\n\n{error['message']}\n\n{steps}"
 

@@ -9,6 +9,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import httpx2
@@ -89,7 +90,7 @@ CASES: dict[str, tuple[Callable[[Path, Callable[[str], str], str], BaseException
     "own_load_timeout": (lambda t, l, c: recovery.ModelLoadTimeoutError("slow", timeout_s=5), F.MODEL_LOADING_TIMEOUT),
     "missing_file": (lambda t, l, c: caught(lambda: open(t / "model_index.json")), F.MODEL_INTEGRITY_FAILURE),
     "own_integrity": (lambda t, l, c: recovery.IntegrityError("hash", files=["a"]), F.MODEL_INTEGRITY_FAILURE),
-    "hub_entry": (lambda t, l, c: hub_error(404, "EntryNotFound"), F.MODEL_COMPATIBILITY_ERROR),
+    "hub_entry": (lambda t, l, c: hub_error(404, "EntryNotFound"), F.MODEL_DOWNLOAD_FAILURE),
     "torch_shapes": (
         lambda t, l, c: caught(
             lambda: torch.nn.Linear(2, 2).load_state_dict({"weight": torch.zeros(3, 3), "bias": torch.zeros(2)})
@@ -162,25 +163,36 @@ def test_http_status_sets_retryable(status: int, retryable: bool) -> None:
 
 ROW_SAMPLES = {
     "cpu_allocator": "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried",
-    "out_of_memory": "CUDA error: out of memory",
+    "out_of_memory": "HIP out of memory. Tried to allocate 20.00 MiB",
     "onednn_allocation": "could not create a primitive",
-    "poisoned_device": "CUDA error: an illegal memory access was encountered",
+    "allocator_assert": 'NVML_SUCCESS == r INTERNAL ASSERT FAILED at "../c10/cuda/CUDACachingAllocator.cpp":830',
+    "poisoned_device": "an illegal memory access was encountered",
+    "killed": "Killed",
     "open_files": "[Errno 24] Too many open files",
     "disk_full": "write failed: No space left on device",
     "permission": "cannot write cache: Permission denied",
+    "gated": "Access to model black-forest-labs/FLUX.1-dev is restricted. You must have access to it",
     "bad_weights": "Error while deserializing header: invalid header length",
+    "truncated_file": "Consistency check failed: file should be of size 2000 but has size 1000 (model.safetensors).",
     "hash_mismatch": "sha256 mismatch for diffusion_pytorch_model.safetensors",
+    "dropped_transfer": "('Connection broken: IncompleteRead(0 bytes read, 1024 more expected)', IncompleteRead(0))",
+    "not_on_hub": "foo/bar is not a local folder and is not a valid model identifier listed on 'https://huggingface.co/models'",
     "library_version": "This pipeline requires diffusers>=0.50",
     "size_limit": "view size is not compatible with input tensor's size and stride",
     "weight_shapes": "size mismatch for proj.weight: copying a param with shape",
+    "missing_model_file": "Error no file named diffusion_pytorch_model.bin found in directory /models/vae.",
     "kernel_or_compile": "BackendCompilerFailed: backend='inductor' raised",
+    "dtype_device": "Expected all tensors to be on the same device, but found at least two devices, cuda:0 and cpu!",
     "cuda_only": "Torch not compiled with CUDA enabled",
     "invalid_value": "`height` and `width` have to be divisible by 16 but are 100 and 100.",
     "bad_output": "decoded frames contain NaN values",
     "rate_limited": "429 Too Many Requests",
     "network": "Temporary failure in name resolution",
     "timed_out": "the operation timed out",
-    "missing_package": "No module named 'imageio_ffmpeg'",
+    "missing_module": "No module named 'imageio_ffmpeg'",
+    "broken_extension": "operator torchvision::nms does not exist",
+    "old_driver": "The NVIDIA driver on your system is too old (found version 11040).",
+    "missing_package": "name 'ftfy' is not defined",
 }
 
 
@@ -278,3 +290,83 @@ def test_categorize_carries_caller_context() -> None:
         {"frames": 9},
         "s",
     )
+
+
+CUDA_HINT = (
+    "\nCUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below might be "
+    "incorrect.\nFor debugging consider passing CUDA_LAUNCH_BLOCKING=1\nCompile with `TORCH_USE_CUDA_DSA` to enable "
+    "device-side assertions.\n"
+)
+CODE_SAMPLES = {
+    "out_of_memory": "CUDA error: out of memory",
+    "no_kernel_image": "CUDA error: no kernel image is available for execution on the device",
+    "not_supported": "CUDA error: operation not supported",
+    "poisoned_context": "CUDA error: an illegal memory access was encountered",
+    "driver": "CUDA error: CUDA driver version is insufficient for CUDA runtime version",
+    "no_device": "CUDA error: no CUDA-capable device is detected",
+}
+
+
+def test_every_cuda_code_row_has_a_sample() -> None:
+    """Every row of the CUDA code table is exercised below."""
+    assert set(CODE_SAMPLES) == {name for name, *_ in recovery.classify.CUDA_CODES}
+
+
+@pytest.mark.parametrize(("name", "text"), CODE_SAMPLES.items())
+def test_cuda_code_is_read_from_the_error_not_from_torchs_hint(name: str, text: str) -> None:
+    """torch appends a device-side-assert hint to every CUDA error: the code decides, not the hint."""
+    expected = next(row[2] for row in recovery.classify.CUDA_CODES if row[0] == name)
+    found = classify_exception(RuntimeError(text + CUDA_HINT))
+    assert (found.failure_type, found.matched_by) == (expected, f"code:{name}")
+
+
+def test_accelerator_error_is_typed_by_its_code() -> None:
+    """torch.AcceleratorError carries the CUDA error: an out-of-memory is one, a kernel image a failed speed-up."""
+    oom = torch.AcceleratorError("CUDA error: out of memory" + CUDA_HINT)
+    image = torch.AcceleratorError("CUDA error: no kernel image is available for execution on the device")
+    assert classify_exception(oom).failure_type is F.VRAM_EXHAUSTION
+    assert classify_exception(image).failure_type is F.HARDWARE_OPTIMIZATION_FAILURE
+    assert classify_exception(oom).matched_by == "type:AcceleratorError"
+
+
+@pytest.mark.parametrize(("code", "expected"), [(-9, F.SYSTEM_RESOURCE_ERROR), (137, F.SYSTEM_RESOURCE_ERROR)])
+def test_a_child_killed_by_a_signal_is_a_system_resource_error(code: int, expected: F) -> None:
+    """CalledProcessError with SIGKILL (negative code) or a shell's 137 is the host taking the memory back."""
+    import subprocess
+
+    found = classify_exception(subprocess.CalledProcessError(code, ["python", "train.py"]))
+    assert (found.failure_type, found.evidence["returncode"]) == (expected, code)
+
+
+def test_a_bare_assert_inside_an_optional_accelerator_is_a_failed_speed_up() -> None:
+    """``assert FLASH_ATTN_2_AVAILABLE`` raised in flash_attn's module is told by its module, not its (empty) text."""
+    namespace: dict[str, Any] = {"__name__": "flash_attn.flash_attn_interface"}
+    exec(compile("def check():\n    assert False\n", "<flash_attn>", "exec"), namespace)
+    error = caught(namespace["check"])
+    found = classify_exception(error)
+    assert (found.failure_type, found.matched_by) == (
+        F.HARDWARE_OPTIMIZATION_FAILURE,
+        "module:flash_attn.flash_attn_interface",
+    )
+    assert classify_exception(AssertionError()).recognised is False  # the same assert elsewhere says nothing
+
+
+def test_a_key_error_on_a_weight_name_is_a_checkpoint_that_does_not_fit() -> None:
+    """A KeyError naming a weight means the checkpoint's layout is another model's; one naming 'tokenizer' does not."""
+    assert classify_exception(KeyError("blocks.0.attn1.to_q.weight")).failure_type is F.MODEL_COMPATIBILITY_ERROR
+    assert classify_exception(KeyError("tokenizer")).recognised is False
+
+
+def test_an_unrecognised_error_says_so_with_its_signature() -> None:
+    """No rule knows it: still a type the engine can act on, but recognised=False, confidence 0 and a signature."""
+    found = classify_exception(LookupError("frobnicator exploded\nmore detail"))
+    assert (found.failure_type, found.recognised, found.confidence) == (F.GENERATION_PIPELINE_ERROR, False, 0.0)
+    assert found.evidence["error_class"] == "builtins.LookupError"
+    assert found.evidence["first_line"] == "frobnicator exploded"
+
+
+def test_every_rule_kind_has_a_confidence_and_typed_rules_are_surest() -> None:
+    """Confidence follows what decided: our class 1.0 > a library class > a code > a module > words > broad > none."""
+    c = recovery.classify.CONFIDENCE
+    assert c["own"] > c["type"] > c["code"] > c["module"] > c["message"] > c["broad"] > c["fallback"] == 0.0
+    assert classify_exception(RuntimeError("No space left on device")).confidence == c["message"]

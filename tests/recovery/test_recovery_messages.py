@@ -74,3 +74,28 @@ def test_format_duration(minutes: float, text: str) -> None:
 def test_sizes_read_the_same_everywhere(count: float, text: str) -> None:
     """One byte formatter, binary units: memory lines and download sizes never mix MiB and MB."""
     assert recovery.format_bytes(count) == text
+
+
+def test_an_unrecognised_error_is_told_as_such_not_as_a_pipeline_error() -> None:
+    """The report says the error was not recognised (and names its class) instead of claiming a cause."""
+    ctx = recovery.Classifier(probe=None).categorize(LookupError("frobnicator exploded"))
+    error = recovery.api_error(ctx)["error"]
+    assert "do not recognise" in error["user_message"] and set(error) == set(
+        recovery.api_error(recovery.Classifier(probe=None).categorize(MemoryError()))["error"]
+    ), "the spec's shape, no field more"
+    assert "LookupError" in error["user_message"] and error["type"] == "generation_pipeline_error"
+
+
+def test_a_repository_that_does_not_exist_says_check_the_id() -> None:
+    """A 404 for a repository is a download failure for that model: "not found on the hub — check its id", never
+    "the server cannot be reached"."""
+    import httpx2
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    response = httpx2.Response(404, request=httpx2.Request("GET", "https://huggingface.co/api/models/foo/bar"))
+    missing = RepositoryNotFoundError("404 Client Error. Repository Not Found", response=response)
+    ctx = recovery.Classifier(probe=None).categorize(missing, {"model_id": "foo/bar"})
+    error = recovery.api_error(ctx)["error"]
+    assert error["type"] == "model_download_failure"
+    assert error["user_message"].startswith("foo/bar was not found on the model hub: check its id")
+    assert "reach" not in error["user_message"]

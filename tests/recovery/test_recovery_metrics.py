@@ -333,3 +333,32 @@ def test_time_span_covers_both_tables(store: MetricsStore) -> None:
 def test_run_queries_use_indexes(store: MetricsStore, query: str, index: str) -> None:
     """The runs queries and retention read indexes, not the whole table."""
     assert index in str(store._db.execute(f"EXPLAIN QUERY PLAN {query}").fetchall())
+
+
+def test_unrecognised_errors_are_counted_most_frequent_first(store: MetricsStore, make_engine, recorded) -> None:
+    """An error no rule knows is recorded by class, module and first line; the query lists the frequent ones first,
+    each counted once per failure the engine classified."""
+    engine = make_engine(metrics=store, max_recovery_attempts=1)
+
+    def frobnicate(_parameters: object, _info: object) -> None:
+        raise LookupError("the frobnicator exploded\nat step 3")
+
+    for _ in range(2):
+        engine.run(frobnicate, {})
+    engine.run(lambda _p, _i: (_ for _ in ()).throw(KeyError("nothing-we-know")), {})
+    classified = [e for e in recorded if e.name == events.FAILURE_CLASSIFIED and e.data["recognised"] is False]
+    per_class = {
+        name: sum(e.data["signature"]["error_class"] == name for e in classified)
+        for name in ("builtins.LookupError", "builtins.KeyError")
+    }
+    frame = store.unrecognised_errors()
+    assert list(frame["error_class"]) == ["builtins.LookupError", "builtins.KeyError"]
+    assert list(frame["seen"]) == list(per_class.values()) and frame["first_line"][0] == "the frobnicator exploded"
+
+
+def test_a_recognised_error_is_not_counted_as_unrecognised(store: MetricsStore, make_engine) -> None:
+    """A failure a rule recognised leaves the unrecognised table empty."""
+    make_engine(metrics=store, max_recovery_attempts=1).run(
+        lambda _p, _i: (_ for _ in ()).throw(RuntimeError("No space left on device")), {}
+    )
+    assert store.unrecognised_errors().empty
