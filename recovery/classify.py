@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import platform
 import re
+import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -421,8 +422,6 @@ def _accelerator_module(exc: BaseException) -> Found | None:
 
 def _subprocess(exc: BaseException) -> Found | None:
     """A child process that died: killed by a signal (SIGKILL: the host's OOM killer, 137 from a shell)."""
-    import subprocess  # stdlib, already loaded by anything that ran a process
-
     if not isinstance(exc, subprocess.CalledProcessError):
         return None
     code = exc.returncode

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.app_process import running_app
+from tests.support.spec import SPEC_ERROR_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +72,7 @@ def test_rest_invalid_request_answers_the_spec_error_shape(app_url: str) -> None
     answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "steps": 0}, timeout=60)
     assert answer.status_code == 422
     error = answer.json()["error"]
-    assert set(error) == {
-        "type",
-        "severity",
-        "message",
-        "user_message",
-        "recovery_attempted",
-        "recovery_success",
-        "actionable_steps",
-        "estimated_resolution_time",
-    }
+    assert set(error) == SPEC_ERROR_KEYS
     assert error["type"] == "invalid_parameters" and "`steps`" in error["message"]
 
 

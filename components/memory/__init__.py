@@ -7,7 +7,6 @@ from components.memory.calibration import (
     DEFAULT_CALIBRATIONS,
     Measurement,
     calibrate,
-    default_calibration,
     measure_once,
 )
 from components.memory.hardware import HardwareProbe, cpu_kind, hardware_key, memory_verdict, probe_hardware
@@ -35,7 +34,6 @@ __all__ = [
     "calibrate",
     "choose_setting",
     "cpu_kind",
-    "default_calibration",
     "frame_counts",
     "hardware_key",
     "measure_once",

@@ -25,7 +25,7 @@ from components.generation.request import GenerationOutput, GenerationRequest, R
 from recovery.errors import OutOfMemoryError
 from recovery.procfs import process_status
 
-__all__ = ["DEFAULT_CALIBRATIONS", "Measurement", "calibrate", "default_calibration", "measure_once"]
+__all__ = ["DEFAULT_CALIBRATIONS", "Measurement", "calibrate", "measure_once"]
 
 Size = tuple[int, int, int]  # (num_frames, width, height)
 
@@ -194,8 +194,3 @@ _CPU_AMX: dict[str, Any] = {
 }
 
 DEFAULT_CALIBRATIONS: tuple[dict[str, Any], ...] = (_CPU, _CPU_AMX)
-
-
-def default_calibration(hardware: str, dtype: str) -> dict[str, Any] | None:
-    """The shipped table for ``hardware`` (a ``hardware_key``) and ``dtype``, or ``None`` when none was measured."""
-    return next((t for t in DEFAULT_CALIBRATIONS if (t["hardware"], t["dtype"]) == (hardware, dtype)), None)

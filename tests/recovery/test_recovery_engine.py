@@ -13,6 +13,7 @@ import recovery
 from recovery import EnhancedFailureType as F
 from recovery import RecoveryStrategy as R
 from recovery import events
+from tests.support.spec import SPEC_ERROR_KEYS
 
 
 def test_reruns_with_adjusted_parameters(make_engine, halver, oom_attempt) -> None:
@@ -254,14 +255,5 @@ def test_strategy_that_raises_counts_as_failed(make_engine, oom_attempt) -> None
 def test_failed_outcome_api_error_shape(make_engine, oom_attempt) -> None:
     """A failed run renders the spec's API error shape."""
     error = make_engine().run(oom_attempt, {"frames": 81}).api_error()["error"]
-    assert set(error) == {
-        "type",
-        "severity",
-        "message",
-        "user_message",
-        "recovery_attempted",
-        "recovery_success",
-        "actionable_steps",
-        "estimated_resolution_time",
-    }
+    assert set(error) == SPEC_ERROR_KEYS
     assert (error["type"], error["recovery_success"]) == ("vram_exhaustion", False)

@@ -16,8 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from recovery.classify import classify_exception
 from recovery.taxonomy import EnhancedFailureType
 
@@ -136,15 +134,6 @@ def test_the_classifier_holds_on_real_errors() -> None:
             misses.append(f"{case['id']} ({case['source']}): {got} by {rule}, accepted {case['accept']}")
     share = 1 - len(misses) / len(CASES)
     assert share >= 0.95, f"{share:.1%} right; misses:\n" + "\n".join(misses)
-
-
-@pytest.mark.parametrize("case", CASES, ids=[case["id"] for case in CASES])
-def test_a_real_error_is_never_reported_as_recognised_by_accident(case: dict[str, Any]) -> None:
-    """Whatever it decides, the classifier names the rule; an unrecognised error says so instead of a type claim."""
-    error, _real = build(case)
-    found = classify_exception(error)
-    assert found.matched_by and (found.recognised or found.matched_by == "fallback")
-    assert 0.0 <= found.confidence <= 1.0 and (found.confidence == 0.0) is (not found.recognised)
 
 
 def summary() -> dict[str, Any]:

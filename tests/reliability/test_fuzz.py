@@ -14,18 +14,10 @@ from hypothesis import strategies as st
 
 from components.generation.request import LIMITS, GenerationRequest, validate_request
 from recovery.errors import InvalidParameterError
+from tests.support.spec import SPEC_ERROR_KEYS
 
 FIELDS = tuple(f.name for f in fields(GenerationRequest))
-ERROR_KEYS = {
-    "type",
-    "severity",
-    "message",
-    "user_message",
-    "recovery_attempted",
-    "recovery_success",
-    "actionable_steps",
-    "estimated_resolution_time",
-}
+ERROR_KEYS = SPEC_ERROR_KEYS
 
 scalars = st.one_of(
     st.none(),
