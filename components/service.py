@@ -128,6 +128,7 @@ class GenerationService:
                     attempts=0,
                     first_failure_type=error_type,
                     final_failure_type=error_type,
+                    refused=True,
                 )
             )
             raise failure from exc

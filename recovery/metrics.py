@@ -5,6 +5,11 @@ The store is an event listener: subscribe it to the engine's bus and every finis
 ``recovery_attempts``. The caller records one ``RunRow`` per request in ``runs`` at the end of it. Both tables keep
 at most ``max_rows`` rows and none older than ``max_age_seconds``. Queries aggregate in SQL, so the dashboard stays
 fast at the retention limit; pandas is imported only by the queries.
+
+The figures mean what they say: a strategy's success is its request ending with a video after it acted (attempts
+are joined to their run), recovery time runs from a request's first failure to its delivered video, and a request
+refused before anything ran is counted apart, never as a failed request. A file written by an earlier release is
+migrated when it is opened.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AttemptRow", "MetricsStore", "RunRow", "RunSummary", "DURATION_EDGES_S"]
 
-_SCHEMA = """
+_TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS recovery_attempts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     correlation_id TEXT,
@@ -43,9 +48,6 @@ CREATE TABLE IF NOT EXISTS recovery_attempts (
     started_at REAL NOT NULL,
     finished_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS ix_attempts_finished ON recovery_attempts (finished_at);
-CREATE INDEX IF NOT EXISTS ix_attempts_strategy ON recovery_attempts (strategy, success, duration_s);
-CREATE INDEX IF NOT EXISTS ix_attempts_type ON recovery_attempts (failure_type, strategy, success, duration_s);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     correlation_id TEXT NOT NULL,
@@ -59,11 +61,10 @@ CREATE TABLE IF NOT EXISTS runs (
     first_failure_type TEXT,
     final_failure_type TEXT,
     quality_kept REAL,
-    model_id TEXT
+    model_id TEXT,
+    first_failed_at REAL,
+    refused INTEGER NOT NULL DEFAULT 0
 );
-CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
-CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered);
-CREATE INDEX IF NOT EXISTS ix_runs_first_failure ON runs (first_failure_type, attempts, ok, degraded, quality_kept);
 CREATE TABLE IF NOT EXISTS unrecognised_errors (
     error_class TEXT NOT NULL,
     raised_in TEXT NOT NULL,
@@ -75,6 +76,24 @@ CREATE TABLE IF NOT EXISTS unrecognised_errors (
     PRIMARY KEY (error_class, raised_in, first_line)
 );
 """
+# Indexes come after the migration, since some of them cover columns an older file gains only there.
+_INDEXES_SQL = """
+CREATE INDEX IF NOT EXISTS ix_attempts_finished ON recovery_attempts (finished_at);
+CREATE INDEX IF NOT EXISTS ix_attempts_request ON recovery_attempts (correlation_id, started_at);
+CREATE INDEX IF NOT EXISTS ix_attempts_strategy_request
+    ON recovery_attempts (strategy, correlation_id, success, duration_s);
+CREATE INDEX IF NOT EXISTS ix_attempts_type_request
+    ON recovery_attempts (failure_type, strategy, correlation_id, success, duration_s);
+CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
+CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered, refused);
+CREATE INDEX IF NOT EXISTS ix_runs_first_failure
+    ON runs (first_failure_type, refused, attempts, ok, degraded, quality_kept);
+"""
+# Columns the ``runs`` table gained after its first release, with their definition for ``ALTER TABLE``.
+_ADDED_RUN_COLUMNS = {"first_failed_at": "REAL", "refused": "INTEGER NOT NULL DEFAULT 0"}
+# Indexes of earlier releases that the current ones replace (same name, other columns; or a name no longer used).
+_REPLACED_INDEXES = ("ix_runs_finished", "ix_runs_first_failure")
+_DROPPED_INDEXES = ("ix_attempts_strategy", "ix_attempts_type")
 _ATTEMPT_COLUMNS = (
     "correlation_id",
     "attempt",
@@ -99,17 +118,24 @@ _RUN_COLUMNS = (
     "final_failure_type",
     "quality_kept",
     "model_id",
+    "first_failed_at",
+    "refused",
 )
 _TABLES = ("recovery_attempts", "runs")
 _OOM = "vram_exhaustion"
 
-DURATION_EDGES_S: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
-"""Upper edges of the recovery-time histogram's bins, in seconds; a last bin holds everything slower."""
+DURATION_EDGES_S: tuple[float, ...] = (1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Upper edges of the recovery-time histogram's bins, in seconds; a last bin holds everything slower. Recovery time
+runs from a request's first failure to its delivered video, so the bins span seconds to minutes."""
 
 
 @dataclass(frozen=True)
 class AttemptRow:
-    """One recovery attempt: a strategy applied to one failure of one request."""
+    """One recovery attempt: a strategy applied to one failure of one request.
+
+    ``success`` is the strategy's own step (it changed something and the engine tried again), not whether the
+    request then ended with a video; the queries join the request's run for that.
+    """
 
     correlation_id: str | None
     attempt: int
@@ -128,7 +154,9 @@ class RunRow:
 
     ``first_failure_type`` is the failure of the first failed try, ``final_failure_type`` the one that ended a
     failed run (``None`` when it succeeded). ``quality_kept`` is the share of pixel·frames delivered versus asked
-    (1.0: all of it; ``None`` when unknown or no video).
+    (1.0: all of it; ``None`` when unknown or no video). ``first_failed_at`` is when the first try failed (epoch
+    seconds): recovery time runs from there to ``finished_at``. ``refused`` marks a request whose input was refused
+    before anything ran (``attempts`` 0): it is counted apart, never as a failed request.
     """
 
     correlation_id: str
@@ -141,6 +169,8 @@ class RunRow:
     final_failure_type: str | None = None
     quality_kept: float | None = None
     model_id: str | None = None
+    first_failed_at: float | None = None
+    refused: bool = False
 
     def __post_init__(self) -> None:
         if self.attempts < 0:
@@ -151,6 +181,14 @@ class RunRow:
             )
         if self.quality_kept is not None and not 0.0 <= self.quality_kept <= 1.0:
             raise ValueError(f"`quality_kept` must be within 0..1 (got {self.quality_kept!r})")
+        if self.first_failed_at is not None and not self.started_at <= self.first_failed_at <= self.finished_at:
+            raise ValueError(
+                f"`first_failed_at` must lie within `started_at`..`finished_at` (got {self.first_failed_at!r})"
+            )
+        if self.refused and (self.ok or self.attempts):
+            raise ValueError(
+                f"`refused` means nothing ran: `ok` False and `attempts` 0 (got {self.ok!r}, {self.attempts!r})"
+            )
 
     @property
     def duration_s(self) -> float:
@@ -162,12 +200,26 @@ class RunRow:
         """Whether it succeeded after at least one failed try."""
         return self.ok and self.attempts > 1
 
+    @property
+    def recovery_time_s(self) -> float | None:
+        """From the first failure to the delivered video, for a recovered request whose failure time is known."""
+        if not self.recovered or self.first_failed_at is None:
+            return None
+        return self.finished_at - self.first_failed_at
+
     @classmethod
     def from_outcome(
         cls, outcome: Outcome[Any], *, started_at: float, finished_at: float, quality_kept: float | None = None
     ) -> RunRow:
-        """The row of an engine run: tries, failure types and the model that was used come from ``outcome``."""
+        """The row of an engine run: tries, failure types and the model that was used come from ``outcome``; the
+        first failure is dated by the first try's duration (every later try follows a failure)."""
         failures = [record.failure_type.value for record in outcome.attempts if record.failure_type is not None]
+        first = outcome.attempts[0] if outcome.attempts else None
+        first_failed_at = (
+            min(started_at + first.duration_s, finished_at)
+            if first is not None and first.failure_type is not None
+            else None
+        )
         return cls(
             correlation_id=outcome.correlation_id,
             started_at=started_at,
@@ -179,6 +231,7 @@ class RunRow:
             final_failure_type=None if outcome.ok or not failures else failures[-1],
             quality_kept=quality_kept,
             model_id=outcome.model_id,
+            first_failed_at=first_failed_at,
         )
 
     def values(self) -> tuple[Any, ...]:
@@ -196,21 +249,26 @@ class RunRow:
             self.final_failure_type,
             self.quality_kept,
             self.model_id,
+            self.first_failed_at,
+            self.refused,
         )
 
 
 class RunSummary(TypedDict):
-    """Headline numbers over the kept runs; shares and means are ``None`` while there are no runs."""
+    """Headline numbers over the kept runs. ``requests`` are the requests that ran; ``refused`` ones (input refused
+    before anything ran) are counted apart and in no share. Shares and means are ``None`` while nothing ran."""
 
     requests: int
     succeeded: int
     recovered: int
     failed: int
+    refused: int
     success_share: float | None
     recovered_share: float | None
     rescue_share: float | None
     degraded_share: float | None
     mean_attempts: float | None
+    mean_recovery_s: float | None
 
 
 class MetricsStore:
@@ -236,7 +294,33 @@ class MetricsStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA mmap_size=268435456")  # reads map the file instead of copying pages
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(_TABLES_SQL)
+        self._migrate()
+        self._db.executescript(_INDEXES_SQL)
+
+    def _migrate(self) -> None:
+        """Bring a file written by an earlier release up to the current columns, in one transaction (two stores
+        opening one old file at once must not both add a column).
+
+        Before the ``refused`` column, a refused request was the only kind of run recorded with no try at all, so
+        those rows are marked refused; an older run has no ``first_failed_at`` and its recovery time is read from
+        the first strategy that acted on it instead.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                present = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+                missing = [column for column in _ADDED_RUN_COLUMNS if column not in present]
+                for column in missing:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {_ADDED_RUN_COLUMNS[column]}")
+                if "refused" in missing:
+                    self._db.execute("UPDATE runs SET refused = 1 WHERE attempts = 0 AND NOT ok")
+                for index in (*(_REPLACED_INDEXES if missing else ()), *_DROPPED_INDEXES):
+                    self._db.execute(f"DROP INDEX IF EXISTS {index}")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def __call__(self, event: events.RecoveryEvent) -> None:
         """Listener: record every ``recovery.strategy_finished`` event of an applicable strategy, and every failure
@@ -364,11 +448,16 @@ class MetricsStore:
         )
 
     def success_rate_by_strategy(self) -> pd.DataFrame:
-        """Columns: strategy, attempts, successes, success_rate."""
-        return self._frame(
-            "SELECT strategy, count(*) AS attempts, sum(success) AS successes, avg(success) AS success_rate "
-            "FROM recovery_attempts GROUP BY strategy ORDER BY strategy"
-        )
+        """How often the request ended with a video after the strategy acted in it. Columns: strategy, requests
+        (finished requests it acted in), successes (those of them where its own step went through and the request
+        then delivered a video), success_rate (successes / requests; ``None`` while none has finished), attempts
+        (times it ran, requests still running included) and mean_duration_s (its own step's time, not the
+        recovery's).
+
+        A strategy whose step "worked" in a request that failed later is no success: a blind retry of a lost
+        network connection counts as tried, not as fixed.
+        """
+        return self._frame(_strategy_outcomes(("strategy",)))
 
     def failures_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
         """Columns: bucket (UTC time), failure_type, failures (distinct failed tries per bucket)."""
@@ -381,22 +470,31 @@ class MetricsStore:
         return _utc(frame, "bucket")
 
     def recovery_time_distribution(self) -> pd.DataFrame:
-        """Columns: strategy, failure_type, success, duration_s — one row per attempt, for histograms."""
-        frame = self._frame("SELECT strategy, failure_type, success, duration_s FROM recovery_attempts")
-        frame["success"] = frame["success"].astype(bool)
-        return frame
+        """One row per recovered request: correlation_id, failure_type (its first failure), attempts, degraded,
+        recovery_time_s (from the first failure to the delivered video) and finished_at (UTC time).
+
+        A run recorded without ``first_failed_at`` (an earlier release) is dated from the first strategy that acted
+        on it; a recovered run with neither is left out rather than guessed.
+        """
+        frame = self._frame(
+            f"SELECT correlation_id, failure_type, attempts, degraded, recovery_time_s, finished_at "
+            f"FROM ({_RECOVERY_TIMES}) ORDER BY finished_at"
+        )
+        frame["degraded"] = frame["degraded"].astype(bool)
+        return _utc(frame, "finished_at")
 
     def recovery_time_histogram(self, edges_s: Sequence[float] = DURATION_EDGES_S) -> pd.DataFrame:
-        """Columns: strategy, bin (0-based), lower_s, upper_s (``inf`` for the last), attempts — counted in SQL.
+        """Recovered requests by recovery time (first failure → delivered video), per first failure type.
+        Columns: failure_type, bin (0-based), lower_s, upper_s (``inf`` for the last), requests — counted in SQL.
 
-        Bin ``i`` holds durations in ``[edges_s[i-1], edges_s[i])``; empty bins are left out.
+        Bin ``i`` holds recovery times in ``[edges_s[i-1], edges_s[i])``; empty bins are left out.
         """
         if not edges_s or list(edges_s) != sorted(set(edges_s)) or not all(map(math.isfinite, edges_s)):
             raise ValueError(f"`edges_s` must be finite, strictly increasing and non-empty (got {edges_s!r})")
-        cases = " ".join(f"WHEN duration_s < {float(edge)!r} THEN {index}" for index, edge in enumerate(edges_s))
+        cases = " ".join(f"WHEN recovery_time_s < {float(edge)!r} THEN {index}" for index, edge in enumerate(edges_s))
         frame = self._frame(
-            f"SELECT strategy, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS attempts "
-            "FROM recovery_attempts GROUP BY strategy, bin ORDER BY strategy, bin"
+            f"SELECT failure_type, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS requests "
+            f"FROM ({_RECOVERY_TIMES}) GROUP BY failure_type, bin ORDER BY failure_type, bin"
         )
         bounds = (0.0, *map(float, edges_s), float("inf"))
         frame.insert(2, "lower_s", [bounds[index] for index in frame["bin"]])
@@ -404,21 +502,21 @@ class MetricsStore:
         return frame
 
     def strategy_effectiveness(self) -> pd.DataFrame:
-        """Columns: failure_type, strategy, attempts, successes, success_rate, mean_duration_s."""
-        return self._frame(
-            "SELECT failure_type, strategy, count(*) AS attempts, sum(success) AS successes, "
-            "avg(success) AS success_rate, avg(duration_s) AS mean_duration_s "
-            "FROM recovery_attempts GROUP BY failure_type, strategy ORDER BY failure_type, success_rate DESC"
-        )
+        """``success_rate_by_strategy`` per failure type the strategy acted on. Columns: failure_type, strategy,
+        requests, successes, success_rate, attempts, mean_duration_s; best strategy first within a type."""
+        return self._frame(_strategy_outcomes(("failure_type", "strategy")))
 
     def runs_over_time(self, bucket_seconds: int = 3600) -> pd.DataFrame:
-        """Columns: bucket (UTC time), first_try, recovered, failed, requests — runs per bucket of finish time.
+        """Columns: bucket (UTC time), first_try, recovered, failed, requests, refused — runs per bucket of finish
+        time.
 
-        ``first_try``, ``recovered`` and ``failed`` do not overlap: they add up to ``requests``.
+        ``first_try``, ``recovered`` and ``failed`` do not overlap: they add up to ``requests``, the requests that
+        ran. ``refused`` (input refused before anything ran) is counted apart, not among the failed.
         """
         frame = self._frame(
             "SELECT CAST(finished_at / ?1 AS INTEGER) * ?1 AS bucket, sum(ok AND NOT recovered) AS first_try, "
-            "sum(recovered) AS recovered, sum(NOT ok) AS failed, count(*) AS requests "
+            "sum(recovered) AS recovered, sum(NOT ok AND NOT refused) AS failed, sum(NOT refused) AS requests, "
+            "sum(refused) AS refused "
             "FROM runs GROUP BY bucket ORDER BY bucket",
             (bucket_seconds,),
         )
@@ -431,7 +529,7 @@ class MetricsStore:
             "SELECT attempts, count(*) AS runs, sum(ok) AS rescued, sum(NOT ok) AS failed, "
             "sum(degraded) AS degraded, avg(CASE WHEN ok THEN quality_kept END) AS mean_quality_kept, "
             "min(CASE WHEN ok THEN quality_kept END) AS min_quality_kept "
-            "FROM runs WHERE first_failure_type = ? GROUP BY attempts ORDER BY attempts",
+            "FROM runs WHERE first_failure_type = ? AND refused = 0 GROUP BY attempts ORDER BY attempts",
             (_OOM,),
         )
 
@@ -453,18 +551,19 @@ class MetricsStore:
         return _utc(frame, "time")
 
     def summary(self) -> RunSummary:
-        """Requests kept, how many succeeded, recovered and failed, and the shares and mean tries behind them.
+        """Requests that ran, how many succeeded, recovered and failed, the shares and means behind them, and the
+        refused requests apart.
 
         ``rescue_share`` is recovered over the requests that met a failure: how often recovery saved the day.
+        ``mean_recovery_s`` is the mean time from the first failure to the delivered video of recovered requests.
         """
         with self._lock:
-            requests, succeeded, recovered, degraded, mean_attempts = self._db.execute(
-                "SELECT count(*), coalesce(sum(ok), 0), coalesce(sum(recovered), 0), coalesce(sum(degraded), 0), "
-                "avg(attempts) FROM runs"
+            requests, succeeded, recovered, degraded, mean_attempts, refused, met_failure = self._db.execute(
+                "SELECT coalesce(sum(NOT refused), 0), coalesce(sum(ok), 0), coalesce(sum(recovered), 0), "
+                "coalesce(sum(degraded), 0), avg(CASE WHEN NOT refused THEN attempts END), coalesce(sum(refused), 0), "
+                "coalesce(sum(first_failure_type IS NOT NULL AND NOT refused), 0) FROM runs"
             ).fetchone()
-            met_failure = self._db.execute("SELECT count(*) FROM runs WHERE first_failure_type IS NOT NULL").fetchone()[
-                0
-            ]
+            mean_recovery_s = self._db.execute(f"SELECT avg(recovery_time_s) FROM ({_RECOVERY_TIMES})").fetchone()[0]
 
         def share(part: int, whole: int) -> float | None:
             return part / whole if whole else None
@@ -474,17 +573,48 @@ class MetricsStore:
             succeeded=succeeded,
             recovered=recovered,
             failed=requests - succeeded,
+            refused=refused,
             success_share=share(succeeded, requests),
             recovered_share=share(recovered, requests),
             rescue_share=share(recovered, met_failure),
             degraded_share=share(degraded, requests),
             mean_attempts=mean_attempts,
+            mean_recovery_s=mean_recovery_s,
         )
 
     def close(self) -> None:
         """Close the database file."""
         with self._lock:
             self._db.close()
+
+
+# Recovered runs and their recovery time, first failure to delivered video; an older run without
+# ``first_failed_at`` is dated from the first strategy that acted on it (just after its first failure).
+_RECOVERY_TIMES = (
+    "SELECT correlation_id, first_failure_type AS failure_type, attempts, degraded, finished_at, recovery_time_s "
+    "FROM (SELECT r.correlation_id, r.first_failure_type, r.attempts, r.degraded, r.finished_at, "
+    "r.finished_at - coalesce(r.first_failed_at, (SELECT min(a.started_at) FROM recovery_attempts AS a "
+    "WHERE a.correlation_id = r.correlation_id)) AS recovery_time_s FROM runs AS r WHERE r.recovered) "
+    "WHERE recovery_time_s IS NOT NULL"
+)
+
+
+def _strategy_outcomes(keys: Sequence[str]) -> str:
+    """The SQL of the strategy success queries, grouped by ``keys``: each strategy's attempts are first folded into
+    one row per request (did its step ever go through, how long it ran), then joined to the request's run, so a
+    strategy is credited with a success only when its request ended with a video."""
+    group = ", ".join(keys)
+    outer = ", ".join(f"a.{key}" for key in keys)
+    order = "a.failure_type, success_rate DESC, a.strategy" if "failure_type" in keys else "a.strategy"
+    return (
+        f"WITH acted AS (SELECT {group}, correlation_id, count(*) AS runs, max(success) AS step_ok, "
+        f"sum(duration_s) AS step_s FROM recovery_attempts GROUP BY {group}, correlation_id) "
+        f"SELECT {outer}, count(r.id) AS requests, coalesce(sum(a.step_ok AND r.ok), 0) AS successes, "
+        "CAST(sum(a.step_ok AND r.ok) AS REAL) / count(r.id) AS success_rate, sum(a.runs) AS attempts, "
+        "sum(a.step_s) / sum(a.runs) AS mean_duration_s "
+        "FROM acted AS a LEFT JOIN runs AS r ON r.correlation_id = a.correlation_id AND r.refused = 0 "
+        f"GROUP BY {outer} ORDER BY {order}"
+    )
 
 
 def _utc(frame: pd.DataFrame, column: str) -> pd.DataFrame:

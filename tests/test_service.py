@@ -125,11 +125,15 @@ def test_a_failed_request_is_recorded_as_a_failed_run(service: GenerationService
     assert ok == 0 and final is not None and quality is None
 
 
-def test_a_rejected_request_is_recorded_as_a_failed_run(service: GenerationService) -> None:
-    """A request refused at validation still counts: a failed run with no attempt and its failure type."""
+def test_a_rejected_request_is_recorded_as_refused(service: GenerationService) -> None:
+    """A request refused at validation still counts, as refused: no attempt, its failure type, and not among the
+    failed requests of the summary."""
+    before = service.metrics.summary()
     with pytest.raises(GenerationFailedError) as caught:
         list(service.generate({**REQUEST, "steps": 0}))
     assert _run_row(service, caught.value.correlation_id) == (0, 0, "invalid_parameters", "invalid_parameters", None)
+    after = service.metrics.summary()
+    assert (after["refused"] - before["refused"], after["failed"] - before["failed"]) == (1, 0)
 
 
 def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tiny_model: Path, tmp_path: Path) -> None:

@@ -1,14 +1,20 @@
 """Plotly figures of the recovery metrics, for the app's metrics tab and for notebooks.
 
 Each chart takes the DataFrame of one ``MetricsStore`` query and returns a ``go.Figure``; an empty frame gives a
-figure that says "No data yet" rather than raising. ``dashboard(store)`` gathers every figure, the recent-events
+figure that says "No data yet" rather than raising. ``dashboard(store)`` gathers every figure, the latest-attempts
 table and the summary in one ``MetricsDashboard``. No Gradio here: the app shows what this module returns.
+
+Titles and hovers say what is counted: a strategy's success is its request ending with a video, recovery time runs
+from the first failure to the delivered video, counts sit on whole-number axes.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import tzinfo
 from functools import cache
 from typing import Any
 
@@ -30,12 +36,29 @@ __all__ = [
     "oom_rescue_chart",
     "runs_over_time_chart",
     "effectiveness_chart",
+    "format_seconds",
+    "recent_attempts_table",
 ]
 
 NO_DATA = "No data yet"
 BUCKETS_S: tuple[int, ...] = (60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 MAX_BUCKETS = 60
-OUTCOME_COLOURS = {"first_try": "#4c9a6a", "recovered": "#c9a227", "failed": "#c0504d"}
+OUTCOME_COLOURS = {"first_try": "#4c9a6a", "recovered": "#c9a227", "failed": "#c0504d", "refused": "#9aa3ad"}
+NICE_STEPS = (1, 2, 5)
+MAX_COUNT_TICKS = 8
+STEP_WORDS = {True: "worked", False: "did not help"}
+RUN_ENDINGS = {"first try": "video", "recovered": "video after recovery", "failed": "no video"}
+RECENT_COLUMNS = {
+    "time": "Local time",
+    "correlation_id": "Request",
+    "failure_type": "Failure",
+    "severity": "Severity",
+    "strategy": "Strategy",
+    "success": "Its step",
+    "duration_s": "Took",
+    "model_id": "Model",
+    "run": "Request ended",
+}
 COLOURWAY = (
     "#4c72b0",
     "#dd8452",
@@ -64,21 +87,52 @@ def empty_figure(title: str, hint: str = "Figures appear once requests have run.
     return _figure(title, [], annotations=[note], xaxis={"visible": False}, yaxis={"visible": False})
 
 
+def format_seconds(seconds: float | None) -> str:
+    """A duration as people read it: ``0.42 s``, ``3.5 s``, ``42 s``, ``1 min 3 s``, ``2 h 5 min``; ``–`` if unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "–"
+    if seconds < 0.995:
+        return f"{seconds:.2f} s"
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+    hours, rest = divmod(whole, 3600)
+    minutes = rest // 60
+    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+
+
 def success_rate_chart(frame: pd.DataFrame) -> go.Figure:
-    """Bars of each strategy's success rate, best first, from ``MetricsStore.success_rate_by_strategy()``."""
-    title = "Success rate per recovery strategy"
-    if frame.empty:
+    """Bars of how often each strategy's request ended with a video after it acted, best first, from
+    ``MetricsStore.success_rate_by_strategy()``; requests still running are not counted yet."""
+    title = "Strategy success: requests that ended with a video after it acted"
+    finished = frame[frame["requests"] > 0] if not frame.empty else frame
+    if finished.empty:
         return empty_figure(title)
-    ordered = frame.sort_values(["success_rate", "strategy"], ascending=[False, True])
+    ordered = finished.sort_values(["success_rate", "strategy"], ascending=[False, True])
     bar = go.Bar(
         x=ordered["strategy"].tolist(),
         y=ordered["success_rate"].tolist(),
-        customdata=ordered["attempts"].tolist(),
-        text=[f"{rate:.0%} of {attempts}" for rate, attempts in zip(ordered["success_rate"], ordered["attempts"])],
-        hovertemplate="%{x}: %{y:.1%} of %{customdata} attempts<extra></extra>",
+        customdata=[
+            [int(requests), int(successes), format_seconds(step)]
+            for requests, successes, step in zip(ordered["requests"], ordered["successes"], ordered["mean_duration_s"])
+        ],
+        text=[f"{rate:.0%} of {requests}" for rate, requests in zip(ordered["success_rate"], ordered["requests"])],
+        hovertemplate=(
+            "%{x}: %{customdata[1]} of the %{customdata[0]} requests it acted in ended with a video (%{y:.0%})"
+            "<br>its own step took %{customdata[2]} on average<extra></extra>"
+        ),
         marker_color=COLOURWAY[0],
     )
-    return _figure(title, [bar], yaxis={"title": "success rate", "tickformat": ".0%", "range": [0, 1.05]})
+    return _figure(
+        title,
+        [bar],
+        yaxis={"title": "requests ended with a video", "tickformat": ".0%", "range": [0, 1.05]},
+    )
 
 
 def failures_over_time_chart(frame: pd.DataFrame) -> go.Figure:
@@ -87,35 +141,52 @@ def failures_over_time_chart(frame: pd.DataFrame) -> go.Figure:
     if frame.empty:
         return empty_figure(title)
     bars = [
-        go.Bar(x=_times(group["bucket"]), y=group["failures"].tolist(), name=str(failure_type))
+        go.Bar(
+            x=_times(group["bucket"]),
+            y=group["failures"].tolist(),
+            name=str(failure_type),
+            hovertemplate="%{x}: %{y} failed tries<extra>%{fullData.name}</extra>",
+        )
         for failure_type, group in frame.groupby("failure_type", sort=True)
     ]
-    return _figure(title, bars, barmode="stack", yaxis={"title": "failed tries"})
+    top = frame.groupby("bucket")["failures"].sum().max()
+    return _figure(title, bars, barmode="stack", yaxis=_count_axis("failed tries", top))
 
 
 def duration_bin_labels(edges_s: Sequence[float] = DURATION_EDGES_S) -> list[str]:
-    """Labels of the recovery-time bins, fastest first: ``< 0.1 s``, ``0.1–0.25 s`` … ``≥ 300 s``."""
-    edges = [f"{edge:g}" for edge in edges_s]
-    return [f"< {edges[0]} s", *(f"{low}–{high} s" for low, high in zip(edges, edges[1:])), f"≥ {edges[-1]} s"]
+    """Labels of the recovery-time bins, fastest first: ``< 1 s``, ``1–2.5 s`` … ``30 s–1 min`` … ``≥ 10 min``."""
+    edges = [_edge(edge) for edge in edges_s]
+    spans = [
+        f"{low[0]}–{high[0]} {high[1]}" if low[1] == high[1] else f"{low[0]} {low[1]}–{high[0]} {high[1]}"
+        for low, high in zip(edges, edges[1:])
+    ]
+    return [f"< {' '.join(edges[0])}", *spans, f"≥ {' '.join(edges[-1])}"]
 
 
 def recovery_time_chart(frame: pd.DataFrame, edges_s: Sequence[float] = DURATION_EDGES_S) -> go.Figure:
-    """A histogram of recovery time, stacked by strategy, from ``MetricsStore.recovery_time_histogram(edges_s)``."""
-    title = "Recovery time distribution"
+    """A histogram of recovered requests by recovery time, from the first failure to the delivered video, stacked
+    by that first failure's type; from ``MetricsStore.recovery_time_histogram(edges_s)``."""
+    title = "Recovery time: first failure to delivered video"
     if frame.empty:
-        return empty_figure(title)
+        return empty_figure(title, "Appears once a request has been recovered.")
     labels = duration_bin_labels(edges_s)
     bars = [
-        go.Bar(x=[labels[index] for index in group["bin"]], y=group["attempts"].tolist(), name=str(strategy))
-        for strategy, group in frame.groupby("strategy", sort=True)
+        go.Bar(
+            x=[labels[index] for index in group["bin"]],
+            y=group["requests"].tolist(),
+            name=str(failure_type),
+            hovertemplate="%{y} recovered requests took %{x}<extra>%{fullData.name}</extra>",
+        )
+        for failure_type, group in frame.groupby("failure_type", sort=True)
     ]
+    top = frame.groupby("bin")["requests"].sum().max()
     return _figure(
         title,
         bars,
         barmode="stack",
-        yaxis={"title": "attempts"},
+        yaxis=_count_axis("recovered requests", top),
         xaxis={
-            "title": "time the strategy took",
+            "title": "from the first failure to the delivered video",
             "type": "category",
             "categoryorder": "array",
             "categoryarray": labels,
@@ -147,7 +218,7 @@ def oom_rescue_chart(frame: pd.DataFrame) -> go.Figure:
         title,
         traces,
         barmode="stack",
-        yaxis={"title": "requests"},
+        yaxis=_count_axis("requests", (frame["rescued"] + frame["failed"]).max()),
         yaxis2={
             "title": "quality kept (pixel·frames)",
             "overlaying": "y",
@@ -160,26 +231,48 @@ def oom_rescue_chart(frame: pd.DataFrame) -> go.Figure:
 
 
 def runs_over_time_chart(frame: pd.DataFrame) -> go.Figure:
-    """Requests per time bucket, stacked: first try, recovered, failed; from ``MetricsStore.runs_over_time()``."""
+    """Requests per time bucket, stacked: first try, recovered, failed, and (when there are any) refused before
+    running — not a failure; from ``MetricsStore.runs_over_time()``."""
     title = "Requests over time"
     if frame.empty:
         return empty_figure(title)
     names = {"first_try": "first try", "recovered": "recovered", "failed": "failed"}
+    if "refused" in frame and frame["refused"].sum():
+        names["refused"] = "refused (invalid input, nothing ran)"
     buckets = _times(frame["bucket"])
     bars = [
-        go.Bar(x=buckets, y=frame[column].tolist(), name=name, marker_color=OUTCOME_COLOURS[column])
+        go.Bar(
+            x=buckets,
+            y=frame[column].tolist(),
+            name=name,
+            marker_color=OUTCOME_COLOURS[column],
+            hovertemplate="%{x}: %{y} requests<extra>%{fullData.name}</extra>",
+        )
         for column, name in names.items()
     ]
-    return _figure(title, bars, barmode="stack", yaxis={"title": "requests"})
+    top = frame[list(names)].sum(axis=1).max()
+    return _figure(title, bars, barmode="stack", yaxis=_count_axis("requests", top))
 
 
 def effectiveness_chart(frame: pd.DataFrame) -> go.Figure:
-    """A failure type × strategy heat map of success rate, from ``MetricsStore.strategy_effectiveness()``."""
-    title = "Which strategy fixes which failure"
-    if frame.empty:
+    """A failure type × strategy heat map of how often the request ended with a video after the strategy acted on
+    that failure, from ``MetricsStore.strategy_effectiveness()``."""
+    title = "Which strategy fixes which failure: requests that ended with a video"
+    finished = frame[frame["requests"] > 0] if not frame.empty else frame
+    if finished.empty:
         return empty_figure(title)
-    rates = frame.pivot(index="failure_type", columns="strategy", values="success_rate").sort_index()
-    counts = frame.pivot(index="failure_type", columns="strategy", values="attempts").reindex_like(rates)
+    rates = finished.pivot(index="failure_type", columns="strategy", values="success_rate").sort_index()
+    cells = [
+        finished.pivot(index="failure_type", columns="strategy", values=column).reindex_like(rates).to_numpy()
+        for column in ("requests", "successes", "mean_duration_s")
+    ]
+    customdata = [
+        [
+            [_whole(requests), _whole(successes), format_seconds(step)]
+            for requests, successes, step in zip(*(cell[row] for cell in cells))
+        ]
+        for row in range(len(rates.index))
+    ]
     heatmap = go.Heatmap(
         z=rates.to_numpy(),
         x=list(rates.columns),
@@ -187,11 +280,35 @@ def effectiveness_chart(frame: pd.DataFrame) -> go.Figure:
         zmin=0,
         zmax=1,
         colorscale="RdYlGn",
-        customdata=counts.to_numpy(),
-        colorbar={"title": "success", "tickformat": ".0%"},
-        hovertemplate="%{y} → %{x}: %{z:.0%} of %{customdata} attempts<extra></extra>",
+        customdata=customdata,
+        hoverongaps=False,
+        colorbar={"title": "ended with<br>a video", "tickformat": ".0%"},
+        hovertemplate=(
+            "%{y} → %{x}: %{customdata[1]} of the %{customdata[0]} requests ended with a video (%{z:.0%})"
+            "<br>its own step took %{customdata[2]} on average<extra></extra>"
+        ),
     )
     return _figure(title, [heatmap])
+
+
+def recent_attempts_table(frame: pd.DataFrame, tz: tzinfo | None = None) -> pd.DataFrame:
+    """The latest-attempts table as people read it, from ``MetricsStore.recent_events()``: times in ``tz`` (the
+    machine's local zone by default) to the second, durations rounded, plain headers, words for outcomes."""
+    table = pd.DataFrame(
+        {
+            "time": [stamp.to_pydatetime().astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") for stamp in frame["time"]],
+            "correlation_id": frame["correlation_id"].tolist(),
+            "failure_type": frame["failure_type"].tolist(),
+            "severity": frame["severity"].tolist(),
+            "strategy": frame["strategy"].tolist(),
+            "success": [STEP_WORDS[bool(success)] for success in frame["success"]],
+            "duration_s": [format_seconds(float(seconds)) for seconds in frame["duration_s"]],
+            "model_id": [model if isinstance(model, str) else "–" for model in frame["model_id"]],
+            "run": [RUN_ENDINGS.get(run, "running") for run in frame["run"]],
+        },
+        columns=list(RECENT_COLUMNS),
+    )
+    return table.rename(columns=RECENT_COLUMNS)
 
 
 def pick_bucket_seconds(span: tuple[float, float] | None) -> int:
@@ -210,7 +327,7 @@ class MetricsDashboard:
     recovery_time: go.Figure
     oom_rescue: go.Figure
     effectiveness: go.Figure
-    recent_events: pd.DataFrame
+    recent_events: pd.DataFrame  # the latest attempts as ``recent_attempts_table`` shows them
     summary: RunSummary
     bucket_seconds: int
 
@@ -237,7 +354,7 @@ def dashboard(store: MetricsStore, *, bucket_seconds: int | None = None, recent:
         recovery_time=recovery_time_chart(store.recovery_time_histogram()),
         oom_rescue=oom_rescue_chart(store.oom_rescue()),
         effectiveness=effectiveness_chart(store.strategy_effectiveness()),
-        recent_events=store.recent_events(recent),
+        recent_events=recent_attempts_table(store.recent_events(recent)),
         summary=store.summary(),
         bucket_seconds=bucket,
     )
@@ -264,6 +381,30 @@ def _template() -> go.layout.Template:
 def _figure(title: str, traces: Sequence[go.BaseTraceType], **layout: Any) -> go.Figure:
     """The figure with the house template, built in one pass (later ``update_*`` calls would validate again)."""
     return go.Figure(list(traces), layout={"template": _template(), "title": title, **layout})
+
+
+def _count_axis(title: str, top: float) -> dict[str, Any]:
+    """An axis of counts: ticks on whole numbers only (1, 2 or 5 × 10ⁿ apart, at most about eight), from zero."""
+    top = float(top) if math.isfinite(top) else 0.0
+    step = next(
+        nice * 10**power
+        for power in itertools.count()
+        for nice in NICE_STEPS
+        if top <= nice * 10**power * MAX_COUNT_TICKS
+    )
+    return {"title": title, "rangemode": "tozero", "tick0": 0, "dtick": step, "tickformat": ",d"}
+
+
+def _edge(seconds: float) -> tuple[str, str]:
+    """A bin edge as (number, unit): whole minutes from a minute up, else seconds."""
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}", "min"
+    return f"{seconds:g}", "s"
+
+
+def _whole(value: float) -> int | None:
+    """A count from a pivoted (float, NaN-holed) frame: an int, or ``None`` for a pair never tried."""
+    return None if value is None or math.isnan(value) else int(value)
 
 
 def _times(column: pd.Series) -> list[str]:

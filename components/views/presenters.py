@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.views.charts import format_seconds
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from recovery import events
 
@@ -83,19 +84,29 @@ def failure_markdown(report: Mapping[str, Any]) -> str:
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The metrics tab's headline: requests, how many succeeded first time, were rescued, or failed."""
+    """The metrics tab's headline: requests that ran, how many succeeded first time, were rescued (and how long the
+    rescue took, failure to video), or failed; requests refused before running are counted apart, not as failures."""
+    refused = summary.get("refused", 0)
+    refused_text = f"{refused} refused before running (invalid input, not counted as failed)"
     if not summary["requests"]:
+        if refused:
+            return f"**No requests have run yet** · {refused_text}"
         return "**No requests recorded yet.** Generate a video, or run a scenario, and the charts fill in."
 
     def share(value: float | None) -> str:
         return "–" if value is None else f"{value:.0%}"
 
-    return (
-        f"**{summary['requests']} requests** · {share(summary['success_share'])} succeeded · "
-        f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a "
-        f"failure) · {summary['failed']} failed · {share(summary['degraded_share'])} degraded · "
-        f"mean attempts {summary['mean_attempts']:.2f}"
-    )
+    mean_recovery = summary.get("mean_recovery_s")
+    took = "" if mean_recovery is None else f"; {format_seconds(mean_recovery)} from failure to video on average"
+    parts = [
+        f"**{summary['requests']} requests ran** · {share(summary['success_share'])} ended with a video",
+        f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a failure"
+        f"{took})",
+        f"{summary['failed']} failed",
+        f"{share(summary['degraded_share'])} degraded",
+        f"mean attempts {summary['mean_attempts']:.2f}",
+    ]
+    return " · ".join([*parts, refused_text] if refused else parts)
 
 
 def scenario_markdown(report: Any) -> str:  # report: components.chaos.scenarios.ScenarioReport
