@@ -70,8 +70,10 @@ def month_of_rows(rng: random.Random) -> tuple[list[RunRow], list[AttemptRow]]:
         tries = 1 + min(rng.choices((1, 2, 3, 4), (50, 30, 15, 5))[0], len(plan) - 1)
         ok = rng.random() < 0.8
         clock = started
+        first_failed_at = None
         for number in range(1, tries + (0 if ok else 1)):
             clock += rng.uniform(2, 60)
+            first_failed_at = first_failed_at or clock
             walked = plan[: min(len(plan) - 1, rng.choice((1, 2, 3)))]
             for step, strategy in enumerate(walked, 1):
                 success = step == len(walked) and (number < tries - 1 or ok)
@@ -105,6 +107,7 @@ def month_of_rows(rng: random.Random) -> tuple[list[RunRow], list[AttemptRow]]:
                 None if ok else failure,
                 quality if ok else None,
                 "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+                first_failed_at,
             )
         )
     return runs, attempts

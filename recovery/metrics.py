@@ -46,7 +46,8 @@ CREATE TABLE IF NOT EXISTS recovery_attempts (
     success INTEGER NOT NULL,
     duration_s REAL NOT NULL,
     started_at REAL NOT NULL,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    request_ok INTEGER
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -81,17 +82,31 @@ _INDEXES_SQL = """
 CREATE INDEX IF NOT EXISTS ix_attempts_finished ON recovery_attempts (finished_at);
 CREATE INDEX IF NOT EXISTS ix_attempts_request ON recovery_attempts (correlation_id, started_at);
 CREATE INDEX IF NOT EXISTS ix_attempts_strategy_request
-    ON recovery_attempts (strategy, correlation_id, success, duration_s);
+    ON recovery_attempts (strategy, correlation_id, success, request_ok, duration_s);
 CREATE INDEX IF NOT EXISTS ix_attempts_type_request
-    ON recovery_attempts (failure_type, strategy, correlation_id, success, duration_s);
+    ON recovery_attempts (failure_type, strategy, correlation_id, success, request_ok, duration_s);
 CREATE UNIQUE INDEX IF NOT EXISTS ix_runs_correlation ON runs (correlation_id);
 CREATE INDEX IF NOT EXISTS ix_runs_finished ON runs (finished_at, ok, recovered, refused);
 CREATE INDEX IF NOT EXISTS ix_runs_first_failure
     ON runs (first_failure_type, refused, attempts, ok, degraded, quality_kept);
 """
-# Columns the ``runs`` table gained after its first release, with their definition for ``ALTER TABLE``.
-_ADDED_RUN_COLUMNS = {"first_failed_at": "REAL", "refused": "INTEGER NOT NULL DEFAULT 0"}
-# Indexes of earlier releases that the current ones replace (same name, other columns; or a name no longer used).
+# Columns the tables gained after their first release, with their definition for ``ALTER TABLE``.
+_ADDED_COLUMNS = {
+    "runs": {"first_failed_at": "REAL", "refused": "INTEGER NOT NULL DEFAULT 0"},
+    "recovery_attempts": {"request_ok": "INTEGER"},
+}
+# ``recovery_attempts.request_ok`` is the ``ok`` of the attempt's request once its run is recorded (NULL before, and
+# for a refused one): the strategy queries then read one table. Kept by these statements, after a write of either.
+_SET_REQUEST_OK_OF_NEW_ATTEMPTS = (
+    "UPDATE recovery_attempts SET request_ok = (SELECT r.ok FROM runs AS r WHERE r.correlation_id = "
+    "recovery_attempts.correlation_id AND r.refused = 0) WHERE id > ?"
+)
+_SET_REQUEST_OK_OF_NEW_RUNS = (
+    "UPDATE recovery_attempts SET request_ok = (SELECT r.ok FROM runs AS r WHERE r.correlation_id = "
+    "recovery_attempts.correlation_id AND r.refused = 0) "
+    "WHERE correlation_id IN (SELECT correlation_id FROM runs WHERE id > ?)"
+)
+# Indexes of earlier releases that the current ones replace (same name, other columns) or that are no longer used.
 _REPLACED_INDEXES = ("ix_runs_finished", "ix_runs_first_failure")
 _DROPPED_INDEXES = ("ix_attempts_strategy", "ix_attempts_type")
 _ATTEMPT_COLUMNS = (
@@ -304,23 +319,29 @@ class MetricsStore:
 
         Before the ``refused`` column, a refused request was the only kind of run recorded with no try at all, so
         those rows are marked refused; an older run has no ``first_failed_at`` and its recovery time is read from
-        the first strategy that acted on it instead.
+        the first strategy that acted on it instead; ``request_ok`` is filled in from the runs kept.
         """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                present = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-                missing = [column for column in _ADDED_RUN_COLUMNS if column not in present]
-                for column in missing:
-                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {_ADDED_RUN_COLUMNS[column]}")
-                if "refused" in missing:
+                added = {table: self._add_missing_columns(table) for table in _ADDED_COLUMNS}
+                if "refused" in added["runs"]:
                     self._db.execute("UPDATE runs SET refused = 1 WHERE attempts = 0 AND NOT ok")
-                for index in (*(_REPLACED_INDEXES if missing else ()), *_DROPPED_INDEXES):
+                if added["recovery_attempts"]:
+                    self._db.execute(_SET_REQUEST_OK_OF_NEW_ATTEMPTS, (0,))
+                for index in (*(_REPLACED_INDEXES if added["runs"] else ()), *_DROPPED_INDEXES):
                     self._db.execute(f"DROP INDEX IF EXISTS {index}")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    def _add_missing_columns(self, table: str) -> list[str]:
+        present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+        missing = [column for column in _ADDED_COLUMNS[table] if column not in present]
+        for column in missing:
+            self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {_ADDED_COLUMNS[table][column]}")
+        return missing
 
     def __call__(self, event: events.RecoveryEvent) -> None:
         """Listener: record every ``recovery.strategy_finished`` event of an applicable strategy, and every failure
@@ -353,7 +374,13 @@ class MetricsStore:
 
     def record_many(self, rows: Iterable[AttemptRow]) -> None:
         """Insert attempts in one transaction, then apply retention."""
-        self._insert("INSERT", "recovery_attempts", _ATTEMPT_COLUMNS, (astuple(row) for row in rows))
+        self._insert(
+            "INSERT",
+            "recovery_attempts",
+            _ATTEMPT_COLUMNS,
+            (astuple(row) for row in rows),
+            _SET_REQUEST_OK_OF_NEW_ATTEMPTS,
+        )
 
     def record_unrecognised(self, signature: Mapping[str, Any], correlation_id: str | None, at: float) -> None:
         """Count one error no rule recognised, so the next version of the classifier can learn the frequent ones."""
@@ -385,14 +412,22 @@ class MetricsStore:
 
     def record_runs(self, rows: Iterable[RunRow]) -> None:
         """Insert runs in one transaction, then apply retention."""
-        self._insert("INSERT OR REPLACE", "runs", _RUN_COLUMNS, (row.values() for row in rows))
+        self._insert(
+            "INSERT OR REPLACE", "runs", _RUN_COLUMNS, (row.values() for row in rows), _SET_REQUEST_OK_OF_NEW_RUNS
+        )
 
-    def _insert(self, verb: str, table: str, columns: Sequence[str], values: Iterable[tuple[Any, ...]]) -> None:
+    def _insert(
+        self, verb: str, table: str, columns: Sequence[str], values: Iterable[tuple[Any, ...]], then: str
+    ) -> None:
+        """Insert ``values`` into ``table``, run ``then`` with the last id before them, apply retention: one
+        transaction."""
         marks = ",".join("?" * len(columns))
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                last_id = self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
                 self._db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
+                self._db.execute(then, (last_id,))
                 self._prune()
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -477,8 +512,8 @@ class MetricsStore:
         on it; a recovered run with neither is left out rather than guessed.
         """
         frame = self._frame(
-            f"SELECT correlation_id, failure_type, attempts, degraded, recovery_time_s, finished_at "
-            f"FROM ({_RECOVERY_TIMES}) ORDER BY finished_at"
+            f"{_RECOVERED} SELECT correlation_id, failure_type, attempts, degraded, recovery_time_s, finished_at "
+            "FROM recovered WHERE recovery_time_s IS NOT NULL ORDER BY finished_at"
         )
         frame["degraded"] = frame["degraded"].astype(bool)
         return _utc(frame, "finished_at")
@@ -493,8 +528,8 @@ class MetricsStore:
             raise ValueError(f"`edges_s` must be finite, strictly increasing and non-empty (got {edges_s!r})")
         cases = " ".join(f"WHEN recovery_time_s < {float(edge)!r} THEN {index}" for index, edge in enumerate(edges_s))
         frame = self._frame(
-            f"SELECT failure_type, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS requests "
-            f"FROM ({_RECOVERY_TIMES}) GROUP BY failure_type, bin ORDER BY failure_type, bin"
+            f"{_RECOVERED} SELECT failure_type, CASE {cases} ELSE {len(edges_s)} END AS bin, count(*) AS requests "
+            "FROM recovered WHERE recovery_time_s IS NOT NULL GROUP BY failure_type, bin ORDER BY failure_type, bin"
         )
         bounds = (0.0, *map(float, edges_s), float("inf"))
         frame.insert(2, "lower_s", [bounds[index] for index in frame["bin"]])
@@ -563,7 +598,7 @@ class MetricsStore:
                 "coalesce(sum(degraded), 0), avg(CASE WHEN NOT refused THEN attempts END), coalesce(sum(refused), 0), "
                 "coalesce(sum(first_failure_type IS NOT NULL AND NOT refused), 0) FROM runs"
             ).fetchone()
-            mean_recovery_s = self._db.execute(f"SELECT avg(recovery_time_s) FROM ({_RECOVERY_TIMES})").fetchone()[0]
+            mean_recovery_s = self._db.execute(f"{_RECOVERED} SELECT avg(recovery_time_s) FROM recovered").fetchone()[0]
 
         def share(part: int, whole: int) -> float | None:
             return part / whole if whole else None
@@ -589,31 +624,29 @@ class MetricsStore:
 
 
 # Recovered runs and their recovery time, first failure to delivered video; an older run without
-# ``first_failed_at`` is dated from the first strategy that acted on it (just after its first failure).
-_RECOVERY_TIMES = (
-    "SELECT correlation_id, first_failure_type AS failure_type, attempts, degraded, finished_at, recovery_time_s "
-    "FROM (SELECT r.correlation_id, r.first_failure_type, r.attempts, r.degraded, r.finished_at, "
-    "r.finished_at - coalesce(r.first_failed_at, (SELECT min(a.started_at) FROM recovery_attempts AS a "
-    "WHERE a.correlation_id = r.correlation_id)) AS recovery_time_s FROM runs AS r WHERE r.recovered) "
-    "WHERE recovery_time_s IS NOT NULL"
+# ``first_failed_at`` is dated from the first strategy that acted on it (just after its first failure). Materialised,
+# so the dating subquery runs once per run, not once per use of ``recovery_time_s`` (a histogram's every bin edge).
+_RECOVERED = (
+    "WITH recovered AS MATERIALIZED (SELECT r.correlation_id, r.first_failure_type AS failure_type, r.attempts, "
+    "r.degraded, r.finished_at, r.finished_at - coalesce(r.first_failed_at, (SELECT min(a.started_at) "
+    "FROM recovery_attempts AS a WHERE a.correlation_id = r.correlation_id)) AS recovery_time_s "
+    "FROM runs AS r WHERE r.recovered) "
 )
 
 
 def _strategy_outcomes(keys: Sequence[str]) -> str:
-    """The SQL of the strategy success queries, grouped by ``keys``: each strategy's attempts are first folded into
-    one row per request (did its step ever go through, how long it ran), then joined to the request's run, so a
-    strategy is credited with a success only when its request ended with a video."""
+    """The SQL of the strategy success queries, grouped by ``keys``: of the finished requests a strategy acted in
+    (``request_ok`` known), those where its step went through and the request then ended with a video. Distinct
+    requests, so a strategy that ran twice in one request counts that request once."""
     group = ", ".join(keys)
-    outer = ", ".join(f"a.{key}" for key in keys)
-    order = "a.failure_type, success_rate DESC, a.strategy" if "failure_type" in keys else "a.strategy"
+    order = "failure_type, success_rate DESC, strategy" if "failure_type" in keys else "strategy"
     return (
-        f"WITH acted AS (SELECT {group}, correlation_id, count(*) AS runs, max(success) AS step_ok, "
-        f"sum(duration_s) AS step_s FROM recovery_attempts GROUP BY {group}, correlation_id) "
-        f"SELECT {outer}, count(r.id) AS requests, coalesce(sum(a.step_ok AND r.ok), 0) AS successes, "
-        "CAST(sum(a.step_ok AND r.ok) AS REAL) / count(r.id) AS success_rate, sum(a.runs) AS attempts, "
-        "sum(a.step_s) / sum(a.runs) AS mean_duration_s "
-        "FROM acted AS a LEFT JOIN runs AS r ON r.correlation_id = a.correlation_id AND r.refused = 0 "
-        f"GROUP BY {outer} ORDER BY {order}"
+        f"SELECT {group}, requests, successes, CAST(successes AS REAL) / requests AS success_rate, attempts, "
+        f"mean_duration_s FROM (SELECT {group}, "
+        "count(DISTINCT CASE WHEN request_ok IS NOT NULL THEN correlation_id END) AS requests, "
+        "count(DISTINCT CASE WHEN success AND request_ok THEN correlation_id END) AS successes, "
+        f"count(*) AS attempts, avg(duration_s) AS mean_duration_s FROM recovery_attempts GROUP BY {group}) "
+        f"ORDER BY {order}"
     )
 
 

@@ -14,7 +14,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 from functools import cache
 from typing import Any
 
@@ -46,6 +46,7 @@ MAX_BUCKETS = 60
 OUTCOME_COLOURS = {"first_try": "#4c9a6a", "recovered": "#c9a227", "failed": "#c0504d", "refused": "#9aa3ad"}
 NICE_STEPS = (1, 2, 5)
 MAX_COUNT_TICKS = 8
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 STEP_WORDS = {True: "worked", False: "did not help"}
 RUN_ENDINGS = {"first try": "video", "recovered": "video after recovery", "failed": "no video"}
 RECENT_COLUMNS = {
@@ -296,7 +297,7 @@ def recent_attempts_table(frame: pd.DataFrame, tz: tzinfo | None = None) -> pd.D
     machine's local zone by default) to the second, durations rounded, plain headers, words for outcomes."""
     table = pd.DataFrame(
         {
-            "time": [stamp.to_pydatetime().astimezone(tz).strftime("%Y-%m-%d %H:%M:%S") for stamp in frame["time"]],
+            "time": [datetime.fromtimestamp(stamp.timestamp(), tz).strftime(TIME_FORMAT) for stamp in frame["time"]],
             "correlation_id": frame["correlation_id"].tolist(),
             "failure_type": frame["failure_type"].tolist(),
             "severity": frame["severity"].tolist(),

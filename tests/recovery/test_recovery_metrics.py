@@ -328,9 +328,15 @@ def test_time_span_covers_both_tables(store: MetricsStore) -> None:
             "COVERING INDEX ix_runs_finished",
         ),
         (
-            "SELECT strategy, correlation_id, count(*), max(success), sum(duration_s) FROM recovery_attempts "
-            "GROUP BY strategy, correlation_id",
+            "SELECT strategy, count(DISTINCT CASE WHEN request_ok IS NOT NULL THEN correlation_id END), "
+            "count(DISTINCT CASE WHEN success AND request_ok THEN correlation_id END), count(*), avg(duration_s) "
+            "FROM recovery_attempts GROUP BY strategy",
             "COVERING INDEX ix_attempts_strategy_request",
+        ),
+        (
+            "SELECT failure_type, strategy, count(DISTINCT CASE WHEN success AND request_ok THEN correlation_id END), "
+            "avg(duration_s) FROM recovery_attempts GROUP BY failure_type, strategy",
+            "COVERING INDEX ix_attempts_type_request",
         ),
         ("SELECT min(started_at) FROM recovery_attempts WHERE correlation_id = 'a'", "ix_attempts_request"),
         ("SELECT * FROM runs WHERE finished_at < 5", "ix_runs_finished"),
@@ -407,6 +413,21 @@ def test_a_strategy_whose_step_failed_is_not_credited_with_the_video(store: Metr
     store.record_run(run_row("a", attempts=2, first=failure))
     rates = store.success_rate_by_strategy().set_index("strategy")["success_rate"].to_dict()
     assert rates == {"automatic_repair": 0.0, "intelligent_fallback": 1.0}
+
+
+def test_attempts_recorded_after_their_run_still_join_it(store: MetricsStore) -> None:
+    """The order of recording does not matter: attempts written after their request's run count for it."""
+    store.record_run(run_row("a", attempts=2, first="vram_exhaustion"))
+    store.record(row("parameter_adjustment", cid="a"))
+    assert store.success_rate_by_strategy()[["requests", "successes"]].values.tolist() == [[1, 1]]
+
+
+def test_a_run_recorded_again_updates_its_strategies(store: MetricsStore) -> None:
+    """A request first recorded as failed, then again as delivered, counts its strategy as a success."""
+    store.record(row(cid="a"))
+    store.record_run(run_row("a", ok=False, attempts=2, first="vram_exhaustion", final="vram_exhaustion"))
+    store.record_run(run_row("a", attempts=2, first="vram_exhaustion"))
+    assert store.success_rate_by_strategy()["success_rate"].tolist() == [1.0]
 
 
 def test_a_request_still_running_is_not_counted_yet(store: MetricsStore) -> None:
@@ -539,6 +560,8 @@ INSERT INTO runs (correlation_id, started_at, finished_at, duration_s, ok, attem
     first_failure_type, final_failure_type, quality_kept, model_id) VALUES
     ('refused', 900, 900, 0, 0, 0, 0, 0, 'invalid_parameters', 'invalid_parameters', NULL, NULL),
     ('failed', 900, 950, 50, 0, 2, 0, 0, 'vram_exhaustion', 'vram_exhaustion', NULL, 'tiny-wan');
+INSERT INTO recovery_attempts (correlation_id, attempt, failure_type, severity, strategy, success, duration_s,
+    started_at, finished_at) VALUES ('failed', 1, 'vram_exhaustion', 'medium', 'immediate_retry', 1, 0.1, 920, 920.1);
 """
 
 
@@ -566,6 +589,16 @@ def test_an_old_file_opens_marks_its_refusals_and_records(old_file: Path, clock)
         )
     finally:
         store.close()
+
+
+def test_an_old_file_joins_its_attempts_to_their_runs(old_file: Path, clock) -> None:
+    """The attempts of a first-release file count for their requests: a retry in a request that failed, 0 of 1."""
+    store = MetricsStore(old_file, clock=clock)
+    try:
+        frame = store.success_rate_by_strategy()
+    finally:
+        store.close()
+    assert frame[["strategy", "requests", "successes"]].values.tolist() == [["immediate_retry", 1, 0]]
 
 
 def test_an_old_file_gets_the_current_indexes(old_file: Path, clock) -> None:
