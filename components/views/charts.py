@@ -92,6 +92,8 @@ def format_seconds(seconds: float | None) -> str:
     """A duration as people read it: ``0.42 s``, ``3.5 s``, ``42 s``, ``1 min 3 s``, ``2 h 5 min``; ``–`` if unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "–"
+    if seconds < 0.005:
+        return "< 0.01 s"
     if seconds < 0.995:
         return f"{seconds:.2f} s"
     if seconds < 9.95:
