@@ -58,6 +58,7 @@ from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 __all__ = [
     "ErrorResponse",
     "EventFeed",
+    "FeedSubscription",
     "FeedMessage",
     "GenerateBody",
     "GenerateResponse",
@@ -691,24 +692,37 @@ class EventFeed:
             except RuntimeError:  # that subscriber's loop has closed; its stream is ending
                 pass
 
-    async def stream(self, *, replay: bool = False) -> AsyncIterator[dict[str, Any]]:
-        """Messages as they happen (after the recent recovery attempts, with ``replay``), until the consumer
-        stops."""
-        entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]] = (
-            asyncio.get_running_loop(),
-            asyncio.Queue(),
-        )
+    def subscribe(self, *, replay: bool = False) -> FeedSubscription:
+        """A subscription from now on (after the recent recovery attempts, with ``replay``): nothing published
+        after this call is missed. Close it when done."""
+        subscription = FeedSubscription(self, asyncio.get_running_loop())
         with self._lock:
             backlog = list(self.recent) if replay else []
-            self._subscribers.add(entry)
-        try:
-            for message in backlog:
-                yield message
-            while True:
-                yield await entry[1].get()
-        finally:
-            with self._lock:
-                self._subscribers.discard(entry)
+            self._subscribers.add(subscription.entry)
+        for message in backlog:
+            subscription.entry[1].put_nowait(message)
+        return subscription
+
+    def unsubscribe(self, subscription: FeedSubscription) -> None:
+        with self._lock:
+            self._subscribers.discard(subscription.entry)
+
+
+class FeedSubscription:
+    """One subscriber's messages, in order, as an async iterator (on the event loop that subscribed)."""
+
+    def __init__(self, feed: EventFeed, loop: asyncio.AbstractEventLoop) -> None:
+        self.feed = feed
+        self.entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]] = (loop, asyncio.Queue())
+
+    def __aiter__(self) -> FeedSubscription:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        return await self.entry[1].get()
+
+    def close(self) -> None:
+        self.feed.unsubscribe(self)
 
 
 class RestQueue:
@@ -956,15 +970,18 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
                     f"{request.query_params['types']!r:.80}",
                     f"must name some of {', '.join(FEED_TYPES)}",
                 )
-        replay = _FLAGS[replay_text]
+        subscription = feed.subscribe(replay=_FLAGS[replay_text])  # before the answer starts: nothing is missed
 
         async def body() -> AsyncIterator[str]:
-            yield ": kintsugi event feed\n\n"
-            async for message in feed.stream(replay=replay):
-                if await request.is_disconnected():
-                    return
-                if message["type"] in wanted:
-                    yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
+            try:
+                yield ": kintsugi event feed\n\n"
+                async for message in subscription:
+                    if await request.is_disconnected():
+                        return
+                    if message["type"] in wanted:
+                        yield f"event: {message['type']}\ndata: {json.dumps(message)}\n\n"
+            finally:
+                subscription.close()
 
         return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
