@@ -212,7 +212,7 @@ def test_event_feed_streams_queue_and_progress_of_a_rest_request(app_url: str) -
     import httpx
     from pydantic import TypeAdapter
 
-    from components.http_api import FeedMessage
+    from components.views import FeedMessage
 
     key, adapter = uuid.uuid4().hex, TypeAdapter(FeedMessage)
     request = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 1}

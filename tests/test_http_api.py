@@ -17,18 +17,11 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 
 from components.generation.request import GenerationRequest
-from components.http_api import (
-    FALLBACK_HEADER,
-    EventFeed,
-    GenerateBody,
-    GenerateResponse,
-    ReplayedResponse,
-    RequestStatus,
-    build_router,
-)
+from components.http_api import FALLBACK_HEADER, EventFeed, build_router
 from components.journal import RequestState
 from components.service import GenerationService
 from components.settings import Settings
+from components.views import GenerateBody, GenerateResponse, ReplayedResponse, RequestStatus
 from tests.support.app_process import free_port
 from tests.support.spec import SPEC_ERROR_KEYS
 

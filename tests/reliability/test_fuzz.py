@@ -13,7 +13,7 @@ from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from components.generation.request import LIMITS, GenerationRequest, validate_request
-from components.http_api import GenerateBody, check_body
+from components.views import GenerateBody, check_body
 from recovery.errors import InvalidParameterError
 from tests.support.spec import SPEC_ERROR_KEYS
 
