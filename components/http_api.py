@@ -1,10 +1,11 @@
 """The REST side of the app: JSON generation with the spec's error shape, videos, and a live event feed (SSE).
 
-Requests and answers are pydantic models (``GenerateBody``, ``GenerateResponse``, ``ReplayedResponse``,
-``RequestStatus``, ``ErrorResponse``), so ``/api/v1/openapi.json`` lists every field. The body is checked here, all
-of it at once: a key that is not a parameter (``frames``), a value of the wrong type or outside ``LIMITS`` is
-refused, each one named in ``error.fields`` and in the message, with nothing run. Wan's shape rules are not refused:
-the service still corrects them (width 100 → 96) and the answer reports it in ``corrections``. Only
+Requests and answers are the pydantic models of ``components.views.rest_schema`` (``GenerateBody``,
+``GenerateResponse``, ``ReplayedResponse``, ``RequestStatus``, ``ErrorResponse``, ``FeedMessage``), so
+``/api/v1/openapi.json`` lists every field. The body is checked before the service sees it, all of it at once: a
+key that is not a parameter (``frames``), a value of the wrong type or outside ``LIMITS`` is refused, each one named
+in ``error.fields`` and in the message, journaled as failed, nothing run. Wan's shape rules are not refused: the
+service still corrects them (width 100 → 96) and the answer reports it in ``corrections``. Only
 ``application/json`` is read (415 otherwise; a request without a content type is read as JSON).
 
 ``POST /api/v1/generate`` takes an optional ``Idempotency-Key`` header: it becomes the request's correlation id,
@@ -167,12 +168,19 @@ def _error_report(service: GenerationService, error: InvalidParameterError) -> d
 
 
 def _body_error(
-    service: GenerationService, parameter: str, value: Any, constraint: str, *, status_code: int = 422
+    service: GenerationService,
+    parameter: str,
+    value: Any,
+    constraint: str,
+    *,
+    got: str | None = None,
+    status_code: int = 422,
 ) -> JSONResponse:
-    """A request that is not a request at all (not a JSON object, a bad header), in the spec's error shape, the
-    parameter named; nothing is journaled."""
+    """A request that is not a request at all (not a JSON object, a bad header or query), in the spec's error
+    shape, the parameter named with ``got`` (by default the value's repr, shortened); nothing is journaled."""
+    got = f"{value!r:.80}" if got is None else got
     error = InvalidParameterError(
-        f"`{parameter}` {constraint} (got {value})", parameter=parameter, value=value, constraint=constraint
+        f"`{parameter}` {constraint} (got {got})", parameter=parameter, value=value, constraint=constraint
     )
     return JSONResponse({**_error_report(service, error), "correlation_id": None}, status_code=status_code)
 
@@ -461,19 +469,17 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         service = get_service()
         content_type = request.headers.get("content-type")
         if content_type is not None and content_type.split(";", 1)[0].strip().lower() != "application/json":
-            return _body_error(
-                service, "Content-Type", f"{content_type!r:.80}", "must be application/json", status_code=415
-            )
+            return _body_error(service, "Content-Type", content_type, "must be application/json", status_code=415)
         if idempotency_key is not None and not CORRELATION_ID.fullmatch(idempotency_key):
             return _body_error(
-                service, "Idempotency-Key", f"{idempotency_key!r:.80}", "must be 1 to 64 letters, digits, `_` or `-`"
+                service, "Idempotency-Key", idempotency_key, "must be 1 to 64 letters, digits, `_` or `-`"
             )
         try:
             raw = json.loads(await request.body())
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
-            return _body_error(service, "body", "text that is not JSON", "must be a JSON object")
+            return _body_error(service, "body", None, "must be a JSON object", got="text that is not JSON")
         if not isinstance(raw, dict):
-            return _body_error(service, "body", f"a JSON {type(raw).__name__}", "must be a JSON object")
+            return _body_error(service, "body", raw, "must be a JSON object", got=f"a JSON {type(raw).__name__}")
         body, problems = check_body(raw, data_dir=str(service.settings.data_dir))
         if idempotency_key is not None and (entry := service.request_status(idempotency_key)) is not None:
             return _repeated(service, entry, body, problems)
@@ -561,16 +567,13 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         service = get_service()
         replay_text = request.query_params.get("replay", "false").strip().lower()
         if replay_text not in _FLAGS:
-            return _body_error(service, "replay", f"{replay_text!r:.80}", "must be true or false")
+            return _body_error(service, "replay", replay_text, "must be true or false")
         wanted = set(FEED_TYPES)
         if "types" in request.query_params:
             wanted = {name.strip() for name in request.query_params["types"].split(",") if name.strip()}
             if not wanted or not wanted <= set(FEED_TYPES):
                 return _body_error(
-                    service,
-                    "types",
-                    f"{request.query_params['types']!r:.80}",
-                    f"must name some of {', '.join(FEED_TYPES)}",
+                    service, "types", request.query_params["types"], f"must name some of {', '.join(FEED_TYPES)}"
                 )
         subscription = feed.subscribe(replay=_FLAGS[replay_text])  # before the answer starts: nothing is missed
 

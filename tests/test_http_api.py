@@ -14,14 +14,23 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
 from components.generation.request import GenerationRequest
-from components.http_api import FALLBACK_HEADER, EventFeed, build_router
+from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, build_router, progress_message
 from components.journal import RequestState
 from components.service import GenerationService
 from components.settings import Settings
-from components.views import GenerateBody, GenerateResponse, ReplayedResponse, RequestStatus
+from components.views import (
+    FeedMessage,
+    GenerateBody,
+    GenerateResponse,
+    ReplayedResponse,
+    RequestStatus,
+    ServiceEvent,
+    ServiceEventKind,
+)
 from tests.support.app_process import free_port
 from tests.support.spec import SPEC_ERROR_KEYS
 
@@ -164,7 +173,9 @@ def test_a_body_that_is_not_json_by_its_content_type_is_415(
     answer = client.post("/api/v1/generate", content=b'{"prompt": "a boat"}', headers={"content-type": content_type})
     error = _error(answer, 415)
     assert answer.json()["correlation_id"] is None and "`Content-Type`" in error["message"]
-    assert error["fields"][0]["parameter"] == "Content-Type"
+    assert error["fields"] == [
+        {"parameter": "Content-Type", "value": content_type, "constraint": "must be application/json"}
+    ]
     assert (service.journal.unfinished(), _outputs(service)) == before
 
 
@@ -310,3 +321,46 @@ def test_a_video_named_in_the_new_form_is_served(client: TestClient, service: Ge
     served = client.get(f"/api/v1/videos/{name}.mp4")
     assert served.status_code == 200 and served.content[4:8] == b"ftyp"
     assert client.get(f"/api/v1/videos/a{name}.mp4").status_code == 404
+
+
+# -- the feed's own messages --------------------------------------------------------------------------------------
+def test_queue_positions_move_up_as_requests_ahead_end() -> None:
+    """Three REST requests in flight are at 1, 2, 3; when the first ends, the two behind it are told 1 and 2."""
+    sent: list[dict[str, Any]] = []
+    line = RestQueue(sent.append)
+    for name in ("a", "b", "c"):
+        line.join(name)
+    line.leave("a")
+    line.leave("a")  # a second leave changes nothing
+    assert [(m["correlation_id"], m["data"]["position"], m["data"]["ahead"]) for m in sent] == [
+        ("a", 1, 0),
+        ("b", 2, 1),
+        ("c", 3, 2),
+        ("b", 1, 0),
+        ("c", 2, 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "expected"),
+    [
+        (ServiceEventKind.PHASE, {"phase": "load", "attempt": 1}, ("load", None, None, None)),
+        (ServiceEventKind.PROGRESS, {"step": 1, "total": 4, "attempt": 1}, ("denoise", 1, 4, None)),
+        (ServiceEventKind.PROGRESS, {"phase": "decode", "step": 2, "total": 3, "eta_s": 1.5}, ("decode", 2, 3, 1.5)),
+    ],
+)
+def test_progress_messages_are_made_from_phase_and_step_events(
+    kind: ServiceEventKind, data: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    """A phase start and a step (denoise unless the event names its phase) become typed `progress` messages."""
+    message = progress_message(ServiceEvent(kind, "", data), "abc")
+    assert message is not None and TypeAdapter(FeedMessage).validate_python(message).type == "progress"
+    assert (message["data"]["phase"], message["data"]["step"], message["data"]["total"], message["data"]["eta_s"]) == (
+        expected
+    )
+
+
+@pytest.mark.parametrize("kind", [ServiceEventKind.CORRECTION, ServiceEventKind.DOWNLOAD, ServiceEventKind.RECOVERY])
+def test_other_service_events_are_not_progress(kind: ServiceEventKind) -> None:
+    """Corrections, downloads and recovery events are not `progress` (recovery has its own message)."""
+    assert progress_message(ServiceEvent(kind, "", {}), "abc") is None
