@@ -441,6 +441,16 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
                 "description": "The video (`GenerateResponse`), or for a repeated Idempotency-Key the first "
                 "answer (`ReplayedResponse`, header `Idempotent-Replayed: true`). Header `Kintsugi-Fallback: "
                 "<from> -> <to>` when another model stood in",
+                "headers": {
+                    FALLBACK_HEADER: {
+                        "description": "`<asked model> -> <model used>` when another model stood in",
+                        "schema": {"type": "string"},
+                    },
+                    "Idempotent-Replayed": {
+                        "description": "`true` on the replayed answer of a repeated Idempotency-Key",
+                        "schema": {"type": "string"},
+                    },
+                },
             },
             409: {"model": ErrorResponse, "description": "The Idempotency-Key's request is still running"},
             415: {"model": ErrorResponse, "description": "A content type other than application/json"},

@@ -91,7 +91,7 @@ def test_unknown_field_is_refused_named_with_a_suggestion_and_nothing_runs(
     client: TestClient, service: GenerationService
 ) -> None:
     """`frames` (for `num_frames`) is refused, named with the field it resembles; the request is journaled as
-    failed, never accepted, and no video is written."""
+    failed with that error and counted as a run of no attempt, never accepted, and no video is written."""
     before = _outputs(service)
     answer = client.post("/api/v1/generate", json={**SMALL, "frames": 17})
     error = _error(answer)
@@ -100,9 +100,13 @@ def test_unknown_field_is_refused_named_with_a_suggestion_and_nothing_runs(
     assert error["fields"] == [
         {"parameter": "frames", "value": 17, "constraint": "is not a parameter (did you mean `num_frames`?)"}
     ]
-    entry = service.request_status(answer.json()["correlation_id"])
+    correlation_id = answer.json()["correlation_id"]
+    entry = service.request_status(correlation_id)
     assert entry is not None and entry.status is RequestState.FAILED and entry.request is None
-    assert _outputs(service) == before
+    assert entry.result is not None and entry.result["error"] == error
+    with sqlite3.connect(service.settings.metrics_db) as reader:
+        run = reader.execute("SELECT ok, attempts FROM runs WHERE correlation_id = ?", (correlation_id,)).fetchone()
+    assert run == (0, 0) and _outputs(service) == before
 
 
 def test_every_invalid_field_is_reported_at_once(client: TestClient) -> None:
