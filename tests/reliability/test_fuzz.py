@@ -102,8 +102,10 @@ def test_the_rest_body_refuses_exactly_what_validation_refuses(values: dict[str,
     try:
         validate_request(GenerationRequest(**values), rng=random.Random(0))
     except InvalidParameterError as exc:
+        event(f"refused by both: {len(problems)} parameter(s)")
         assert body is None and exc.parameter in [problem["parameter"] for problem in problems]
         return
+    event("accepted by both")
     assert body is not None and problems == []
 
 
@@ -212,6 +214,8 @@ def test_rest_refuses_every_malformed_body_with_the_spec_error(api_client: Any, 
     assume(expected is not None)  # a valid body would generate a video: covered by the journal tests
     assert expected is not None
     event(f"refused: {expected[0][0] if expected[0] else 'unknown keys only'}")
+    if expected[1]:
+        event("with unknown keys")
     _assert_refused(api_client.post("/api/v1/generate", content=json.dumps(body)), *expected)
 
 
