@@ -84,6 +84,7 @@ FALLBACK_HEADER = "Kintsugi-Fallback"
 
 
 def _invalid(problems: list[dict[str, Any]]) -> InvalidParameterError:
+    """The one error a body's problems are refused with: its message names them all."""
     first = problems[0]
     return InvalidParameterError(
         problems_message(problems),
@@ -94,6 +95,7 @@ def _invalid(problems: list[dict[str, Any]]) -> InvalidParameterError:
 
 
 def _fallback(asked: str | None, used: str | None) -> Fallback | None:
+    """Another model stood in when the one used is not the one asked for (the request's, or the default)."""
     return Fallback(from_model=asked, to_model=used) if asked and used and asked != used else None
 
 
