@@ -115,25 +115,41 @@ class GenerationService:
                 request = GenerationRequest.from_dict({"model_id": self.settings.model, **request})
             checked, corrections = validate_request(request)
         except (KintsugiError, TypeError, ValueError) as exc:
-            failure = self.reporter.failure(exc, correlation_id, request)
-            self.keeper.reject(correlation_id, failure)
-            now = time.time()
-            error_type = failure.report["error"]["type"]
-            self.metrics.try_record_run(
-                RunRow(
-                    correlation_id,
-                    now,
-                    now,
-                    ok=False,
-                    attempts=0,
-                    first_failure_type=error_type,
-                    final_failure_type=error_type,
-                    refused=True,
-                )
-            )
-            raise failure from exc
+            raise self._refused(exc, correlation_id, request) from exc
         self.keeper.accept(correlation_id, checked)
         yield from self._run(checked, corrections, correlation_id, session_id)
+
+    def refuse(
+        self, error: BaseException, correlation_id: str | None = None, *, fields: list[dict[str, Any]] | None = None
+    ) -> GenerationFailedError:
+        """A request a front-end refused before admission (REST's schema check): journaled as failed under
+        ``correlation_id`` (claimed as ``generate`` claims it), with its metrics run; the failure to answer. Its
+        report's error carries ``fields``, every invalid parameter, when given."""
+        return self._refused(error, self.keeper.claim(correlation_id), None, fields)
+
+    def _refused(
+        self, error: BaseException, correlation_id: str, request: Any, fields: list[dict[str, Any]] | None = None
+    ) -> GenerationFailedError:
+        """File a request refused at admission: failed in the journal, one run in the metrics."""
+        failure = self.reporter.failure(error, correlation_id, request)
+        if fields is not None:
+            failure.report["error"]["fields"] = fields
+        self.keeper.reject(correlation_id, failure)
+        now = time.time()
+        error_type = failure.report["error"]["type"]
+        self.metrics.try_record_run(
+            RunRow(
+                correlation_id,
+                now,
+                now,
+                ok=False,
+                attempts=0,
+                first_failure_type=error_type,
+                final_failure_type=error_type,
+                refused=True,
+            )
+        )
+        return failure
 
     def generate_video(
         self, request: GenerationRequest | Mapping[str, Any], *, correlation_id: str | None = None

@@ -66,13 +66,14 @@ def test_rest_generate_returns_video_url_and_result(app_url: str) -> None:
 
 
 def test_rest_invalid_request_answers_the_spec_error_shape(app_url: str) -> None:
-    """A bad parameter gives 422 with the spec's error fields and the parameter named in the message."""
+    """A bad parameter gives 422 with the spec's error fields (and `fields`, the parameters refused) and the
+    parameter named in the message."""
     import httpx
 
     answer = httpx.post(app_url + "api/v1/generate", json={"prompt": "a boat", "steps": 0}, timeout=60)
     assert answer.status_code == 422
     error = answer.json()["error"]
-    assert set(error) == SPEC_ERROR_KEYS
+    assert set(error) == SPEC_ERROR_KEYS | {"fields"} and [field["parameter"] for field in error["fields"]] == ["steps"]
     assert error["type"] == "invalid_parameters" and "`steps`" in error["message"]
 
 
@@ -102,8 +103,11 @@ def test_event_feed_streams_recovery_attempts_as_sse(app_url: str) -> None:
     messages: list[dict] = []
     with httpx.stream("GET", app_url + "api/v1/events", timeout=120) as stream:
         threading.Thread(target=fail_one, daemon=True).start()
+        event = None
         for line in stream.iter_lines():
-            if line.startswith("data: "):
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "recovery_attempt":
                 messages.append(json.loads(line[6:]))
                 break
     message = messages[0]
@@ -196,3 +200,42 @@ def test_api_rollback_with_nothing_kept_says_there_is_nothing(app_url: str) -> N
     """A rollback with no earlier revision kept says so, not that the model needs a different version."""
     text = _client(app_url).predict("kintsugi/tiny-wan-random", api_name="/model_rollback")
     assert text.startswith("**Nothing to roll back to.**") and "version" not in text.lower().split("revision")[0]
+
+
+def test_event_feed_streams_queue_and_progress_of_a_rest_request(app_url: str) -> None:
+    """A REST request's place in line (`queue`) and each denoising step (`progress`) arrive on the SSE feed under
+    their own `event:` lines, as typed messages (`FeedMessage`) naming the request."""
+    import json
+    import threading
+    import uuid
+
+    import httpx
+    from pydantic import TypeAdapter
+
+    from components.views import FeedMessage
+
+    key, adapter = uuid.uuid4().hex, TypeAdapter(FeedMessage)
+    request = {"prompt": "a boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 1}
+
+    def generate() -> None:
+        httpx.post(app_url + "api/v1/generate", json=request, headers={"Idempotency-Key": key}, timeout=120)
+
+    mine: list = []
+    with httpx.stream("GET", app_url + "api/v1/events?types=progress,queue", timeout=120) as stream:
+        threading.Thread(target=generate, daemon=True).start()
+        event = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                message = adapter.validate_python(json.loads(line[6:]))
+                assert message.type == event
+                if message.correlation_id == key:
+                    mine.append(message)
+                if any(m.type == "progress" and m.data.step == 2 for m in mine):
+                    break
+    queue = [m.data for m in mine if m.type == "queue"]
+    assert queue and queue[0].position == queue[0].ahead + 1
+    steps = [(m.data.phase, m.data.step, m.data.total) for m in mine if m.type == "progress" and m.data.step]
+    assert steps == [("denoise", 1, 2), ("denoise", 2, 2)]
+    assert any(m.type == "progress" and m.data.step is None and m.data.phase == "load" for m in mine)

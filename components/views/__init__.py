@@ -1,5 +1,5 @@
 """What the user sees, for the app and notebooks alike: the service's events, results and reports, their text,
-the metrics charts and the Models tab's actions. No Gradio objects here.
+the metrics charts, the Models tab's actions and the REST API's schema. No Gradio objects here.
 """
 
 from components.views.charts import (
@@ -27,16 +27,34 @@ from components.views.presenters import (
     timeline_line,
 )
 from components.views.reports import EMBEDDED_MODEL_NOTE, GenerationResult, Reporter, ServiceEvent, ServiceEventKind
+from components.views.rest_schema import (
+    FEED_TYPES,
+    ErrorResponse,
+    FeedMessage,
+    GenerateBody,
+    GenerateResponse,
+    ReplayedResponse,
+    RequestStatus,
+    check_body,
+)
 
 __all__ = [
     "EMBEDDED_MODEL_NOTE",
+    "FEED_TYPES",
+    "ErrorResponse",
+    "FeedMessage",
+    "GenerateBody",
+    "GenerateResponse",
     "GenerationResult",
     "MetricsDashboard",
     "ModelActions",
     "NO_DATA",
+    "ReplayedResponse",
     "Reporter",
+    "RequestStatus",
     "ServiceEvent",
     "ServiceEventKind",
+    "check_body",
     "dashboard",
     "duration_bin_labels",
     "effectiveness_chart",

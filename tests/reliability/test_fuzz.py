@@ -13,6 +13,7 @@ from hypothesis import assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from components.generation.request import LIMITS, GenerationRequest, validate_request
+from components.views import GenerateBody, check_body
 from recovery.errors import InvalidParameterError
 from tests.support.spec import SPEC_ERROR_KEYS
 
@@ -88,6 +89,26 @@ def test_any_request_validates_or_is_refused_naming_the_parameter(values: dict[s
     assert 0.0 <= checked.guidance_scale <= LIMITS.max_guidance and len(checked.prompt) <= LIMITS.max_prompt_chars
 
 
+@settings(max_examples=600, deadline=None)
+@given(
+    values=st.fixed_dictionaries(
+        {"prompt": field_values["prompt"]}, optional={name: field_values[name] for name in FIELDS if name != "prompt"}
+    )
+)
+def test_the_rest_body_refuses_exactly_what_validation_refuses(values: dict[str, Any]) -> None:
+    """REST's `GenerateBody` accepts a request exactly when validate_request does (a shape Wan cannot use stays a
+    correction, not a refusal), and when it refuses, it names the parameter validate_request names."""
+    body, problems = check_body(values)
+    try:
+        validate_request(GenerationRequest(**values), rng=random.Random(0))
+    except InvalidParameterError as exc:
+        event(f"refused by both: {len(problems)} parameter(s)")
+        assert body is None and exc.parameter in [problem["parameter"] for problem in problems]
+        return
+    event("accepted by both")
+    assert body is not None and problems == []
+
+
 plausible = st.fixed_dictionaries(
     {
         "prompt": st.text(min_size=1, max_size=80).filter(lambda text: text.strip() and "\x00" not in text),
@@ -137,24 +158,35 @@ def test_request_without_prompt_is_refused_naming_it() -> None:
 
 
 # -- over REST ------------------------------------------------------------------------------------------------------
-def _expected_parameter(body: Any) -> str | None:
-    """The parameter the API must name for ``body``; ``None`` when the body is a valid request (it would run)."""
+BODY_FIELDS = frozenset(GenerateBody.model_fields)
+
+
+def _expected_refusal(body: Any) -> tuple[list[str], int] | None:
+    """What the API must name for ``body``: the request fields (the body itself when it is not an object) and the
+    number of keys that are not parameters; ``None`` when the body is a valid request (it would run)."""
     if not isinstance(body, dict):
-        return "body"
+        return ["body"], 0
+    unknown = sum(1 for key in body if key not in BODY_FIELDS)
     if "prompt" not in body:
-        return "prompt"
+        return ["prompt"], unknown
     try:
         validate_request(GenerationRequest.from_dict(body), rng=random.Random(0))
     except InvalidParameterError as exc:
-        return exc.parameter
-    return None
+        return [str(exc.parameter)], unknown
+    return ([], unknown) if unknown else None
 
 
-def _assert_refused(answer: Any, parameter: str) -> None:
+def _assert_refused(answer: Any, parameters: list[str], unknown: int = 0) -> None:
+    """422 in the spec's error shape, every expected parameter named in the message, one entry of `error.fields`
+    per key that is not a parameter (its name may be scrubbed: counted, not matched)."""
     assert answer.status_code == 422, answer.text
     body = answer.json()
-    assert set(body) == {"error", "correlation_id"} and set(body["error"]) == ERROR_KEYS
-    assert body["error"]["type"] == "invalid_parameters" and f"`{parameter}`" in body["error"]["message"]
+    assert set(body) == {"error", "correlation_id"} and ERROR_KEYS <= set(body["error"]) <= ERROR_KEYS | {"fields"}
+    assert body["error"]["type"] == "invalid_parameters"
+    for parameter in parameters:
+        assert f"`{parameter}`" in body["error"]["message"]
+    fields = body["error"].get("fields", [])
+    assert sum(1 for field in fields if field["constraint"].startswith("is not a parameter")) == unknown
 
 
 request_bodies = st.one_of(
@@ -176,11 +208,15 @@ request_bodies = st.one_of(
 @example(body={"prompt": "x" * 1_000_000})
 def test_rest_refuses_every_malformed_body_with_the_spec_error(api_client: Any, body: Any) -> None:
     """POST /api/v1/generate answers any malformed JSON body with 422 in the spec's error shape naming the
-    parameter (the body itself when it is not an object), never a 500 or FastAPI's own 422."""
-    parameter = _expected_parameter(body)
-    assume(parameter is not None)  # a valid body would generate a video: covered by the journal tests
-    event(f"refused: {parameter}")
-    _assert_refused(api_client.post("/api/v1/generate", content=json.dumps(body)), parameter)
+    parameter (the body itself when it is not an object) and every key that is not a parameter, never a 500 or
+    FastAPI's own 422."""
+    expected = _expected_refusal(body)
+    assume(expected is not None)  # a valid body would generate a video: covered by the journal tests
+    assert expected is not None
+    event(f"refused: {expected[0][0] if expected[0] else 'unknown keys only'}")
+    if expected[1]:
+        event("with unknown keys")
+    _assert_refused(api_client.post("/api/v1/generate", content=json.dumps(body)), *expected)
 
 
 @settings(max_examples=150, deadline=None)
@@ -199,5 +235,5 @@ def test_rest_refuses_bytes_that_are_not_a_json_object(api_client: Any, raw: byt
     assume(not isinstance(parsed, dict))
     event(kind)
     _assert_refused(
-        api_client.post("/api/v1/generate", content=raw, headers={"content-type": "application/json"}), "body"
+        api_client.post("/api/v1/generate", content=raw, headers={"content-type": "application/json"}), ["body"]
     )

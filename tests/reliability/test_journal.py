@@ -444,26 +444,27 @@ def test_rest_repeat_of_a_completed_key_replays_its_result_without_running(api_c
 
 
 def test_rest_repeat_of_a_failed_key_replays_its_error(api_client: Any) -> None:
-    """A key whose request was refused answers the same error again, marked replayed; nothing new is journaled."""
+    """A key whose request was refused, sent again with that request, answers the same error, marked replayed;
+    nothing new is journaled."""
     import app
 
     key = _key()
     first = api_client.post("/api/v1/generate", json={**REQUEST, "steps": 0}, headers={"Idempotency-Key": key})
     entry = app.get_service().request_status(key)
-    again = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
+    again = api_client.post("/api/v1/generate", json={**REQUEST, "steps": 0}, headers={"Idempotency-Key": key})
     assert first.status_code == again.status_code == 422 and again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true" and app.get_service().request_status(key) == entry
 
 
 def test_rest_repeat_of_an_unfinished_key_is_409_naming_where_its_status_is(api_client: Any) -> None:
-    """A key whose request is still accepted or running answers 409 in the error shape, saying where to read its
-    status; the entry keeps its own request and no run starts."""
+    """A key whose request is still accepted or running, sent again with that request, answers 409 in the error
+    shape, saying where to read its status; the entry keeps its own request and no run starts."""
     import app
 
     journal, key = app.get_service().journal, _key()
     journal.accept(key, REQUEST)  # a request in progress, as the journal holds it
     try:
-        answer = api_client.post("/api/v1/generate", json={**REQUEST, "seed": 9}, headers={"Idempotency-Key": key})
+        answer = api_client.post("/api/v1/generate", json=REQUEST, headers={"Idempotency-Key": key})
         body = answer.json()
         assert answer.status_code == 409 and set(body) == {"error", "correlation_id"} and body["correlation_id"] == key
         assert "already" in body["error"]["user_message"]
