@@ -34,8 +34,9 @@ from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 
 __all__ = ["EventFeed", "build_router", "recovery_message", "repeat_answer", "request_status_json"]
 
-# "<correlation id>-<attempt>.mp4": a 64-character Idempotency-Key still names a video that is served.
-_VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}(?:-[0-9]{1,4})?\.mp4$")
+# "<date>-<time>-<prompt slug>-<correlation id>-<attempt>.mp4" (components.views.history.video_file_name): a
+# 64-character Idempotency-Key still names a video that is served; "/" and "." never pass.
+_VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,160}\.mp4$")
 _CLIENT_ERRORS = {"invalid_parameters", "unsupported_operation"}
 
 
