@@ -36,7 +36,7 @@ from components.views.models import (
     models_in_use,
     models_table,
 )
-from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT_JS, prompt_counter
+from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT_JS, SCROLL_TO_VIDEO_JS, prompt_counter
 from components.views.presenters import failure_html, scenario_markdown, summary_markdown
 from components.views.studio import (
     ASPECTS,
@@ -424,7 +424,7 @@ def build_app() -> gr.Blocks:
                 **private,
             )
             generation.then(save_settings, form, saved, show_progress="hidden", **private).then(
-                None, js=SCROLL_TO_RESULT_JS, **private
+                None, js=SCROLL_TO_VIDEO_JS, **private
             ).then(history_view, gr.State(0), history_outputs, show_progress="hidden", **private)
             stop_button.click(stop, correlation, progress, cancels=[generation], show_progress="hidden", **private)
             api_trigger.click(
@@ -488,26 +488,25 @@ def build_app() -> gr.Blocks:
                         with gr.Row():
                             confirm = gr.Button("Yes, delete", variant="stop", elem_id="cleanup-yes")
                             dismiss = gr.Button("Cancel", elem_id="cleanup-cancel")
-        refresh.click(model_table, None, table, api_name="models", api_description="The Models tab's table.")
-        for name, method in (
-            ("Quick check", "quick_check"),
-            ("Full check", "full_check"),
-            ("Repair", "repair"),
-            ("Download", "download"),
-            ("Update", "update"),
-            ("Roll back", "rollback"),
-        ):
-            handler = download if method == "download" else model_action(method)
-            buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(
+            refresh.click(model_table, None, table, api_name="models", api_description="The Models tab's table.")
+            for name, method in (
+                ("Quick check", "quick_check"),
+                ("Full check", "full_check"),
+                ("Repair", "repair"),
+                ("Download", "download"),
+                ("Update", "update"),
+                ("Roll back", "rollback"),
+            ):
+                handler = download if method == "download" else model_action(method)
+                buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(
+                    model_table, None, table, **private
+                ).then(model_picker, None, model, **private)
+            preview.click(cleanup_preview, gigabytes, [plan_table, plan, cleanup_note, confirm_box], **private)
+            ask.click(cleanup_ask, plan, [question, confirm_box, confirm], **private)
+            dismiss.click(lambda: gr.Group(visible=False), None, confirm_box, **private)
+            confirm.click(cleanup_apply, plan, [report, confirm_box, plan, plan_table], **private).then(
                 model_table, None, table, **private
             ).then(model_picker, None, model, **private)
-        preview.click(cleanup_preview, gigabytes, [plan_table, plan, cleanup_note, confirm_box], **private)
-        ask.click(cleanup_ask, plan, [question, confirm_box, confirm], **private)
-        dismiss.click(lambda: gr.Group(visible=False), None, confirm_box, **private)
-        confirm.click(cleanup_apply, plan, [report, confirm_box, plan, plan_table], **private).then(
-            model_table, None, table, **private
-        ).then(model_picker, None, model, **private)
-        with tabs:
             with gr.Tab("Scenarios", id="scenarios"):
                 gr.Markdown(
                     "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "

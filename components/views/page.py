@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from components.generation.request import LIMITS
 
-__all__ = ["CSS", "HEAD", "PROMPT_COUNTER_JS", "SCROLL_TO_RESULT_JS", "prompt_counter"]
+__all__ = ["CSS", "HEAD", "PROMPT_COUNTER_JS", "SCROLL_TO_RESULT_JS", "SCROLL_TO_VIDEO_JS", "prompt_counter"]
 
 CSS = """
 #result-video { max-height: min(62vh, 560px); }
@@ -50,6 +50,18 @@ SCROLL_TO_RESULT_JS = """
 }
 """
 
+#: When the run ends, the finished video is brought fully into view if it is not (a phone's screen).
+SCROLL_TO_VIDEO_JS = """
+() => {
+  const video = document.querySelector("#result-video");
+  if (!video) { return; }
+  const box = video.getBoundingClientRect();
+  if (box.top < 0 || box.bottom > window.innerHeight) {
+    video.scrollIntoView({ behavior: "instant", block: box.height < window.innerHeight ? "center" : "start" });
+  }
+}
+"""
+
 #: Counts the prompt's characters as Python does (code points) and warns before the limit refuses it.
 PROMPT_COUNTER_JS = f"""
 (text) => {{
@@ -67,7 +79,5 @@ def prompt_counter(text: str | None) -> str:
     """The counter's text for ``text`` (what the script shows, for the first render)."""
     count, limit = len(text or ""), LIMITS.max_prompt_chars
     if count > limit:
-        return (
-            f"⚠ {count} / {limit} characters: {count - limit} too many: shorten it, a longer prompt is refused."
-        )
+        return f"⚠ {count} / {limit} characters: {count - limit} too many: shorten it, a longer prompt is refused."
     return f"{count} / {limit} characters"

@@ -163,15 +163,19 @@ def failure_html(report: Mapping[str, Any]) -> str:
     """The same report as HTML for a toast (a toast renders HTML, not Markdown), with the failure type in plain
     words and its technical name on a details line."""
     headline, detail, steps, kind = _failure_parts(report)
-    parts = [f"<p><strong>{html.escape(headline)}</strong></p>"]
+    parts = [f"<p><strong>{_escape(headline)}</strong></p>"]
     if detail:
-        parts.append(f"<p>{html.escape(detail)}</p>")
+        parts.append(f"<p>{_escape(detail)}</p>")
     if steps:
-        items = "".join(f"<li>{html.escape(step)}</li>" for step in steps)
+        items = "".join(f"<li>{_escape(step)}</li>" for step in steps)
         parts.append(f"<p>What you can do:</p><ul>{items}</ul>")
     if kind:
-        parts.append(f"<p><small>{html.escape(failure_label(kind))} · details: {html.escape(kind)}</small></p>")
+        parts.append(f"<p><small>{_escape(failure_label(kind))} · details: {_escape(kind)}</small></p>")
     return "".join(parts)
+
+
+def _escape(text: str) -> str:
+    return html.escape(text, quote=False)
 
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -180,7 +184,7 @@ _CODE = re.compile(r"`([^`]+)`")
 
 def markdown_html(text: str) -> str:
     """A short Markdown message (bold, code, paragraphs) as HTML, for toasts."""
-    escaped = html.escape(text)
+    escaped = _escape(text)
     escaped = _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<strong>\1</strong>", escaped))
     return "".join(f"<p>{part}</p>" for part in escaped.split("\n\n") if part.strip())
 
@@ -261,13 +265,13 @@ class PhaseBoard:
             share = self.done.get(phase)
             active = phase == self.phase and self.finished is None
             value = f' value="{share:.3f}" max="1"' if share is not None and (share > 0 or not active) else ""
-            caption = html.escape(self.detail) if active and self.detail else ""
+            caption = _escape(self.detail) if active and self.detail else ""
             rows.append(
                 f'<div class="phase{" active" if active else ""}"><span class="phase-name">{name}</span>'
                 f'<progress aria-label="{name}"{value}></progress><span class="phase-detail">{caption}</span></div>'
             )
         if self.finished is not None:
-            status = html.escape(self.finished)
+            status = _escape(self.finished)
         else:
             left = []
             if self.eta_s is not None:
@@ -275,7 +279,7 @@ class PhaseBoard:
             if self.phase_eta_s is not None and self.phase:
                 left.append(f"{PHASES.get(self.phase, self.phase).lower()}: {_seconds(self.phase_eta_s)}")
             status = f"Attempt {self.attempt}" + (" · " + " · ".join(left) if left else "")
-        rid = f" · request <code>{html.escape(self.correlation_id)}</code>" if self.correlation_id else ""
+        rid = f" · request <code>{_escape(self.correlation_id)}</code>" if self.correlation_id else ""
         return f'<div class="phase-board">{"".join(rows)}<p class="phase-eta">{status}{rid}</p></div>'
 
 

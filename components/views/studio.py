@@ -139,6 +139,7 @@ class StudioRun:
     def __post_init__(self) -> None:
         self.started = self.clock()
         self.board = PhaseBoard(self.correlation_id, self.clock)
+        self.timeline.append(f"- Request `{self.correlation_id}` accepted")
         self.timeline.extend(f"- **Corrected** {form_words(line)}" for line in self.page_corrections)
         self._form_sent = False
 
