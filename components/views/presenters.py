@@ -84,11 +84,11 @@ def timeline_line(event: ServiceEvent) -> str | None:
     if event.message == events.FAILURE_CLASSIFIED:
         return (
             f"- **Attempt {data['attempt']} failed**: {failure_label(data['failure_type'])}"
-            f"<br><small>details: {data['failure_type']}, severity {data['severity']}</small>"
+            f"  \n  _details: {data['failure_type']}, severity {data['severity']}_"
         )
     if event.message == events.STRATEGY_FINISHED and data.get("applicable", True):
         verdict = "worked" if data.get("success") else "did not help"
-        return f"- **{strategy_label(data['strategy'])}**: {verdict}<br><small>details: {data['strategy']}</small>"
+        return f"- **{strategy_label(data['strategy'])}**: {verdict}  \n  _details: {data['strategy']}_"
     if event.message == events.PARAMS_ADJUSTED:
         return "- **Retrying with** " + "; ".join(form_words(change) for change in data.get("changes", ()))
     if event.message == events.RECOVERED:

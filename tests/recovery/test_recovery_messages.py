@@ -113,7 +113,11 @@ def test_every_failure_type_and_strategy_has_a_plain_label() -> None:
 
 @pytest.mark.parametrize(
     ("value", "label"),
-    [("vram_exhaustion", "Not enough memory"), ("parameter_adjustment", "Adjusted the settings"), ("odd_new", "Odd new")],
+    [
+        ("vram_exhaustion", "Not enough memory"),
+        ("parameter_adjustment", "Adjusted the settings"),
+        ("odd_new", "Odd new"),
+    ],
 )
 def test_labels_take_the_value_an_event_carries(value: str, label: str) -> None:
     """Events carry the enum's value; an unknown value is shown as words, not dropped."""
