@@ -403,6 +403,7 @@ def build_app() -> gr.Blocks:
                 history_items = gr.State([])
                 history_shown = gr.State(0)
                 chosen_item = gr.State(None)
+                first_page = gr.State(0)
             form = [prompt, negative, model, width, height, frames, steps, guidance, seed, fps, allow_fallback]
             written_back = [dict(zip(FORM_FIELDS, form, strict=True))[name] for name in WRITTEN_BACK]
             history_outputs = [gallery, history_note, history_items, history_shown]
@@ -425,7 +426,7 @@ def build_app() -> gr.Blocks:
             )
             generation.then(save_settings, form, saved, show_progress="hidden", **private).then(
                 None, js=SCROLL_TO_VIDEO_JS, **private
-            ).then(history_view, gr.State(0), history_outputs, show_progress="hidden", **private)
+            ).then(history_view, first_page, history_outputs, show_progress="hidden", **private)
             stop_button.click(stop, correlation, progress, cancels=[generation], show_progress="hidden", **private)
             api_trigger.click(
                 generate,
@@ -453,7 +454,7 @@ def build_app() -> gr.Blocks:
             demo.load(restore_settings, saved, form, **private).then(
                 None, prompt, counter, js=PROMPT_COUNTER_JS, **private
             )
-            with gr.Tab("Models", id="models"):
+            with gr.Tab("Models"):
                 table = gr.Dataframe(label="Known models", interactive=False, wrap=True, elem_id="model-table")
                 with gr.Row():
                     chosen = gr.Dropdown(
@@ -507,7 +508,7 @@ def build_app() -> gr.Blocks:
             confirm.click(cleanup_apply, plan, [report, confirm_box, plan, plan_table], **private).then(
                 model_table, None, table, **private
             ).then(model_picker, None, model, **private)
-            with gr.Tab("Scenarios", id="scenarios"):
+            with gr.Tab("Scenarios"):
                 gr.Markdown(
                     "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
                     "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
@@ -574,7 +575,7 @@ def build_app() -> gr.Blocks:
                 concurrency_limit=1,
                 concurrency_id="scenarios",
             )
-            with gr.Tab("Metrics", id="metrics"):
+            with gr.Tab("Metrics"):
                 headline = gr.Markdown(elem_id="metrics-summary")
                 plots = []
                 for pair in (

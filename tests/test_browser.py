@@ -142,9 +142,12 @@ def _wait_failed(url: str, correlation_id: str, timeout_s: float = 60) -> dict:
 
 
 def test_click_generate_plays_a_video(browser, app_url: str) -> None:
-    """A click on Generate shows a video element that loads and has a duration."""
+    """At 1280×900 Generate is in view without scrolling; a click shows a video that loads and has a duration."""
     page = _page(browser, app_url)
-    page.get_by_role("button", name="Generate", exact=True).click()
+    button = page.get_by_role("button", name="Generate", exact=True)
+    box = button.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 900
+    button.click()
     page.wait_for_selector("video[src]", timeout=60_000)
     page.wait_for_function(
         "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0; }",
@@ -226,6 +229,22 @@ def test_corrections_are_written_back_to_the_form_and_listed(browser, app_url: s
     assert "num_frames" not in status
 
 
+def test_last_settings_come_back_after_a_reload(browser, app_url: str) -> None:
+    """The settings of the last run are kept in the browser: a reload shows them again, not the defaults."""
+    page = _page(browser, app_url)
+    _small(page, Width=128)
+    page.get_by_label("Prompt", exact=True).fill("kept across reloads")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+    page.wait_for_timeout(500)  # the settings are saved after the run
+    page.reload()
+    page.get_by_role("button", name="Generate", exact=True).wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('#prompt textarea').value === 'kept across reloads'", timeout=10_000
+    )
+    assert _slider_value(page, "Width") == "128" and _slider_value(page, "Steps") == "1"
+
+
 def test_history_lists_a_finished_video_and_reuse_fills_the_form(browser, app_url: str) -> None:
     """The History tab shows a video made through the API with its prompt; "Reuse settings" puts its prompt and
     size back in the Generate form and shows that tab."""
@@ -246,6 +265,9 @@ def test_history_lists_a_finished_video_and_reuse_fills_the_form(browser, app_ur
     page.locator("#history-gallery button.thumbnail-item").filter(has_text="red kite").first.click()
     page.wait_for_function("() => document.querySelector('#history-details').innerText.includes('red kite')")
     page.locator("#download-video").wait_for(state="visible", timeout=10_000)
+    page.keyboard.press("Escape")  # close the gallery's preview, for the screenshot
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "history.png"), full_page=True)
     page.get_by_role("button", name="Reuse settings").click()
     page.wait_for_function(
         "() => document.querySelector('#prompt textarea').value === 'a red kite over the sea'", timeout=10_000

@@ -136,3 +136,13 @@ def test_cancel_of_an_older_service_stops_only_a_running_request(status: str | N
     calls: list[int] = []
     assert cancel_request(_Service(lambda: calls.append(1), status), "abc") is stops
     assert len(calls) == int(stops)
+
+
+@pytest.mark.parametrize(("length", "warned"), [(10, False), (LIMITS.max_prompt_chars, False), (2100, True)])
+def test_prompt_counter_warns_before_the_limit_refuses(length: int, warned: bool) -> None:
+    """The counter shows characters over the limit; a prompt at the limit is fine."""
+    from components.views.page import prompt_counter
+
+    text = prompt_counter("x" * length)
+    assert text.startswith(f"{'⚠ ' if warned else ''}{length} / {LIMITS.max_prompt_chars} characters")
+    assert ("100 too many" in text) is warned
