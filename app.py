@@ -301,9 +301,9 @@ def _fault_runs(start: Callable[[FaultInjection], Iterator[FaultRun]]) -> Iterat
         yield run.table(), run.story()
 
 
-def chaos_inject(name: str) -> Iterator[tuple[pd.DataFrame, str]]:
+def chaos_inject(failure_type: str) -> Iterator[tuple[pd.DataFrame, str]]:
     """Inject the chosen failure type; its row and its story."""
-    yield from _fault_runs(lambda faults: iter([faults.inject(name)]))
+    yield from _fault_runs(lambda faults: iter([faults.inject(failure_type)]))
 
 
 def chaos_matrix() -> Iterator[tuple[pd.DataFrame, str]]:

@@ -173,13 +173,18 @@ def test_invalid_parameter_shows_the_catalogued_message(browser, app_url: str) -
     assert toast.locator("strong").count() >= 1
 
 
-def test_stop_during_denoise_frees_the_worker(browser, app_url: str) -> None:
-    """Stop during denoising ends that request as stopped, and the next request starts at once and delivers."""
+@pytest.mark.parametrize("how", ["button", "Escape"])
+def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -> None:
+    """Stop (the button, or Esc) during denoising ends that request as stopped, and the next request starts at
+    once and delivers."""
     page = _page(browser, app_url)
     _set_slider(page, "Steps", 100)
     page.get_by_role("button", name="Generate", exact=True).click()
     stopped = _running_request(page)
-    page.get_by_role("button", name="Stop", exact=True).click()
+    if how == "button":
+        page.get_by_role("button", name="Stop", exact=True).click()
+    else:
+        page.keyboard.press("Escape")
     page.wait_for_function("() => document.querySelector('#progress-panel').innerText.includes('Stopped')")
     status = _wait_failed(app_url, stopped)
     assert status["status"] == "failed"

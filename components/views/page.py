@@ -31,7 +31,8 @@ HEAD = """
     if ((event.ctrlKey || event.metaKey) && event.key === "Enter") {
       const button = document.querySelector("#generate-button");
       if (button) { event.preventDefault(); button.click(); }
-    } else if (event.key === "Escape") {
+    } else if (event.key === "Escape" && !document.querySelector('[aria-expanded="true"]')) {
+      // (an open dropdown or menu takes Esc for itself)
       const button = document.querySelector("#stop-button");
       if (button && button.offsetParent !== null) { button.click(); }
     }
