@@ -121,25 +121,7 @@ def generate(
 
     ``seed`` below 0 draws a random seed (the result says which); ``allow_fallback`` lets recovery use another
     model when this one fails. Cancelling the job (or disconnecting) stops the generation."""
-    values = dict(
-        zip(
-            FORM_FIELDS,
-            (
-                prompt,
-                negative_prompt,
-                model_id,
-                width,
-                height,
-                num_frames,
-                steps,
-                guidance_scale,
-                seed,
-                fps,
-                allow_fallback,
-            ),
-            strict=True,
-        )
-    )
+    values = dict(locals())  # the parameters, by name (FORM_FIELDS)
     for _correlation_id, frame in _studio_run(values):
         yield frame.video, frame.status
 
