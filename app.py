@@ -423,7 +423,8 @@ def build_app() -> gr.Blocks:
                 concurrency_id="generate",
                 show_progress="hidden",
             )
-            prompt.input(None, prompt, counter, js=PROMPT_COUNTER_JS, **private)
+            # on every change, typed or set (reuse settings, restored settings)
+            prompt.change(None, prompt, counter, js=PROMPT_COUNTER_JS, show_progress="hidden", **private)
             random_seed.click(lambda: -1, None, seed, queue=False, **private)
             for preset in (aspect, size):
                 preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private)
@@ -433,9 +434,7 @@ def build_app() -> gr.Blocks:
             gallery.select(history_select, history_items, [details, chosen_item, download_video], **private)
             reuse_all.click(reuse_settings, chosen_item, [*form, tabs], **private)
             reuse_one.click(reuse_seed, chosen_item, [seed, tabs], **private)
-            demo.load(restore_settings, saved, form, **private).then(
-                None, prompt, counter, js=PROMPT_COUNTER_JS, **private
-            )
+            demo.load(restore_settings, saved, form, **private)
             with gr.Tab("Models"):
                 table = gr.Dataframe(label="Known models", interactive=False, wrap=True, elem_id="model-table")
                 with gr.Row():

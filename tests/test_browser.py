@@ -173,6 +173,18 @@ def test_invalid_parameter_shows_the_catalogued_message(browser, app_url: str) -
     assert toast.locator("strong").count() >= 1
 
 
+def test_a_prompt_over_the_limit_is_counted_and_refused_with_a_notice(browser, app_url: str) -> None:
+    """2050 characters: the counter says 50 too many, and Generate is refused in words, not cut silently."""
+    page = _page(browser, app_url)
+    page.get_by_label("Prompt", exact=True).fill("x" * 2050)
+    page.wait_for_function("() => document.querySelector('#prompt-counter').innerText.includes('50 too many')")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    toast = page.locator('[data-testid="toast-body"]').first
+    toast.wait_for(timeout=30_000)
+    assert "Prompt must be at most 2000 characters" in toast.inner_text()
+    assert len(page.get_by_label("Prompt", exact=True).input_value()) == 2050
+
+
 @pytest.mark.parametrize("how", ["button", "Escape"])
 def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -> None:
     """Stop (the button, or Esc) during denoising ends that request as stopped, and the next request starts at
