@@ -23,7 +23,6 @@ __all__ = [
     "failure_html",
     "failure_markdown",
     "form_words",
-    "markdown_html",
     "result_markdown",
     "scenario_markdown",
     "summary_markdown",
@@ -176,17 +175,6 @@ def failure_html(report: Mapping[str, Any]) -> str:
 
 def _escape(text: str) -> str:
     return html.escape(text, quote=False)
-
-
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_CODE = re.compile(r"`([^`]+)`")
-
-
-def markdown_html(text: str) -> str:
-    """A short Markdown message (bold, code, paragraphs) as HTML, for toasts."""
-    escaped = _escape(text)
-    escaped = _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<strong>\1</strong>", escaped))
-    return "".join(f"<p>{part}</p>" for part in escaped.split("\n\n") if part.strip())
 
 
 @dataclass
