@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -25,16 +27,31 @@ from components.http_api import EventFeed, build_router
 from components.store.catalog import CATALOG
 from components.store.disk import CleanupPlan
 from components.views.charts import dashboard
-from components.views.models import ModelActions, model_choices, models_table
-from components.views.presenters import (
-    failure_markdown,
-    result_markdown,
-    scenario_markdown,
-    summary_markdown,
-    timeline_line,
+from components.views.history import HistoryItem, history_markdown, history_page
+from components.views.models import (
+    CLEANUP_COLUMNS,
+    ModelActions,
+    cleanup_confirmation,
+    model_choices,
+    models_in_use,
+    models_table,
 )
-from components.views.reports import ServiceEventKind as Kind
-from recovery import GenerationFailedError, InvalidParameterError, events
+from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT_JS, SCROLL_TO_VIDEO_JS, prompt_counter
+from components.views.presenters import failure_html, scenario_markdown, summary_markdown
+from components.views.studio import (
+    ASPECTS,
+    FORM_FIELDS,
+    SIZES,
+    WRITTEN_BACK,
+    StudioFrame,
+    StudioRun,
+    cancel_request,
+    form_request,
+    form_values,
+    preset_size,
+)
+from recovery import GenerationFailedError, InvalidParameterError
+from recovery.messages import format_bytes
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
     import spaces
@@ -62,6 +79,31 @@ def get_service() -> GenerationService:
     return _service
 
 
+def _studio_run(values: dict[str, Any]) -> Iterator[tuple[str, StudioFrame]]:
+    """One request from the form, as frames; toasts on the way; a stop (Stop, Esc, a closed tab, a client's
+    cancel) reaches the service as a cancel of this request."""
+    service = get_service()
+    correlation_id = uuid.uuid4().hex[:12]
+    request, page_corrections = form_request(values)
+
+    def checked() -> dict[str, Any] | None:
+        entry = service.request_status(correlation_id)
+        return dict(entry.request) if entry is not None and entry.request else None
+
+    run = StudioRun(correlation_id, checked, tuple(page_corrections))
+    try:
+        for frame in run.frames(service.generate(request, correlation_id=correlation_id)):
+            for notice in frame.notices:
+                (gr.Warning if notice.level == "warning" else gr.Info)(notice.text, title=notice.title)
+            yield correlation_id, frame
+    except GeneratorExit:  # gradio closes the generator when the job is cancelled or its client went away
+        cancel_request(service, correlation_id)
+        raise
+    except GenerationFailedError as exc:
+        yield correlation_id, run.failed(exc.report)
+        raise gr.Error(failure_html(exc.report), title="Generation failed", print_exception=False) from None
+
+
 def generate(
     prompt: str,
     negative_prompt: str,
@@ -73,56 +115,96 @@ def generate(
     guidance_scale: float,
     seed: float,
     fps: float,
-    progress: gr.Progress = gr.Progress(),
+    allow_fallback: bool = False,
 ) -> Iterator[tuple[str | None, str]]:
-    """Stream the timeline while the video is made; end with the video and the result panel."""
-    request = {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt,
-        "model_id": model_id,
-        "width": width,
-        "height": height,
-        "num_frames": num_frames,
-        "steps": steps,
-        "guidance_scale": guidance_scale,
-        "seed": None if seed is None or seed < 0 else seed,
-        "fps": fps,
-    }
-    timeline: list[str] = []
-    try:
-        for event in get_service().generate(request):
-            if event.kind is Kind.PROGRESS:
-                progress((event.data["step"], event.data["total"]), desc="Denoising", unit="steps")
-            elif event.kind is Kind.DOWNLOAD and event.data["bytes_total"]:
-                progress(
-                    event.data["bytes_done"] / event.data["bytes_total"], desc=f"Downloading {event.data['model_id']}"
-                )
-            elif event.kind is Kind.RESULT:
-                result = event.data["result"]
-                yield result.video_path, result_markdown(result) + "\n\n---\n" + "\n".join(timeline)
-                return
-            elif event.kind is Kind.RECOVERY and event.message == events.FAILURE_CLASSIFIED:
-                gr.Warning(
-                    f"Attempt {event.data['attempt']} failed ({event.data['failure_type']}): recovering",
-                    title="Recovering",
-                )
-            elif event.kind is Kind.RECOVERY and event.message == events.RECOVERED:
-                gr.Info(f"Recovered after {event.data['attempts']} attempts", title="Recovered")
-            line = timeline_line(event)
-            if line:
-                timeline.append(line)
-                yield None, "\n".join(timeline)
-    except GenerationFailedError as exc:
-        raise gr.Error(failure_markdown(exc.report), title="Generation failed", print_exception=False) from None
+    """Make a video. Streams the timeline (Markdown) while it runs; ends with the mp4 and the result panel.
+
+    ``seed`` below 0 draws a random seed (the result says which); ``allow_fallback`` lets recovery use another
+    model when this one fails. Cancelling the job (or disconnecting) stops the generation."""
+    values = dict(locals())  # the parameters, by name (FORM_FIELDS)
+    for _correlation_id, frame in _studio_run(values):
+        yield frame.video, frame.status
+
+
+def generate_in_page(*args: Any) -> Iterator[tuple[Any, ...]]:
+    """The page's Generate: the video, the status, the progress panel, this request's id, and the form's numbers
+    written back with what really ran."""
+    for correlation_id, frame in _studio_run(dict(zip(FORM_FIELDS, args, strict=True))):
+        form = frame.form or {}
+        yield (
+            frame.video if frame.done else gr.skip(),
+            frame.status,
+            frame.progress,
+            correlation_id,
+            *(form[name] if name in form else gr.skip() for name in WRITTEN_BACK),
+        )
 
 
 if spaces is not None:
     generate = spaces.GPU(generate)
+    generate_in_page = spaces.GPU(generate_in_page)
+
+
+def stop(correlation_id: str | None) -> Any:
+    """Stop button and Esc: the service stops this page's request at its next step (gradio also cancels the job)."""
+    if correlation_id and cancel_request(get_service(), correlation_id):
+        return "<p class='phase-eta'>Stopped. The generator is free for the next request.</p>"
+    return gr.skip()
+
+
+def save_settings(*args: Any) -> dict[str, Any]:
+    """The form as it stands after a run, kept in this browser (``gr.BrowserState``)."""
+    return form_values(dict(zip(FORM_FIELDS, args, strict=True)), FORM_FIELDS)
+
+
+def restore_settings(saved: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The last settings this browser ran, back in the form after a reload."""
+    values = form_values(saved or {}, FORM_FIELDS)
+    return tuple(values[name] if name in values else gr.skip() for name in FORM_FIELDS)
+
+
+def apply_preset(aspect: str | None, size: str | None) -> tuple[Any, Any]:
+    if not aspect or not size:
+        return gr.skip(), gr.skip()
+    return preset_size(aspect, size)
+
+
+def history_view(page: int) -> tuple[Any, str, list[HistoryItem], int]:
+    """One page of past videos, newest first: the gallery, its caption, the items and the page shown."""
+    service = get_service()
+    found = history_page(service.settings.outputs_dir, service.journal, page=page)
+    return [(item.video_path, item.caption()) for item in found.items], found.label(), list(found.items), found.page
+
+
+def history_select(items: list[HistoryItem], evt: gr.SelectData) -> tuple[str, HistoryItem | None, Any]:
+    item = items[evt.index] if isinstance(evt.index, int) and 0 <= evt.index < len(items) else None
+    return (
+        history_markdown(item),
+        item,
+        gr.DownloadButton(value=item.video_path, visible=True) if item else gr.DownloadButton(visible=False),
+    )
+
+
+def reuse_settings(item: HistoryItem | None) -> tuple[Any, ...]:
+    """A past video's prompt and settings, back in the form, and the Generate tab shown."""
+    values = form_values(item.request or {}, FORM_FIELDS) if item else {}
+    fields = tuple(values[name] if name in values else gr.skip() for name in FORM_FIELDS)
+    return (*fields, gr.Tabs(selected="generate") if values else gr.skip())
+
+
+def reuse_seed(item: HistoryItem | None) -> tuple[Any, Any]:
+    seed = (item.request or {}).get("seed") if item else None
+    return (seed, gr.Tabs(selected="generate")) if seed is not None else (gr.skip(), gr.skip())
 
 
 def actions() -> ModelActions:
     service = get_service()
-    return ModelActions(service.store, data_dir=str(service.settings.data_dir))
+    return ModelActions(
+        service.store,
+        data_dir=str(service.settings.data_dir),
+        default_model=service.settings.model,
+        in_use=lambda: models_in_use(service.journal),
+    )
 
 
 def model_action(method: str) -> Callable[[str], str]:
@@ -148,8 +230,27 @@ def model_table() -> pd.DataFrame:
     return models_table(get_service().store)
 
 
-def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
-    return actions().cleanup_preview(gigabytes or 0.0)
+def cleanup_preview(gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan, str, Any]:
+    """What a clean-up would delete (never the default model nor one in use), and what it would free."""
+    models = actions()
+    table, plan = models.cleanup_preview(gigabytes or 0.0)
+    return table, plan, models.cleanup_note(plan), gr.Group(visible=False)
+
+
+def cleanup_ask(plan: CleanupPlan | None) -> tuple[str, Any, Any]:
+    """Ask before deleting: the question with the bytes freed, and the button that confirms it."""
+    if plan is None or not plan.items:
+        return cleanup_confirmation(plan), gr.Group(visible=False), gr.skip()
+    return (
+        cleanup_confirmation(plan),
+        gr.Group(visible=True),
+        gr.Button(f"Yes, delete and free {format_bytes(plan.bytes_freed)}"),
+    )
+
+
+def cleanup_apply(plan: CleanupPlan | None) -> tuple[str, Any, None, pd.DataFrame]:
+    """Delete what was previewed and confirmed; the preview is spent (a new clean-up previews again)."""
+    return actions().apply_cleanup(plan), gr.Group(visible=False), None, pd.DataFrame(columns=CLEANUP_COLUMNS)
 
 
 def scenario_view(name: str) -> Callable[[], tuple[pd.DataFrame, str | None, str]]:
@@ -182,9 +283,9 @@ def _fault_runs(start: Callable[[FaultInjection], Iterator[FaultRun]]) -> Iterat
         yield run.table(), run.story()
 
 
-def chaos_inject(name: str) -> Iterator[tuple[pd.DataFrame, str]]:
+def chaos_inject(failure_type: str) -> Iterator[tuple[pd.DataFrame, str]]:
     """Inject the chosen failure type; its row and its story."""
-    yield from _fault_runs(lambda faults: iter([faults.inject(name)]))
+    yield from _fault_runs(lambda faults: iter([faults.inject(failure_type)]))
 
 
 def chaos_matrix() -> Iterator[tuple[pd.DataFrame, str]]:
@@ -199,166 +300,284 @@ def metrics_view() -> tuple:
 
 
 def build_app() -> gr.Blocks:
-    """Tabs: Generate (parameters left, video and what happened right), Models, Scenarios (the six, and fault
-    injection when switched on), Metrics."""
+    """Tabs: Generate (parameters left, progress, video and what happened right), History (past videos), Models,
+    Scenarios (the six, and fault injection when switched on), Metrics. Endpoints the page uses internally are
+    private: ``view_api`` lists only the documented ones."""
     model_ids = [entry.model_id for entry in CATALOG]
+    private: dict[str, Any] = {"api_visibility": "private"}
     with gr.Blocks(title="Kintsugi") as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
-        with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    prompt = gr.Textbox(
-                        label="Prompt",
-                        value="a paper boat drifting on a golden river",
-                        lines=2,
-                        max_length=LIMITS.max_prompt_chars,
-                    )
-                    negative = gr.Textbox(label="Negative prompt", value="", max_length=LIMITS.max_prompt_chars)
-                    model = gr.Dropdown(
-                        label="Model",
-                        choices=model_ids,
-                        value=Settings.from_env().model,
-                        allow_custom_value=True,
-                        info="Hub models download on first use",
-                    )
-                    with gr.Row():
-                        width = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Width")
-                        height = gr.Slider(LIMITS.min_side, LIMITS.max_side, value=256, step=16, label="Height")
-                    with gr.Row():
-                        frames = gr.Slider(1, LIMITS.max_frames, value=17, step=4, label="Frames (4k+1)")
-                        steps = gr.Slider(LIMITS.min_steps, 50, value=4, step=1, label="Steps")
-                    with gr.Row():
-                        guidance = gr.Slider(0, LIMITS.max_guidance, value=5.0, step=0.5, label="Guidance scale")
-                        fps = gr.Slider(LIMITS.min_fps, 30, value=8, step=1, label="Frames per second")
-                    seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0)
-                    button = gr.Button("Generate", variant="primary")
-                with gr.Column(scale=1):
-                    video = gr.Video(label="Video", autoplay=True, loop=True, interactive=False)
-                    status = gr.Markdown(elem_id="status")
-            button.click(
+        saved = gr.BrowserState({}, storage_key="kintsugi-last-settings")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        prompt = gr.Textbox(
+                            label="Prompt", value="a paper boat drifting on a golden river", lines=2, elem_id="prompt"
+                        )
+                        counter = gr.Markdown(
+                            prompt_counter("a paper boat drifting on a golden river"), elem_id="prompt-counter"
+                        )
+                        with gr.Row():
+                            button = gr.Button("Generate", variant="primary", scale=3, elem_id="generate-button")
+                            stop_button = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-button")
+                        gr.Markdown("<small>Ctrl+Enter generates · Esc stops</small>")
+                        negative = gr.Textbox(label="Negative prompt", value="")
+                        with gr.Row():
+                            model = gr.Dropdown(
+                                label="Model",
+                                choices=model_ids,
+                                value=Settings.from_env().model,
+                                allow_custom_value=True,
+                                info="Hub models download on first use",
+                                scale=3,
+                            )
+                            allow_fallback = gr.Checkbox(
+                                label="Allow another model if this one fails", value=False, scale=2
+                            )
+                        with gr.Row():
+                            aspect = gr.Radio(list(ASPECTS), label="Aspect ratio", value=None, scale=3)
+                            size = gr.Radio(list(SIZES), label="Size", value="Small (256)", scale=3)
+                        with gr.Row():
+                            width = gr.Slider(
+                                LIMITS.min_side, LIMITS.max_side, value=256, step=LIMITS.side_multiple, label="Width"
+                            )
+                            height = gr.Slider(
+                                LIMITS.min_side, LIMITS.max_side, value=256, step=LIMITS.side_multiple, label="Height"
+                            )
+                        with gr.Row():
+                            frames = gr.Slider(
+                                LIMITS.min_frames,
+                                LIMITS.max_frames,
+                                value=17,
+                                step=LIMITS.frame_multiple,
+                                label="Frames (4k+1)",
+                            )
+                            # from 0, so that a 0 reaches the page's correction instead of the browser's silent clamp
+                            steps = gr.Slider(0, LIMITS.max_steps, value=4, step=1, label="Steps")
+                        with gr.Row():
+                            guidance = gr.Slider(0, LIMITS.max_guidance, value=5.0, step=0.5, label="Guidance scale")
+                            fps = gr.Slider(LIMITS.min_fps, LIMITS.max_fps, value=8, step=1, label="Frames per second")
+                        with gr.Row():
+                            seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0, scale=3)
+                            random_seed = gr.Button("Random seed", scale=1, size="sm")
+                    with gr.Column(scale=1, elem_id="result-column"):
+                        progress = gr.HTML(elem_id="progress-panel")
+                        video = gr.Video(
+                            label="Video", autoplay=True, loop=True, interactive=False, elem_id="result-video"
+                        )
+                        status = gr.Markdown(elem_id="status")
+                correlation = gr.State(None)
+                api_trigger = gr.Button(visible=False)
+            with gr.Tab("History", id="history") as history_tab:
+                history_note = gr.Markdown(elem_id="history-note")
+                gallery = gr.Gallery(
+                    label="Your videos, newest first", columns=4, height="auto", elem_id="history-gallery"
+                )
+                with gr.Row():
+                    newer = gr.Button("← Newer")
+                    older = gr.Button("Older →")
+                details = gr.Markdown(elem_id="history-details")
+                with gr.Row():
+                    reuse_all = gr.Button("Reuse settings", elem_id="reuse-settings")
+                    reuse_one = gr.Button("Reuse seed", elem_id="reuse-seed")
+                    download_video = gr.DownloadButton("Download", visible=False, elem_id="download-video")
+                history_items = gr.State([])
+                history_shown = gr.State(0)
+                chosen_item = gr.State(None)
+                first_page = gr.State(0)
+            form = [prompt, negative, model, width, height, frames, steps, guidance, seed, fps, allow_fallback]
+            written_back = [dict(zip(FORM_FIELDS, form, strict=True))[name] for name in WRITTEN_BACK]
+            history_outputs = [gallery, history_note, history_items, history_shown]
+            generation = button.click(
+                lambda: "<p class='phase-eta'>Waiting for the generator…</p>",
+                None,
+                progress,
+                js=SCROLL_TO_RESULT_JS,
+                queue=False,
+                show_progress="hidden",
+                **private,
+            ).then(
+                generate_in_page,
+                form,
+                [video, status, progress, correlation, *written_back],
+                concurrency_limit=1,
+                concurrency_id="generate",
+                show_progress="hidden",
+                **private,
+            )
+            generation.then(save_settings, form, saved, show_progress="hidden", **private).then(
+                None, js=SCROLL_TO_VIDEO_JS, **private
+            ).then(history_view, first_page, history_outputs, show_progress="hidden", **private)
+            stop_button.click(stop, correlation, progress, cancels=[generation], show_progress="hidden", **private)
+            api_trigger.click(
                 generate,
-                [prompt, negative, model, width, height, frames, steps, guidance, seed, fps],
+                form,
                 [video, status],
                 api_name="generate",
+                api_description=(
+                    "Make a video: streams the timeline while it runs and ends with the mp4 and the result panel. "
+                    "seed < 0 draws a random seed; cancelling the job stops the generation."
+                ),
                 concurrency_limit=1,
+                concurrency_id="generate",
+                show_progress="hidden",
             )
-        with gr.Tab("Models"):
-            table = gr.Dataframe(label="Known models", interactive=False, wrap=True)
-            with gr.Row():
-                chosen = gr.Dropdown(
-                    label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID, allow_custom_value=True, scale=3
+            # on every change, typed or set (reuse settings, restored settings)
+            prompt.change(None, prompt, counter, js=PROMPT_COUNTER_JS, show_progress="hidden", **private)
+            random_seed.click(lambda: -1, None, seed, queue=False, **private)
+            for preset in (aspect, size):
+                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private)
+            history_tab.select(history_view, history_shown, history_outputs, **private)
+            newer.click(lambda page: history_view(page - 1), history_shown, history_outputs, **private)
+            older.click(lambda page: history_view(page + 1), history_shown, history_outputs, **private)
+            gallery.select(history_select, history_items, [details, chosen_item, download_video], **private)
+            reuse_all.click(reuse_settings, chosen_item, [*form, tabs], **private)
+            reuse_one.click(reuse_seed, chosen_item, [seed, tabs], **private)
+            demo.load(restore_settings, saved, form, **private)
+            with gr.Tab("Models"):
+                table = gr.Dataframe(label="Known models", interactive=False, wrap=True, elem_id="model-table")
+                with gr.Row():
+                    chosen = gr.Dropdown(
+                        label="Model", choices=model_ids, value=EMBEDDED_MODEL_ID, allow_custom_value=True, scale=3
+                    )
+                    refresh = gr.Button("Refresh", scale=1)
+                with gr.Row():
+                    buttons = {
+                        name: gr.Button(name)
+                        for name in ("Quick check", "Full check", "Repair", "Download", "Update", "Roll back")
+                    }
+                report = gr.Markdown(elem_id="model-report")
+                with gr.Accordion("Disk clean-up", open=False):
+                    gr.Markdown(
+                        "Never offered: the default model (`KINTSUGI_MODEL`) and models a request is using. "
+                        "Nothing is deleted before you confirm."
+                    )
+                    gigabytes = gr.Number(label="Space to free (GB)", value=10, minimum=0)
+                    preview = gr.Button("Preview what would be deleted", elem_id="cleanup-preview")
+                    cleanup_note = gr.Markdown(elem_id="cleanup-note")
+                    plan_table = gr.Dataframe(
+                        label="Would be deleted",
+                        interactive=False,
+                        headers=CLEANUP_COLUMNS,
+                        elem_id="cleanup-table",
+                        wrap=True,
+                    )
+                    plan = gr.State(None)
+                    ask = gr.Button("Delete the previewed items…", variant="stop", elem_id="cleanup-delete")
+                    with gr.Group(visible=False) as confirm_box:
+                        question = gr.Markdown(elem_id="cleanup-question")
+                        with gr.Row():
+                            confirm = gr.Button("Yes, delete", variant="stop", elem_id="cleanup-yes")
+                            dismiss = gr.Button("Cancel", elem_id="cleanup-cancel")
+            refresh.click(model_table, None, table, api_name="models", api_description="The Models tab's table.")
+            for name, method in (
+                ("Quick check", "quick_check"),
+                ("Full check", "full_check"),
+                ("Repair", "repair"),
+                ("Download", "download"),
+                ("Update", "update"),
+                ("Roll back", "rollback"),
+            ):
+                handler = download if method == "download" else model_action(method)
+                buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(
+                    model_table, None, table, **private
+                ).then(model_picker, None, model, **private)
+            preview.click(cleanup_preview, gigabytes, [plan_table, plan, cleanup_note, confirm_box], **private)
+            ask.click(cleanup_ask, plan, [question, confirm_box, confirm], **private)
+            dismiss.click(lambda: gr.Group(visible=False), None, confirm_box, **private)
+            confirm.click(cleanup_apply, plan, [report, confirm_box, plan, plan_table], **private).then(
+                model_table, None, table, **private
+            ).then(model_picker, None, model, **private)
+            with gr.Tab("Scenarios"):
+                gr.Markdown(
+                    "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
+                    "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
+                    "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab."
                 )
-                refresh = gr.Button("Refresh", scale=1)
-            with gr.Row():
-                buttons = {
-                    name: gr.Button(name)
-                    for name in ("Quick check", "Full check", "Repair", "Download", "Update", "Roll back")
-                }
-            report = gr.Markdown(elem_id="model-report")
-            with gr.Accordion("Disk clean-up", open=False):
-                gigabytes = gr.Number(label="Space to free (GB)", value=10, minimum=0)
-                preview = gr.Button("Preview what would be deleted")
-                plan_table = gr.Dataframe(label="Would be deleted", interactive=False)
-                plan = gr.State(None)
-                apply = gr.Button("Delete the previewed revisions", variant="stop")
-        refresh.click(model_table, None, table, api_name="models")
-        for name, method in (
-            ("Quick check", "quick_check"),
-            ("Full check", "full_check"),
-            ("Repair", "repair"),
-            ("Download", "download"),
-            ("Update", "update"),
-            ("Roll back", "rollback"),
-        ):
-            handler = download if method == "download" else model_action(method)
-            buttons[name].click(handler, chosen, report, api_name=f"model_{method}").then(model_table, None, table)
-        preview.click(cleanup_preview, gigabytes, [plan_table, plan], api_name=False)
-        apply.click(lambda p: actions().apply_cleanup(p), plan, report, api_name=False).then(model_table, None, table)
-        with gr.Tab("Scenarios"):
-            gr.Markdown(
-                "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
-                "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
-                "parameters, a gated repo) and the same service recovers. Runs show in the Metrics tab."
-            )
-            with gr.Row():
-                scenario_buttons = {name: gr.Button(SPEC_DEMO[name][0]) for name in SCENARIOS}
-            scenario_row = gr.Dataframe(
-                label="Outcome",
-                interactive=False,
-                wrap=True,
-                headers=[
-                    "scenario",
-                    "failure type",
-                    "strategies tried",
-                    "recovered?",
-                    "time (s)",
-                    "what the user was told",
-                ],
-            )
-            with gr.Row():
-                scenario_video = gr.Video(label="Video", interactive=False, scale=1)
-                scenario_story = gr.Markdown(elem_id="scenario-story")
-            gr.Markdown("### Fault injection")
-            chaos_note = gr.Markdown(elem_id="chaos-note")
-            types = producible_types()
-            with gr.Row(visible=False) as chaos_controls:
-                fault_type = gr.Dropdown(
-                    label="Failure type", choices=list(types), value=types[0] if types else None, scale=3
+                with gr.Row():
+                    scenario_buttons = {name: gr.Button(SPEC_DEMO[name][0]) for name in SCENARIOS}
+                scenario_row = gr.Dataframe(
+                    label="Outcome",
+                    interactive=False,
+                    wrap=True,
+                    headers=[
+                        "scenario",
+                        "failure type",
+                        "strategies tried",
+                        "recovered?",
+                        "time (s)",
+                        "what the user was told",
+                    ],
                 )
-                inject = gr.Button("Inject this fault", scale=1)
-                inject_at_rate = gr.Button("Inject at rate", scale=1)
-            fault_table = gr.Dataframe(
-                label="Faults injected",
-                headers=list(FAULT_COLUMNS),
-                interactive=False,
-                wrap=True,
-                visible=False,
-                elem_id="fault-table",
-            )
-            fault_story = gr.Markdown(elem_id="fault-story")
-        for name, scenario_button in scenario_buttons.items():
-            scenario_button.click(
-                scenario_view(name),
-                None,
-                [scenario_row, scenario_video, scenario_story],
-                api_name=f"scenario_{name}",
+                with gr.Row():
+                    scenario_video = gr.Video(label="Video", interactive=False, scale=1)
+                    scenario_story = gr.Markdown(elem_id="scenario-story")
+                gr.Markdown("### Fault injection")
+                chaos_note = gr.Markdown(elem_id="chaos-note")
+                types = producible_types()
+                with gr.Row(visible=False) as chaos_controls:
+                    fault_type = gr.Dropdown(
+                        label="Failure type", choices=list(types), value=types[0] if types else None, scale=3
+                    )
+                    inject = gr.Button("Inject this fault", scale=1)
+                    inject_at_rate = gr.Button("Inject at rate", scale=1)
+                fault_table = gr.Dataframe(
+                    label="Faults injected",
+                    headers=list(FAULT_COLUMNS),
+                    interactive=False,
+                    wrap=True,
+                    visible=False,
+                    elem_id="fault-table",
+                )
+                fault_story = gr.Markdown(elem_id="fault-story")
+            for name, scenario_button in scenario_buttons.items():
+                scenario_button.click(
+                    scenario_view(name),
+                    None,
+                    [scenario_row, scenario_video, scenario_story],
+                    api_name=f"scenario_{name}",
+                    concurrency_limit=1,
+                    concurrency_id="scenarios",
+                )
+            inject.click(
+                chaos_inject,
+                fault_type,
+                [fault_table, fault_story],
+                api_name="chaos_inject",
                 concurrency_limit=1,
                 concurrency_id="scenarios",
             )
-        inject.click(
-            chaos_inject,
-            fault_type,
-            [fault_table, fault_story],
-            api_name="chaos_inject",
-            concurrency_limit=1,
-            concurrency_id="scenarios",
-        )
-        inject_at_rate.click(
-            chaos_matrix,
-            None,
-            [fault_table, fault_story],
-            api_name="chaos_matrix",
-            concurrency_limit=1,
-            concurrency_id="scenarios",
-        )
-        with gr.Tab("Metrics"):
-            headline = gr.Markdown(elem_id="metrics-summary")
-            plots = []
-            for pair in (
-                ("runs_over_time", "success_rate"),
-                ("failures_over_time", "recovery_time"),
-                ("oom_rescue", "effectiveness"),
-            ):
-                with gr.Row():
-                    plots.extend(gr.Plot(elem_id=f"chart-{name}", show_label=False) for name in pair)
-            recent = gr.Dataframe(label="Latest recovery attempts", interactive=False, wrap=True)
-            refresh_metrics = gr.Button("Refresh")
-            ticker = gr.Timer(15)
-        metrics_outputs = [headline, *plots, recent]
-        refresh_metrics.click(metrics_view, None, metrics_outputs, api_name="metrics")
-        ticker.tick(metrics_view, None, metrics_outputs, api_name=False, show_progress="hidden")
-        demo.load(model_table, None, table).then(model_picker, None, model).then(metrics_view, None, metrics_outputs)
-        demo.load(chaos_panel, None, [chaos_note, chaos_controls, fault_table], api_name=False)
+            inject_at_rate.click(
+                chaos_matrix,
+                None,
+                [fault_table, fault_story],
+                api_name="chaos_matrix",
+                concurrency_limit=1,
+                concurrency_id="scenarios",
+            )
+            with gr.Tab("Metrics"):
+                headline = gr.Markdown(elem_id="metrics-summary")
+                plots = []
+                for pair in (
+                    ("runs_over_time", "success_rate"),
+                    ("failures_over_time", "recovery_time"),
+                    ("oom_rescue", "effectiveness"),
+                ):
+                    with gr.Row():
+                        plots.extend(gr.Plot(elem_id=f"chart-{name}", show_label=False) for name in pair)
+                recent = gr.Dataframe(label="Latest recovery attempts", interactive=False, wrap=True)
+                refresh_metrics = gr.Button("Refresh")
+                ticker = gr.Timer(15)
+            metrics_outputs = [headline, *plots, recent]
+            refresh_metrics.click(
+                metrics_view, None, metrics_outputs, api_name="metrics", api_description="The Metrics tab's figures."
+            )
+            ticker.tick(metrics_view, None, metrics_outputs, show_progress="hidden", **private)
+            demo.load(model_table, None, table, **private).then(model_picker, None, model, **private).then(
+                metrics_view, None, metrics_outputs, **private
+            )
+            demo.load(chaos_panel, None, [chaos_note, chaos_controls, fault_table], **private)
     return demo
 
 
@@ -371,7 +590,13 @@ def build_server() -> FastAPI:
     server.include_router(build_router(get_service, feed))
     demo.queue(max_size=get_service().settings.queue_size)
     return gr.mount_gradio_app(
-        server, demo, path="/", allowed_paths=[str(get_service().settings.outputs_dir)], show_error=False
+        server,
+        demo,
+        path="/",
+        allowed_paths=[str(get_service().settings.outputs_dir)],
+        show_error=False,
+        css=CSS,
+        head=HEAD,
     )
 
 

@@ -36,6 +36,7 @@ from components.memory.ladder import MemoryPlan, plan_memory
 from components.settings import Settings
 from components.store.download import DownloadEvent
 from components.store.model_store import ModelStore
+from components.views.history import video_file_name
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from components.wiring import build_parts
 from recovery.engine import EnhancedErrorRecovery
@@ -284,7 +285,9 @@ class GenerationService:
         # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
         model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False)
         self._check_model(request.model_id)
-        output_path = self.settings.outputs_dir / f"{correlation_id}-{info.number}.mp4"
+        output_path = self.settings.outputs_dir / video_file_name(
+            request.prompt, correlation_id, info.number, time.time()
+        )
         for event in self.worker.run(request, output_path, model_path=model_path, options=options):
             if event.output is not None:
                 need = event.output.address_space_need

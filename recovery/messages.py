@@ -10,9 +10,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from recovery.taxonomy import EnhancedFailureType, ErrorContext, RecoveryResult
+from recovery.taxonomy import EnhancedFailureType, ErrorContext, RecoveryResult, RecoveryStrategy
 
-__all__ = ["Guidance", "CATALOGUE", "guidance_for", "scrub", "format_bytes", "format_duration", "api_error"]
+__all__ = [
+    "Guidance",
+    "CATALOGUE",
+    "FAILURE_LABELS",
+    "STRATEGY_LABELS",
+    "guidance_for",
+    "scrub",
+    "format_bytes",
+    "format_duration",
+    "api_error",
+    "failure_label",
+    "strategy_label",
+]
 
 F = EnhancedFailureType
 
@@ -246,3 +258,57 @@ def api_error(ctx: ErrorContext, result: RecoveryResult | None = None, *, data_d
             "estimated_resolution_time": format_duration(eta),
         }
     }
+
+
+#: A failure type in a few plain words, for a page; the type's value goes in a details line beside it.
+FAILURE_LABELS: dict[EnhancedFailureType, str] = {
+    F.MODEL_DOWNLOAD_FAILURE: "The model download failed",
+    F.MODEL_CORRUPTION_DETECTED: "Damaged model files",
+    F.MODEL_VERSION_MISMATCH: "The model needs other library versions",
+    F.MODEL_LOADING_TIMEOUT: "The model took too long to load",
+    F.MODEL_INTEGRITY_FAILURE: "Model files that fail their checksums",
+    F.MODEL_COMPATIBILITY_ERROR: "A model that cannot make videos from text",
+    F.VRAM_EXHAUSTION: "Not enough memory",
+    F.STORAGE_SPACE_INSUFFICIENT: "Not enough disk space",
+    F.NETWORK_CONNECTIVITY_LOSS: "The model server cannot be reached",
+    F.BANDWIDTH_LIMITATION: "A slow download",
+    F.HARDWARE_OPTIMIZATION_FAILURE: "A speed-up that fails on this hardware",
+    F.GENERATION_PIPELINE_ERROR: "The generation went wrong",
+    F.SYSTEM_RESOURCE_ERROR: "The generator stopped unexpectedly",
+    F.DEPENDENCY_MISSING: "A package the app needs is missing",
+    F.INVALID_PARAMETERS: "A setting that is not valid",
+    F.UNSUPPORTED_OPERATION: "Something this machine or model cannot do",
+    F.PERMISSION_DENIED: "Access refused",
+}
+
+#: What a strategy did, in plain words (past tense: it is shown once the strategy ran).
+STRATEGY_LABELS: dict[RecoveryStrategy, str] = {
+    RecoveryStrategy.IMMEDIATE_RETRY: "Tried again",
+    RecoveryStrategy.INTELLIGENT_FALLBACK: "Switched to another model",
+    RecoveryStrategy.AUTOMATIC_REPAIR: "Repaired the model files",
+    RecoveryStrategy.PARAMETER_ADJUSTMENT: "Adjusted the settings",
+    RecoveryStrategy.RESOURCE_OPTIMIZATION: "Freed memory by restarting the generator",
+    RecoveryStrategy.USER_INTERVENTION: "Handed over to you",
+    RecoveryStrategy.GRACEFUL_DEGRADATION: "Made a lower-quality preview",
+}
+
+
+def _words(value: str) -> str:
+    return value.replace("_", " ").capitalize()
+
+
+def failure_label(failure_type: EnhancedFailureType | str) -> str:
+    """``vram_exhaustion`` → ``"Not enough memory"``; events carry the type's value, so a string is taken too (an
+    unknown one is shown as words, never dropped)."""
+    try:
+        return FAILURE_LABELS[EnhancedFailureType(failure_type)]
+    except ValueError:
+        return _words(str(failure_type))
+
+
+def strategy_label(strategy: RecoveryStrategy | str) -> str:
+    """``parameter_adjustment`` → ``"Adjusted the settings"``; a string value is taken too."""
+    try:
+        return STRATEGY_LABELS[RecoveryStrategy(strategy)]
+    except ValueError:
+        return _words(str(strategy))

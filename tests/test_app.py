@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,8 +47,58 @@ def test_api_failure_is_a_catalogued_message_without_raw_text(app_url: str) -> N
     with pytest.raises(AppError) as caught:
         _client(app_url).predict("", *ARGS[1:], api_name="/generate")
     text = str(caught.value)
-    assert "What you can do" in text and "`prompt`" in text
+    assert "What you can do" in text and "Prompt must not be empty" in text
     assert "Traceback" not in text and "/tmp" not in text and ".py" not in text
+
+
+def test_api_lists_only_the_documented_endpoints(app_url: str) -> None:
+    """view_api shows the public endpoints, with their parameters' names, and none of the page's internal ones."""
+    info = _client(app_url).view_api(print_info=False, return_format="dict")
+    names = set(info["named_endpoints"])
+    assert {"/generate", "/models", "/model_quick_check", "/metrics", "/chaos_inject"} <= names
+    assert not info["unnamed_endpoints"]
+    assert not [name for name in names if re.search(r"_\d+$|lambda|model_picker|metrics_view|model_table", name)]
+    parameters = [p["parameter_name"] for p in info["named_endpoints"]["/generate"]["parameters"]]
+    assert parameters == [
+        "prompt",
+        "negative_prompt",
+        "model_id",
+        "width",
+        "height",
+        "num_frames",
+        "steps",
+        "guidance_scale",
+        "seed",
+        "fps",
+        "allow_fallback",
+    ]
+
+
+def test_api_cancel_stops_the_request(app_url: str) -> None:
+    """A gradio_client job cancelled during denoising stops its request: the journal files it as ended, and the
+    next request runs."""
+    import httpx
+
+    job = _client(app_url).submit(
+        "a long one", "", "kintsugi/tiny-wan-random", 128, 128, 9, 100, 5.0, 1, 8, api_name="/generate"
+    )
+    correlation_id = None
+    deadline = time.monotonic() + 120
+    while correlation_id is None or "Denoising" not in job.outputs()[-1][1]:
+        assert time.monotonic() < deadline and not job.done()
+        if job.outputs():
+            correlation_id = re.search(r"Request `([0-9a-f]+)`", job.outputs()[-1][1]).group(1)
+        time.sleep(0.2)
+    job.cancel()
+    while (status := httpx.get(f"{app_url}api/v1/requests/{correlation_id}", timeout=10).json())["status"] in (
+        "accepted",
+        "running",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert status["status"] == "failed"
+    video, _panel = _client(app_url).predict(*ARGS, api_name="/generate")
+    assert Path(video).stat().st_size > 0
 
 
 def test_rest_generate_returns_video_url_and_result(app_url: str) -> None:

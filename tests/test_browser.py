@@ -6,8 +6,12 @@ README shows them).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,10 +51,36 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+SPARE = "kintsugi-test/spare-model"
+
+
+def _cached_model(hub_cache: Path, repo_id: str, payload: bytes) -> Path:
+    """A model in the Hugging Face cache's own layout (blob, snapshot link, ref), as a finished download leaves it."""
+    folder = hub_cache / f"models--{repo_id.replace('/', '--')}"
+    blob = folder / "blobs" / hashlib.sha256(payload).hexdigest()
+    commit = hashlib.sha1(payload).hexdigest()
+    snapshot = folder / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(payload)
+    (snapshot / "weights.safetensors").symlink_to(os.path.relpath(blob, snapshot))
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    return blob
+
+
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
+def spare_blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data folder of the shared app, with a second model (not the default, not in use) in its hub cache."""
+    data = tmp_path_factory.mktemp("browser")
+    return _cached_model(data / "hub", SPARE, b"\0" * 300_000)
+
+
+@pytest.fixture(scope="module")
+def app_url(spare_blob: Path, tiny_model: Path) -> Iterator[str]:
     """The app with fault injection on (``KINTSUGI_CHAOS=on``): the Scenarios tab shows its controls."""
-    with running_app(tmp_path_factory.mktemp("browser"), tiny_model, KINTSUGI_CHAOS="on") as url:
+    data = spare_blob.parents[3]
+    with running_app(data, tiny_model, KINTSUGI_CHAOS="on") as url:
         yield url
 
 
@@ -66,10 +96,11 @@ def capped_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> It
         yield url
 
 
-def _page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
+def _page(browser, url: str, width: int = 1280, height: int = 900):
+    page = browser.new_page(viewport={"width": width, "height": height})
     page.goto(url)
-    page.get_by_role("button", name="Generate").wait_for()
+    page.get_by_role("button", name="Generate", exact=True).wait_for()
+    page.wait_for_timeout(300)  # the load events (model picker, saved settings) have run
     return page
 
 
@@ -79,10 +110,44 @@ def _set_slider(page, label: str, value: int) -> None:
     box.press("Enter")
 
 
+def _small(page, **values: int) -> None:
+    """A request small enough to take seconds: 64×64, 5 frames, 1 step unless told otherwise."""
+    for label, value in {"Width": 64, "Height": 64, "Frames (4k+1)": 5, "Steps": 1, **values}.items():
+        _set_slider(page, label, value)
+
+
+def _slider_value(page, label: str) -> str:
+    return page.get_by_label(f"number input for {label}", exact=True).input_value()
+
+
+def _request_status(url: str, correlation_id: str) -> dict:
+    with urllib.request.urlopen(f"{url}api/v1/requests/{correlation_id}", timeout=10) as answer:
+        return json.load(answer)
+
+
+def _running_request(page) -> str:
+    """Wait for denoising to be under way; the request id the progress panel shows."""
+    page.wait_for_function(
+        "() => /step [1-9]\\d*\\/100/.test(document.querySelector('#progress-panel').innerText)", timeout=90_000
+    )
+    return page.locator("#progress-panel code").inner_text()
+
+
+def _wait_failed(url: str, correlation_id: str, timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (status := _request_status(url, correlation_id))["status"] in ("accepted", "running"):
+        assert time.monotonic() < deadline, f"request {correlation_id} still {status['status']}"
+        time.sleep(0.5)
+    return status
+
+
 def test_click_generate_plays_a_video(browser, app_url: str) -> None:
-    """A click on Generate shows a video element that loads and has a duration."""
+    """At 1280×900 Generate is in view without scrolling; a click shows a video that loads and has a duration."""
     page = _page(browser, app_url)
-    page.get_by_role("button", name="Generate").click()
+    button = page.get_by_role("button", name="Generate", exact=True)
+    box = button.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 900
+    button.click()
     page.wait_for_selector("video[src]", timeout=60_000)
     page.wait_for_function(
         "() => { const v = document.querySelector('video'); return v && v.readyState >= 1 && v.duration > 0; }",
@@ -95,15 +160,174 @@ def test_click_generate_plays_a_video(browser, app_url: str) -> None:
 
 
 def test_invalid_parameter_shows_the_catalogued_message(browser, app_url: str) -> None:
-    """An empty prompt ends in an error toast with the plain message naming `prompt`, no raw exception text."""
+    """An empty prompt ends in a formatted toast naming the Prompt field, with steps: no raw Markdown, no claim of
+    corrections that were not made, no raw exception text."""
     page = _page(browser, app_url)
     page.get_by_label("Prompt", exact=True).fill("")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     toast = page.locator('[data-testid="toast-body"]').first
     toast.wait_for(timeout=30_000)
     text = toast.inner_text()
-    assert "`prompt`" in text or "prompt" in text
-    assert "What you can do" in text and "Traceback" not in text
+    assert "Prompt must not be empty" in text and "What you can do" in text
+    assert "**" not in text and "corrected what we could" not in text and "Traceback" not in text
+    assert toast.locator("strong").count() >= 1
+
+
+def test_a_prompt_over_the_limit_is_counted_and_refused_with_a_notice(browser, app_url: str) -> None:
+    """2050 characters: the counter says 50 too many, and Generate is refused in words, not cut silently."""
+    page = _page(browser, app_url)
+    page.get_by_label("Prompt", exact=True).fill("x" * 2050)
+    page.wait_for_function("() => document.querySelector('#prompt-counter').innerText.includes('50 too many')")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    toast = page.locator('[data-testid="toast-body"]').first
+    toast.wait_for(timeout=30_000)
+    assert "Prompt must be at most 2000 characters" in toast.inner_text()
+    assert len(page.get_by_label("Prompt", exact=True).input_value()) == 2050
+
+
+@pytest.mark.parametrize("how", ["button", "Escape"])
+def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -> None:
+    """Stop (the button, or Esc) during denoising ends that request as stopped, and the next request starts at
+    once and delivers."""
+    page = _page(browser, app_url)
+    _set_slider(page, "Steps", 100)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    stopped = _running_request(page)
+    if how == "button":
+        page.get_by_role("button", name="Stop", exact=True).click()
+    else:
+        page.keyboard.press("Escape")
+    page.wait_for_function("() => document.querySelector('#progress-panel').innerText.includes('Stopped')")
+    status = _wait_failed(app_url, stopped)
+    assert status["status"] == "failed"
+    _small(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+    assert "Done" in page.locator("#progress-panel").inner_text()
+
+
+def test_closing_the_tab_cancels_its_request(browser, app_url: str) -> None:
+    """A tab closed while its video is made cancels that request: the journal files it as ended, not running."""
+    page = _page(browser, app_url)
+    _set_slider(page, "Steps", 100)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    abandoned = _running_request(page)
+    page.close()
+    assert _wait_failed(app_url, abandoned)["status"] == "failed"
+
+
+def test_ctrl_enter_generates(browser, app_url: str) -> None:
+    """Ctrl+Enter in the prompt starts a generation, as the Generate button does."""
+    page = _page(browser, app_url)
+    _small(page)
+    page.get_by_label("Prompt", exact=True).press("Control+Enter")
+    page.wait_for_selector("video[src]", timeout=60_000)
+
+
+def test_corrections_are_written_back_to_the_form_and_listed(browser, app_url: str) -> None:
+    """Width 100, 10 frames, 0 steps and seed −5 run as 96, 9, 1 and a drawn seed: the inputs show those values
+    and each correction is listed in form words."""
+    page = _page(browser, app_url)
+    page.get_by_label("Prompt", exact=True).fill("a red kite over the sea")
+    _small(page, **{"Width": 100, "Frames (4k+1)": 10, "Steps": 0})
+    page.get_by_label("Seed (-1 = random)").fill("-5")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+    assert (_slider_value(page, "Width"), _slider_value(page, "Frames (4k+1)"), _slider_value(page, "Steps")) == (
+        "96",
+        "9",
+        "1",
+    )
+    seed = page.get_by_label("Seed (-1 = random)").input_value()
+    status = page.locator("#status").inner_text()
+    assert int(seed) >= 0 and f"seed {seed}" in status
+    for line in ("Width 100 → 96", "Frames 10 → 9", "Steps 0 → 1", f"Seed chosen at random: {seed}"):
+        assert line in status
+    assert "num_frames" not in status
+
+
+def test_last_settings_come_back_after_a_reload(browser, app_url: str) -> None:
+    """The settings of the last run are kept in the browser: a reload shows them again, not the defaults."""
+    page = _page(browser, app_url)
+    _small(page, Width=128)
+    page.get_by_label("Prompt", exact=True).fill("kept across reloads")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+    page.wait_for_timeout(500)  # the settings are saved after the run
+    page.reload()
+    page.get_by_role("button", name="Generate", exact=True).wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('#prompt textarea').value === 'kept across reloads'", timeout=10_000
+    )
+    assert _slider_value(page, "Width") == "128" and _slider_value(page, "Steps") == "1"
+
+
+def test_history_lists_a_finished_video_and_reuse_fills_the_form(browser, app_url: str) -> None:
+    """The History tab shows a video made through the API with its prompt; "Reuse settings" puts its prompt and
+    size back in the Generate form and shows that tab."""
+    answer = urllib.request.urlopen(
+        urllib.request.Request(
+            app_url + "api/v1/generate",
+            data=json.dumps(
+                {"prompt": "a red kite over the sea", "width": 96, "height": 64, "num_frames": 5, "steps": 1}
+            ).encode(),
+            headers={"Content-Type": "application/json"},
+        ),
+        timeout=120,
+    )
+    assert answer.status == 200
+    page = _page(browser, app_url)
+    page.get_by_role("tab", name="History").click()
+    page.wait_for_selector("#history-gallery video, #history-gallery img", timeout=30_000)
+    page.locator("#history-gallery button.thumbnail-item").filter(has_text="red kite").first.click()
+    page.wait_for_function("() => document.querySelector('#history-details').innerText.includes('red kite')")
+    page.locator("#download-video").wait_for(state="visible", timeout=10_000)
+    page.keyboard.press("Escape")  # close the gallery's preview, for the screenshot
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "history.png"), full_page=True)
+    page.get_by_role("button", name="Reuse settings").click()
+    page.wait_for_function(
+        "() => document.querySelector('#prompt textarea').value === 'a red kite over the sea'", timeout=10_000
+    )
+    assert _slider_value(page, "Width") == "96" and page.get_by_role("button", name="Generate", exact=True).is_visible()
+
+
+def test_cleanup_never_lists_the_default_model_and_asks_before_deleting(
+    browser, app_url: str, spare_blob: Path
+) -> None:
+    """Asked to free everything, the clean-up lists the spare model but never the default one; deleting asks first,
+    naming the bytes, and only the confirmation deletes."""
+    page = _page(browser, app_url)
+    page.get_by_role("tab", name="Models").click()
+    page.get_by_text("Disk clean-up").click()
+    page.get_by_label("Space to free (GB)").fill("1000")
+    page.locator("#cleanup-preview").click()
+    page.wait_for_function("() => document.querySelector('#cleanup-table').innerText.includes('spare-model')")
+    table = page.locator("#cleanup-table").inner_text()
+    assert "tiny-wan-random" not in table
+    page.locator("#cleanup-delete").click()
+    question = page.locator("#cleanup-question")
+    question.wait_for()
+    assert "KiB" in question.inner_text() and "free" in question.inner_text()
+    assert spare_blob.is_file()
+    page.screenshot(path=str(SHOTS / "cleanup-confirm.png"), full_page=True)
+    page.locator("#cleanup-yes").click()
+    page.wait_for_function("() => document.querySelector('#model-report').innerText.includes('Freed')")
+    assert not spare_blob.exists()
+
+
+def test_phone_width_shows_the_result_in_view_in_a_bounded_player(browser, app_url: str) -> None:
+    """At 390×844 a tall 96×256 video scrolls into view after Generate, kept within the screen's height."""
+    page = _page(browser, app_url, 390, 844)
+    _small(page, **{"Width": 96, "Height": 256})
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('video').readyState >= 1", timeout=30_000)
+    page.wait_for_timeout(500)
+    box = page.locator("#result-video video").bounding_box()
+    assert box is not None and box["height"] <= 844 * 0.62
+    assert 0 <= box["y"] and box["y"] + box["height"] / 2 <= 844
+    page.screenshot(path=str(SHOTS / "phone.png"))
 
 
 def test_fault_injected_from_the_scenarios_tab_fills_its_row_and_story(browser, app_url: str) -> None:
@@ -131,11 +355,11 @@ def test_real_oom_shows_timeline_and_what_we_changed(browser, capped_url: str) -
     _set_slider(page, "Height", 512)
     _set_slider(page, "Frames (4k+1)", 33)
     _set_slider(page, "Steps", 2)
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_selector("video[src]", timeout=120_000)
     status = page.locator("#status").inner_text()
     page.screenshot(path=str(SHOTS / "oom-recovered.png"), full_page=True)
-    assert "Attempt 1 failed" in status and "vram_exhaustion" in status
+    assert "Attempt 1 failed" in status and "Not enough memory" in status and "vram_exhaustion" in status
     assert "What we changed" in status
     assert "Recovered" in status
 

@@ -10,6 +10,7 @@ first), then whole repos least recently used. Nothing is deleted until ``apply_c
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,17 +115,23 @@ def preflight(cache: HubCache, manifest: RevisionManifest, reserve_bytes: int) -
     return PreflightReport(**{**report.__dict__, "plan": plan})
 
 
-def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str]] | None = None) -> CleanupPlan:
+def plan_cleanup(
+    cache: HubCache,
+    bytes_to_free: int,
+    protect: dict[str, set[str]] | None = None,
+    *,
+    keep: Collection[str] = (),
+) -> CleanupPlan:
     """Pick revisions to delete until ``bytes_to_free`` is reached; never touches protected repos' current
     revisions (what a ref points to, the commits in ``protect``, and the last revision kept for rollback) nor their
-    unfinished downloads."""
+    unfinished downloads, and never offers anything of the repos in ``keep`` (the default model, models in use)."""
     protect = protect or {}
     if not cache.cache_dir.is_dir():
         return CleanupPlan(cache.cache_dir, bytes_to_free, (), 0)
     info = scan_cache_dir(cache.cache_dir)
     detached, whole = [], []
     for repo in info.repos:
-        if repo.repo_type != "model":
+        if repo.repo_type != "model" or repo.repo_id in keep:
             continue
         kept = protect.get(repo.repo_id, set()) | set(cache.previous(repo.repo_id, "main")[-1:])
         for revision in repo.revisions:
@@ -151,7 +158,9 @@ def plan_cleanup(cache: HubCache, bytes_to_free: int, protect: dict[str, set[str
                     repo.last_accessed,
                 )
                 whole.append(item)
-    unfinished = [item for item in unfinished_downloads(cache) if item.repo_id not in protect]
+    unfinished = [
+        item for item in unfinished_downloads(cache) if item.repo_id not in protect and item.repo_id not in keep
+    ]
     chosen: list[CleanupItem] = []
     for item in (
         sorted(detached, key=lambda i: i.last_accessed)

@@ -1,7 +1,8 @@
 """What the Models tab (and a notebook) shows and does: a status table and plain-language model actions.
 
 Each action returns Markdown that says what happened; a failure is explained with the recovery catalogue (never
-raw exception text). Nothing is deleted without an explicit ``apply_cleanup`` of a previewed plan.
+raw exception text). Nothing is deleted without an explicit ``apply_cleanup`` of a previewed plan, confirmed with
+the bytes it frees; a clean-up never offers the configured default model nor a model a request is using.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
 from components.generation.request import MODEL_ID_PATTERN
 from components.store.catalog import CATALOG
-from components.store.disk import CleanupPlan
+from components.store.disk import CleanupPlan, plan_cleanup
 from components.store.download import DownloadEvent, DownloadEventKind
 from components.store.integrity import quick_check
 from components.store.model_store import ModelStore
@@ -24,7 +26,9 @@ from recovery.classify import Classifier
 from recovery.errors import InvalidParameterError, KintsugiError
 from recovery.messages import api_error, format_bytes
 
-__all__ = ["ModelActions", "model_choices", "models_table"]
+__all__ = ["CLEANUP_COLUMNS", "ModelActions", "cleanup_confirmation", "model_choices", "models_in_use", "models_table"]
+
+CLEANUP_COLUMNS = ["model", "revision", "refs", "frees", "why"]
 
 _GB = 1_000_000_000
 
@@ -59,12 +63,35 @@ def model_choices(store: ModelStore) -> list[tuple[str, str]]:
     ]
 
 
+def models_in_use(journal: Any) -> set[str]:
+    """The models of the requests a ``RequestJournal`` holds as accepted or running."""
+    return {str(entry.request["model_id"]) for entry in journal.unfinished() if entry.request}
+
+
+def cleanup_confirmation(plan: CleanupPlan | None) -> str:
+    """The question asked before a previewed clean-up is applied: what goes, and the bytes it frees."""
+    if plan is None or not plan.items:
+        return "Nothing to delete: preview a clean-up first."
+    models = sorted({item.repo_id for item in plan.items})
+    return (
+        f"**Delete {len(plan.items)} item(s) of {', '.join(models)} and free {format_bytes(plan.bytes_freed)}?** "
+        "This cannot be undone: a deleted model is downloaded again when it is next used."
+    )
+
+
 @dataclass
 class ModelActions:
-    """Verify, repair, download, update, roll back and clean up, each answering in Markdown."""
+    """Verify, repair, download, update, roll back and clean up, each answering in Markdown. ``default_model`` and
+    the models ``in_use`` returns are never offered for deletion."""
 
     store: ModelStore
     data_dir: str | None = None
+    default_model: str | None = None
+    in_use: Callable[[], Iterable[str]] = field(default=lambda: ())
+
+    def kept(self) -> set[str]:
+        """Models a clean-up leaves alone now: the default one and those in use."""
+        return {*self.in_use(), *([self.default_model] if self.default_model else [])}
 
     def quick_check(self, model_id: str) -> str:
         """Every file present with its size, every safetensors header sound (milliseconds)."""
@@ -147,8 +174,9 @@ class ModelActions:
         return self._explained(model_id, run)
 
     def cleanup_preview(self, gigabytes: float) -> tuple[pd.DataFrame, CleanupPlan]:
-        """What would be deleted to free ``gigabytes`` (old revisions first, then least recently used models)."""
-        plan = self.store.availability.cleanup_plan(int(gigabytes * _GB))
+        """What would be deleted to free ``gigabytes`` (old revisions first, then least recently used models),
+        leaving the default model and models in use alone."""
+        plan = plan_cleanup(self.store.cache, int(max(0.0, gigabytes) * _GB), keep=self.kept())
         table = pd.DataFrame(
             [
                 {
@@ -160,14 +188,29 @@ class ModelActions:
                 }
                 for item in plan.items
             ],
-            columns=["model", "revision", "refs", "frees", "why"],
+            columns=CLEANUP_COLUMNS,
         )
         return table, plan
 
+    def cleanup_note(self, plan: CleanupPlan) -> str:
+        """What a preview found, and what it never offers."""
+        kept = ", ".join(sorted(self.kept())) or "none"
+        if not plan.items:
+            return f"**Nothing can be deleted.** Never offered: the default model and models in use ({kept})."
+        short = "" if plan.sufficient else f" — less than the {format_bytes(plan.bytes_to_free)} asked for"
+        return (
+            f"Deleting these frees **{format_bytes(plan.bytes_freed)}**{short}. Never offered: the default model "
+            f"and models in use ({kept})."
+        )
+
     def apply_cleanup(self, plan: CleanupPlan | None) -> str:
-        """Delete exactly what a preview listed."""
+        """Delete exactly what a preview listed (call it once the user confirmed ``cleanup_confirmation``); refused
+        if a listed model became the default or is in use since the preview."""
         if plan is None or not plan.items:
             return "Nothing to delete: preview a clean-up first."
+        busy = sorted({item.repo_id for item in plan.items} & self.kept())
+        if busy:
+            return f"**Nothing was deleted:** {', '.join(busy)} is in use now. Preview the clean-up again."
         return self._explained(
             None,
             lambda: (

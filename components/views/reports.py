@@ -18,7 +18,7 @@ from components.generation.request import GenerationOutput, GenerationRequest
 from components.memory.ladder import MemoryPlan
 from recovery.errors import GenerationFailedError, InvalidParameterError, KintsugiError, RequestExistsError
 from recovery.messages import api_error, format_bytes
-from recovery.outcome import Outcome
+from recovery.outcome import AttemptRecord, Outcome
 from recovery.taxonomy import ErrorContext
 
 __all__ = ["EMBEDDED_MODEL_NOTE", "GenerationResult", "Reporter", "ServiceEvent", "ServiceEventKind"]
@@ -69,6 +69,7 @@ class GenerationResult:
     correlation_id: str
     output: GenerationOutput
     notes: tuple[str, ...] = ()
+    attempt_records: tuple[AttemptRecord, ...] = ()  # every try, with its duration and how it failed
 
     @property
     def recovered(self) -> bool:
@@ -110,6 +111,7 @@ class Reporter:
             correlation_id=outcome.correlation_id,
             output=output,
             notes=notes,
+            attempt_records=outcome.attempts,
         )
 
     def failure(

@@ -99,3 +99,28 @@ def test_a_repository_that_does_not_exist_says_check_the_id() -> None:
     assert error["type"] == "model_download_failure"
     assert error["user_message"].startswith("foo/bar was not found on the model hub: check its id")
     assert "reach" not in error["user_message"]
+
+
+def test_every_failure_type_and_strategy_has_a_plain_label() -> None:
+    """Each of the 17 failure types and 7 strategies has its own words, and none is its technical name."""
+    from recovery.messages import FAILURE_LABELS, STRATEGY_LABELS, failure_label, strategy_label
+    from recovery.taxonomy import RecoveryStrategy
+
+    assert set(FAILURE_LABELS) == set(F) and set(STRATEGY_LABELS) == set(RecoveryStrategy)
+    labels = [failure_label(f) for f in F] + [strategy_label(s) for s in RecoveryStrategy]
+    assert len(set(labels)) == len(labels) and all("_" not in label for label in labels)
+
+
+@pytest.mark.parametrize(
+    ("value", "label"),
+    [
+        ("vram_exhaustion", "Not enough memory"),
+        ("parameter_adjustment", "Adjusted the settings"),
+        ("odd_new", "Odd new"),
+    ],
+)
+def test_labels_take_the_value_an_event_carries(value: str, label: str) -> None:
+    """Events carry the enum's value; an unknown value is shown as words, not dropped."""
+    from recovery.messages import failure_label, strategy_label
+
+    assert label in (failure_label(value), strategy_label(value))

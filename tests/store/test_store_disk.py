@@ -75,3 +75,22 @@ def test_unfinished_download_of_the_protected_model_is_not_offered(store: ModelS
     """Making room for a model never deletes the bytes already downloaded for it."""
     stop_download_midway(store)
     assert store.availability.cleanup_plan(1, protect=REPO).items == ()
+
+
+def test_kept_models_are_never_offered_whatever_the_space_asked(crowded: ModelStore) -> None:
+    """A repo in ``keep`` (the default model, one in use) has none of its revisions offered, even to free all."""
+    from components.store.disk import plan_cleanup
+
+    crowded.ensure(REPO)
+    offered = {item.repo_id for item in plan_cleanup(crowded.cache, 10**15).items}
+    assert {REPO, OTHER} <= offered
+    kept = plan_cleanup(crowded.cache, 10**15, keep={OTHER})
+    assert {item.repo_id for item in kept.items} == {REPO}
+
+
+def test_unfinished_download_of_a_kept_model_is_not_offered(store: ModelStore, hub: HubServer) -> None:
+    """The bytes of a stopped download of a kept model stay: they are how its download resumes."""
+    from components.store.disk import plan_cleanup
+
+    stop_download_midway(store)
+    assert plan_cleanup(store.cache, 1, keep={REPO}).items == ()

@@ -72,3 +72,56 @@ def test_picker_labels_carry_status_and_values_stay_ids(store: ModelStore) -> No
     choices = model_choices(store)
     assert [value for _label, value in choices] == [entry.model_id for entry in CATALOG]
     assert choices[1][0].startswith(f"{CATALOG[1].model_id} — missing (")
+
+
+def test_cleanup_never_offers_the_default_model(store: ModelStore) -> None:
+    """Asked to free everything, the preview leaves the configured default model out, and says why."""
+    store.ensure(REPO)
+    everything = ModelActions(store).cleanup_preview(10**6)[1]
+    assert REPO in {item.repo_id for item in everything.items}
+    actions = ModelActions(store, default_model=REPO)
+    table, plan = actions.cleanup_preview(10**6)
+    assert plan.items == () and table.empty
+    assert "Nothing can be deleted" in actions.cleanup_note(plan) and REPO in actions.cleanup_note(plan)
+
+
+def test_cleanup_never_offers_a_model_in_use(store: ModelStore) -> None:
+    """A model that a running request uses is left out of the preview."""
+    store.ensure(REPO)
+    assert ModelActions(store, in_use=lambda: {REPO}).cleanup_preview(10**6)[1].items == ()
+
+
+def test_cleanup_refuses_a_model_that_came_into_use_after_the_preview(store: ModelStore) -> None:
+    """A preview made while the model was idle is not applied once a request uses it: nothing is deleted."""
+    store.ensure(REPO)
+    using: set[str] = set()
+    actions = ModelActions(store, in_use=lambda: using)
+    _table, plan = actions.cleanup_preview(10**6)
+    using.add(REPO)
+    assert actions.apply_cleanup(plan).startswith("**Nothing was deleted:**")
+    assert store.cache.resolve(REPO, "main") is not None
+
+
+def test_cleanup_confirmation_names_what_goes_and_the_bytes_freed(store: ModelStore) -> None:
+    """The question before deleting names the model and the size it frees; without a plan it asks for a preview."""
+    from components.views.models import cleanup_confirmation
+    from recovery.messages import format_bytes
+
+    store.ensure(REPO)
+    _table, plan = ModelActions(store).cleanup_preview(10**6)
+    question = cleanup_confirmation(plan)
+    assert REPO in question and format_bytes(plan.bytes_freed) in question and "cannot be undone" in question
+    assert "preview" in cleanup_confirmation(None)
+
+
+def test_models_in_use_are_the_unfinished_requests_models(tmp_path) -> None:
+    """Accepted and running requests count as using their model; finished ones do not."""
+    from components.journal import RequestJournal
+    from components.views.models import models_in_use
+
+    journal = RequestJournal(tmp_path / "journal.sqlite")
+    journal.accept("a", {"model_id": "owner/running"})
+    journal.mark_running("a")
+    journal.accept("b", {"model_id": "owner/finished"})
+    journal.complete("b", {"video": "b.mp4"})
+    assert models_in_use(journal) == {"owner/running"}

@@ -1,0 +1,218 @@
+"""The Generate tab's logic, free of Gradio: the form as a request and back, the page's own corrections, size
+presets, and a request's run as a sequence of frames (timeline, progress panel, corrected form, notices, video).
+
+``app.py`` lays these out; a notebook or a test drives them the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from components.generation.request import LIMITS, Limits
+from components.views.presenters import (
+    PhaseBoard,
+    failure_markdown,
+    form_words,
+    result_markdown,
+    timeline_line,
+)
+from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
+from recovery import events
+from recovery.messages import failure_label
+
+__all__ = [
+    "ASPECTS",
+    "FORM_FIELDS",
+    "SIZES",
+    "WRITTEN_BACK",
+    "Notice",
+    "StudioFrame",
+    "StudioRun",
+    "cancel_request",
+    "form_request",
+    "form_values",
+    "preset_size",
+]
+
+#: The Generate form's fields, in the order of the ``/generate`` endpoint's parameters.
+FORM_FIELDS = (
+    "prompt",
+    "negative_prompt",
+    "model_id",
+    "width",
+    "height",
+    "num_frames",
+    "steps",
+    "guidance_scale",
+    "seed",
+    "fps",
+    "allow_fallback",
+)
+#: The fields a run writes back into the form (what was really run); text fields are left alone, so typing the
+#: next prompt while a video is made is never overwritten.
+WRITTEN_BACK = ("width", "height", "num_frames", "steps", "guidance_scale", "seed", "fps")
+
+ASPECTS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "16:9": (16, 9), "9:16": (9, 16), "4:3": (4, 3), "3:4": (3, 4)}
+SIZES: dict[str, int] = {"Small (256)": 256, "Medium (480)": 480, "Large (720)": 720}
+
+
+def form_request(values: Mapping[str, Any], *, limits: Limits = LIMITS) -> tuple[dict[str, Any], list[str]]:
+    """The form's values as the service's request, and the corrections the page makes itself (each reported).
+
+    A negative seed asks for a random one (the service draws it and says which). The Steps slider goes down to 0
+    so that the browser does not silently raise a 0 to the slider's minimum: the page corrects it, and says so.
+    """
+    request = {name: values[name] for name in FORM_FIELDS if name in values}
+    seed = values.get("seed")
+    request["seed"] = None if seed is None or seed < 0 else seed
+    request["allow_fallback"] = bool(values.get("allow_fallback", False))
+    corrections = []
+    steps = values.get("steps")
+    if isinstance(steps, (int, float)) and not isinstance(steps, bool) and 0 <= steps < limits.min_steps:
+        corrections.append(f"steps {steps:g} → {limits.min_steps} (a video needs at least one denoising step)")
+        request["steps"] = limits.min_steps
+    return request, corrections
+
+
+def form_values(request: Mapping[str, Any], fields: Iterable[str] = WRITTEN_BACK) -> dict[str, Any]:
+    """A journaled or past request as the form shows it (whole numbers as ints), for ``fields`` it holds."""
+    shown: dict[str, Any] = {}
+    for name in fields:
+        if name in request and request[name] is not None:
+            value = request[name]
+            shown[name] = int(value) if isinstance(value, float) and value.is_integer() else value
+    return shown
+
+
+def preset_size(aspect: str, size: str, *, limits: Limits = LIMITS) -> tuple[int, int]:
+    """Width and height for an aspect ratio (``"16:9"``) at a size (its short side), within Wan's rules: both sides
+    divisible by 16 and within the limits, the long side capped (shrinking both, so the ratio holds)."""
+    across, down = ASPECTS[aspect]
+    short = SIZES[size]
+    width, height = (short * across / down, short) if across >= down else (short, short * down / across)
+    scale = min(1.0, limits.max_side / max(width, height))
+    step = limits.side_multiple
+
+    def snap(side: float) -> int:
+        return min(limits.max_side, max(limits.min_side, round(side * scale / step) * step))
+
+    return snap(width), snap(height)
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A toast: ``text`` is HTML (a toast renders HTML, not Markdown)."""
+
+    level: Literal["info", "warning"]
+    title: str
+    text: str
+
+
+@dataclass(frozen=True)
+class StudioFrame:
+    """What the page shows at one moment of a run. ``form`` (written-back fields → values) comes once, when the
+    service has checked the request; ``video`` with the result."""
+
+    status: str
+    progress: str
+    video: str | None = None
+    form: Mapping[str, Any] | None = None
+    notices: tuple[Notice, ...] = ()
+    done: bool = False
+
+
+@dataclass
+class StudioRun:
+    """One request as the page follows it. ``checked`` returns the request as the service accepted it (from the
+    journal: corrected, with the seed it drew), or ``None``; ``page_corrections`` are ``form_request``'s."""
+
+    correlation_id: str
+    checked: Callable[[], Mapping[str, Any] | None] = lambda: None
+    page_corrections: tuple[str, ...] = ()
+    clock: Callable[[], float] = time.monotonic
+    timeline: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+        self.board = PhaseBoard(self.correlation_id, self.clock)
+        self.timeline.append(f"- Request `{self.correlation_id}` accepted")
+        self.timeline.extend(f"- **Corrected** {form_words(line)}" for line in self.page_corrections)
+        self._form_sent = False
+
+    def frames(self, stream: Iterable[ServiceEvent]) -> Iterator[StudioFrame]:
+        """A frame per event that changes what the page shows (every denoising step does: the bars move)."""
+        for event in stream:
+            form = self._form()
+            if event.kind is ServiceEventKind.RESULT:
+                yield self._result(event.data["result"], form)
+                return
+            notices = self._notices(event)
+            changed = self.board.update(event)
+            line = timeline_line(event)
+            if line:
+                self.timeline.append(line)
+            if line or changed or notices or form:
+                yield StudioFrame("\n".join(self.timeline), self.board.html(), form=form, notices=notices)
+
+    def failed(self, report: Mapping[str, Any]) -> StudioFrame:
+        """The last frame of a request that ended without a video: the report above the timeline."""
+        self.board.finish(f"Stopped after {self._elapsed()}: {failure_label(report['error'].get('type', ''))}")
+        status = failure_markdown(report) + ("\n\n---\n" + "\n".join(self.timeline) if self.timeline else "")
+        return StudioFrame(status, self.board.html(), form=self._form(), done=True)
+
+    def _result(self, result: GenerationResult, form: Mapping[str, Any] | None) -> StudioFrame:
+        result = replace(result, corrections=(*self.page_corrections, *result.corrections))
+        elapsed = self.clock() - self.started
+        self.board.finish(f"Done in {self._elapsed()}")
+        status = result_markdown(result, elapsed_s=elapsed) + "\n\n---\n" + "\n".join(self.timeline)
+        return StudioFrame(status, self.board.html(), video=result.video_path, form=form, done=True)
+
+    def _form(self) -> Mapping[str, Any] | None:
+        if self._form_sent:
+            return None
+        self._form_sent = True
+        checked = self.checked()
+        return form_values(checked) if checked else None
+
+    def _elapsed(self) -> str:
+        seconds = self.clock() - self.started
+        return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+    @staticmethod
+    def _notices(event: ServiceEvent) -> tuple[Notice, ...]:
+        if event.kind is not ServiceEventKind.RECOVERY:
+            return ()
+        data = event.data
+        if event.message == events.FAILURE_CLASSIFIED:
+            label = failure_label(data["failure_type"])
+            return (
+                Notice(
+                    "warning",
+                    "Recovering",
+                    f"<p>Attempt {data['attempt']} failed: <strong>{label}</strong>. Recovering…</p>"
+                    f"<p><small>details: {data['failure_type']}</small></p>",
+                ),
+            )
+        if event.message == events.RECOVERED:
+            return (Notice("info", "Recovered", f"<p>Recovered after {data['attempts']} attempts.</p>"),)
+        return ()
+
+
+def cancel_request(service: Any, correlation_id: str) -> bool:
+    """Stop request ``correlation_id`` of ``service`` (a ``GenerationService``) at its next denoising step.
+
+    A service whose ``cancel`` takes the id stops exactly that request; an older one stops whatever runs, so it is
+    asked only while the journal says this request is running. ``True`` when a stop was asked for.
+    """
+    cancel = service.cancel
+    if "correlation_id" in inspect.signature(cancel).parameters:
+        return bool(cancel(correlation_id=correlation_id))
+    entry = service.request_status(correlation_id)
+    if entry is None or entry.finished:
+        return False
+    cancel()
+    return True

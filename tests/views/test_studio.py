@@ -1,0 +1,148 @@
+"""The Generate tab's logic without Gradio: the form as a request, presets, a run's frames, stopping a request."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from components.generation.request import LIMITS, GenerationOutput, GenerationRequest, RunOptions, validate_request
+from components.views.reports import GenerationResult, ServiceEvent
+from components.views.studio import (
+    ASPECTS,
+    SIZES,
+    StudioRun,
+    cancel_request,
+    form_request,
+    form_values,
+    preset_size,
+)
+from recovery import events
+
+FORM = {
+    "prompt": "a boat",
+    "negative_prompt": "",
+    "model_id": "kintsugi/tiny-wan-random",
+    "width": 100.0,
+    "height": 64.0,
+    "num_frames": 10.0,
+    "steps": 0.0,
+    "guidance_scale": 5.0,
+    "seed": -5.0,
+    "fps": 8.0,
+    "allow_fallback": True,
+}
+
+
+def test_form_request_asks_for_a_random_seed_and_corrects_zero_steps_saying_so() -> None:
+    """A negative seed becomes "draw one"; 0 steps runs 1, and the page lists that correction."""
+    request, corrections = form_request(FORM)
+    assert request["seed"] is None and request["steps"] == 1 and request["allow_fallback"] is True
+    assert corrections == ["steps 0 → 1 (a video needs at least one denoising step)"]
+
+
+def test_a_valid_form_is_sent_as_it_is() -> None:
+    """Nothing the page needs to correct: no page corrections, values untouched."""
+    request, corrections = form_request({**FORM, "steps": 4.0, "seed": 7.0})
+    assert corrections == [] and request["steps"] == 4.0 and request["seed"] == 7.0
+
+
+@pytest.mark.parametrize("aspect", list(ASPECTS))
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_preset_is_a_size_wan_runs_unchanged(aspect: str, size: str) -> None:
+    """Each aspect-ratio and size preset passes validation with no correction, close to its ratio."""
+    width, height = preset_size(aspect, size)
+    across, down = ASPECTS[aspect]
+    checked, corrections = validate_request(GenerationRequest("p", width=width, height=height), auto_correct=False)
+    assert corrections == [] and max(width, height) <= LIMITS.max_side
+    assert abs(width / height - across / down) < 0.05
+
+
+def _result(request: GenerationRequest) -> GenerationResult:
+    output = GenerationOutput(
+        "/out/v.mp4", request, RunOptions(), {"denoise": 1.0}, None, "cpu", "bfloat16", 9, 96, 64, "0" * 64, 1
+    )
+    return GenerationResult("/out/v.mp4", request, ("width 100 → 96",), (), False, 1, "r1", output)
+
+
+def test_a_run_writes_the_checked_request_back_once_and_ends_with_the_video() -> None:
+    """The first frame carries the form's numbers as the service checked them (the drawn seed too); the last one
+    the video, with the page's and the service's corrections listed."""
+    checked = GenerationRequest("a boat", width=96, height=64, num_frames=9, steps=1, seed=4242)
+    run = StudioRun("r1", lambda: checked.to_dict(), ("steps 0 → 1 (a video needs at least one denoising step)",))
+    stream = [
+        ServiceEvent("correction", "width 100 → 96 (Wan needs sides divisible by 16)", {}),
+        ServiceEvent("phase", "denoise", {"phase": "denoise", "attempt": 1}),
+        ServiceEvent("progress", "step 1/1", {"step": 1, "total": 1, "attempt": 1}),
+        ServiceEvent("result", "done", {"result": _result(checked)}),
+    ]
+    frames = list(run.frames(stream))
+    assert frames[0].form == {
+        "width": 96,
+        "height": 64,
+        "num_frames": 9,
+        "steps": 1,
+        "guidance_scale": 5.0,
+        "seed": 4242,
+        "fps": 8,
+    }
+    assert all(frame.form is None for frame in frames[1:])
+    last = frames[-1]
+    assert last.done and last.video == "/out/v.mp4"
+    assert "- Steps 0 → 1" in last.status and "- Width 100 → 96" in last.status and "Request `r1`" in last.status
+
+
+def test_a_failed_attempt_is_a_warning_in_plain_words() -> None:
+    """A classified failure raises a "Recovering" toast with the type in words and its name in details."""
+    run = StudioRun("r2")
+    data = {"attempt": 1, "failure_type": "vram_exhaustion", "severity": "medium"}
+    (frame,) = run.frames([ServiceEvent("recovery", events.FAILURE_CLASSIFIED, data)])
+    (notice,) = frame.notices
+    assert notice.level == "warning" and "Not enough memory" in notice.text and "vram_exhaustion" in notice.text
+
+
+def test_form_values_show_whole_numbers_as_integers() -> None:
+    """96.0 shows as 96; fields the request lacks are left out."""
+    assert form_values({"width": 96.0, "guidance_scale": 5.5}) == {"width": 96, "guidance_scale": 5.5}
+
+
+class _Service:
+    """A service as ``cancel_request`` sees it: a ``cancel`` and a journal lookup."""
+
+    def __init__(self, cancel, status: str | None) -> None:
+        self.cancel = cancel
+        self.status = status
+
+    def request_status(self, correlation_id: str):
+        if self.status is None:
+            return None
+        return SimpleNamespace(finished=self.status in ("completed", "failed"))
+
+
+def test_cancel_names_the_request_when_the_service_takes_an_id() -> None:
+    """A ``cancel(correlation_id=...)`` service is asked to stop exactly that request."""
+    asked: list[str | None] = []
+
+    def cancel(correlation_id: str | None = None) -> bool:
+        asked.append(correlation_id)
+        return True
+
+    assert cancel_request(_Service(cancel, None), "abc") and asked == ["abc"]
+
+
+@pytest.mark.parametrize(("status", "stops"), [("running", True), ("completed", False), (None, False)])
+def test_cancel_of_an_older_service_stops_only_a_running_request(status: str | None, stops: bool) -> None:
+    """With ``cancel()`` taking no id, it is called only while the journal says the request runs."""
+    calls: list[int] = []
+    assert cancel_request(_Service(lambda: calls.append(1), status), "abc") is stops
+    assert len(calls) == int(stops)
+
+
+@pytest.mark.parametrize(("length", "warned"), [(10, False), (LIMITS.max_prompt_chars, False), (2100, True)])
+def test_prompt_counter_warns_before_the_limit_refuses(length: int, warned: bool) -> None:
+    """The counter shows characters over the limit; a prompt at the limit is fine."""
+    from components.views.page import prompt_counter
+
+    text = prompt_counter("x" * length)
+    assert text.startswith(f"{'⚠ ' if warned else ''}{length} / {LIMITS.max_prompt_chars} characters")
+    assert ("100 too many" in text) is warned
