@@ -9,6 +9,10 @@ Per model, hardware key and dtype (as the memory planner's profiles), kept as JS
     decode    seconds, scaling with frames × pixels
     export    seconds, scaling with frames × pixels
 
+The first run after a load pays one-off costs (thread pools, kernel selection) in its other phases too, so the fixed
+part of denoising, decode and export are kept apart for cold runs (the model just loaded) and warm ones; a prediction
+takes the matching kind, else the other.
+
 A prediction is the nearest measured size's value (the median of its last runs) × (size ratio)^p, with p fitted on
 the log–log samples once two sizes are known (clamped to [0, 2]). After the first run alone p = 1 — the cold-start
 prior: linear in the size, exact at the size that ran. Nothing known for a model: no estimate, never a guess from
@@ -38,6 +42,7 @@ _STORE_VERSION = 1
 _MAX_SAMPLES = 64  # per quantity: old runs give way to new ones
 _RECENT = 5  # the runs at one size whose median is that size's value
 _MAX_EXPONENT = 2.0
+_COLD = ":cold"  # the suffix of a quantity measured on the first run after a load
 _SPEED_BOUNDS = (0.5, 2.0)  # how far the measured speed of a running phase may rescale the phases still to come
 
 
@@ -158,6 +163,7 @@ class TimeModel:
         load = float(timings.get("load", 0.0))
         if load > 0:  # 0: the worker had the model loaded, which says nothing about a cold load
             samples.append(("load", 1.0, load))
+        kind = _COLD if load > 0 else ""
         denoise = float(timings.get("denoise", 0.0))
         if not output.denoise_skipped and output.steps_completed > 0 and denoise > 0:
             steps = output.steps_completed
@@ -166,13 +172,13 @@ class TimeModel:
             latent = latent_size(request)
             samples += [
                 (_step_key(output.options), latent, per_step),
-                ("denoise_fixed", latent, denoise - per_step * steps),
+                ("denoise_fixed" + kind, latent, denoise - per_step * steps),
             ]
         pixels = _pixels(request)
         if "decode" in timings:
-            samples.append((_decode_key(output.options), pixels, float(timings["decode"])))
+            samples.append((_decode_key(output.options) + kind, pixels, float(timings["decode"])))
         if "export" in timings:
-            samples.append(("export", pixels, float(timings["export"])))
+            samples.append(("export" + kind, pixels, float(timings["export"])))
         with self._lock:
             profile = self._profiles.setdefault(self._key(model_id, output.dtype), {})
             for quantity, size, value in samples:
@@ -192,18 +198,24 @@ class TimeModel:
             if not profile:
                 return None
 
-            def quantity(exact: str, family: str) -> list[list[float]]:
-                """The samples for these options, else for any options of the same phase."""
-                if profile.get(exact):
-                    return profile[exact]
+            warmth = ("", _COLD) if loaded else (_COLD, "")
+
+            def quantity(exact: str, family: str | None = None) -> list[list[float]]:
+                """The samples for these options and this warmth, else the other warmth, else (with ``family``)
+                any options of the same phase."""
+                for kind in warmth:
+                    if profile.get(exact + kind):
+                        return profile[exact + kind]
+                if family is None:
+                    return []
                 return [s for key, samples in profile.items() if key.startswith(family) for s in samples]
 
             latent, pixels = latent_size(request), _pixels(request)
             load = 0.0 if loaded else _predict(profile.get("load", []), 1.0)
             step = _predict(quantity(_step_key(options), "step|"), latent)
-            fixed = _predict(profile.get("denoise_fixed", []), latent) or 0.0
+            fixed = _predict(quantity("denoise_fixed"), latent) or 0.0
             decode = _predict(quantity(_decode_key(options), "decode|"), pixels)
-            export = _predict(profile.get("export", []), pixels)
+            export = _predict(quantity("export"), pixels)
         if load is None or step is None or decode is None or export is None:
             return None
         return PhaseEstimate(load, fixed + step * request.steps, decode, export, step)
