@@ -78,9 +78,10 @@ class GenerationResult:
     """A finished video and the story of how it was made.
 
     ``changed``: the video is not the one asked for — memory planning lowered its frames or resolution before it
-    ran, another model stood in (``fallback_from`` → ``fallback_to``, only with the user's consent), or it is a
-    labelled preview (``degraded``, which keeps its meaning: a lower-quality stand-in). ``notes`` has one line per
-    such change, naming what changed (both models, for a fallback).
+    ran (or recovery did, after running out of memory), another model stood in (``fallback_from`` →
+    ``fallback_to``, only with the user's consent), or it is a labelled preview (``degraded``, which keeps its
+    meaning: a lower-quality stand-in). ``notes`` has one line per such change, naming what changed (both models,
+    for a fallback).
     """
 
     video_path: str
@@ -142,10 +143,11 @@ class Reporter:
         notes: tuple[str, ...] = ()
         if fallback_to is not None:
             notes += (self._fallback_note(outcome, asked.model_id, fallback_to),)
-        if plan.planned_down:
+        lowered = _shape(output.request) != _shape(asked)
+        if lowered:
+            how = "memory planning changed it before it ran" if plan.planned_down else "recovery lowered it to fit"
             notes += (
-                f"Not the video you asked for: memory planning changed it before it ran "
-                f"({_shape(asked)} → {_shape(plan.request)}) — see the changes.",
+                f"Not the video you asked for: {how} ({_shape(asked)} → {_shape(output.request)}) — see the changes.",
             )
         if output.request.model_id == EMBEDDED_MODEL_ID:
             notes += (EMBEDDED_MODEL_NOTE,)
@@ -165,7 +167,7 @@ class Reporter:
             correlation_id=outcome.correlation_id,
             output=output,
             notes=notes,
-            changed=bool(fallback_to) or plan.planned_down or outcome.degraded or plan.degraded,
+            changed=bool(fallback_to) or lowered or outcome.degraded or plan.degraded,
             fallback_from=asked.model_id if fallback_to else None,
             fallback_to=fallback_to,
         )
