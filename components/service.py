@@ -305,7 +305,11 @@ class GenerationService:
             for line in corrections:
                 yield ServiceEvent(Kind.CORRECTION, line, {"correlation_id": correlation_id})
             for line in plan.changes:
-                yield ServiceEvent(Kind.PLAN, line, {"correlation_id": correlation_id, "degraded": plan.degraded})
+                yield ServiceEvent(
+                    Kind.PLAN,
+                    line,
+                    {"correlation_id": correlation_id, "degraded": plan.degraded, "changed": plan.planned_down},
+                )
             while (item := inbox.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item

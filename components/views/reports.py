@@ -50,7 +50,7 @@ class ServiceEventKind(str, Enum):
     """What a ``ServiceEvent`` tells (a ``str``: ``ServiceEventKind.RESULT == "result"``)."""
 
     CORRECTION = "correction"  # a parameter corrected at validation
-    PLAN = "plan"  # a change made before running (memory plan, a speed-up left off)
+    PLAN = "plan"  # a change made before running (memory plan, a speed-up left off); data: degraded, changed
     DOWNLOAD = "download"  # model bytes arriving, or waiting for a download already running
     PHASE = "phase"  # load / denoise / decode / export started; data: phase, attempt, eta_s, phase_eta_s
     PROGRESS = "progress"  # a step done (data: phase denoise|decode, step, total, attempt, eta_s, phase_eta_s)
