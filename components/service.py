@@ -362,7 +362,7 @@ class GenerationService:
         eta = EtaClock(self.estimate_time(request, options))
         for event in self.worker.run(request, output_path, model_path=model_path, options=options):
             if event.output is not None:
-                self.timing.record(event.output, step_s=eta.step_s)
+                self.timing.record(event.output, step_s=eta.step_s, fixed_s=eta.fixed_s)
                 self._loaded = (self.worker.info.get("pid"), event.output.model_id or request.model_id)
                 need = event.output.address_space_need
                 self.planner.record(

@@ -154,9 +154,10 @@ class TimeModel:
             write_text_atomic(self.path, json.dumps(payload, indent=1, sort_keys=True))
 
     # -- learning -------------------------------------------------------------------------------------------------
-    def record(self, output: GenerationOutput, *, step_s: float | None = None) -> None:
-        """Learn from a finished run. ``step_s``: the per-step time measured between progress events (see
-        ``EtaClock.step_s``); without it, the denoising time is taken as steps only."""
+    def record(self, output: GenerationOutput, *, step_s: float | None = None, fixed_s: float | None = None) -> None:
+        """Learn from a finished run. ``step_s``, ``fixed_s``: the per-step time and the fixed part of denoising as
+        measured from the progress events (``EtaClock.step_s``, ``EtaClock.fixed_s``); without ``fixed_s`` the fixed
+        part is what the steps leave of the denoising time, without ``step_s`` the whole time counts as steps."""
         request, timings = output.request, output.timings
         model_id = output.model_id or request.model_id
         samples: list[tuple[str, float, float]] = []
@@ -169,11 +170,9 @@ class TimeModel:
             steps = output.steps_completed
             per_step = step_s if step_s is not None and step_s > 0 else denoise / steps
             per_step = min(per_step, denoise / steps)
+            fixed = fixed_s if fixed_s is not None and step_s is not None else denoise - per_step * steps
             latent = latent_size(request)
-            samples += [
-                (_step_key(output.options), latent, per_step),
-                ("denoise_fixed" + kind, latent, denoise - per_step * steps),
-            ]
+            samples += [(_step_key(output.options), latent, per_step), ("denoise_fixed" + kind, latent, fixed)]
         pixels = _pixels(request)
         if "decode" in timings:
             samples.append((_decode_key(output.options) + kind, pixels, float(timings["decode"])))
@@ -243,6 +242,10 @@ class EtaClock:
     per step (between the first and the latest step) × the steps left, plus the predicted decode and export; during
     decoding: the measured seconds per decoded unit × the units left, plus the predicted export. Once a phase runs
     faster or slower than predicted, the phases still to come are rescaled by that speed (at most ×2 either way).
+
+    For the time model it keeps what denoising cost: ``step_s``, the median time between steps (a moment of load
+    from another process does not become the machine's speed), and ``fixed_s``, the time before the first step
+    less one step (text encoding, latents set-up).
     """
 
     def __init__(self, estimate: PhaseEstimate | None, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -252,7 +255,22 @@ class EtaClock:
         self._phase_started = 0.0
         self._first: tuple[int, float] | None = None  # (step, time) of the first progress event of the phase
         self._speed = 1.0  # measured time / predicted time of the phase that ran last with progress
-        self.step_s: float | None = None  # denoising: seconds per step between progress events, once two arrived
+        self._last: tuple[int, float] | None = None  # denoising: the latest progress event
+        self._intervals: list[float] = []  # denoising: seconds per step between consecutive progress events
+        self._first_gap: tuple[int, float] | None = None  # denoising: (first step seen, seconds from the start to it)
+
+    @property
+    def step_s(self) -> float | None:
+        """Denoising's seconds per step, once two steps were seen (the median between consecutive steps)."""
+        return statistics.median(self._intervals) if self._intervals else None
+
+    @property
+    def fixed_s(self) -> float | None:
+        """Denoising's time before its first step, less that step's own time (``None`` until ``step_s`` is)."""
+        if self._first_gap is None or self.step_s is None:
+            return None
+        first_step, gap = self._first_gap
+        return max(gap - first_step * self.step_s, 0.0)
 
     def _rest(self, phase: str) -> float | None:
         if self.estimate is None or phase not in PHASES:
@@ -276,10 +294,14 @@ class EtaClock:
         if self._first is None:
             self._first = (step, now)
         first_step, first_at = self._first
+        if phase == "denoise":
+            if self._first_gap is None:
+                self._first_gap = (step, now - self._phase_started)
+            if self._last is not None and step > self._last[0]:
+                self._intervals.append((now - self._last[1]) / (step - self._last[0]))
+            self._last = (step, now)
         if step > first_step:
             rate = (now - first_at) / (step - first_step)
-            if phase == "denoise":
-                self.step_s = rate
         elif phase == "denoise" and self.estimate is not None:
             rate = self.estimate.step_s * self._speed
         else:

@@ -143,12 +143,11 @@ class Reporter:
         notes: tuple[str, ...] = ()
         if fallback_to is not None:
             notes += (self._fallback_note(outcome, asked.model_id, fallback_to),)
-        lowered = _shape(output.request) != _shape(asked)
+        lowered = _described(output.request) != _described(asked)
         if lowered:
             how = "memory planning changed it before it ran" if plan.planned_down else "recovery lowered it to fit"
-            notes += (
-                f"Not the video you asked for: {how} ({_shape(asked)} → {_shape(output.request)}) — see the changes.",
-            )
+            shapes = f"{_described(asked)} → {_described(output.request)}"
+            notes += (f"Not the video you asked for: {how} ({shapes}) — see the changes.",)
         if output.request.model_id == EMBEDDED_MODEL_ID:
             notes += (EMBEDDED_MODEL_NOTE,)
         if kept_bytes:
@@ -240,7 +239,7 @@ class Reporter:
         )
 
 
-def _shape(request: GenerationRequest) -> str:
+def _described(request: GenerationRequest) -> str:
     return f"{request.num_frames} frames at {request.width}×{request.height}"
 
 

@@ -107,7 +107,8 @@ def test_eta_at_each_phase_start_is_its_time_plus_the_phases_after() -> None:
 
 def test_eta_during_denoising_follows_the_measured_step_time() -> None:
     """Steps twice as slow as predicted: the ETA uses the measured s/step for the steps left, and the phases after
-    denoising are rescaled by the same speed; the measured step time is kept for the record."""
+    denoising are rescaled by the same speed; the step time and the fixed part before step 1 are kept for the
+    record."""
     clock = Clock()
     eta = EtaClock(PhaseEstimate(0.0, 10.0, 3.0, 1.0, 1.0), clock=clock)
     eta.phase("denoise")
@@ -115,7 +116,7 @@ def test_eta_during_denoising_follows_the_measured_step_time() -> None:
     eta.progress("denoise", 1, 10)
     clock.now += 4.0  # two more steps at 2 s each
     later = eta.progress("denoise", 3, 10)
-    assert eta.step_s == pytest.approx(2.0)
+    assert eta.step_s == pytest.approx(2.0) and eta.fixed_s == pytest.approx(0.5)
     assert later.phase_eta_s == pytest.approx(2.0 * 7)
     assert later.eta_s == pytest.approx(2.0 * 7 + (3.0 + 1.0) * 2.0)
 
@@ -151,3 +152,14 @@ def test_the_first_run_after_a_load_is_kept_apart_from_warm_runs() -> None:
     model.record(output(request(), decode=0.5))  # load 0: warm
     assert model.estimate(request(), loaded=True).decode_s == 0.5
     assert model.estimate(request()).decode_s == 2.0
+
+
+def test_a_moment_of_load_does_not_become_the_step_time() -> None:
+    """One step slowed tenfold by another process: the step time kept for the record is the median between steps."""
+    clock = Clock()
+    eta = EtaClock(None, clock=clock)
+    eta.phase("denoise")
+    for step, seconds in enumerate([0.3, 0.1, 0.1, 1.0, 0.1, 0.1], start=1):
+        clock.now += seconds
+        eta.progress("denoise", step, 6)
+    assert eta.step_s == pytest.approx(0.1) and eta.fixed_s == pytest.approx(0.2)
