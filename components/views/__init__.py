@@ -24,9 +24,17 @@ from components.views.presenters import (
     summary_markdown,
     timeline_line,
 )
-from components.views.reports import EMBEDDED_MODEL_NOTE, GenerationResult, Reporter, ServiceEvent, ServiceEventKind
+from components.views.reports import (
+    ALLOW_FALLBACK_STEP,
+    EMBEDDED_MODEL_NOTE,
+    GenerationResult,
+    Reporter,
+    ServiceEvent,
+    ServiceEventKind,
+)
 
 __all__ = [
+    "ALLOW_FALLBACK_STEP",
     "EMBEDDED_MODEL_NOTE",
     "GenerationResult",
     "MetricsDashboard",
