@@ -175,8 +175,8 @@ class Reporter:
     def _fallback_note(outcome: Outcome[GenerationOutput], asked: str, used: str) -> str:
         """Both models, and why the one asked for could not make the video (its failure's catalogued words)."""
         failure = next((a.failure_type for a in outcome.attempts if a.model_id == asked and a.failure_type), None)
-        why = f": {guidance_for(failure).user_message}" if failure is not None else ""
-        return f"Made with {used} instead of {asked}, which could not be used here{why} (you allowed another model)."
+        why = f": {guidance_for(failure).user_message}" if failure is not None else "."
+        return f"Made with {used} instead of {asked} (another model was allowed){why}"
 
     def failure(
         self, error: BaseException | None, correlation_id: str | None, request: Any, outcome: Outcome[Any] | None = None
