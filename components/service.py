@@ -206,10 +206,14 @@ class GenerationService:
         return checked.model_id == self.settings.model
 
     def generate_video(
-        self, request: GenerationRequest | Mapping[str, Any], *, correlation_id: str | None = None
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        correlation_id: str | None = None,
+        plan_choice: str | None = None,
     ) -> GenerationResult:
         """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
-        for event in self.generate(request, correlation_id=correlation_id):
+        for event in self.generate(request, correlation_id=correlation_id, plan_choice=plan_choice):
             if event.kind is Kind.RESULT:
                 result: GenerationResult = event.data["result"]
                 return result

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
@@ -282,6 +282,7 @@ class PlanOption:
         return {
             "choice": self.choice,
             "request": self.request.to_dict() if self.request else None,
+            "options": asdict(self.options) if self.options else None,
             "changes": list(self.changes),
             "memory_bytes": self.memory_bytes,
             "time_s": self.time_s,

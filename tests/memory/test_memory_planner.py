@@ -322,3 +322,13 @@ def test_a_choice_the_notice_does_not_run_names_plan_choice(make_planner, truth,
     with pytest.raises(InvalidParameterError) as caught:
         notice.plan(choice)
     assert caught.value.parameter == "plan_choice" and choice in str(caught.value)
+
+
+def test_a_plan_notice_is_plain_data_for_an_api(make_planner, truth) -> None:
+    """``PlanNotice.to_dict`` is JSON: the message, the budget and each choice with its request and predictions."""
+    notice = plan_notice(make_planner(tiling_helps=False), request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
+    assert notice is not None
+    data = json.loads(json.dumps(notice.to_dict()))
+    assert [c["choice"] for c in data["choices"]] == ["fewer_frames", "lower_resolution", "run_anyway", "cancel"]
+    assert data["choices"][0]["request"]["num_frames"] == 17 and data["choices"][-1]["request"] is None
+    assert "more than" in data["message"] and data["budget_bytes"] == notice.budget_bytes
