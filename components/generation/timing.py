@@ -13,11 +13,11 @@ The first run after a load pays one-off costs (thread pools, kernel selection) i
 part of denoising, decode and export are kept apart for cold runs (the model just loaded) and warm ones; a prediction
 takes the matching kind, else the other.
 
-A prediction is the nearest measured size's value (the median of its last runs) × (size ratio)^p, with p fitted on
-the log–log samples once two sizes are known (clamped to [0, 2]). After the first run alone p = 1 — the cold-start
-prior: linear in the size, exact at the size that ran. Nothing known for a model: no estimate, never a guess from
-another model. The per-step time is measured from the progress events (the time between the first and the last
-step), so the fixed part of denoising does not inflate it.
+A prediction is the nearest measured size's value (the low median of its last 5 runs: one run slowed by another
+process does not move it) × (size ratio)^p, with p fitted on the log–log samples once two sizes are known (clamped
+to [0, 2]). After the first run alone p = 1 — the cold-start prior: linear in the size, exact at the size that ran.
+Nothing known for a model: no estimate, never a guess from another model. The per-step time is measured from the
+progress events (the median time between steps), so the fixed part of denoising does not inflate it.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def _predict(samples: Sequence[Sequence[float]], size: float) -> float | None:
     by_size: dict[float, list[float]] = {}
     for sample_size, value in samples:
         by_size.setdefault(float(sample_size), []).append(max(float(value), 0.0))
-    values = {s: statistics.median(v[-_RECENT:]) for s, v in by_size.items()}
+    values = {s: statistics.median_low(v[-_RECENT:]) for s, v in by_size.items()}
     exponent = 1.0
     points = [(math.log(s), math.log(v)) for s, v in values.items() if s > 0 and v > 0]
     if len(points) >= 2:

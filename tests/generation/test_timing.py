@@ -163,3 +163,11 @@ def test_a_moment_of_load_does_not_become_the_step_time() -> None:
         clock.now += seconds
         eta.progress("denoise", step, 6)
     assert eta.step_s == pytest.approx(0.1) and eta.fixed_s == pytest.approx(0.2)
+
+
+def test_one_slowed_run_does_not_move_the_prediction() -> None:
+    """A run slowed tenfold (another process took the CPU) next to a normal one: the prediction stays normal."""
+    model = TimeModel(None)
+    model.record(output(request(), load=1.0, decode=0.5))
+    model.record(output(request(), load=1.0, decode=5.0))
+    assert model.estimate(request()).decode_s == 0.5
