@@ -2,10 +2,17 @@
 
     1. admit the request: claim its correlation id, validate (auto-correct Wan's shape rules, report every
        correction), journal it before any work starts
-    2. plan memory: a request predicted not to fit the worker's cap is planned down before it runs
+    2. plan memory: a request predicted not to fit the worker's cap is planned down before it runs (or, when the
+       caller asked ``plan_notice`` first, run as the user chose: fewer frames, lower resolution, as asked)
     3. run it on a thread, inside the recovery engine's loop: each attempt ensures the model (download, resume,
        quick check) and runs the supervised worker
-    4. stream events (corrections, plan, download, phases, denoising progress, recovery steps) and end with a result
+    4. stream events (corrections, plan, download, phases, denoising progress, recovery steps) and end with a result;
+       phase and progress events carry the ETA (``eta_s``, ``phase_eta_s``) from the time model, which learns from
+       every finished run
+
+Another model stands in for a failed one only with the user's consent (``GenerationRequest.allow_fallback``; by
+default only for the configured default model), and a result made by another model, or planned down, is marked
+``changed`` and names what changed.
 
 A failure that recovery cannot fix ends the stream with ``GenerationFailedError``, whose ``report`` is the spec's
 API error shape (plain-language message, steps, no paths or tokens). The parts come from ``components.wiring``;
@@ -30,9 +37,10 @@ from components.generation.request import (
     split_parameters,
     validate_request,
 )
+from components.generation.timing import EtaClock, PhaseEstimate
 from components.generation.worker import Worker
 from components.journal import JournalEntry
-from components.memory.ladder import MemoryPlan, plan_memory
+from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
 from components.settings import Settings
 from components.store.download import DownloadEvent
 from components.store.model_store import ModelStore
@@ -40,7 +48,13 @@ from components.views.history import video_file_name
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from components.wiring import build_parts
 from recovery.engine import EnhancedErrorRecovery
-from recovery.errors import GenerationFailedError, KintsugiError, ModelCompatibilityError
+from recovery.errors import (
+    GenerationCancelledError,
+    GenerationFailedError,
+    InvalidParameterError,
+    KintsugiError,
+    ModelCompatibilityError,
+)
 from recovery.events import RecoveryEvent
 from recovery.metrics import RunRow
 from recovery.outcome import AttemptInfo, Outcome
@@ -72,6 +86,8 @@ class GenerationService:
         self.engine, self.metrics, self.reporter = parts.engine, parts.metrics, parts.reporter
         self.keeper = parts.keeper  # crash safety over the request journal
         self.journal = self.keeper.journal
+        self.timing = parts.timing  # how long each phase takes here, learned from every finished run
+        self._loaded: tuple[Any, str] | None = None  # (worker pid, model) of the last finished run: loaded there
         self.keeper.apply_retention()
 
     # -- life cycle -----------------------------------------------------------------------------------------------
@@ -101,24 +117,79 @@ class GenerationService:
         *,
         session_id: str | None = None,
         correlation_id: str | None = None,
+        plan_choice: str | None = None,
     ) -> Iterator[ServiceEvent]:
         """Run ``request`` with recovery; yield what happens, ending with a ``result`` event. A request given as a
         mapping without ``model_id`` runs on the default model (``KINTSUGI_MODEL``).
+
+        ``plan_choice``: the user's answer to ``plan_notice`` — ``fewer_frames``, ``lower_resolution`` or
+        ``run_anyway`` runs that option; ``None`` plans automatically (a request predicted not to fit is planned
+        down, and the result says so); ``cancel`` raises ``GenerationCancelledError`` and nothing is run or
+        journaled. A value that is not one of the notice's choices is refused like a bad parameter, naming
+        ``plan_choice``.
 
         ``correlation_id`` names the request (``CORRELATION_ID``; e.g. a REST client's ``Idempotency-Key``) so the
         caller can ask ``request_status`` even if it never sees an answer; by default a fresh one is made.
         Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled, and its subclass
         ``RequestExistsError``, before anything runs, when the journal already holds ``correlation_id``.
         """
+        if plan_choice == "cancel":
+            raise GenerationCancelledError("cancelled at the plan notice: nothing was run")
         correlation_id = self.keeper.claim(correlation_id)
         try:
-            if not isinstance(request, GenerationRequest):
-                request = GenerationRequest.from_dict({"model_id": self.settings.model, **request})
+            request = self._request_of(request)
             checked, corrections = validate_request(request)
+            checked = replace(checked, allow_fallback=self._fallback_allowed(checked))
+            plan = self._plan(checked, plan_choice)
         except (KintsugiError, TypeError, ValueError) as exc:
             raise self._refused(exc, correlation_id, request) from exc
         self.keeper.accept(correlation_id, checked)
-        yield from self._run(checked, corrections, correlation_id, session_id)
+        yield from self._run(checked, corrections, correlation_id, session_id, plan)
+
+    def plan_notice(self, request: GenerationRequest | Mapping[str, Any]) -> PlanNotice | None:
+        """Before ``generate``: ``None`` when the request would run as asked; otherwise what memory planning would
+        change and the user's choices (``fewer_frames``, ``lower_resolution`` where one is predicted to fit,
+        ``run_anyway``, ``cancel``), each with its predicted memory and time — pass the choice to
+        ``generate(..., plan_choice=...)``. A request that fails validation raises ``GenerationFailedError``
+        (with ``report``), as ``generate`` would; nothing is journaled."""
+        try:
+            checked, _corrections = validate_request(self._request_of(request))
+        except (KintsugiError, TypeError, ValueError) as exc:
+            raise self.reporter.failure(exc, None, request) from exc
+        if not self.settings.memory_planning:
+            return None
+        options, _left_off = self.optimisations.starting_options(RunOptions(compile=self.settings.compile))
+        return plan_notice(
+            self.planner,
+            checked,
+            options,
+            self.settings.worker_memory_cap,
+            device=self.device,
+            time_of=self._time_of,
+        )
+
+    def estimate_time(self, request: GenerationRequest, options: RunOptions = RunOptions()) -> PhaseEstimate | None:
+        """Predicted seconds per phase of ``request`` on this machine (``None`` until such a run has been seen),
+        counting the load only when the worker does not have the model loaded."""
+        return self.timing.estimate(
+            request, options, loaded=self._loaded == (self.worker.info.get("pid"), request.model_id)
+        )
+
+    def _time_of(self, request: GenerationRequest, options: RunOptions) -> float | None:
+        estimate = self.estimate_time(request, options)
+        return None if estimate is None else round(estimate.total_s, 1)
+
+    def _request_of(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationRequest:
+        """A request given as a mapping without ``model_id`` runs on the default model."""
+        if isinstance(request, GenerationRequest):
+            return request
+        return GenerationRequest.from_dict({"model_id": self.settings.model, **request})
+
+    def _fallback_allowed(self, checked: GenerationRequest) -> bool:
+        """The user's ``allow_fallback``; by default another model may stand in only for the default model."""
+        if checked.allow_fallback is not None:
+            return checked.allow_fallback
+        return checked.model_id == self.settings.model
 
     def refuse(
         self, error: BaseException, correlation_id: str | None = None, *, fields: list[dict[str, Any]] | None = None
@@ -153,10 +224,14 @@ class GenerationService:
         return failure
 
     def generate_video(
-        self, request: GenerationRequest | Mapping[str, Any], *, correlation_id: str | None = None
+        self,
+        request: GenerationRequest | Mapping[str, Any],
+        *,
+        correlation_id: str | None = None,
+        plan_choice: str | None = None,
     ) -> GenerationResult:
         """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
-        for event in self.generate(request, correlation_id=correlation_id):
+        for event in self.generate(request, correlation_id=correlation_id, plan_choice=plan_choice):
             if event.kind is Kind.RESULT:
                 result: GenerationResult = event.data["result"]
                 return result
@@ -178,23 +253,38 @@ class GenerationService:
         )
 
     # -- one journaled request ------------------------------------------------------------------------------------
-    def _plan(self, checked: GenerationRequest) -> MemoryPlan:
-        """The request as it will start: speed-ups that failed here left off, memory planned down to the cap."""
+    def _plan(self, checked: GenerationRequest, choice: str | None = None) -> MemoryPlan:
+        """The request as it will start: speed-ups that failed here left off, memory planned down to the cap (or as
+        the user chose at the plan notice; a choice made moot because the request now fits runs it as asked)."""
+        if choice is not None and choice not in PLAN_CHOICES:
+            constraint = f"must be one of {', '.join(PLAN_CHOICES)} or null"
+            raise InvalidParameterError(
+                f"`plan_choice` {constraint} (got {choice!r:.40})",
+                parameter="plan_choice",
+                value=choice,
+                constraint=constraint,
+            )
         cap = self.settings.worker_memory_cap
         options, left_off = self.optimisations.starting_options(RunOptions(compile=self.settings.compile))
-        plan = (
-            plan_memory(self.planner, checked, options, cap, device=self.device)
-            if self.settings.memory_planning
-            else MemoryPlan(checked, options, 0, cap, True)
-        )
+        if not self.settings.memory_planning:
+            plan = MemoryPlan(checked, options, 0, cap, True)
+        elif choice is not None and (notice := plan_notice(self.planner, checked, options, cap, device=self.device)):
+            plan = notice.plan(choice)
+        else:
+            plan = plan_memory(self.planner, checked, options, cap, device=self.device)
         return replace(plan, changes=(*left_off, *plan.changes))
 
     def _run(
-        self, checked: GenerationRequest, corrections: list[str], correlation_id: str, session_id: str | None
+        self,
+        checked: GenerationRequest,
+        corrections: list[str],
+        correlation_id: str,
+        session_id: str | None,
+        plan: MemoryPlan | None = None,
     ) -> Iterator[ServiceEvent]:
-        """Plan and run a journaled request; its work starts before the first event, so it runs to its end (and
-        to its journal entry) even when the caller stops reading."""
-        plan = self._plan(checked)
+        """Plan (unless ``plan`` is given) and run a journaled request; its work starts before the first event, so
+        it runs to its end (and to its journal entry) even when the caller stops reading."""
+        plan = plan or self._plan(checked)
         inbox: queue.Queue[Any] = queue.Queue()
         ending: list[Outcome[GenerationOutput] | GenerationFailedError | None] = []
 
@@ -213,6 +303,7 @@ class GenerationService:
                     correlation_id=correlation_id,
                     hardware_key=self.hardware_key,
                     user_session_id=session_id,
+                    allow_fallback=self._fallback_allowed(checked),
                 )
             except BaseException as exc:  # cancellation and anything the engine lets through
                 self.keeper.failed(exc, correlation_id, checked)
@@ -236,7 +327,11 @@ class GenerationService:
             for line in corrections:
                 yield ServiceEvent(Kind.CORRECTION, line, {"correlation_id": correlation_id})
             for line in plan.changes:
-                yield ServiceEvent(Kind.PLAN, line, {"correlation_id": correlation_id, "degraded": plan.degraded})
+                yield ServiceEvent(
+                    Kind.PLAN,
+                    line,
+                    {"correlation_id": correlation_id, "degraded": plan.degraded, "changed": plan.planned_down},
+                )
             while (item := inbox.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
@@ -288,8 +383,11 @@ class GenerationService:
         output_path = self.settings.outputs_dir / video_file_name(
             request.prompt, correlation_id, info.number, time.time()
         )
+        eta = EtaClock(self.estimate_time(request, options))
         for event in self.worker.run(request, output_path, model_path=model_path, options=options):
             if event.output is not None:
+                self.timing.record(event.output, step_s=eta.step_s, fixed_s=eta.fixed_s)
+                self._loaded = (self.worker.info.get("pid"), event.output.model_id or request.model_id)
                 need = event.output.address_space_need
                 self.planner.record(
                     request,
@@ -305,7 +403,12 @@ class GenerationService:
                 if event.kind == "phase"
                 else (f"step {event.data['step']}/{event.data['total']}")
             )
-            inbox.put(ServiceEvent(Kind(event.kind), message, {**event.data, "attempt": info.number}))
+            timing = (
+                eta.phase(event.data.get("phase", ""))
+                if event.kind == "phase"
+                else eta.progress(event.data.get("phase", "denoise"), event.data["step"], event.data["total"])
+            )
+            inbox.put(ServiceEvent(Kind(event.kind), message, {**event.data, "attempt": info.number, **timing.data()}))
         raise KintsugiError("the worker ended a job without a result")
 
     def _check_model(self, model_id: str) -> None:

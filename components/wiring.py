@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
 from components.generation.optimisations import OptimisationSwitch
+from components.generation.timing import TimeModel
 from components.generation.worker import Worker, WorkerConfig
 from components.journal import JournalKeeper, RequestJournal
 from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
@@ -48,6 +49,7 @@ class ServiceParts:
     engine: EnhancedErrorRecovery
     reporter: Reporter
     keeper: JournalKeeper  # the request journal and the crash safety over it
+    timing: TimeModel  # how long each phase takes here (ETAs, the plan notice's predicted times)
 
 
 def build_parts(
@@ -80,6 +82,8 @@ def build_parts(
     key = hardware_key(hardware, device=device)
     # The memory planner predicts each request's need from measurements and learns from every run.
     planner = MemoryPlanner(settings.data_dir / "memory_calibration.json", hardware=key, dtype=settings.dtype)
+    # The time model learns each phase's time from every run, on the same key.
+    timing = TimeModel(settings.data_dir / "run_timings.json", hardware=key, dtype=settings.dtype)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = MetricsStore(settings.metrics_db)
     # Speed-ups that failed on this machine are turned off by the engine and stay off for later requests.
@@ -106,5 +110,5 @@ def build_parts(
         RequestJournal(settings.journal_db), reporter, retention_days=settings.journal_retention_days
     )
     return ServiceParts(
-        settings, store, worker, probe, device, key, planner, optimisations, metrics, engine, reporter, keeper
+        settings, store, worker, probe, device, key, planner, optimisations, metrics, engine, reporter, keeper, timing
     )

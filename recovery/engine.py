@@ -231,9 +231,13 @@ class EnhancedErrorRecovery:
         hardware_key: str = "cpu",
         validator: Validator | None = None,
         user_session_id: str | None = None,
+        allow_fallback: bool = True,
     ) -> Outcome[Any]:
         """Call ``attempt_fn(parameters, info)`` until it succeeds or a limit hands over to the user; between
-        tries, strategies may change the parameters, the model, or degrade the request."""
+        tries, strategies may change the parameters, the model, or degrade the request.
+
+        ``allow_fallback=False``: the caller's consent to another model is withheld — no strategy switches the
+        model (each failure's ``system_state["fallback_allowed"]`` says so, and the fallback strategy reads it)."""
         run = _Run(correlation_id or uuid.uuid4().hex[:12], dict(parameters), model_id)
         track = self._track(run.cid)
         for number in itertools.count(1):
@@ -249,6 +253,7 @@ class EnhancedErrorRecovery:
             if ok:
                 return self._succeeded(run, key, number, duration, value)
             track.failures += 1
+            alternatives = self._alternatives(run.model)
             run.ctx = ctx = self.categorize(
                 value,
                 {
@@ -258,8 +263,13 @@ class EnhancedErrorRecovery:
                     "correlation_id": run.cid,
                     "previous_attempts": track.history,
                     "user_session_id": user_session_id,
-                    "alternatives": self._alternatives(run.model),
-                    "system_state": {"attempt": number, "tried_models": list(run.tried)},
+                    "alternatives": alternatives,
+                    "system_state": {
+                        "attempt": number,
+                        "tried_models": list(run.tried),
+                        "fallback_allowed": allow_fallback,
+                        "alternatives": alternatives,
+                    },
                 },
             )
             self.bus.emit(

@@ -137,8 +137,8 @@ def test_a_rejected_request_is_recorded_as_refused(service: GenerationService) -
 
 
 def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tiny_model: Path, tmp_path: Path) -> None:
-    """With the hub down and the embedded model installed, the request ends on the embedded model, marked
-    degraded, and the change says which model replaced which."""
+    """With the hub down, the embedded model installed and another model allowed, the request ends on the embedded
+    model, marked degraded, and the change says which model replaced which."""
     settings = Settings(data_dir=tmp_path, hub_cache_dir=tmp_path / "hub", device="cpu")
     shutil.copytree(tiny_model, settings.embedded_model_dir)
     store = ModelStore(
@@ -148,7 +148,7 @@ def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tin
         retry=RetryPolicy(attempts=1),
     )
     with GenerationService(settings, store=store) as fresh:
-        result = fresh.generate_video({**REQUEST, "model_id": "nobody/missing-model"})
+        result = fresh.generate_video({**REQUEST, "model_id": "nobody/missing-model", "allow_fallback": True})
     assert result.degraded and result.request.model_id == "kintsugi/tiny-wan-random"
     assert any("nobody/missing-model → kintsugi/tiny-wan-random" in line for line in result.changes)
 

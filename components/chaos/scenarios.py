@@ -83,7 +83,16 @@ SPEC_DEMO: Mapping[str, tuple[str, str]] = {
     "permission_problem": ("Permission Issues", "user intervention guidance"),
 }
 SPEC_GUIDANCE_ONLY = frozenset({"network_loss", "permission_problem"})
-SMALL_REQUEST = {"prompt": "a paper boat on a pond", "num_frames": 9, "width": 64, "height": 64, "steps": 2, "seed": 1}
+# The scenarios show recovery as a user who allowed another model to stand in sees it.
+SMALL_REQUEST = {
+    "prompt": "a paper boat on a pond",
+    "num_frames": 9,
+    "width": 64,
+    "height": 64,
+    "steps": 2,
+    "seed": 1,
+    "allow_fallback": True,
+}
 
 
 @dataclass(frozen=True)

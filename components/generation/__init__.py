@@ -1,5 +1,6 @@
 """What one generation is: the request and its validation, the diffusers adapter, the supervised worker
-process, the built-in tiny model and the speed-up switch that recovery turns off when it fails.
+process, the built-in tiny model, the speed-up switch that recovery turns off when it fails, and the time model
+behind the ETAs.
 """
 
 from components.generation.embedded_model import (
@@ -24,11 +25,14 @@ from components.generation.request import (
     split_parameters,
     validate_request,
 )
+from components.generation.timing import Eta, EtaClock, PhaseEstimate, TimeModel
 from components.generation.worker import Worker, WorkerConfig, WorkerEvent
 
 __all__ = [
     "CORRELATION_ID",
     "EMBEDDED_MODEL_ID",
+    "Eta",
+    "EtaClock",
     "GenerationOutput",
     "GenerationRequest",
     "LIMITS",
@@ -37,7 +41,9 @@ __all__ = [
     "MODEL_ID_PATTERN",
     "OPTIMISATIONS",
     "OptimisationSwitch",
+    "PhaseEstimate",
     "RunOptions",
+    "TimeModel",
     "WanGenerator",
     "Worker",
     "WorkerConfig",

@@ -75,6 +75,9 @@ class GenerationRequest:
     seed: int | None = 0
     fps: int = 8
     model_id: str = EMBEDDED_MODEL_ID
+    # May another model stand in when this one cannot run? ``None``: the default — yes on the configured default
+    # model (``KINTSUGI_MODEL``), no for a model the user named (a named model is never silently replaced).
+    allow_fallback: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +88,14 @@ class GenerationRequest:
         if "prompt" not in data:
             raise InvalidParameterError(
                 "`prompt` is required (got no prompt)", parameter="prompt", value=None, constraint="required"
+            )
+        allow = data.get("allow_fallback")
+        if allow is not None and not isinstance(allow, bool):
+            raise InvalidParameterError(
+                f"`allow_fallback` must be true, false or null (got {allow!r:.80})",
+                parameter="allow_fallback",
+                value=allow,
+                constraint="bool or null",
             )
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
@@ -108,8 +119,11 @@ def split_parameters(parameters: Mapping[str, Any]) -> tuple[GenerationRequest, 
 
 
 def join_parameters(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
-    """The inverse of ``split_parameters``."""
-    return {**request.to_dict(), "options": asdict(options)}
+    """The inverse of ``split_parameters``. ``allow_fallback`` is left out: it is the user's consent, given to the
+    engine's ``run`` as a flag, not a setting of a try (nor part of the circuit breaker's configuration bucket)."""
+    data = request.to_dict()
+    del data["allow_fallback"]
+    return {**data, "options": asdict(options)}
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,15 @@ from components.memory.calibration import (
 )
 from components.memory.hardware import HardwareProbe, cpu_kind, hardware_key, memory_verdict, probe_hardware
 from components.memory.ladder import (
+    PLAN_CHOICES,
     Choice,
     MemoryPlan,
+    PlanNotice,
+    PlanOption,
     choose_setting,
     frame_counts,
     plan_memory,
+    plan_notice,
     preview_setting,
     scaled_sizes,
 )
@@ -29,6 +33,9 @@ __all__ = [
     "MemoryLadder",
     "MemoryPlan",
     "MemoryPlanner",
+    "PLAN_CHOICES",
+    "PlanNotice",
+    "PlanOption",
     "PreviewDegrader",
     "WorkerMemoryFreer",
     "calibrate",
@@ -39,6 +46,7 @@ __all__ = [
     "measure_once",
     "memory_verdict",
     "plan_memory",
+    "plan_notice",
     "preview_setting",
     "probe_hardware",
     "scaled_sizes",

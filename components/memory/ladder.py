@@ -9,6 +9,10 @@ prediction, and ``plan_memory``: the plan a request runs with, made before anyth
     5. fewer frames *and* lower resolution (down to the floors)
     (fewer steps is not a rung: steps do not change peak memory — the calibration has no term for them)
 
+Before a run, ``plan_notice`` tells the user what planning would change, with the choices (fewer frames instead,
+lower resolution instead, run anyway, cancel), each with its predicted memory and time; ``PlanNotice.plan`` turns
+the chosen one into the plan the request runs with.
+
 A rung is skipped when the planner predicts it does not fit — on the tiny VAE, tiling can *raise* the peak, and
 then the calibration says so. Below the floors (a quarter of the frames, half the side) the request is no longer
 what was asked for: ``preview_setting`` offers a labelled preview instead, and nothing at all when even the
@@ -19,15 +23,33 @@ The recovery engine climbs the same ladder through ``components.memory.adapters`
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
 from components.memory.planner import MemoryPlanner
+from recovery.errors import InvalidParameterError
 from recovery.messages import format_bytes
 
-__all__ = ["Choice", "MemoryPlan", "choose_setting", "frame_counts", "plan_memory", "preview_setting", "scaled_sizes"]
+__all__ = [
+    "PLAN_CHOICES",
+    "Choice",
+    "MemoryPlan",
+    "PlanNotice",
+    "PlanOption",
+    "choose_setting",
+    "frame_counts",
+    "plan_memory",
+    "plan_notice",
+    "preview_setting",
+    "scaled_sizes",
+]
+
+#: The answers to a plan notice: ``generate(..., plan_choice=...)`` takes one of them.
+PLAN_CHOICES = ("fewer_frames", "lower_resolution", "run_anyway", "cancel")
+#: Predicted seconds of a setting (``TimeModel.estimate(...).total_s``), ``None`` when unknown.
+TimeOf = Callable[[GenerationRequest, RunOptions], "float | None"]
 
 
 @dataclass(frozen=True)
@@ -41,10 +63,16 @@ class MemoryPlan:
     fits: bool
     changes: tuple[str, ...] = ()
     degraded: bool = False
+    asked: GenerationRequest | None = None  # the request before planning (None: nothing was planned)
 
     @property
     def parameters(self) -> dict[str, Any]:
         return join_parameters(self.request, self.options)
+
+    @property
+    def planned_down(self) -> bool:
+        """Whether planning lowered the frames or the resolution: the video will not be the one asked for."""
+        return self.asked is not None and _shape(self.asked) != _shape(self.request)
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,14 @@ class Choice:
     changes: tuple[str, ...]
     rung: str
     degraded: bool = False
+
+
+def _shape(request: GenerationRequest) -> tuple[int, int, int]:
+    return request.num_frames, request.width, request.height
+
+
+def _described(request: GenerationRequest) -> str:
+    return f"{request.num_frames} frames at {request.width}×{request.height}"
 
 
 def frame_counts(upper: int, lower: int = 1) -> list[int]:
@@ -106,6 +142,19 @@ def _request_lines(old: GenerationRequest, new: GenerationRequest) -> list[str]:
     return lines
 
 
+def _fit_lines(
+    request: GenerationRequest,
+    options: RunOptions,
+    candidate: GenerationRequest,
+    chosen: RunOptions,
+    budget: int | None,
+    estimate: int,
+) -> list[str]:
+    """How ``candidate``/``chosen`` differ from what was asked, each line saying why (the budget, the prediction)."""
+    why = f" to fit in {format_bytes(budget)} (predicted {format_bytes(estimate)})" if budget else ""
+    return [line + why for line in _option_lines(options, chosen) + _request_lines(request, candidate)]
+
+
 def _fitting(
     planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None, device: str
 ) -> RunOptions | None:
@@ -146,9 +195,7 @@ def choose_setting(
         if chosen is None or (candidate == request and chosen == options):
             continue
         estimate = planner.estimate(candidate, chosen) or 0
-        lines = _option_lines(options, chosen) + _request_lines(request, candidate)
-        why = f" to fit in {format_bytes(budget)} (predicted {format_bytes(estimate)})" if budget else ""
-        lines = [line + why for line in lines]
+        lines = _fit_lines(request, options, candidate, chosen, budget, estimate)
         if decode_retry and candidate == request:
             lines.append("the kept latents are decoded again: denoising is not repeated")
         return Choice(candidate, chosen, estimate, tuple(lines), rung)
@@ -195,7 +242,7 @@ def plan_memory(
     does (each change a line), else a labelled preview; ``fits=False`` when not even that fits."""
     estimate = planner.estimate(request, options) or 0
     if planner.fits(request, options, budget):
-        return MemoryPlan(request, options, estimate, budget, True)
+        return MemoryPlan(request, options, estimate, budget, True, asked=request)
     choice = choose_setting(planner, request, options, budget, device=device) or preview_setting(
         planner, request, options, budget
     )
@@ -210,6 +257,142 @@ def plan_memory(
                 f"nothing fits in {format_bytes(budget or 0)}: predicted {format_bytes(estimate)} for "
                 f"the smallest setting we may choose",
             ),
+            asked=request,
         )
     changes = tuple(f"planned before running: {line}" for line in choice.changes)
-    return MemoryPlan(choice.request, choice.options, choice.estimate, budget, True, changes, choice.degraded)
+    return MemoryPlan(
+        choice.request, choice.options, choice.estimate, budget, True, changes, choice.degraded, asked=request
+    )
+
+
+@dataclass(frozen=True)
+class PlanOption:
+    """One answer to a plan notice: what would run (``None`` for ``cancel``), how it differs from the request, and
+    what it is predicted to cost — memory by the planner (``None``: unknown), seconds by the time model."""
+
+    choice: str
+    request: GenerationRequest | None
+    options: RunOptions | None
+    changes: tuple[str, ...]
+    memory_bytes: int | None
+    time_s: float | None
+    fits: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "choice": self.choice,
+            "request": self.request.to_dict() if self.request else None,
+            "options": asdict(self.options) if self.options else None,
+            "changes": list(self.changes),
+            "memory_bytes": self.memory_bytes,
+            "time_s": self.time_s,
+            "fits": self.fits,
+        }
+
+
+@dataclass(frozen=True)
+class PlanNotice:
+    """A request predicted not to fit, told to the user before it runs: the choices (``PLAN_CHOICES`` that apply:
+    ``fewer_frames`` and ``lower_resolution`` only when such a setting is predicted to fit) and what automatic
+    planning (``plan_choice=None``) would do instead (``automatic``)."""
+
+    request: GenerationRequest
+    options: RunOptions
+    budget_bytes: int | None
+    estimate_bytes: int | None
+    message: str
+    choices: tuple[PlanOption, ...]
+    automatic: tuple[str, ...]
+
+    def option(self, choice: str) -> PlanOption:
+        """The option for ``choice``; ``InvalidParameterError`` naming ``plan_choice`` when it is not one of them."""
+        for option in self.choices:
+            if option.choice == choice:
+                return option
+        offered = ", ".join(option.choice for option in self.choices)
+        constraint = f"must be one of {offered} for this request"
+        raise InvalidParameterError(
+            f"`plan_choice` {constraint} (got {choice!r:.40})",
+            parameter="plan_choice",
+            value=choice,
+            constraint=constraint,
+        )
+
+    def plan(self, choice: str) -> MemoryPlan:
+        """The plan that runs ``choice`` (not ``cancel``, which runs nothing); each change a line for the user."""
+        option = self.option(choice)
+        if option.request is None or option.options is None:
+            raise InvalidParameterError(
+                "`plan_choice` 'cancel' runs nothing (got 'cancel')",
+                parameter="plan_choice",
+                value=choice,
+                constraint="a choice that runs",
+            )
+        if choice == "run_anyway":
+            need = format_bytes(option.memory_bytes) if option.memory_bytes else "more"
+            room = format_bytes(self.budget_bytes) if self.budget_bytes else "the free memory"
+            changes: tuple[str, ...] = (
+                f"run as asked (your choice) although predicted to need {need} of {room}: an out-of-memory failure "
+                "is recovered as usual",
+            )
+        else:
+            changes = tuple(f"planned before running (your choice: {choice}): {line}" for line in option.changes)
+        estimate = option.memory_bytes or 0
+        return MemoryPlan(
+            option.request, option.options, estimate, self.budget_bytes, option.fits, changes, asked=self.request
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request": self.request.to_dict(),
+            "budget_bytes": self.budget_bytes,
+            "estimate_bytes": self.estimate_bytes,
+            "message": self.message,
+            "choices": [option.to_dict() for option in self.choices],
+            "automatic": list(self.automatic),
+        }
+
+
+def plan_notice(
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions = RunOptions(),
+    budget: int | None = None,
+    *,
+    device: str = "cpu",
+    time_of: TimeOf | None = None,
+) -> PlanNotice | None:
+    """``None`` when the request runs as asked (it fits, perhaps with a memory switch such as VAE tiling, which
+    keeps the video); otherwise the notice with its choices, each with predicted memory and (via ``time_of``) time."""
+    if _fitting(planner, request, options, budget, device) is not None:
+        return None
+    seconds = time_of or (lambda _request, _options: None)
+    estimate = planner.estimate(request, options)
+    choices: list[PlanOption] = []
+    lowered = (
+        ("fewer_frames", (replace(request, num_frames=f) for f in frame_counts(request.num_frames))),
+        (
+            "lower_resolution",
+            (replace(request, width=w, height=h) for w, h in scaled_sizes(request.width, request.height)),
+        ),
+    )
+    for name, candidates in lowered:
+        for candidate in candidates:
+            chosen = _fitting(planner, candidate, options, budget, device)
+            if chosen is not None:
+                need = planner.estimate(candidate, chosen)
+                lines = tuple(_fit_lines(request, options, candidate, chosen, budget, need or 0))
+                choices.append(PlanOption(name, candidate, chosen, lines, need, seconds(candidate, chosen), True))
+                break
+    choices.append(PlanOption("run_anyway", request, options, (), estimate, seconds(request, options), False))
+    choices.append(PlanOption("cancel", None, None, (), None, None, True))
+    automatic = plan_memory(planner, request, options, budget, device=device)
+    words = {"fewer_frames": "fewer frames", "lower_resolution": "a lower resolution"}
+    offered = [words[option.choice] for option in choices if option.choice in words]
+    message = (
+        f"{_described(request)} is predicted to need "
+        f"{f'about {format_bytes(estimate)}' if estimate else 'more memory'}, more than "
+        f"{format_bytes(budget) if budget else 'the free memory'} here. Choose "
+        f"{', '.join([*offered, 'to run it as asked anyway'])} or to cancel."
+    )
+    return PlanNotice(request, options, budget, estimate, message, tuple(choices), automatic.changes)

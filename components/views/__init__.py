@@ -26,7 +26,14 @@ from components.views.presenters import (
     summary_markdown,
     timeline_line,
 )
-from components.views.reports import EMBEDDED_MODEL_NOTE, GenerationResult, Reporter, ServiceEvent, ServiceEventKind
+from components.views.reports import (
+    ALLOW_FALLBACK_STEP,
+    EMBEDDED_MODEL_NOTE,
+    GenerationResult,
+    Reporter,
+    ServiceEvent,
+    ServiceEventKind,
+)
 from components.views.rest_schema import (
     FEED_TYPES,
     ErrorResponse,
@@ -39,6 +46,7 @@ from components.views.rest_schema import (
 )
 
 __all__ = [
+    "ALLOW_FALLBACK_STEP",
     "EMBEDDED_MODEL_NOTE",
     "FEED_TYPES",
     "ErrorResponse",

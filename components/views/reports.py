@@ -17,15 +17,32 @@ from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.request import GenerationOutput, GenerationRequest
 from components.memory.ladder import MemoryPlan
 from recovery.errors import GenerationFailedError, InvalidParameterError, KintsugiError, RequestExistsError
-from recovery.messages import api_error, format_bytes
+from recovery.messages import api_error, format_bytes, guidance_for
 from recovery.outcome import AttemptRecord, Outcome
-from recovery.taxonomy import ErrorContext
+from recovery.strategies.defaults import DEFAULT_STRATEGY_MAP
+from recovery.taxonomy import ErrorContext, RecoveryStrategy
 
-__all__ = ["EMBEDDED_MODEL_NOTE", "GenerationResult", "Reporter", "ServiceEvent", "ServiceEventKind"]
+__all__ = [
+    "ALLOW_FALLBACK_STEP",
+    "EMBEDDED_MODEL_NOTE",
+    "GenerationResult",
+    "Reporter",
+    "ServiceEvent",
+    "ServiceEventKind",
+]
 
 EMBEDDED_MODEL_NOTE = (
     "Made with the built-in tiny model: its weights are random, so the video is coloured noise. "
     "Choose a real model (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers) where a network and a GPU are available."
+)
+#: The step added to a failure that another model could have rescued, had the request allowed one.
+ALLOW_FALLBACK_STEP = (
+    "Or allow another model (tick “Allow another model”, or send allow_fallback: true) and a model that runs "
+    "here stands in, named in the result."
+)
+# The failure types whose recovery includes switching the model: only for those would consent have helped.
+_FALLBACK_TYPES = frozenset(
+    t for t, order in DEFAULT_STRATEGY_MAP.items() if RecoveryStrategy.INTELLIGENT_FALLBACK in order
 )
 
 
@@ -33,10 +50,10 @@ class ServiceEventKind(str, Enum):
     """What a ``ServiceEvent`` tells (a ``str``: ``ServiceEventKind.RESULT == "result"``)."""
 
     CORRECTION = "correction"  # a parameter corrected at validation
-    PLAN = "plan"  # a change made before running (memory plan, a speed-up left off)
+    PLAN = "plan"  # a change made before running (memory plan, a speed-up left off); data: degraded, changed
     DOWNLOAD = "download"  # model bytes arriving, or waiting for a download already running
-    PHASE = "phase"  # load / denoise / decode / export started
-    PROGRESS = "progress"  # one denoising step done
+    PHASE = "phase"  # load / denoise / decode / export started; data: phase, attempt, eta_s, phase_eta_s
+    PROGRESS = "progress"  # a step done (data: phase denoise|decode, step, total, attempt, eta_s, phase_eta_s)
     RECOVERY = "recovery"  # an event of the recovery engine (classified, strategy tried, recovered, gave up)
     RESULT = "result"  # the end: ``data["result"]`` is the ``GenerationResult``
 
@@ -58,7 +75,14 @@ class ServiceEvent:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """A finished video and the story of how it was made."""
+    """A finished video and the story of how it was made.
+
+    ``changed``: the video is not the one asked for — memory planning lowered its frames or resolution before it
+    ran (or recovery did, after running out of memory), another model stood in (``fallback_from`` →
+    ``fallback_to``, only with the user's consent), or it is a labelled preview (``degraded``, which keeps its
+    meaning: a lower-quality stand-in). ``notes`` has one line per such change, naming what changed (both models,
+    for a fallback).
+    """
 
     video_path: str
     request: GenerationRequest
@@ -70,10 +94,31 @@ class GenerationResult:
     output: GenerationOutput
     notes: tuple[str, ...] = ()
     attempt_records: tuple[AttemptRecord, ...] = ()  # every try, with its duration and how it failed
+    changed: bool = False
+    fallback_from: str | None = None  # the model asked for, when another one made the video
+    fallback_to: str | None = None  # the model that made it instead
 
     @property
     def recovered(self) -> bool:
         return self.attempts > 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON-able data for an API client: no file paths (the video by file name only)."""
+        return {
+            "video": self.video_path.rsplit("/", 1)[-1],
+            "correlation_id": self.correlation_id,
+            "attempts": self.attempts,
+            "degraded": self.degraded,
+            "changed": self.changed,
+            "fallback_from": self.fallback_from,
+            "fallback_to": self.fallback_to,
+            "corrections": list(self.corrections),
+            "changes": list(self.changes),
+            "notes": list(self.notes),
+            "request": self.request.to_dict(),
+            "timings": dict(self.output.timings),
+            "frames_sha256": self.output.frames_sha256,
+        }
 
 
 Categorize = Callable[[BaseException, Mapping[str, Any]], ErrorContext]
@@ -94,7 +139,18 @@ class Reporter:
         model's download when another model stood in for it."""
         output = outcome.value
         assert output is not None
-        notes: tuple[str, ...] = (EMBEDDED_MODEL_NOTE,) if output.request.model_id == EMBEDDED_MODEL_ID else ()
+        asked = plan.asked or plan.request
+        fallback_to = output.request.model_id if output.request.model_id != asked.model_id else None
+        notes: tuple[str, ...] = ()
+        if fallback_to is not None:
+            notes += (self._fallback_note(outcome, asked.model_id, fallback_to),)
+        lowered = _described(output.request) != _described(asked)
+        if lowered:
+            how = "memory planning changed it before it ran" if plan.planned_down else "recovery lowered it to fit"
+            shapes = f"{_described(asked)} → {_described(output.request)}"
+            notes += (f"Not the video you asked for: {how} ({shapes}) — see the changes.",)
+        if output.request.model_id == EMBEDDED_MODEL_ID:
+            notes += (EMBEDDED_MODEL_NOTE,)
         if kept_bytes:
             notes += (
                 f"The download of {plan.request.model_id} stopped with {format_bytes(kept_bytes)} on disk. It "
@@ -112,7 +168,17 @@ class Reporter:
             output=output,
             notes=notes,
             attempt_records=outcome.attempts,
+            changed=bool(fallback_to) or lowered or outcome.degraded or plan.degraded,
+            fallback_from=asked.model_id if fallback_to else None,
+            fallback_to=fallback_to,
         )
+
+    @staticmethod
+    def _fallback_note(outcome: Outcome[GenerationOutput], asked: str, used: str) -> str:
+        """Both models, and why the one asked for could not make the video (its failure's catalogued words)."""
+        failure = next((a.failure_type for a in outcome.attempts if a.model_id == asked and a.failure_type), None)
+        why = f": {guidance_for(failure).user_message}" if failure is not None else "."
+        return f"Made with {used} instead of {asked} (another model was allowed){why}"
 
     def failure(
         self, error: BaseException | None, correlation_id: str | None, request: Any, outcome: Outcome[Any] | None = None
@@ -130,6 +196,9 @@ class Reporter:
                 },
             )
             report = api_error(ctx, data_dir=self.data_dir)
+        elif outcome is not None and outcome.failure is not None and _fallback_withheld(outcome.failure):
+            details = report["error"]
+            report = {"error": {**details, "actionable_steps": [*details["actionable_steps"], ALLOW_FALLBACK_STEP]}}
         return GenerationFailedError(
             report["error"]["user_message"],
             report=report,
@@ -170,3 +239,17 @@ class Reporter:
         return RequestExistsError(
             report["error"]["user_message"], report=report, correlation_id=correlation_id, attempts=0, status=status
         )
+
+
+def _described(request: GenerationRequest) -> str:
+    return f"{request.num_frames} frames at {request.width}×{request.height}"
+
+
+def _fallback_withheld(failure: ErrorContext) -> bool:
+    """Whether another model could have stood in, had the request allowed one (see ``engine.run(allow_fallback)``)."""
+    state = failure.system_state
+    return (
+        state.get("fallback_allowed") is False
+        and bool(state.get("alternatives"))
+        and failure.failure_type in _FALLBACK_TYPES
+    )

@@ -14,7 +14,9 @@ __all__ = ["IntelligentFallback"]
 
 @dataclass(frozen=True)
 class IntelligentFallback:
-    """Switch to the best candidate not tried yet for this request (``system_state["tried_models"]``)."""
+    """Switch to the best candidate not tried yet for this request (``system_state["tried_models"]``) — only with
+    the caller's consent: ``system_state["fallback_allowed"] is False`` (``run(allow_fallback=False)``) makes it
+    not applicable, naming the model it would have used, so the request ends with its own model's message."""
 
     kind: ClassVar[RecoveryStrategy] = RecoveryStrategy.INTELLIGENT_FALLBACK
     store: ModelStorePort | None = None
@@ -26,6 +28,9 @@ class IntelligentFallback:
             return not_applicable(self.kind, "the request names no model")
         tried = set(ctx.system_state.get("tried_models", ())) | {ctx.model_id}
         fresh = [candidate for candidate in self.store.fallback_candidates(ctx.model_id) if candidate not in tried]
+        if ctx.system_state.get("fallback_allowed") is False:
+            withheld = f"another model ({fresh[0]})" if fresh else "another model"
+            return not_applicable(self.kind, f"{withheld} was not allowed for this request")
         if not fresh:
             return failed(self.kind, f"no untried alternative to {ctx.model_id}")
         line = f"model {ctx.model_id} → {fresh[0]} ({ctx.failure_type.value})"

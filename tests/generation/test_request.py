@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from components.generation.request import GenerationRequest, validate_request
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, validate_request
 from recovery.errors import InvalidParameterError
 
 
@@ -86,3 +86,17 @@ def test_request_round_trips_through_a_dict_ignoring_unknown_keys() -> None:
     """``from_dict`` accepts the extra keys the recovery loop carries (e.g. ``options``)."""
     request = _request(width=512)
     assert GenerationRequest.from_dict({**request.to_dict(), "options": {"vae_tiling": True}}) == request
+
+
+@pytest.mark.parametrize("value", ["yes", 1, [True]])
+def test_allow_fallback_must_be_a_bool_or_null(value: object) -> None:
+    """``allow_fallback`` from JSON is true, false or null; anything else is refused naming it and the value."""
+    with pytest.raises(InvalidParameterError) as caught:
+        GenerationRequest.from_dict({"prompt": "a cat", "allow_fallback": value})
+    assert caught.value.parameter == "allow_fallback" and repr(value) in str(caught.value)
+    assert GenerationRequest.from_dict({"prompt": "a cat", "allow_fallback": False}).allow_fallback is False
+
+
+def test_the_fallback_consent_is_not_an_engine_parameter() -> None:
+    """The engine's parameters leave ``allow_fallback`` out (it is ``run``'s flag, not a setting of a try)."""
+    assert "allow_fallback" not in join_parameters(GenerationRequest("a cat", allow_fallback=True), RunOptions())

@@ -10,7 +10,14 @@ from components.generation.request import GenerationRequest, RunOptions, join_pa
 from components.memory.adapters import MemoryLadder, PreviewDegrader
 from components.memory.calibration import Measurement
 from components.memory.hardware import cpu_kind
-from components.memory.ladder import choose_setting, frame_counts, plan_memory, preview_setting, scaled_sizes
+from components.memory.ladder import (
+    choose_setting,
+    frame_counts,
+    plan_memory,
+    plan_notice,
+    preview_setting,
+    scaled_sizes,
+)
 from components.memory.planner import MemoryPlanner
 from recovery import Classifier
 from recovery.errors import InvalidParameterError, OutOfMemoryError
@@ -267,3 +274,61 @@ def test_offload_rung_only_on_cuda(make_planner, truth) -> None:
     on_cpu = choose_setting(planner, request(33), RunOptions(), budget, device="cpu")
     assert on_cuda is not None and on_cuda.options.model_cpu_offload and on_cuda.request == request(33)
     assert on_cpu is None or not on_cpu.options.model_cpu_offload
+
+
+def test_plan_notice_is_none_for_a_request_that_runs_as_asked(make_planner, truth) -> None:
+    """No notice when the request fits, nor when a memory switch alone (tiling, same video) makes it fit."""
+    planner = make_planner(tiling_helps=True)
+    assert plan_notice(planner, request(9, 256, 256), RunOptions(), 2048 * MiB) is None
+    tiled_fits = int(truth(33, 512, 512, tiling=True) + MiB)
+    assert not planner.fits(request(33), RunOptions(), tiled_fits)
+    assert plan_notice(planner, request(33), RunOptions(), tiled_fits) is None
+
+
+def test_plan_notice_offers_each_choice_with_its_predicted_memory_and_time(make_planner, truth) -> None:
+    """A request that does not fit gets fewer frames (full size), a lower resolution (all frames), run anyway
+    (predicted not to fit) and cancel, each with the planner's memory and the given time prediction."""
+    planner = make_planner(tiling_helps=False)
+    budget = int(truth(17, 512, 512) + MiB)
+    notice = plan_notice(planner, request(33), RunOptions(), budget, time_of=lambda r, o: float(r.num_frames))
+    assert notice is not None
+    assert [o.choice for o in notice.choices] == ["fewer_frames", "lower_resolution", "run_anyway", "cancel"]
+    fewer, lower, anyway, cancel = notice.choices
+    assert (fewer.request.num_frames, fewer.request.width) == (17, 512) and fewer.time_s == 17.0
+    assert lower.request.num_frames == 33 and lower.request.width < 512 and lower.fits
+    assert all(o.memory_bytes is not None and o.memory_bytes <= budget for o in (fewer, lower))
+    assert anyway.request == request(33) and not anyway.fits and anyway.memory_bytes > budget
+    assert cancel.request is None and notice.automatic and "planned before running" in notice.automatic[0]
+
+
+def test_a_chosen_option_becomes_a_plan_marked_as_planned_down(make_planner, truth) -> None:
+    """``PlanNotice.plan``: the choice runs, its lines say it was the user's choice, and the plan is planned down
+    (run anyway is not)."""
+    planner = make_planner(tiling_helps=False)
+    notice = plan_notice(planner, request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
+    assert notice is not None
+    lower = notice.plan("lower_resolution")
+    assert lower.planned_down and lower.asked == request(33)
+    assert lower.changes and all("your choice: lower_resolution" in line for line in lower.changes)
+    anyway = notice.plan("run_anyway")
+    assert anyway.request == request(33) and not anyway.planned_down and "run as asked" in anyway.changes[0]
+
+
+@pytest.mark.parametrize("choice", ["fewest_frames", "cancel"])
+def test_a_choice_the_notice_does_not_run_names_plan_choice(make_planner, truth, choice: str) -> None:
+    """An unknown choice, or cancel (which runs nothing), is refused naming ``plan_choice`` and the value."""
+    notice = plan_notice(make_planner(tiling_helps=False), request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
+    assert notice is not None
+    with pytest.raises(InvalidParameterError) as caught:
+        notice.plan(choice)
+    assert caught.value.parameter == "plan_choice" and choice in str(caught.value)
+
+
+def test_a_plan_notice_is_plain_data_for_an_api(make_planner, truth) -> None:
+    """``PlanNotice.to_dict`` is JSON: the message, the budget and each choice with its request and predictions."""
+    notice = plan_notice(make_planner(tiling_helps=False), request(33), RunOptions(), int(truth(17, 512, 512) + MiB))
+    assert notice is not None
+    data = json.loads(json.dumps(notice.to_dict()))
+    assert [c["choice"] for c in data["choices"]] == ["fewer_frames", "lower_resolution", "run_anyway", "cancel"]
+    assert data["choices"][0]["request"]["num_frames"] == 17 and data["choices"][-1]["request"] is None
+    assert "more than" in data["message"] and data["budget_bytes"] == notice.budget_bytes

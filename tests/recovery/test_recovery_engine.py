@@ -170,6 +170,22 @@ def test_fallback_switches_model_and_marks_degraded(make_engine) -> None:
     )
 
 
+def test_fallback_is_withheld_without_the_callers_consent(make_engine) -> None:
+    """``run(allow_fallback=False)``: the model is never switched; the run ends on its own model's failure, and the
+    failure says the fallback was not allowed while an alternative existed."""
+
+    def load(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> str:
+        if info.model_id == "big":
+            raise recovery.CorruptModelError("bad header", model_id="big", files=["x"])
+        return info.model_id
+
+    outcome = make_engine(store=TwoModelStore()).run(load, {}, model_id="big", allow_fallback=False)
+    assert not outcome.ok and outcome.model_id == "big" and not outcome.degraded
+    assert {a.model_id for a in outcome.attempts} == {"big"}
+    assert outcome.failure is not None and outcome.failure.system_state["fallback_allowed"] is False
+    assert outcome.failure.system_state["alternatives"] == 2
+
+
 def test_last_try_before_hand_over_prefers_a_fallback_to_a_blind_retry(make_engine) -> None:
     """When the network stays down, retries stop one short of the threshold and the fallback model gets the last
     try (a blind retry stays available after the strategies that change something)."""
