@@ -229,7 +229,7 @@ def _same_request(
         return False
     if "seed" in sent and sent["seed"] is None:
         checked = replace(checked, seed=first.seed)
-    return checked == first
+    return replace(checked, allow_fallback=service.fallback_allowed(checked)) == first
 
 
 # -- the event feed -----------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ class GenerationService:
         try:
             request = self._request_of(request)
             checked, corrections = validate_request(request)
-            checked = replace(checked, allow_fallback=self._fallback_allowed(checked))
+            checked = replace(checked, allow_fallback=self.fallback_allowed(checked))
             plan = self._plan(checked, plan_choice)
         except (KintsugiError, TypeError, ValueError) as exc:
             raise self._refused(exc, correlation_id, request) from exc
@@ -185,7 +185,7 @@ class GenerationService:
             return request
         return GenerationRequest.from_dict({"model_id": self.settings.model, **request})
 
-    def _fallback_allowed(self, checked: GenerationRequest) -> bool:
+    def fallback_allowed(self, checked: GenerationRequest) -> bool:
         """The user's ``allow_fallback``; by default another model may stand in only for the default model."""
         if checked.allow_fallback is not None:
             return checked.allow_fallback
@@ -303,7 +303,7 @@ class GenerationService:
                     correlation_id=correlation_id,
                     hardware_key=self.hardware_key,
                     user_session_id=session_id,
-                    allow_fallback=self._fallback_allowed(checked),
+                    allow_fallback=self.fallback_allowed(checked),
                 )
             except BaseException as exc:  # cancellation and anything the engine lets through
                 self.keeper.failed(exc, correlation_id, checked)

@@ -238,8 +238,8 @@ def test_a_replay_says_when_another_model_stood_in(client: TestClient, service: 
     """A completed request whose video came from another model than the one asked: the replay carries
     `fallback` and the Kintsugi-Fallback header."""
     key, asked = _key(), "someone/big-model"
-    checked = {**GenerationRequest(**{**SMALL, "model_id": asked}).to_dict()}
-    service.journal.accept(key, checked)
+    checked = {**GenerationRequest(**{**SMALL, "model_id": asked, "allow_fallback": True}).to_dict()}
+    service.journal.accept(key, checked)  # as the service journals it: consent resolved
     used = {**checked, "model_id": "kintsugi/tiny-wan-random"}
     service.journal.complete(
         key,
@@ -252,7 +252,9 @@ def test_a_replay_says_when_another_model_stood_in(client: TestClient, service: 
             "frames_sha256": "0",
         },
     )
-    answer = client.post("/api/v1/generate", json={**SMALL, "model_id": asked}, headers={"Idempotency-Key": key})
+    answer = client.post(
+        "/api/v1/generate", json={**SMALL, "model_id": asked, "allow_fallback": True}, headers={"Idempotency-Key": key}
+    )
     assert answer.status_code == 200
     assert answer.json()["fallback"] == {"from_model": asked, "to_model": "kintsugi/tiny-wan-random"}
     assert answer.headers[FALLBACK_HEADER] == f"{asked} -> kintsugi/tiny-wan-random"
