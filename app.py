@@ -40,12 +40,16 @@ from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT
 from components.views.presenters import failure_html, scenario_markdown, summary_markdown
 from components.views.studio import (
     ASPECTS,
+    CANCELLED_AT_NOTICE,
     FORM_FIELDS,
+    PLAN_BUTTONS,
     SIZES,
     WRITTEN_BACK,
     StudioFrame,
     StudioRun,
     cancel_request,
+    check_plan,
+    fallback_default,
     form_request,
     form_values,
     preset_size,
@@ -79,9 +83,10 @@ def get_service() -> GenerationService:
     return _service
 
 
-def _studio_run(values: dict[str, Any]) -> Iterator[tuple[str, StudioFrame]]:
+def _studio_run(values: dict[str, Any], plan_choice: str | None = None) -> Iterator[tuple[str, StudioFrame]]:
     """One request from the form, as frames; toasts on the way; a stop (Stop, Esc, a closed tab, a client's
-    cancel) reaches the service as a cancel of this request."""
+    cancel) reaches the service as a cancel of this request. ``plan_choice``: the answer to the plan notice
+    (``None``: automatic planning)."""
     service = get_service()
     correlation_id = uuid.uuid4().hex[:12]
     request, page_corrections = form_request(values)
@@ -92,7 +97,8 @@ def _studio_run(values: dict[str, Any]) -> Iterator[tuple[str, StudioFrame]]:
 
     run = StudioRun(correlation_id, checked, tuple(page_corrections))
     try:
-        for frame in run.frames(service.generate(request, correlation_id=correlation_id)):
+        stream = service.generate(request, correlation_id=correlation_id, plan_choice=plan_choice)
+        for frame in run.frames(stream):
             for notice in frame.notices:
                 (gr.Warning if notice.level == "warning" else gr.Info)(notice.text, title=notice.title)
             yield correlation_id, frame
@@ -115,21 +121,43 @@ def generate(
     guidance_scale: float,
     seed: float,
     fps: float,
-    allow_fallback: bool = False,
+    allow_fallback: bool | None = None,
 ) -> Iterator[tuple[str | None, str]]:
     """Make a video. Streams the timeline (Markdown) while it runs; ends with the mp4 and the result panel.
 
     ``seed`` below 0 draws a random seed (the result says which); ``allow_fallback`` lets recovery use another
-    model when this one fails. Cancelling the job (or disconnecting) stops the generation."""
+    model when this one fails (left out: only for the default model). Memory planning is automatic here (no plan
+    notice to answer: a request predicted not to fit is planned down and the result says so). Cancelling the job
+    (or disconnecting) stops the generation."""
     values = dict(locals())  # the parameters, by name (FORM_FIELDS)
     for _correlation_id, frame in _studio_run(values):
         yield frame.video, frame.status
 
 
-def generate_in_page(*args: Any) -> Iterator[tuple[Any, ...]]:
-    """The page's Generate: the video, the status, the progress panel, this request's id, and the form's numbers
-    written back with what really ran."""
-    for correlation_id, frame in _studio_run(dict(zip(FORM_FIELDS, args, strict=True))):
+#: ``generate_in_page``'s first argument from the Generate button: ask first when memory planning would change it.
+ASK = "ask"
+
+
+def generate_in_page(plan_choice: str | None, *args: Any) -> Iterator[tuple[Any, ...]]:
+    """The page's Generate: the video, the status, the progress panel, this request's id, the form's numbers
+    written back with what really ran, and the plan notice (its box, its message, a button per choice).
+
+    ``plan_choice`` ``ASK`` (the Generate button): a request memory planning would lower shows the notice and
+    nothing starts; a notice button passes its choice and the request runs so."""
+    values = dict(zip(FORM_FIELDS, args, strict=True))
+    untouched = (gr.skip(),) * (1 + len(WRITTEN_BACK))
+    if plan_choice == ASK:
+        prompt = check_plan(get_service(), values)
+        if prompt is not None:
+            buttons = (
+                gr.Button(value=label or words, visible=label is not None)
+                for words, label in zip(PLAN_BUTTONS.values(), prompt.buttons.values(), strict=True)
+            )
+            yield (gr.skip(), "", "", *untouched, gr.Group(visible=True), prompt.message, *buttons)
+            return
+        plan_choice = None
+    hidden = (gr.Group(visible=False), gr.skip(), *(gr.skip() for _ in PLAN_BUTTONS))
+    for correlation_id, frame in _studio_run(values, plan_choice):
         form = frame.form or {}
         yield (
             frame.video if frame.done else gr.skip(),
@@ -137,7 +165,17 @@ def generate_in_page(*args: Any) -> Iterator[tuple[Any, ...]]:
             frame.progress,
             correlation_id,
             *(form[name] if name in form else gr.skip() for name in WRITTEN_BACK),
+            *hidden,
         )
+
+
+def page_generation(plan_choice: str) -> Callable[..., Iterator[tuple[Any, ...]]]:
+    """The handler of a button that generates: Generate (``ASK``) or one of the plan notice's choices."""
+
+    def run(*args: Any) -> Iterator[tuple[Any, ...]]:
+        yield from generate_in_page(plan_choice, *args)
+
+    return run
 
 
 if spaces is not None:
@@ -332,8 +370,13 @@ def build_app() -> gr.Blocks:
                                 info="Hub models download on first use",
                                 scale=3,
                             )
+                            # ticked for the default model the dropdown starts on; unticked when another is chosen
                             allow_fallback = gr.Checkbox(
-                                label="Allow another model if this one fails", value=False, scale=2
+                                label="Allow another model",
+                                value=True,
+                                info="if this one fails here; the result names both",
+                                scale=2,
+                                elem_id="allow-fallback",
                             )
                         with gr.Row():
                             aspect = gr.Radio(list(ASPECTS), label="Aspect ratio", value=None, scale=3)
@@ -362,6 +405,17 @@ def build_app() -> gr.Blocks:
                             seed = gr.Number(label="Seed (-1 = random)", value=0, precision=0, scale=3)
                             random_seed = gr.Button("Random seed", scale=1, size="sm")
                     with gr.Column(scale=1, elem_id="result-column"):
+                        with gr.Group(visible=False, elem_id="plan-notice") as notice_box:
+                            notice_message = gr.Markdown(elem_id="plan-notice-message")
+                            with gr.Row():
+                                notice_buttons = {
+                                    choice: gr.Button(
+                                        words,
+                                        variant="stop" if choice == "cancel" else "secondary",
+                                        elem_id=f"plan-{choice.replace('_', '-')}",
+                                    )
+                                    for choice, words in PLAN_BUTTONS.items()
+                                }
                         progress = gr.HTML(elem_id="progress-panel")
                         video = gr.Video(
                             label="Video", autoplay=True, loop=True, interactive=False, elem_id="result-video"
@@ -369,6 +423,10 @@ def build_app() -> gr.Blocks:
                         status = gr.Markdown(elem_id="status")
                 correlation = gr.State(None)
                 api_trigger = gr.Button(visible=False)
+                # The API's allow_fallback: left out, it is None and the service decides (another model only for
+                # the default model). A checkbox turns an initial None into False, hence the value set after.
+                api_allow_fallback = gr.Checkbox(visible=False)
+                api_allow_fallback.value = None
             with gr.Tab("History", id="history") as history_tab:
                 history_note = gr.Markdown(elem_id="history-note")
                 gallery = gr.Gallery(
@@ -389,30 +447,64 @@ def build_app() -> gr.Blocks:
             form = [prompt, negative, model, width, height, frames, steps, guidance, seed, fps, allow_fallback]
             written_back = [dict(zip(FORM_FIELDS, form, strict=True))[name] for name in WRITTEN_BACK]
             history_outputs = [gallery, history_note, history_items, history_shown]
-            generation = button.click(
-                lambda: "<p class='phase-eta'>Waiting for the generator…</p>",
-                None,
+            page_outputs = [
+                video,
+                status,
                 progress,
-                js=SCROLL_TO_RESULT_JS,
+                correlation,
+                *written_back,
+                notice_box,
+                notice_message,
+                *notice_buttons.values(),
+            ]
+            generations = []
+            for trigger, choice in (
+                (button, ASK),
+                (notice_buttons["fewer_frames"], "fewer_frames"),
+                (notice_buttons["lower_resolution"], "lower_resolution"),
+                (notice_buttons["run_anyway"], "run_anyway"),
+            ):
+                generation = trigger.click(
+                    lambda: ("<p class='phase-eta'>Waiting for the generator…</p>", gr.Group(visible=False)),
+                    None,
+                    [progress, notice_box],
+                    js=SCROLL_TO_RESULT_JS,
+                    queue=False,
+                    show_progress="hidden",
+                    **private,
+                ).then(
+                    page_generation(choice),
+                    form,
+                    page_outputs,
+                    concurrency_limit=1,
+                    concurrency_id="generate",
+                    show_progress="hidden",
+                    **private,
+                )
+                generation.then(save_settings, form, saved, show_progress="hidden", **private).then(
+                    None, js=SCROLL_TO_VIDEO_JS, **private
+                ).then(history_view, first_page, history_outputs, show_progress="hidden", **private)
+                generations.append(generation)
+            notice_buttons["cancel"].click(
+                lambda: (gr.Group(visible=False), f"_{CANCELLED_AT_NOTICE}_", ""),
+                None,
+                [notice_box, status, progress],
                 queue=False,
                 show_progress="hidden",
                 **private,
-            ).then(
-                generate_in_page,
-                form,
-                [video, status, progress, correlation, *written_back],
-                concurrency_limit=1,
-                concurrency_id="generate",
+            )
+            stop_button.click(stop, correlation, progress, cancels=generations, show_progress="hidden", **private)
+            model.input(
+                lambda model_id: fallback_default(model_id, get_service().settings.model),
+                model,
+                allow_fallback,
+                queue=False,
                 show_progress="hidden",
                 **private,
             )
-            generation.then(save_settings, form, saved, show_progress="hidden", **private).then(
-                None, js=SCROLL_TO_VIDEO_JS, **private
-            ).then(history_view, first_page, history_outputs, show_progress="hidden", **private)
-            stop_button.click(stop, correlation, progress, cancels=[generation], show_progress="hidden", **private)
             api_trigger.click(
                 generate,
-                form,
+                [*form[:-1], api_allow_fallback],
                 [video, status],
                 api_name="generate",
                 api_description=(

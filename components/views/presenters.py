@@ -21,6 +21,7 @@ __all__ = [
     "FORM_LABELS",
     "PHASES",
     "PhaseBoard",
+    "change_banner",
     "failure_html",
     "failure_markdown",
     "form_words",
@@ -108,6 +109,9 @@ def result_markdown(result: GenerationResult, *, elapsed_s: float | None = None)
     out = result.output
     request = result.request
     lines = []
+    banner = change_banner(result)
+    if banner:
+        lines.append(banner)
     if result.degraded:
         lines.append("> **Degraded result** — this is a lower-quality preview, not the video you asked for.")
     records = result.attempt_records
@@ -130,8 +134,45 @@ def result_markdown(result: GenerationResult, *, elapsed_s: float | None = None)
     if changed:
         lines.append("**What we changed**")
         lines.extend(f"- {form_words(line)}" for line in changed)
-    lines.extend(f"_{note}_" for note in result.notes)
+    shown = _banner_notes(result)
+    lines.extend(f"_{note}_" for note in result.notes if note not in shown)
     return "\n\n".join(lines)
+
+
+_LOWERED = "Not the video you asked for"
+
+
+def _fallback_note(result: GenerationResult) -> str | None:
+    if not (result.fallback_from and result.fallback_to):
+        return None
+    start = f"Made with {result.fallback_to} instead of {result.fallback_from}"
+    return next((note for note in result.notes if note.startswith(start)), None)
+
+
+def _banner_notes(result: GenerationResult) -> set[str]:
+    """The notes the change banner shows (a fallback's, a lowered size's): not repeated under the details."""
+    if not result.changed:
+        return set()
+    fallback = _fallback_note(result)
+    return {note for note in result.notes if note == fallback or note.startswith(_LOWERED)}
+
+
+def change_banner(result: GenerationResult) -> str | None:
+    """The banner of a changed result, above its details: another model made it ("Made with X instead of Y", both
+    named), or its frames or resolution were lowered (what changed, from → to). ``None`` for a result as asked.
+    A degraded preview has its own line (``result_markdown``)."""
+    if not result.changed:
+        return None
+    lines = []
+    if result.fallback_from and result.fallback_to:
+        lines.append(f"> ### Made with {result.fallback_to} instead of {result.fallback_from}")
+        reason = (_fallback_note(result) or "").partition(" (another model was allowed)")[2].lstrip(":. ")
+        lines.append(f"> Another model was allowed{f' — {reason}' if reason else '.'}")
+    for note in result.notes:
+        if note.startswith(_LOWERED):
+            text = note.removeprefix(f"{_LOWERED}: ").removesuffix(" — see the changes.")
+            lines.append(f"> **Changed result** — not the video you asked for: {text}.")
+    return "\n>\n".join(lines) if lines else None
 
 
 def _failure_parts(report: Mapping[str, Any]) -> tuple[str, str | None, list[str], str]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from components.generation.request import LIMITS, Limits
+from components.memory.ladder import PlanNotice, PlanOption
+from components.views.charts import format_seconds
 from components.views.presenters import (
     PhaseBoard,
     failure_markdown,
@@ -22,19 +24,26 @@ from components.views.presenters import (
 )
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from recovery import events
-from recovery.messages import failure_label
+from recovery.errors import GenerationFailedError
+from recovery.messages import failure_label, format_bytes
 
 __all__ = [
     "ASPECTS",
+    "CANCELLED_AT_NOTICE",
     "FORM_FIELDS",
+    "PLAN_BUTTONS",
     "SIZES",
     "WRITTEN_BACK",
     "Notice",
+    "PlanPrompt",
     "StudioFrame",
     "StudioRun",
     "cancel_request",
+    "check_plan",
+    "fallback_default",
     "form_request",
     "form_values",
+    "plan_prompt",
     "preset_size",
 ]
 
@@ -65,11 +74,14 @@ def form_request(values: Mapping[str, Any], *, limits: Limits = LIMITS) -> tuple
 
     A negative seed asks for a random one (the service draws it and says which). The Steps slider goes down to 0
     so that the browser does not silently raise a 0 to the slider's minimum: the page corrects it, and says so.
+    An ``allow_fallback`` left out or ``None`` (an API client that did not say) lets the service decide: another
+    model may stand in only for the default model.
     """
     request = {name: values[name] for name in FORM_FIELDS if name in values}
     seed = values.get("seed")
     request["seed"] = None if seed is None or seed < 0 else seed
-    request["allow_fallback"] = bool(values.get("allow_fallback", False))
+    allow = values.get("allow_fallback")
+    request["allow_fallback"] = None if allow is None else bool(allow)
     corrections = []
     steps = values.get("steps")
     if isinstance(steps, (int, float)) and not isinstance(steps, bool) and 0 <= steps < limits.min_steps:
@@ -101,6 +113,64 @@ def preset_size(aspect: str, size: str, *, limits: Limits = LIMITS) -> tuple[int
         return min(limits.max_side, max(limits.min_side, round(side * scale / step) * step))
 
     return snap(width), snap(height)
+
+
+def fallback_default(model_id: str | None, default_model: str) -> bool:
+    """Whether "Allow another model" starts ticked for ``model_id``: for the configured default model only — a model
+    the user named is never replaced unless they tick it themselves."""
+    return (model_id or "").strip() == default_model
+
+
+#: The plan notice's buttons, one per ``PLAN_CHOICES`` entry, as the page words them.
+PLAN_BUTTONS = {
+    "fewer_frames": "Fewer frames instead",
+    "lower_resolution": "Lower resolution instead",
+    "run_anyway": "Run anyway",
+    "cancel": "Cancel",
+}
+#: What the page says after "Cancel" at the plan notice.
+CANCELLED_AT_NOTICE = "Cancelled at the memory notice: nothing ran."
+
+
+@dataclass(frozen=True)
+class PlanPrompt:
+    """The plan notice as the page shows it, before anything runs: ``message`` (Markdown) and, per choice in
+    ``PLAN_BUTTONS`` order, its button label (with predicted memory and time) or ``None`` when it is not offered."""
+
+    message: str
+    buttons: Mapping[str, str | None]
+
+
+def _option_label(option: PlanOption) -> str:
+    words = PLAN_BUTTONS[option.choice]
+    if option.choice == "cancel":
+        return words
+    memory = format_bytes(option.memory_bytes) if option.memory_bytes else "memory unknown"
+    took = f"about {format_seconds(option.time_s)}" if option.time_s is not None else "time unknown"
+    return f"{words} · {memory} · {took}"
+
+
+def plan_prompt(notice: PlanNotice) -> PlanPrompt:
+    """A ``PlanNotice`` as the page's notice: the planner's message, what each choice would change, a button each."""
+    offered = {option.choice: option for option in notice.choices}
+    lines = [f"**Nothing has started yet.** {form_words(notice.message)}"]
+    for option in notice.choices:
+        if option.changes:
+            lines.append(f"- {PLAN_BUTTONS[option.choice]}: " + "; ".join(form_words(line) for line in option.changes))
+    buttons = {choice: _option_label(offered[choice]) if choice in offered else None for choice in PLAN_BUTTONS}
+    return PlanPrompt("\n".join(lines), buttons)
+
+
+def check_plan(service: Any, values: Mapping[str, Any]) -> PlanPrompt | None:
+    """Before Generate runs the form's request on ``service`` (a ``GenerationService``): the notice to show when
+    memory planning would lower it, else ``None`` (run as asked). A request the service refuses gets ``None`` too:
+    ``generate`` then reports the refusal as usual."""
+    request, _corrections = form_request(values)
+    try:
+        notice = service.plan_notice(request)
+    except GenerationFailedError:
+        return None
+    return None if notice is None else plan_prompt(notice)
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.views.presenters import (
     PhaseBoard,
+    change_banner,
     failure_html,
     failure_markdown,
     form_words,
@@ -184,3 +187,44 @@ def test_phase_board_prefers_the_services_eta() -> None:
     html = board.html()
     assert "about 5.0 s left" in html and "decoding frames: 4.0 s" in html
     assert 'aria-label="Decoding frames" value="0.250"' in html and 'aria-label="Denoising" value="1.000"' in html
+
+
+FALLBACK_NOTE = (
+    "Made with kintsugi/tiny-wan-random instead of foo/bar (another model was allowed): The model server cannot be "
+    "reached."
+)
+LOWERED_NOTE = (
+    "Not the video you asked for: memory planning changed it before it ran (33 frames at 512×512 → 5 frames at "
+    "512×512) — see the changes."
+)
+
+
+def test_a_fallback_banner_names_both_models_above_the_details() -> None:
+    """Another model made the video: "Made with X instead of Y" comes first, with why; the note is not repeated
+    below, and it is not called a degraded preview."""
+    result = replace(
+        _result(1.0),
+        changed=True,
+        fallback_from="foo/bar",
+        fallback_to="kintsugi/tiny-wan-random",
+        notes=(FALLBACK_NOTE,),
+    )
+    text = result_markdown(result)
+    assert text.startswith("> ### Made with kintsugi/tiny-wan-random instead of foo/bar")
+    assert "The model server cannot be reached" in text.split("frames ·")[0]
+    assert text.count("instead of foo/bar") == 1 and "Degraded" not in text
+
+
+def test_a_planned_down_result_says_what_changed_above_the_details() -> None:
+    """Frames lowered before the run: a "Changed result" banner with from → to, before the video's details."""
+    text = result_markdown(replace(_result(1.0), changed=True, notes=(LOWERED_NOTE,)))
+    banner, details = text.split("**5 frames", 1)
+    assert "**Changed result**" in banner and "33 frames at 512×512 → 5 frames at 512×512" in banner
+    assert "Not the video you asked for" not in details and "Degraded" not in text
+
+
+def test_a_result_as_asked_has_no_change_banner() -> None:
+    """Nothing changed: no banner, the notes (e.g. the built-in model's) stay below the details."""
+    result = replace(_result(1.0), notes=("Made with the built-in tiny model: its weights are random.",))
+    assert change_banner(result) is None
+    assert result_markdown(result).endswith("_Made with the built-in tiny model: its weights are random._")

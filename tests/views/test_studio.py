@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from components.generation.request import LIMITS, GenerationOutput, GenerationRequest, RunOptions, validate_request
+from components.memory.ladder import PlanNotice, PlanOption
+from components.service import GenerationService
+from components.settings import Settings
 from components.views.reports import GenerationResult, ServiceEvent
 from components.views.studio import (
     ASPECTS,
+    PLAN_BUTTONS,
     SIZES,
     StudioRun,
     cancel_request,
+    check_plan,
+    fallback_default,
     form_request,
     form_values,
+    plan_prompt,
     preset_size,
 )
 from recovery import events
@@ -146,3 +156,82 @@ def test_prompt_counter_warns_before_the_limit_refuses(length: int, warned: bool
     text = prompt_counter("x" * length)
     assert text.startswith(f"{'⚠ ' if warned else ''}{length} / {LIMITS.max_prompt_chars} characters")
     assert ("100 too many" in text) is warned
+
+
+@pytest.mark.parametrize(
+    ("model_id", "ticked"),
+    [("kintsugi/tiny-wan-random", True), (" kintsugi/tiny-wan-random ", True), ("foo/bar", False), (None, False)],
+)
+def test_another_model_is_allowed_by_default_only_for_the_default_model(model_id: str | None, ticked: bool) -> None:
+    """ "Allow another model" starts ticked for the configured default model, unticked for a model the user named."""
+    assert fallback_default(model_id, "kintsugi/tiny-wan-random") is ticked
+
+
+def test_an_api_client_that_does_not_say_leaves_the_fallback_to_the_service() -> None:
+    """``allow_fallback`` missing or ``None`` stays ``None`` (the service's rule), a tick stays a bool."""
+    assert form_request({**FORM, "allow_fallback": None})[0]["allow_fallback"] is None
+    assert form_request({k: v for k, v in FORM.items() if k != "allow_fallback"})[0]["allow_fallback"] is None
+    assert form_request({**FORM, "allow_fallback": False})[0]["allow_fallback"] is False
+
+
+CAP = 340 * 2**20
+LARGE = {**FORM, "width": 512.0, "height": 512.0, "num_frames": 33.0, "steps": 1.0, "seed": 1.0}
+
+
+@pytest.fixture(scope="module")
+def capped_service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
+    """A service under a 340 MiB worker cap, not started: the plan notice is the planner's, nothing runs."""
+    data_dir = tmp_path_factory.mktemp("capped-studio")
+    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu", worker_memory_cap=CAP)
+    shutil.copytree(tiny_model, settings.embedded_model_dir)
+    service = GenerationService(settings)
+    yield service
+    service.close()
+
+
+def test_a_request_that_fits_gets_no_plan_notice(capped_service: GenerationService) -> None:
+    """The form's small request runs as asked: no notice."""
+    assert check_plan(capped_service, {**FORM, "width": 64.0, "num_frames": 5.0, "steps": 1.0}) is None
+
+
+def test_a_request_over_the_cap_gets_the_notice_with_a_button_per_choice(capped_service: GenerationService) -> None:
+    """33×512² in 340 MiB: the notice says nothing started, and offers the four choices, each that runs with its
+    predicted memory and (no run seen yet) "time unknown"; no request was journaled."""
+    prompt = check_plan(capped_service, LARGE)
+    assert prompt is not None and prompt.message.startswith("**Nothing has started yet.** 33 frames at 512×512")
+    assert list(prompt.buttons) == list(PLAN_BUTTONS)
+    for choice in ("fewer_frames", "lower_resolution", "run_anyway"):
+        label = prompt.buttons[choice]
+        assert label is not None and label.startswith(PLAN_BUTTONS[choice]) and "MiB" in label
+        assert label.endswith("time unknown")
+    assert prompt.buttons["cancel"] == "Cancel"
+    assert "Fewer frames instead: " in prompt.message and "Frames 33 → " in prompt.message
+    assert capped_service.journal.unfinished() == []
+
+
+def test_a_request_the_service_refuses_gets_no_notice(capped_service: GenerationService) -> None:
+    """An empty prompt: no notice; Generate then reports the refusal as usual."""
+    assert check_plan(capped_service, {**LARGE, "prompt": ""}) is None
+
+
+def test_a_choice_not_offered_has_no_button_and_a_known_time_is_shown() -> None:
+    """Only fewer frames fits: lower resolution has no button; a predicted time reads "about 4.2 s"."""
+    request = GenerationRequest("a boat", width=512, height=512, num_frames=33)
+    fewer = GenerationRequest("a boat", width=512, height=512, num_frames=5)
+    notice = PlanNotice(
+        request,
+        RunOptions(),
+        CAP,
+        700 * 2**20,
+        "33 frames at 512×512 is predicted to need about 700 MiB.",
+        (
+            PlanOption("fewer_frames", fewer, RunOptions(), ("num_frames 33 → 5",), 300 * 2**20, 4.2, True),
+            PlanOption("run_anyway", request, RunOptions(), (), 700 * 2**20, None, False),
+            PlanOption("cancel", None, None, (), None, None, True),
+        ),
+        (),
+    )
+    prompt = plan_prompt(notice)
+    assert prompt.buttons["lower_resolution"] is None
+    assert prompt.buttons["fewer_frames"] == "Fewer frames instead · 300 MiB · about 4.2 s"
+    assert prompt.buttons["run_anyway"] == "Run anyway · 700 MiB · time unknown"
