@@ -369,6 +369,7 @@ def build_app() -> gr.Blocks:
                                 allow_custom_value=True,
                                 info="Hub models download on first use",
                                 scale=3,
+                                elem_id="model-picker",
                             )
                             # ticked for the default model the dropdown starts on; unticked when another is chosen
                             allow_fallback = gr.Checkbox(
@@ -412,6 +413,7 @@ def build_app() -> gr.Blocks:
                                     choice: gr.Button(
                                         words,
                                         variant="stop" if choice == "cancel" else "secondary",
+                                        size="sm",
                                         elem_id=f"plan-{choice.replace('_', '-')}",
                                     )
                                     for choice, words in PLAN_BUTTONS.items()

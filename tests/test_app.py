@@ -74,6 +74,16 @@ def test_api_lists_only_the_documented_endpoints(app_url: str) -> None:
     ]
 
 
+def test_api_allow_fallback_left_out_is_the_services_rule(app_url: str) -> None:
+    """``/generate``'s ``allow_fallback`` is optional and defaults to ``None`` (the service decides: another model
+    only for the default model), not to the page's tick."""
+    info = _client(app_url).view_api(print_info=False, return_format="dict")
+    (parameter,) = [
+        p for p in info["named_endpoints"]["/generate"]["parameters"] if p["parameter_name"] == "allow_fallback"
+    ]
+    assert parameter["parameter_has_default"] and parameter["parameter_default"] is None
+
+
 def test_api_cancel_stops_the_request(app_url: str) -> None:
     """A gradio_client job cancelled during denoising stops its request: the journal files it as ended, and the
     next request runs."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 import time
 import urllib.request
@@ -77,10 +78,15 @@ def spare_blob(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def app_url(spare_blob: Path, tiny_model: Path) -> Iterator[str]:
-    """The app with fault injection on (``KINTSUGI_CHAOS=on``): the Scenarios tab shows its controls."""
-    data = spare_blob.parents[3]
-    with running_app(data, tiny_model, KINTSUGI_CHAOS="on") as url:
+def app_data(spare_blob: Path) -> Path:
+    return spare_blob.parents[3]
+
+
+@pytest.fixture(scope="module")
+def app_url(app_data: Path, tiny_model: Path) -> Iterator[str]:
+    """The app with fault injection on (``KINTSUGI_CHAOS=on``): the Scenarios tab shows its controls. Its worker is
+    capped at 340 MiB with memory planning on: the form's requests run as asked, 33×512² gets the plan notice."""
+    with running_app(app_data, tiny_model, KINTSUGI_CHAOS="on", KINTSUGI_WORKER_MEMORY_CAP="340MiB") as url:
         yield url
 
 
@@ -373,3 +379,98 @@ def test_metrics_tab_renders_the_charts(browser, capped_url: str) -> None:
     page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "metrics.png"), full_page=True)
     assert "requests" in page.locator("#metrics-summary").inner_text()
+
+
+UNKNOWN = "nobody/unknown-model"
+
+
+def _name_model(page, model_id: str) -> None:
+    """Type a model id into the Model picker, as a user names a hub model."""
+    picker = page.locator("#model-picker input")
+    picker.fill(model_id)
+    picker.press("Enter")
+    page.wait_for_timeout(300)
+
+
+def test_a_named_model_is_not_replaced_without_permission(browser, app_url: str) -> None:
+    """ "Allow another model" is ticked for the default model and unticked once the user names another; with the hub
+    unreachable that model's own message ends the request, with the step to allow another model, and no video."""
+    page = _page(browser, app_url)
+    box = page.get_by_label("Allow another model")
+    assert box.is_checked()
+    _small(page)
+    _name_model(page, UNKNOWN)
+    assert not box.is_checked()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        "() => document.querySelector('#status').innerText.includes('What you can do')", timeout=120_000
+    )
+    status = page.locator("#status").inner_text()
+    assert "The model server cannot be reached" in status and "tick “Allow another model”" in status
+    assert "Made with" not in status and page.locator("video[src]").count() == 0
+
+
+def test_with_permission_the_banner_names_both_models(browser, app_url: str) -> None:
+    """The same named model with the box ticked: the built-in model stands in, and the banner above the video's
+    details says "Made with <built-in> instead of <named>"."""
+    page = _page(browser, app_url)
+    _small(page)
+    _name_model(page, UNKNOWN)
+    page.get_by_label("Allow another model").check()
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=120_000)
+    status = page.locator("#status").inner_text()
+    banner, _details = status.split(" frames · ", 1)
+    assert f"Made with kintsugi/tiny-wan-random instead of {UNKNOWN}" in banner
+
+
+def _journaled(data: Path) -> int:
+    with sqlite3.connect(f"file:{data / 'journal.sqlite'}?mode=ro", uri=True) as db:
+        return int(db.execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+
+def _large(page) -> None:
+    """33 frames at 512×512: over the test app's 340 MiB cap."""
+    _small(page, Width=512, Height=512, **{"Frames (4k+1)": 33})
+
+
+def test_the_planned_down_notice_comes_before_the_run(browser, app_url: str, app_data: Path) -> None:
+    """A request over the cap shows the notice with each choice's predicted memory and time and starts nothing (no
+    journal entry, no timeline); "Fewer frames instead" then runs fewer frames, marked as a changed result."""
+    page = _page(browser, app_url)
+    _large(page)
+    before = _journaled(app_data)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    notice = page.locator("#plan-notice-message")
+    notice.wait_for(state="visible", timeout=30_000)
+    assert "Nothing has started yet" in notice.inner_text()
+    for words in ("Fewer frames instead", "Lower resolution instead", "Run anyway"):
+        label = page.get_by_role("button", name=words).inner_text()
+        assert "MiB" in label and ("time unknown" in label or "about" in label)
+    assert page.get_by_role("button", name="Cancel", exact=True).is_visible()
+    page.wait_for_timeout(500)
+    assert _journaled(app_data) == before and page.locator("#status").inner_text().strip() == ""
+    assert "request" not in page.locator("#progress-panel").inner_text()
+    page.screenshot(path=str(SHOTS / "plan-notice.png"), full_page=True)
+    page.get_by_role("button", name="Fewer frames instead").click()
+    page.wait_for_selector("video[src]", timeout=180_000)
+    assert notice.is_hidden()
+    status = page.locator("#status").inner_text()
+    banner, details = status.split(" frames · ", 1)
+    frames = int(banner.rsplit("\n", 1)[-1])
+    assert frames < 33 and details.startswith("512×512")
+    assert "Changed result" in banner and f"33 frames at 512×512 → {frames} frames at 512×512" in banner
+    assert _journaled(app_data) == before + 1
+
+
+def test_cancel_at_the_notice_runs_nothing(browser, app_url: str, app_data: Path) -> None:
+    """ "Cancel" at the notice: the notice goes away, a line says nothing ran, and nothing was journaled."""
+    page = _page(browser, app_url)
+    _large(page)
+    before = _journaled(app_data)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.locator("#plan-notice-message").wait_for(state="visible", timeout=30_000)
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.locator("#plan-notice-message").wait_for(state="hidden", timeout=10_000)
+    assert "nothing ran" in page.locator("#status").inner_text()
+    assert _journaled(app_data) == before and page.locator("video[src]").count() == 0

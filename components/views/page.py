@@ -1,5 +1,6 @@
 """The studio page's own CSS and browser scripts (strings, handed to Gradio by ``app.py``): a bounded video player,
-the progress panel, table headers that do not wrap letter by letter, the prompt counter and the keyboard keys.
+the progress panel, the plan notice, table headers that do not wrap letter by letter, the prompt counter and the
+keyboard keys.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ CSS = """
 #prompt-counter p { margin: 0; }
 #model-table th, #cleanup-table th, #model-table th *, #cleanup-table th * { white-space: nowrap; word-break: normal; }
 #history-gallery video { object-fit: contain; }
+#plan-notice-message { padding: .5em .75em; }
 """
 
 # Ctrl+Enter (⌘+Enter) generates from anywhere on the page; Esc stops the running generation.
