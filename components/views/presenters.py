@@ -60,6 +60,10 @@ _QUOTED = re.compile(rf"`({_NAMES})`")
 _BARE = re.compile(rf"(?:(?<=^)|(?<=; )|(?<=\n)|(?<=\()|(?<=: ))({_NAMES})\b(?= -?\d| chosen|$| must| →| on | off )")
 
 
+# A memory plan's line: automatic ("planned before running: ...") or the user's answer to the plan notice.
+_PLANNED = re.compile(r"planned before running(?: \(your choice: (\w+)\))?: ")
+
+
 def form_words(text: str) -> str:
     """Parameter names as the form labels them: ``"`num_frames` must be 4k+1"`` → ``"Frames must be 4k+1"``,
     ``"num_frames 33 → 17"`` → ``"Frames 33 → 17"``; other words stay as they are."""
@@ -73,9 +77,11 @@ def timeline_line(event: ServiceEvent) -> str | None:
     if event.kind is ServiceEventKind.CORRECTION:
         return f"- **Corrected** {form_words(event.message)}"
     if event.kind is ServiceEventKind.PLAN:
-        memory = event.message.startswith("planned before running: ")
-        text = form_words(event.message.removeprefix("planned before running: "))
-        return f"- **{'Memory plan' if memory else 'Plan'}**: {text}"
+        planned = _PLANNED.match(event.message)
+        if planned is None:
+            return f"- **Plan**: {form_words(event.message)}"
+        chosen = " (your choice at the memory notice)" if planned.group(1) else ""
+        return f"- **Memory plan**{chosen}: {form_words(event.message[planned.end() :])}"
     if event.kind is ServiceEventKind.DOWNLOAD and event.message == "download.waiting":
         return f"- Waiting for the download of {data.get('model_id', 'the model')} that is already running"
     if event.kind is ServiceEventKind.PHASE:

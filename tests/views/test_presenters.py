@@ -54,6 +54,12 @@ SUMMARY = {
 }
 
 
+def test_a_plan_the_user_chose_at_the_notice_says_so() -> None:
+    """The answer to the plan notice is a memory plan line saying it was the user's choice, in form words."""
+    chosen = ServiceEvent("plan", "planned before running (your choice: fewer_frames): num_frames 33 → 5", {})
+    assert timeline_line(chosen) == "- **Memory plan** (your choice at the memory notice): Frames 33 → 5"
+
+
 def test_summary_headline_says_how_long_recovery_took() -> None:
     """The headline counts the requests that ran and gives the mean failure-to-video time, rounded."""
     assert summary_markdown(SUMMARY) == (
