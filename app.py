@@ -511,7 +511,9 @@ def build_app() -> gr.Blocks:
                 api_name="generate",
                 api_description=(
                     "Make a video: streams the timeline while it runs and ends with the mp4 and the result panel. "
-                    "seed < 0 draws a random seed; cancelling the job stops the generation."
+                    "seed < 0 draws a random seed; allow_fallback left out allows another model only for the "
+                    "default model; a request predicted not to fit in memory is planned down automatically (the "
+                    "result says what changed); cancelling the job stops the generation."
                 ),
                 concurrency_limit=1,
                 concurrency_id="generate",
