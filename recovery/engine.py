@@ -233,7 +233,10 @@ class EnhancedErrorRecovery:
         user_session_id: str | None = None,
     ) -> Outcome[Any]:
         """Call ``attempt_fn(parameters, info)`` until it succeeds or a limit hands over to the user; between
-        tries, strategies may change the parameters, the model, or degrade the request."""
+        tries, strategies may change the parameters, the model, or degrade the request.
+
+        ``GenerationCancelledError`` from an attempt ends the run at once, raised to the caller: a cancellation is
+        not a failure, so it is not classified, no strategy runs, and the breaker and metrics never see it."""
         run = _Run(correlation_id or uuid.uuid4().hex[:12], dict(parameters), model_id)
         track = self._track(run.cid)
         for number in itertools.count(1):
@@ -243,7 +246,18 @@ class EnhancedErrorRecovery:
             )
             self.bus.emit(events.ATTEMPT_STARTED, run.cid, attempt=number, model_id=run.model)
             started = self._clock()
-            ok, value = self._try(attempt_fn, run.params, info, validator)
+            try:
+                ok, value = self._try(attempt_fn, run.params, info, validator)
+            except GenerationCancelledError:  # the user's choice: told, never classified, recovered or counted
+                self.bus.emit(
+                    events.ATTEMPT_FINISHED,
+                    run.cid,
+                    attempt=number,
+                    success=False,
+                    cancelled=True,
+                    duration_s=self._clock() - started,
+                )
+                raise
             duration = self._clock() - started
             self.bus.emit(events.ATTEMPT_FINISHED, run.cid, attempt=number, success=ok, duration_s=duration)
             if ok:
