@@ -413,7 +413,7 @@ class Worker:
         with self._send_lock:
             self._conn.send(("generate", job_id, payload))
         phase, phase_started = "start", time.monotonic()
-        cancel_sent = False
+        cancel_sent = ended = False
         try:
             while True:
                 if not cancel_sent and cancelled():
@@ -438,13 +438,15 @@ class Worker:
                 elif kind == "progress":
                     yield WorkerEvent("progress", job_id, data)
                 elif kind == "result":
+                    ended = True
                     yield WorkerEvent("result", job_id, output=GenerationOutput.from_dict(data))
                     return
                 elif kind == "error":
                     raise _rebuild_chain(data)
         except GeneratorExit:  # the caller stopped reading: stop the job too, so the next one finds the worker idle
-            self.cancel(job_id)
-            self._wait_for_end(phase)
+            if not ended:
+                self.cancel(job_id)
+                self._wait_for_end(phase)
             raise
 
     def _wait_for_end(self, phase: str) -> None:
