@@ -66,7 +66,7 @@ class _Active:
     """A request this service is running or about to run: how to stop it and the worker job it has in flight."""
 
     token: CancelToken = field(default_factory=CancelToken)
-    job_id: str | None = None  # set while an attempt's job is in the worker
+    job_id: str | None = None  # the worker job of the current attempt (waiting for the worker or running)
     attempts: int = 0
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -187,7 +187,8 @@ class GenerationService:
         cancelled: ``False`` for an unknown or already finished request (a late cancel is ignored)."""
         with self._active_lock:
             if correlation_id is None:
-                targets = [active for active in self._active.values() if active.job_id is not None]
+                running = self.worker.job_id
+                targets = [active for active in self._active.values() if running and active.job_id == running]
             elif (found := self._active.get(correlation_id)) is not None:
                 targets = [found]
             else:  # not running here: an entry waiting for its re-run is cancelled in the journal, so it never runs

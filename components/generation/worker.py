@@ -221,6 +221,7 @@ class Worker:
         self._conn: Connection | None = None
         self.info: dict[str, Any] = {}
         self.restarts = 0
+        self._job_id: str | None = None
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -325,6 +326,11 @@ class Worker:
             self._discard()
 
     @property
+    def job_id(self) -> str | None:
+        """The id of the job running in the process now (``None`` when it is idle or jobs only wait)."""
+        return self._job_id
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -412,6 +418,7 @@ class Worker:
         }
         with self._send_lock:
             self._conn.send(("generate", job_id, payload))
+            self._job_id = job_id
         phase, phase_started = "start", time.monotonic()
         cancel_sent = ended = False
         try:
@@ -448,6 +455,8 @@ class Worker:
                 self.cancel(job_id)
                 self._wait_for_end(phase)
             raise
+        finally:
+            self._job_id = None
 
     def _wait_for_end(self, phase: str) -> None:
         """Read a cancelled job's last messages until it ends (or the process dies: a fresh one is starting)."""

@@ -142,13 +142,13 @@ def test_cancelled_queued_job_never_starts(worker: Worker, tiny_model: Path, tmp
         threading.Timer(0.3, stop_waiting.set).start()
         list(waiting)
     assert caught.value.phase == "queued" and caught.value.steps_completed == 0
-    assert ahead.is_alive() and "ahead" not in outcomes
+    assert ahead.is_alive() and "ahead" not in outcomes and worker.job_id == "ahead"
     worker.cancel("ahead")
     ahead.join(60)
     ahead_error = outcomes["ahead"]
     assert isinstance(ahead_error, GenerationCancelledError)
     assert _steps_run(worker) - before == ahead_error.steps_completed
-    assert not (tmp_path / "b.mp4").exists()
+    assert not (tmp_path / "b.mp4").exists() and worker.job_id is None
 
 
 def test_closing_a_job_early_cancels_it_and_leaves_the_worker_idle(
