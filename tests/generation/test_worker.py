@@ -94,15 +94,16 @@ def test_cancel_during_decode_stops_between_chunks_and_the_worker_stays_warm(
 ) -> None:
     """A cancel at the first decoder chunk ends the job in decode, before the next chunk; the same process then
     runs the next job."""
+    request = GenerationRequest(prompt="a lantern", width=128, height=128, num_frames=33, steps=2, seed=5)
     pid = worker.pid
     chunks: list[int] = []
     with pytest.raises(GenerationCancelledError) as caught:
-        for event in worker.run(LONG, tmp_path / "v.mp4", model_path=tiny_model, job_id="decode-job"):
+        for event in worker.run(request, tmp_path / "v.mp4", model_path=tiny_model, job_id="decode-job"):
             if event.kind == "progress" and event.data["phase"] == "decode":
                 chunks.append(event.data["step"])
                 worker.cancel("decode-job")
-    assert caught.value.phase == "decode" and caught.value.steps_completed == LONG.steps
-    assert chunks and chunks[-1] < (LONG.num_frames - 1) // 4 + 1
+    assert caught.value.phase == "decode" and caught.value.steps_completed == request.steps
+    assert chunks and chunks[-1] < (request.num_frames - 1) // 4 + 1
     assert not (tmp_path / "v.mp4").exists()
     assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model).frames == SMALL.num_frames
     assert worker.pid == pid
