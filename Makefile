@@ -26,6 +26,7 @@ model: $(MODEL)  ## build the embedded tiny model if it is missing
 
 bench: $(MODEL)  ## benchmarks; they print figures (see docs/benchmarks.md)
 	$(PY) bench/bench_worker_overhead.py
+	$(PY) bench/bench_cancel.py
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -103,9 +103,12 @@ def _fallback_headers(fallback: Fallback | None) -> dict[str, str]:
     return {FALLBACK_HEADER: f"{fallback.from_model} -> {fallback.to_model}"} if fallback else {}
 
 
+_CANCEL_WAIT_S = 1.0  # a DELETE waits this long for the request to stop, to answer "cancelled" rather than "cancelling"
+
+
 def request_status_json(entry: JournalEntry) -> dict[str, Any]:
     """``GET /api/v1/requests/{id}``: status and reason; the video URL when completed, the spec's error when
-    failed."""
+    failed or cancelled."""
     answer: dict[str, Any] = {
         "correlation_id": entry.id,
         "status": entry.status.value,
@@ -121,7 +124,7 @@ def request_status_json(entry: JournalEntry) -> dict[str, Any]:
             attempts=result.get("attempts"),
             degraded=result.get("degraded"),
         )
-    elif entry.status is RequestState.FAILED and "error" in result:
+    elif entry.status in (RequestState.FAILED, RequestState.CANCELLED) and "error" in result:
         answer["error"] = result["error"]
     return answer
 
@@ -155,7 +158,9 @@ def repeat_answer(entry: JournalEntry | None, refusal: RequestExistsError) -> JS
 
 
 def _failure_status(report: Mapping[str, Any]) -> int:
-    """422 for what the client can change, 500 for the rest."""
+    """422 for what the client can change, 409 for a request someone stopped, 500 for the rest."""
+    if report["error"]["type"] == "cancelled":
+        return 409
     return 422 if report["error"]["type"] in _CLIENT_ERRORS else 500
 
 
@@ -430,7 +435,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) -> APIRouter:
-    """``POST /api/v1/generate``, ``GET /api/v1/requests/{id}``, ``GET /api/v1/videos/{name}``,
+    """``POST /api/v1/generate``, ``GET``/``DELETE /api/v1/requests/{id}``, ``GET /api/v1/videos/{name}``,
     ``GET /api/v1/events`` (SSE)."""
     router = APIRouter(prefix="/api/v1")
     line = RestQueue(feed.publish)
@@ -523,6 +528,32 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         if entry is None:
             return JSONResponse({"error": {"type": "not_found", "message": "no such request"}}, status_code=404)
         return JSONResponse(request_status_json(entry))
+
+    @router.delete("/requests/{correlation_id}")
+    def cancel_request(correlation_id: str) -> JSONResponse:
+        """Stop a request: one still waiting never starts, one running stops at its next denoising step or decoder
+        chunk. 200 ``cancelled`` once it has ended, 202 ``cancelling`` while it stops; 404 for an unknown request,
+        409 for one that already ended (completed, failed or cancelled)."""
+        service = get_service()
+        entry = service.request_status(correlation_id) if CORRELATION_ID.fullmatch(correlation_id) else None
+        if entry is None:
+            return JSONResponse({"error": {"type": "not_found", "message": "no such request"}}, status_code=404)
+        if not entry.finished and service.cancel(correlation_id):
+            service.wait_until_ended(correlation_id, _CANCEL_WAIT_S)
+            entry = service.request_status(correlation_id) or entry
+            if not entry.finished:
+                return JSONResponse({"correlation_id": correlation_id, "status": "cancelling"}, status_code=202)
+            if entry.status is RequestState.CANCELLED:
+                return JSONResponse({"correlation_id": correlation_id, "status": "cancelled"})
+        entry = service.request_status(correlation_id) or entry
+        return JSONResponse(
+            {
+                "error": {"type": "already_finished", "message": f"the request already ended ({entry.status.value})"},
+                "correlation_id": correlation_id,
+                "status": entry.status.value,
+            },
+            status_code=409,
+        )
 
     @router.get(
         "/videos/{name}",

@@ -1,9 +1,10 @@
 """``RequestJournal``: every generation request, written down before its work starts, so none is silently lost.
 
 A request enters as ``accepted`` (with the validated request as JSON), becomes ``running`` when the recovery loop
-starts, and ends ``completed`` (with a summary of the result) or ``failed`` (with the catalogued reason and the
-spec's error report). An entry still ``accepted`` or ``running`` when the app starts again was interrupted (the
-process was killed): the service re-runs it or marks it failed, never leaves it. The journal is one SQLite file in
+starts, and ends ``completed`` (with a summary of the result), ``failed`` (with the catalogued reason and the
+spec's error report) or ``cancelled`` (the user stopped it: a choice, not a failure, and never re-run). An entry
+still ``accepted`` or ``running`` when the app starts again was interrupted (the process was killed): the service
+re-runs it or marks it failed, never leaves it. The journal is one SQLite file in
 WAL mode with full syncs, so a committed transition survives ``kill -9`` and a power cut. ``prune`` is the
 retention: finished entries past an age go, unfinished ones stay until they are re-run.
 
@@ -29,7 +30,13 @@ from typing import Any, TypeVar
 from components.generation.request import CORRELATION_ID, GenerationOutput, GenerationRequest, validate_request
 from components.memory.ladder import MemoryPlan
 from components.views.reports import Reporter
-from recovery.errors import GenerationFailedError, KintsugiError, RequestExistsError, WorkerCrashedError
+from recovery.errors import (
+    GenerationFailedError,
+    KintsugiError,
+    RequestCancelledError,
+    RequestExistsError,
+    WorkerCrashedError,
+)
 from recovery.outcome import Outcome
 
 __all__ = [
@@ -66,22 +73,24 @@ CREATE INDEX IF NOT EXISTS requests_status ON requests (status);
 
 
 class RequestState(str, Enum):
-    """Where a request stands; ``completed`` and ``failed`` are final."""
+    """Where a request stands; ``completed``, ``failed`` and ``cancelled`` are final."""
 
     ACCEPTED = "accepted"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 _COLUMNS = "id, request, status, accepted_at, updated_at, reason, result, restarts"
 _UNFINISHED = (RequestState.ACCEPTED.value, RequestState.RUNNING.value)
+_FINISHED = (RequestState.COMPLETED.value, RequestState.FAILED.value, RequestState.CANCELLED.value)
 
 
 @dataclass(frozen=True)
 class JournalEntry:
     """One request as the journal knows it. ``result`` is the result summary when completed and the spec's error
-    report when failed; ``restarts`` counts the re-runs after the app stopped during the request."""
+    report when failed or cancelled; ``restarts`` counts the re-runs after the app stopped during the request."""
 
     id: str
     request: Mapping[str, Any] | None
@@ -94,7 +103,7 @@ class JournalEntry:
 
     @property
     def finished(self) -> bool:
-        return self.status in (RequestState.COMPLETED, RequestState.FAILED)
+        return self.status.value in _FINISHED
 
 
 class RequestJournal:
@@ -143,6 +152,11 @@ class RequestJournal:
         """The request ended without a video: ``reason`` is the catalogued message, ``report`` the error shape."""
         return self._move(request_id, RequestState.FAILED, _UNFINISHED, reason=reason, result=report)
 
+    def cancel(self, request_id: str, reason: str, report: Mapping[str, Any] | None = None) -> bool:
+        """The user stopped the request (before or while it ran); ``False`` if it is unknown or already
+        finished."""
+        return self._move(request_id, RequestState.CANCELLED, _UNFINISHED, reason=reason, result=report)
+
     def restart(self, request_id: str, reason: str) -> bool:
         """An interrupted request is about to run again: back to ``accepted``, one more restart counted."""
         with self._lock:
@@ -171,15 +185,14 @@ class RequestJournal:
 
     # -- retention --------------------------------------------------------------------------------------------
     def prune(self, max_age_s: float) -> int:
-        """Delete the completed and failed entries that finished more than ``max_age_s`` seconds ago; unfinished
-        ones are kept whatever their age (the next start re-runs them). Returns how many were deleted."""
+        """Delete the completed, failed and cancelled entries that finished more than ``max_age_s`` seconds ago;
+        unfinished ones are kept whatever their age (the next start re-runs them). Returns how many were deleted."""
         if not max_age_s > 0:  # NaN too
             raise ValueError(f"`max_age_s` must be a positive number of seconds (got {max_age_s})")
-        finished = (RequestState.COMPLETED.value, RequestState.FAILED.value)
         with self._lock:
             cursor = self._db.execute(
-                f"DELETE FROM requests WHERE status IN ({', '.join('?' * len(finished))}) AND updated_at < ?",
-                (*finished, self._clock() - max_age_s),
+                f"DELETE FROM requests WHERE status IN ({', '.join('?' * len(_FINISHED))}) AND updated_at < ?",
+                (*_FINISHED, self._clock() - max_age_s),
             )
             return cursor.rowcount
 
@@ -319,6 +332,15 @@ class JournalKeeper:
             return None
         self._guarded(self.journal.fail, correlation_id, failure.report["error"]["user_message"], failure.report)
         return failure
+
+    def cancelled(self, correlation_id: str, cancellation: RequestCancelledError) -> bool:
+        """Mark the request cancelled, with the plain message and the report the caller gets; ``False`` when it
+        had already ended (or the write failed, logged)."""
+        return bool(
+            self._guarded(
+                self.journal.cancel, correlation_id, cancellation.report["error"]["user_message"], cancellation.report
+            )
+        )
 
     # -- at start -------------------------------------------------------------------------------------------------
     def apply_retention(self) -> None:

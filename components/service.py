@@ -6,18 +6,20 @@
        caller asked ``plan_notice`` first, run as the user chose: fewer frames, lower resolution, as asked)
     3. run it on a thread, inside the recovery engine's loop: each attempt ensures the model (download, resume,
        quick check) and runs the supervised worker
-    4. stream events (corrections, plan, download, phases, denoising progress, recovery steps) and end with a result;
-       phase and progress events carry the ETA (``eta_s``, ``phase_eta_s``) from the time model, which learns from
-       every finished run
+    4. stream events (corrections, plan, download, phases, denoising and decoding progress, recovery steps) and
+       end with a result; phase and progress events carry the ETA (``eta_s``, ``phase_eta_s``) from the time
+       model, which learns from every finished run
 
 Another model stands in for a failed one only with the user's consent (``GenerationRequest.allow_fallback``; by
 default only for the configured default model), and a result made by another model, or planned down, is marked
 ``changed`` and names what changed.
 
 A failure that recovery cannot fix ends the stream with ``GenerationFailedError``, whose ``report`` is the spec's
-API error shape (plain-language message, steps, no paths or tokens). The parts come from ``components.wiring``;
-crash safety (the request journal, re-runs after a stop) is ``components.journal``'s; reports are built by
-``components.views.reports``.
+API error shape (plain-language message, steps, no paths or tokens). ``cancel(correlation_id)`` stops one request:
+one still waiting (for the worker, a download, its turn) never starts a job, one running stops at its next
+denoising step or decoder chunk; its stream ends with ``RequestCancelledError`` (not retried, not a failed run).
+The parts come from ``components.wiring``; crash safety (the request journal, re-runs after a stop) is
+``components.journal``'s; reports are built by ``components.views.reports``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
@@ -38,11 +40,11 @@ from components.generation.request import (
     validate_request,
 )
 from components.generation.timing import EtaClock, PhaseEstimate
-from components.generation.worker import Worker
-from components.journal import JournalEntry
+from components.generation.worker import Worker, WorkerEvent
+from components.journal import JournalEntry, RequestState
 from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
 from components.settings import Settings
-from components.store.download import DownloadEvent
+from components.store.download import CancelToken, DownloadEvent
 from components.store.model_store import ModelStore
 from components.views.history import video_file_name
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
@@ -54,6 +56,7 @@ from recovery.errors import (
     InvalidParameterError,
     KintsugiError,
     ModelCompatibilityError,
+    RequestCancelledError,
 )
 from recovery.events import RecoveryEvent
 from recovery.metrics import RunRow
@@ -65,6 +68,16 @@ __all__ = ["GenerationService"]
 _DONE = object()
 TEXT_TO_VIDEO_PIPELINES = frozenset({"WanPipeline"})
 Kind = ServiceEventKind
+
+
+@dataclass
+class _Active:
+    """A request this service is running or about to run: how to stop it and the worker job it has in flight."""
+
+    token: CancelToken = field(default_factory=CancelToken)
+    job_id: str | None = None  # the worker job of the current attempt (waiting for the worker or running)
+    attempts: int = 0
+    ended: threading.Event = field(default_factory=threading.Event)
 
 
 class GenerationService:
@@ -89,6 +102,8 @@ class GenerationService:
         self.timing = parts.timing  # how long each phase takes here, learned from every finished run
         self._loaded: tuple[Any, str] | None = None  # (worker pid, model) of the last finished run: loaded there
         self.keeper.apply_retention()
+        self._active: dict[str, _Active] = {}
+        self._active_lock = threading.Lock()
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -130,8 +145,20 @@ class GenerationService:
 
         ``correlation_id`` names the request (``CORRELATION_ID``; e.g. a REST client's ``Idempotency-Key``) so the
         caller can ask ``request_status`` even if it never sees an answer; by default a fresh one is made.
-        Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled, and its subclass
-        ``RequestExistsError``, before anything runs, when the journal already holds ``correlation_id``.
+        Raises ``GenerationFailedError`` (with ``report``) when the request cannot be fulfilled, its subclass
+        ``RequestExistsError``, before anything runs, when the journal already holds ``correlation_id``, and its
+        subclass ``RequestCancelledError`` when ``cancel(correlation_id)`` stopped it.
+
+        Closing the stream early does not stop the request: it runs to its end and its journal entry (REST
+        clients and re-runs after a restart rely on that). A front-end whose user went away (a Gradio client that
+        disconnected or cancelled its job: ``GeneratorExit`` in the handler) stops it explicitly::
+
+            correlation_id = uuid.uuid4().hex[:12]
+            try:
+                for event in service.generate(request, correlation_id=correlation_id):
+                    ...
+            finally:
+                service.cancel(correlation_id)  # a no-op (False) once the request has ended
         """
         if plan_choice == "cancel":
             raise GenerationCancelledError("cancelled at the plan notice: nothing was run")
@@ -237,9 +264,42 @@ class GenerationService:
                 return result
         raise KintsugiError("generation ended without a result")
 
-    def cancel(self) -> None:
-        """Stop the running generation at its next denoising step."""
-        self.worker.cancel()
+    def cancel(self, correlation_id: str | None = None) -> bool:
+        """Stop request ``correlation_id``; without an id, the request whose job runs in the worker now.
+
+        A request still waiting (for the worker, a model download, its turn, its re-run after a restart) never
+        starts a job; a running one stops at its next denoising step or decoder chunk, and the worker stays warm
+        for the next request. Either way its stream ends with ``RequestCancelledError``, the journal files it
+        ``cancelled`` and no failed run is recorded. Other requests are untouched. Returns whether something was
+        cancelled: ``False`` for an unknown or already finished request (a late cancel is ignored)."""
+        with self._active_lock:
+            if correlation_id is None:
+                running = self.worker.job_id
+                targets = [active for active in self._active.values() if running and active.job_id == running]
+            elif (found := self._active.get(correlation_id)) is not None:
+                targets = [found]
+            else:  # not running here: an entry waiting for its re-run is cancelled in the journal, so it never runs
+                entry = self.journal.get(correlation_id)
+                return (
+                    entry is not None
+                    and not entry.finished
+                    and self.keeper.cancelled(
+                        correlation_id, RequestCancelledError(correlation_id=correlation_id, phase="queued", attempts=0)
+                    )
+                )
+            for active in targets:
+                active.token.cancel()
+            jobs = [active.job_id for active in targets if active.job_id is not None]
+        for job_id in jobs:  # at once, rather than at the worker loop's next look at the token
+            self.worker.cancel(job_id)
+        return bool(targets)
+
+    def wait_until_ended(self, correlation_id: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for request ``correlation_id`` to end here (its journal entry written, the
+        worker idle); ``True`` when it is not running (any more)."""
+        with self._active_lock:
+            active = self._active.get(correlation_id)
+        return active is None or active.ended.wait(timeout_s)
 
     def request_status(self, correlation_id: str) -> JournalEntry | None:
         """Where request ``correlation_id`` stands (accepted, running, completed, failed); ``None`` if unknown."""
@@ -285,6 +345,7 @@ class GenerationService:
         """Plan (unless ``plan`` is given) and run a journaled request; its work starts before the first event, so
         it runs to its end (and to its journal entry) even when the caller stops reading."""
         plan = plan or self._plan(checked)
+        active = self._register(correlation_id)
         inbox: queue.Queue[Any] = queue.Queue()
         ending: list[Outcome[GenerationOutput] | GenerationFailedError | None] = []
 
@@ -294,10 +355,12 @@ class GenerationService:
 
         def run() -> None:
             started = time.time()
-            self.keeper.running(correlation_id)
             try:
+                if active.token.cancelled:
+                    raise GenerationCancelledError("cancelled before it started", phase="queued", steps_completed=0)
+                self.keeper.running(correlation_id)
                 outcome = self.engine.run(
-                    lambda parameters, info: self._attempt(parameters, info, correlation_id, inbox),
+                    lambda parameters, info: self._attempt(parameters, info, correlation_id, inbox, active),
                     plan.parameters,
                     model_id=checked.model_id,
                     correlation_id=correlation_id,
@@ -305,7 +368,16 @@ class GenerationService:
                     user_session_id=session_id,
                     allow_fallback=self.fallback_allowed(checked),
                 )
-            except BaseException as exc:  # cancellation and anything the engine lets through
+            except GenerationCancelledError as exc:  # the user's choice: journaled as such, no run row, no failure
+                cancellation = RequestCancelledError(
+                    correlation_id=correlation_id,
+                    attempts=active.attempts,
+                    phase=exc.phase,
+                    steps_completed=exc.steps_completed,
+                )
+                self.keeper.cancelled(correlation_id, cancellation)
+                inbox.put(cancellation)
+            except BaseException as exc:  # anything the engine lets through
                 self.keeper.failed(exc, correlation_id, checked)
                 inbox.put(exc)
             else:  # recorded here, so a run counts even when the caller stopped reading the stream
@@ -319,6 +391,7 @@ class GenerationService:
                 )
                 ending.extend([outcome, self.keeper.finished(outcome, checked, plan)])
             finally:
+                self._unregister(correlation_id, active)
                 inbox.put(_DONE)
 
         unsubscribe = self.engine.bus.subscribe(listen)
@@ -354,10 +427,33 @@ class GenerationService:
         result = self.reporter.result(outcome, plan, corrections, kept_bytes=kept)
         yield ServiceEvent(Kind.RESULT, "done", {"result": result})
 
+    def _register(self, correlation_id: str) -> _Active:
+        """Make the request cancellable; one cancelled in the journal meanwhile (waiting for its re-run) stays so."""
+        with self._active_lock:
+            active = self._active[correlation_id] = _Active()
+        entry = self.journal.get(correlation_id)
+        if entry is not None and entry.status is RequestState.CANCELLED:
+            active.token.cancel()
+        return active
+
+    def _unregister(self, correlation_id: str, active: _Active) -> None:
+        with self._active_lock:
+            if self._active.get(correlation_id) is active:
+                del self._active[correlation_id]
+        active.ended.set()
+
     def _attempt(
-        self, parameters: Mapping[str, Any], info: AttemptInfo, correlation_id: str, inbox: queue.Queue[Any]
+        self,
+        parameters: Mapping[str, Any],
+        info: AttemptInfo,
+        correlation_id: str,
+        inbox: queue.Queue[Any],
+        active: _Active,
     ) -> GenerationOutput:
         """One try: the model made usable, then one run in the worker; its events go to ``inbox``."""
+        active.attempts = info.number
+        if active.token.cancelled:  # cancelled while recovery was between tries
+            raise GenerationCancelledError("cancelled before the next try", phase="queued", steps_completed=0)
         request, options = split_parameters(parameters)
         # The engine may have switched the model (intelligent fallback): its choice wins over the parameters.
         request = replace(request, model_id=info.model_id or request.model_id)
@@ -378,13 +474,46 @@ class GenerationService:
             )
 
         # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
-        model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False)
+        model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
         self._check_model(request.model_id)
         output_path = self.settings.outputs_dir / video_file_name(
             request.prompt, correlation_id, info.number, time.time()
         )
-        eta = EtaClock(self.estimate_time(request, options))
-        for event in self.worker.run(request, output_path, model_path=model_path, options=options):
+        job_id = f"{correlation_id}-{info.number}"
+        with self._active_lock:
+            active.job_id = job_id
+        try:
+            return self._relay(
+                self.worker.run(
+                    request,
+                    output_path,
+                    model_path=model_path,
+                    options=options,
+                    job_id=job_id,
+                    should_cancel=lambda: active.token.cancelled,
+                ),
+                request,
+                options,
+                info,
+                inbox,
+                EtaClock(self.estimate_time(request, options)),
+            )
+        finally:
+            with self._active_lock:
+                active.job_id = None
+
+    def _relay(
+        self,
+        events: Iterator[WorkerEvent],
+        request: GenerationRequest,
+        options: RunOptions,
+        info: AttemptInfo,
+        inbox: queue.Queue[Any],
+        eta: EtaClock,
+    ) -> GenerationOutput:
+        """The worker's events into ``inbox``, each phase and progress event with the time left from ``eta``; the
+        job's output, learnt from by the memory planner and the time model."""
+        for event in events:
             if event.output is not None:
                 self.timing.record(event.output, step_s=eta.step_s, fixed_s=eta.fixed_s)
                 self._loaded = (self.worker.info.get("pid"), event.output.model_id or request.model_id)
@@ -398,11 +527,12 @@ class GenerationService:
                     exact=True if need else None,
                 )
                 return event.output
-            message = (
-                event.data.get("phase", "")
-                if event.kind == "phase"
-                else (f"step {event.data['step']}/{event.data['total']}")
-            )
+            if event.kind == "phase":
+                message = event.data.get("phase", "")
+            elif event.data.get("phase", "denoise") == "denoise":
+                message = f"step {event.data['step']}/{event.data['total']}"
+            else:
+                message = f"decoding {event.data['step']}/{event.data['total']}"
             timing = (
                 eta.phase(event.data.get("phase", ""))
                 if event.kind == "phase"

@@ -237,7 +237,9 @@ class EnhancedErrorRecovery:
         tries, strategies may change the parameters, the model, or degrade the request.
 
         ``allow_fallback=False``: the caller's consent to another model is withheld — no strategy switches the
-        model (each failure's ``system_state["fallback_allowed"]`` says so, and the fallback strategy reads it)."""
+        model (each failure's ``system_state["fallback_allowed"]`` says so, and the fallback strategy reads it).
+        ``GenerationCancelledError`` from an attempt ends the run at once, raised to the caller: a cancellation is
+        not a failure, so it is not classified, no strategy runs, and the breaker and metrics never see it."""
         run = _Run(correlation_id or uuid.uuid4().hex[:12], dict(parameters), model_id)
         track = self._track(run.cid)
         for number in itertools.count(1):
@@ -247,7 +249,18 @@ class EnhancedErrorRecovery:
             )
             self.bus.emit(events.ATTEMPT_STARTED, run.cid, attempt=number, model_id=run.model)
             started = self._clock()
-            ok, value = self._try(attempt_fn, run.params, info, validator)
+            try:
+                ok, value = self._try(attempt_fn, run.params, info, validator)
+            except GenerationCancelledError:  # the user's choice: told, never classified, recovered or counted
+                self.bus.emit(
+                    events.ATTEMPT_FINISHED,
+                    run.cid,
+                    attempt=number,
+                    success=False,
+                    cancelled=True,
+                    duration_s=self._clock() - started,
+                )
+                raise
             duration = self._clock() - started
             self.bus.emit(events.ATTEMPT_FINISHED, run.cid, attempt=number, success=ok, duration_s=duration)
             if ok:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+#: What a user reads when a request ended because they stopped it: nothing went wrong, nothing to do.
+CANCELLED_USER_MESSAGE = "You stopped this generation."
+
 __all__ = [
     "KintsugiError",
     "InvalidParameterError",
@@ -28,6 +31,8 @@ __all__ = [
     "DependencyMissingError",
     "GenerationFailedError",
     "RequestExistsError",
+    "RequestCancelledError",
+    "CANCELLED_USER_MESSAGE",
     "ModelDownloadError",
     "NetworkUnavailableError",
     "SlowDownloadError",
@@ -331,3 +336,42 @@ class RequestExistsError(GenerationFailedError):
     ) -> None:
         super().__init__(message, report=report, correlation_id=correlation_id, attempts=attempts)
         self.status = status
+
+
+class RequestCancelledError(GenerationFailedError):
+    """The user stopped the request (Stop, Esc, ``DELETE /api/v1/requests/{id}``): it ends without a video, but
+    nothing went wrong, so nothing is retried, recovered or counted as a failure. ``phase`` is where it stopped
+    (``queued`` when it never started a job), ``steps_completed`` the denoising steps it had run. ``report`` is the
+    spec's error shape with type ``cancelled`` and no steps to take."""
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        report: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        attempts: int | None = None,
+        phase: str | None = None,
+        steps_completed: int | None = None,
+    ) -> None:
+        message = message or f"cancelled by the user during {phase or 'the request'}"
+        super().__init__(
+            message, report=report or _cancelled_report(message), correlation_id=correlation_id, attempts=attempts
+        )
+        self.phase, self.steps_completed = phase, steps_completed
+
+
+def _cancelled_report(message: str) -> dict[str, Any]:
+    """The API error shape of a cancelled request (a choice, not a failure: no severity above low, no steps)."""
+    return {
+        "error": {
+            "type": "cancelled",
+            "severity": "low",
+            "message": message,
+            "user_message": CANCELLED_USER_MESSAGE,
+            "recovery_attempted": False,
+            "recovery_success": False,
+            "actionable_steps": [],
+            "estimated_resolution_time": None,
+        }
+    }

@@ -48,12 +48,19 @@ REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5,
 
 
 def test_generate_streams_corrections_progress_and_a_result(service: GenerationService) -> None:
-    """Corrections come first, then phases and steps, and the stream ends with the result."""
+    """Corrections come first, then phases, denoising steps and decoder chunks, and the stream ends with the
+    result."""
     stream = list(service.generate({**REQUEST, "num_frames": 6, "width": 70}))
     kinds = [event.kind for event in stream]
     assert kinds[:2] == ["correction", "correction"]
     assert kinds[-1] == "result"
-    assert [e.data["step"] for e in stream if e.kind == "progress"] == [1, 2]
+    progress = [(e.data["phase"], e.data["step"], e.message) for e in stream if e.kind == "progress"]
+    assert progress == [
+        ("denoise", 1, "step 1/2"),
+        ("denoise", 2, "step 2/2"),
+        ("decode", 1, "decoding 1/2"),
+        ("decode", 2, "decoding 2/2"),
+    ]
     result = stream[-1].data["result"]
     assert (result.request.num_frames, result.request.width) == (5, 64)
     assert Path(result.video_path).is_file()

@@ -5,7 +5,8 @@
     3. apply memory plan   (named switches, all off until asked for)
     4. denoise             (``output_type="latent"``, progress and cancellation per step)
     5. keep latents        (so a decode that runs out of memory is retried without denoising again)
-    6. decode              (VAE → uint8 frames; NaN/black frames are a failure, not a result)
+    6. decode              (VAE → uint8 frames, progress and cancellation per decoder chunk; NaN/black frames are
+                            a failure, not a result)
     7. export              (mp4 written beside, then renamed into place)
 
 This module runs inside the worker process (``components.generation.worker``) but works in-process too (notebooks,
@@ -254,8 +255,33 @@ class WanGenerator:
         on_step: StepCallback | None = None,
         on_phase: Callable[[str], None] | None = None,
         should_cancel: CancelCheck | None = None,
+        on_decode_step: StepCallback | None = None,
     ) -> GenerationOutput:
-        """Run steps 1–7 for ``request`` and write the mp4 to ``output_path``."""
+        """Run steps 1–7 for ``request`` and write the mp4 to ``output_path``.
+
+        ``on_step(i, n)`` follows the denoising steps and ``on_decode_step(i, n)`` the decoder's chunks (one per
+        latent frame, per tile when tiled). ``should_cancel`` is asked after loading, at every denoising step,
+        before every decoder chunk and before export; when it says yes the run ends with
+        ``GenerationCancelledError`` and its latents are dropped (nobody retries a stopped run)."""
+        try:
+            return self._generate(
+                request, output_path, model_path, options, on_step, on_phase, should_cancel, on_decode_step
+            )
+        except GenerationCancelledError:
+            self._latents = None
+            raise
+
+    def _generate(
+        self,
+        request: GenerationRequest,
+        output_path: str | os.PathLike[str],
+        model_path: str | os.PathLike[str],
+        options: RunOptions,
+        on_step: StepCallback | None,
+        on_phase: Callable[[str], None] | None,
+        should_cancel: CancelCheck | None,
+        on_decode_step: StepCallback | None,
+    ) -> GenerationOutput:
         timings: dict[str, float] = {}
         phase_hook = on_phase or (lambda _phase: None)
         peak = _PeakMemory(self.device)
@@ -279,9 +305,10 @@ class WanGenerator:
         timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id))
         # 3. apply memory plan
         self._apply(options)
+        steps_done = [0]
+        _stop_if_cancelled(should_cancel, "load", steps_done[0])
         # 4–5. denoise, keeping the latents
         key = _latent_key(request)
-        steps_done = [0]
         denoise_skipped = self._latents is not None and self._latents[0] == key
         if denoise_skipped:
             timings["denoise"] = 0.0
@@ -299,8 +326,11 @@ class WanGenerator:
         # 6. decode
         phase_hook("decode")
         started = time.perf_counter()
-        frames = self._run_phase("decode", steps_done, True, lambda: self._decode(latents))
+        frames = self._run_phase(
+            "decode", steps_done, True, lambda: self._decode(latents, on_decode_step, should_cancel, steps_done[0])
+        )
         timings["decode"] = time.perf_counter() - started
+        _stop_if_cancelled(should_cancel, "decode", steps_done[0])
         # 7. export
         phase_hook("export")
         started = time.perf_counter()
@@ -330,6 +360,8 @@ class WanGenerator:
         typed: OutOfMemoryError | None = None
         try:
             return call()
+        except GenerationCancelledError:  # a RuntimeError, but a choice: not the classifier's to judge
+            raise
         except (RuntimeError, MemoryError) as exc:
             typed = _oom_from(exc, phase, self.device, steps_done[0], latents_kept, self.memory_cap)
             if typed is None:
@@ -353,8 +385,7 @@ class WanGenerator:
             self.denoise_steps_run += 1
             if on_step is not None:
                 on_step(index + 1, request.steps)
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelledError("generation cancelled", phase="denoise", steps_completed=index + 1)
+            _stop_if_cancelled(should_cancel, "denoise", index + 1)
             return callback_kwargs
 
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed or 0))
@@ -391,19 +422,49 @@ class WanGenerator:
             )
         return latents
 
-    def _decode(self, latents: Any) -> Any:
-        """Latents → uint8 frames (F, H, W, 3), exactly as ``WanPipeline.__call__`` decodes them."""
+    def _decode(
+        self,
+        latents: Any,
+        on_chunk: StepCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+        steps_completed: int = 0,
+    ) -> Any:
+        """Latents → uint8 frames (F, H, W, 3), exactly as ``WanPipeline.__call__`` decodes them.
+
+        The VAE decodes one latent frame at a time (per tile when tiled), carrying a causal cache from chunk to
+        chunk; hooks on its decoder report each chunk and stop before the next one when cancelled, so the
+        arithmetic, and the frames, are the VAE's own."""
         import numpy as np
         import torch
 
         vae = self.pipe.vae
+        total = _decoder_chunks(vae, latents.shape)
+        done = [0]
+
+        def before_chunk(_module: Any, _args: Any) -> None:
+            _stop_if_cancelled(should_cancel, "decode", steps_completed)
+
+        def after_chunk(_module: Any, _args: Any, _output: Any) -> None:
+            done[0] += 1
+            if on_chunk is not None:
+                on_chunk(done[0], max(total, done[0]))
+
+        hooks = [
+            vae.decoder.register_forward_pre_hook(before_chunk),
+            vae.decoder.register_forward_hook(after_chunk),
+        ]
+        try:
+            with torch.no_grad():
+                z = latents.to(vae.device, dtype=vae.dtype)
+                mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+                inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(
+                    z.device, z.dtype
+                )
+                video = vae.decode(z / inv_std + mean, return_dict=False)[0]
+        finally:
+            for hook in hooks:
+                hook.remove()
         with torch.no_grad():
-            z = latents.to(vae.device, dtype=vae.dtype)
-            mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
-            inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(
-                z.device, z.dtype
-            )
-            video = vae.decode(z / inv_std + mean, return_dict=False)[0]
             video = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
         if not np.isfinite(video).all():
             raise BadOutputError(
@@ -413,6 +474,26 @@ class WanGenerator:
         if frames.max() == 0:
             raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
         return frames
+
+
+def _stop_if_cancelled(should_cancel: CancelCheck | None, phase: str, steps_completed: int) -> None:
+    if should_cancel is not None and should_cancel():
+        raise GenerationCancelledError("generation cancelled", phase=phase, steps_completed=steps_completed)
+
+
+def _decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
+    """How many times ``AutoencoderKLWan.decode`` calls its decoder: once per latent frame, for every tile when
+    tiling applies (the condition and the strides of its ``_decode``/``tiled_decode``)."""
+    _batch, _channels, frames, height, width = latent_shape
+    ratio = vae.spatial_compression_ratio
+    if not (
+        getattr(vae, "use_tiling", False)
+        and (width > vae.tile_sample_min_width // ratio or height > vae.tile_sample_min_height // ratio)
+    ):
+        return int(frames)
+    rows = len(range(0, height, vae.tile_sample_stride_height // ratio))
+    columns = len(range(0, width, vae.tile_sample_stride_width // ratio))
+    return int(frames) * rows * columns
 
 
 def _is_compile_failure(exc: BaseException) -> bool:

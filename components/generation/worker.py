@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from multiprocessing.connection import Connection, wait
@@ -30,7 +30,13 @@ from typing import Any, Literal
 
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from recovery.classify import raised_in
-from recovery.errors import KintsugiError, ModelLoadTimeoutError, WorkerCrashedError, WorkerStartError
+from recovery.errors import (
+    GenerationCancelledError,
+    KintsugiError,
+    ModelLoadTimeoutError,
+    WorkerCrashedError,
+    WorkerStartError,
+)
 from recovery.procfs import process_status
 
 __all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
@@ -53,8 +59,9 @@ class WorkerConfig:
 
 @dataclass(frozen=True)
 class WorkerEvent:
-    """One message from a running job: ``phase`` (data: phase), ``progress`` (data: step, total) or ``result``
-    (``output``: the typed ``GenerationOutput``, rebuilt here from what crossed the process boundary)."""
+    """One message from a running job: ``phase`` (data: phase), ``progress`` (data: phase — ``denoise`` for a
+    denoising step, ``decode`` for a decoder chunk —, step, total) or ``result`` (``output``: the typed
+    ``GenerationOutput``, rebuilt here from what crossed the process boundary)."""
 
     kind: Literal["phase", "progress", "result"]
     job_id: str
@@ -117,21 +124,23 @@ def _rebuild_chain(chain: list[bytes]) -> BaseException:
 
 
 class _Cancelled:
-    """The step callback's view of the pipe: a ``cancel`` message from the app sets it."""
+    """The running job's view of the pipe: a ``cancel`` message for this job (or for whatever runs: no id) sets
+    it; a late one meant for an earlier job is dropped."""
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    def __init__(self, conn: Connection, job_id: str) -> None:
+        self.conn, self.job_id = conn, job_id
         self.flag = False
 
     def __call__(self) -> bool:
         while not self.flag and self.conn.poll():
-            if self.conn.recv()[0] == "cancel":
+            command, job_id, _payload = self.conn.recv()
+            if command == "cancel" and job_id in ("", self.job_id):
                 self.flag = True
         return self.flag
 
 
-def _send_progress(conn: Connection, job_id: str, step: int, total: int) -> None:
-    conn.send(("progress", job_id, {"step": step, "total": total}))
+def _send_progress(conn: Connection, job_id: str, phase: str, step: int, total: int) -> None:
+    conn.send(("progress", job_id, {"phase": phase, "step": step, "total": total}))
 
 
 def _send_phase(conn: Connection, job_id: str, phase: str) -> None:
@@ -179,9 +188,10 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
                 payload["output_path"],
                 model_path=payload["model_path"],
                 options=RunOptions(**payload["options"]),
-                on_step=partial(_send_progress, conn, job_id),
+                on_step=partial(_send_progress, conn, job_id, "denoise"),
                 on_phase=partial(_send_phase, conn, job_id),
-                should_cancel=_Cancelled(conn),
+                should_cancel=_Cancelled(conn, job_id),
+                on_decode_step=partial(_send_progress, conn, job_id, "decode"),
             )
             peak = _vm_size("VmPeak")
             if peak > peak_seen:  # this run set a new peak: its address-space need is known exactly
@@ -211,6 +221,7 @@ class Worker:
         self._conn: Connection | None = None
         self.info: dict[str, Any] = {}
         self.restarts = 0
+        self._job_id: str | None = None
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -315,6 +326,11 @@ class Worker:
             self._discard()
 
     @property
+    def job_id(self) -> str | None:
+        """The id of the job running in the process now (``None`` when it is idle or jobs only wait)."""
+        return self._job_id
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
@@ -323,12 +339,14 @@ class Worker:
         if self._process is not None and self._process.pid:
             os.kill(self._process.pid, sig)
 
-    def cancel(self) -> None:
-        """Ask the running job to stop at its next denoising step."""
+    def cancel(self, job_id: str | None = None) -> None:
+        """Ask job ``job_id`` (by default whatever job runs) to stop at its next denoising step or decoder chunk;
+        the job then ends with ``GenerationCancelledError`` and the process stays warm. A cancel for a job that
+        already ended, or that is not this worker's, is ignored."""
         if self._conn is not None:
             try:
                 with self._send_lock:
-                    self._conn.send(("cancel", "", None))
+                    self._conn.send(("cancel", job_id or "", None))
             except OSError:
                 pass
 
@@ -353,31 +371,61 @@ class Worker:
         *,
         model_path: str | os.PathLike[str],
         options: RunOptions = RunOptions(),
+        job_id: str | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> Iterator[WorkerEvent]:
         """Run one generation; yield ``phase``/``progress`` events, then one ``result`` event.
 
-        Raises the worker's typed errors (e.g. ``OutOfMemoryError``), ``WorkerCrashedError`` when the process
-        died (a fresh one is already starting) and ``ModelLoadTimeoutError`` when loading exceeded the limit.
+        Jobs run one at a time: a second one waits here. ``job_id`` names the job (for ``cancel(job_id)``; by
+        default a fresh id). ``should_cancel`` is asked while the job waits — once it says yes the job never
+        starts — and while it runs, when it sends the worker the job's cancel.
+
+        Raises the worker's typed errors (e.g. ``OutOfMemoryError``), ``GenerationCancelledError`` when the job
+        was cancelled (``phase`` ``queued`` when it never started), ``WorkerCrashedError`` when the process died (a
+        fresh one is already starting) and ``ModelLoadTimeoutError`` when loading exceeded the limit. Closing the
+        iterator before the end cancels the job and waits for the worker to be idle again.
         """
-        with self._lock:
-            self._ensure_ready()
-            assert self._conn is not None
-            job_id = uuid.uuid4().hex[:12]
-            with self._send_lock:
-                self._conn.send(
-                    (
-                        "generate",
-                        job_id,
-                        {
-                            "request": request.to_dict(),
-                            "output_path": os.fspath(output_path),
-                            "model_path": os.fspath(model_path),
-                            "options": asdict(options),
-                        },
-                    )
-                )
-            phase, phase_started = "start", time.monotonic()
+        cancelled = should_cancel or (lambda: False)
+        while not self._lock.acquire(timeout=_POLL_S):
+            if cancelled():
+                raise GenerationCancelledError("cancelled before it started", phase="queued", steps_completed=0)
+        try:
+            if cancelled():
+                raise GenerationCancelledError("cancelled before it started", phase="queued", steps_completed=0)
+            yield from self._run_job(
+                request, output_path, model_path, options, job_id or uuid.uuid4().hex[:12], cancelled
+            )
+        finally:
+            self._lock.release()
+
+    def _run_job(
+        self,
+        request: GenerationRequest,
+        output_path: str | os.PathLike[str],
+        model_path: str | os.PathLike[str],
+        options: RunOptions,
+        job_id: str,
+        cancelled: Callable[[], bool],
+    ) -> Iterator[WorkerEvent]:
+        """One job, with the lock held: send it, then relay its messages until it ends."""
+        self._ensure_ready()
+        assert self._conn is not None
+        payload = {
+            "request": request.to_dict(),
+            "output_path": os.fspath(output_path),
+            "model_path": os.fspath(model_path),
+            "options": asdict(options),
+        }
+        with self._send_lock:
+            self._conn.send(("generate", job_id, payload))
+            self._job_id = job_id
+        phase, phase_started = "start", time.monotonic()
+        cancel_sent = ended = False
+        try:
             while True:
+                if not cancel_sent and cancelled():
+                    self.cancel(job_id)
+                    cancel_sent = True
                 message = self._receive(time.monotonic() + _POLL_S, phase=phase)
                 if message is None:
                     if phase == "load" and time.monotonic() - phase_started > self.config.load_timeout_s:
@@ -397,10 +445,29 @@ class Worker:
                 elif kind == "progress":
                     yield WorkerEvent("progress", job_id, data)
                 elif kind == "result":
+                    ended = True
                     yield WorkerEvent("result", job_id, output=GenerationOutput.from_dict(data))
                     return
                 elif kind == "error":
                     raise _rebuild_chain(data)
+        except GeneratorExit:  # the caller stopped reading: stop the job too, so the next one finds the worker idle
+            if not ended:
+                self.cancel(job_id)
+                self._wait_for_end(phase)
+            raise
+        finally:
+            self._job_id = None
+
+    def _wait_for_end(self, phase: str) -> None:
+        """Read a cancelled job's last messages until it ends (or the process dies: a fresh one is starting)."""
+        try:
+            while (message := self._receive(time.monotonic() + _POLL_S, phase=phase)) is None or message[0] not in (
+                "result",
+                "error",
+            ):
+                pass
+        except WorkerCrashedError:
+            pass
 
 
 def child_main() -> None:  # pragma: no cover - the worker process itself

@@ -16,6 +16,7 @@ from recovery.errors import GenerationCancelledError, OutOfMemoryError, WorkerCr
 
 SMALL = GenerationRequest(prompt="a lantern", width=64, height=64, num_frames=5, steps=2, seed=5)
 LONG = GenerationRequest(prompt="a lantern", width=256, height=256, num_frames=33, steps=12, seed=5)
+ENDLESS = GenerationRequest(prompt="a lantern", width=256, height=256, num_frames=33, steps=200, seed=5)
 
 
 def _run(worker: Worker, request: GenerationRequest, output: Path, model: Path) -> GenerationOutput:
@@ -27,10 +28,16 @@ def _run(worker: Worker, request: GenerationRequest, output: Path, model: Path) 
 def test_generation_in_worker_streams_phases_progress_and_result(
     worker: Worker, tiny_model: Path, tmp_path: Path
 ) -> None:
-    """A job yields its phases in order, one progress event per step, then the result with the mp4 path."""
+    """A job yields its phases in order, one progress event per denoising step and per decoder chunk (a latent
+    frame: 5 frames are 2), then the result with the mp4 path."""
     events = list(worker.run(SMALL, tmp_path / "v.mp4", model_path=tiny_model))
     assert [e.data["phase"] for e in events if e.kind == "phase"] == ["load", "denoise", "decode", "export"]
-    assert [e.data["step"] for e in events if e.kind == "progress"] == [1, 2]
+    assert [(e.data["phase"], e.data["step"], e.data["total"]) for e in events if e.kind == "progress"] == [
+        ("denoise", 1, 2),
+        ("denoise", 2, 2),
+        ("decode", 1, 2),
+        ("decode", 2, 2),
+    ]
     assert events[-1].kind == "result" and Path(events[-1].output.video_path).is_file()
 
 
@@ -76,6 +83,89 @@ def test_cancel_from_another_thread_stops_the_job(worker: Worker, tiny_model: Pa
     canceller.join()
     assert caught.value.steps_completed < LONG.steps
     assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model).frames == SMALL.num_frames
+
+
+def _steps_run(worker: Worker) -> int:
+    return int(worker.stats()["denoise_steps_run"])
+
+
+def test_cancel_during_decode_stops_between_chunks_and_the_worker_stays_warm(
+    worker: Worker, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A cancel at the first decoder chunk ends the job in decode, before the next chunk; the same process then
+    runs the next job."""
+    request = GenerationRequest(prompt="a lantern", width=128, height=128, num_frames=33, steps=2, seed=5)
+    pid = worker.pid
+    chunks: list[int] = []
+    with pytest.raises(GenerationCancelledError) as caught:
+        for event in worker.run(request, tmp_path / "v.mp4", model_path=tiny_model, job_id="decode-job"):
+            if event.kind == "progress" and event.data["phase"] == "decode":
+                chunks.append(event.data["step"])
+                worker.cancel("decode-job")
+    assert caught.value.phase == "decode" and caught.value.steps_completed == request.steps
+    assert chunks and chunks[-1] < (request.num_frames - 1) // 4 + 1
+    assert not (tmp_path / "v.mp4").exists()
+    assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model).frames == SMALL.num_frames
+    assert worker.pid == pid
+
+
+def test_cancel_for_another_job_is_ignored(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """A cancel naming another job (a late one for a job that ended) does not stop the job that runs."""
+    request = GenerationRequest(prompt="a lantern", width=64, height=64, num_frames=5, steps=4, seed=5)
+    events = []
+    for event in worker.run(request, tmp_path / "v.mp4", model_path=tiny_model, job_id="mine"):
+        events.append(event)
+        if event.kind == "progress" and event.data["step"] == 1:
+            worker.cancel("an-earlier-job")
+    assert events[-1].kind == "result" and events[-1].output.steps_completed == request.steps
+
+
+def test_cancelled_queued_job_never_starts(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """A job waiting for the worker whose ``should_cancel`` says yes ends with phase ``queued`` and runs no step,
+    while the job ahead of it goes on (and is then cancelled by its own id)."""
+    before = _steps_run(worker)
+    first_stepping, stop_waiting = threading.Event(), threading.Event()
+    outcomes: dict[str, BaseException | None] = {}
+
+    def first() -> None:
+        try:
+            for event in worker.run(ENDLESS, tmp_path / "a.mp4", model_path=tiny_model, job_id="ahead"):
+                if event.kind == "progress":
+                    first_stepping.set()
+        except BaseException as exc:
+            outcomes["ahead"] = exc
+
+    ahead = threading.Thread(target=first)
+    ahead.start()
+    assert first_stepping.wait(60)
+    with pytest.raises(GenerationCancelledError) as caught:
+        waiting = worker.run(SMALL, tmp_path / "b.mp4", model_path=tiny_model, should_cancel=stop_waiting.is_set)
+        threading.Timer(0.3, stop_waiting.set).start()
+        list(waiting)
+    assert caught.value.phase == "queued" and caught.value.steps_completed == 0
+    assert ahead.is_alive() and "ahead" not in outcomes and worker.job_id == "ahead"
+    worker.cancel("ahead")
+    ahead.join(60)
+    ahead_error = outcomes["ahead"]
+    assert isinstance(ahead_error, GenerationCancelledError)
+    assert _steps_run(worker) - before == ahead_error.steps_completed
+    assert not (tmp_path / "b.mp4").exists() and worker.job_id is None
+
+
+def test_closing_a_job_early_cancels_it_and_leaves_the_worker_idle(
+    worker: Worker, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A caller that stops reading (closes the iterator) stops the job too: the lock is free, the process the
+    same, and it ran only the steps up to the close."""
+    pid, before = worker.pid, _steps_run(worker)
+    job = worker.run(LONG, tmp_path / "v.mp4", model_path=tiny_model)
+    for event in job:
+        if event.kind == "progress":
+            break
+    job.close()
+    assert _steps_run(worker) - before < LONG.steps
+    assert _run(worker, SMALL, tmp_path / "ok.mp4", tiny_model).frames == SMALL.num_frames
+    assert worker.pid == pid
 
 
 def test_loading_error_crosses_with_its_cause_chain(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:

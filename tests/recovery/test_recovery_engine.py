@@ -137,6 +137,24 @@ def test_cancellation_propagates(make_engine) -> None:
         make_engine().run(cancel, {})
 
 
+def test_cancellation_is_told_but_not_classified_or_recovered(make_engine, recorded, tmp_path: Path) -> None:
+    """A cancelled attempt ends with ``attempt_finished`` marked cancelled; nothing is classified, no strategy
+    runs, and the metrics store records no attempt and the breaker no failure."""
+
+    def cancel(parameters: Mapping[str, Any], info: recovery.AttemptInfo) -> None:
+        raise recovery.GenerationCancelledError("cancelled", phase="decode")
+
+    metrics = recovery.MetricsStore(tmp_path / "metrics.sqlite")
+    engine = make_engine(metrics=metrics)
+    with pytest.raises(recovery.GenerationCancelledError):
+        engine.run(cancel, {"frames": 9}, model_id="m", correlation_id="c1")
+    assert [e.name for e in recorded] == [events.ATTEMPT_STARTED, events.ATTEMPT_FINISHED]
+    assert recorded[-1].data["cancelled"] is True and recorded[-1].data["success"] is False
+    assert metrics.count() == 0
+    assert engine.breaker.snapshot() == []
+    metrics.close()
+
+
 class TwoModelStore:
     """A store whose model 'big' is broken beyond repair and whose fallback is 'small'."""
 

@@ -11,6 +11,7 @@ import pytest
 
 import recovery
 from recovery import EventBus, events
+from tests.support.spec import SPEC_ERROR_KEYS
 
 
 def test_event_records_are_frozen() -> None:
@@ -74,6 +75,26 @@ def test_errors_pickle_with_their_data() -> None:
 
     error = pickle.loads(pickle.dumps(recovery.StorageFullError("full", path="data", bytes_needed=9)))
     assert (type(error), error.bytes_needed, str(error)) == (recovery.StorageFullError, 9, "full")
+
+
+def test_cancellation_is_a_generation_failure_with_the_cancelled_shape() -> None:
+    """``RequestCancelledError`` is caught where a failed generation is, reports type ``cancelled`` in the spec's
+    error keys with the plain message and no steps, and pickles with its data."""
+    import pickle
+
+    error = pickle.loads(
+        pickle.dumps(recovery.RequestCancelledError(correlation_id="c1", phase="decode", steps_completed=4))
+    )
+    assert isinstance(error, recovery.GenerationFailedError)
+    assert (error.correlation_id, error.phase, error.steps_completed) == ("c1", "decode", 4)
+    report = error.report["error"]
+    assert set(report) == set(SPEC_ERROR_KEYS)
+    assert (report["type"], report["user_message"], report["actionable_steps"]) == (
+        "cancelled",
+        "You stopped this generation.",
+        [],
+    )
+    assert "decode" in report["message"] and report["recovery_attempted"] is False
 
 
 def test_limits_from_environment() -> None:

@@ -20,7 +20,7 @@ import pytest
 from components.journal import RESTARTED_REASON, STOPPED_AGAIN_REASON, RequestJournal, RequestState
 from components.service import GenerationService
 from components.settings import Settings
-from recovery.errors import GenerationFailedError, RequestExistsError
+from recovery.errors import GenerationFailedError, RequestCancelledError, RequestExistsError
 from tests.reliability.conftest import started_app
 from tests.support.app_process import ROOT
 
@@ -64,17 +64,32 @@ def test_failed_request_keeps_its_reason_and_report(journal: RequestJournal) -> 
     assert entry.result == {"error": {"type": "x"}}
 
 
-@pytest.mark.parametrize("final", ["complete", "fail"])
+@pytest.mark.parametrize("final", ["complete", "fail", "cancel"])
 def test_a_final_state_is_never_overwritten(journal: RequestJournal, final: str) -> None:
-    """Once completed or failed, later transitions are refused and change nothing."""
+    """Once completed, failed or cancelled, later transitions are refused and change nothing."""
     journal.accept("abc", REQUEST)
-    getattr(journal, final)("abc", *(["reason"] if final == "fail" else [{"video": "v.mp4"}]))
+    getattr(journal, final)("abc", *(["reason"] if final in ("fail", "cancel") else [{"video": "v.mp4"}]))
     before = journal.get("abc")
     assert not journal.mark_running("abc")
     assert not journal.complete("abc", {"video": "other.mp4"})
     assert not journal.fail("abc", "late")
+    assert not journal.cancel("abc", "late")
     assert not journal.restart("abc", "again")
-    assert journal.get("abc") == before
+    assert journal.get("abc") == before and before.finished
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["accepted", "running"])
+def test_cancelled_request_is_final_and_not_unfinished(journal: RequestJournal, started: bool) -> None:
+    """A request stopped by the user, waiting or running, is cancelled with its reason and report, and is not
+    among the entries a restart would re-run."""
+    journal.accept("abc", REQUEST)
+    if started:
+        journal.mark_running("abc")
+    assert journal.cancel("abc", "You stopped this generation.", {"error": {"type": "cancelled"}})
+    entry = journal.get("abc")
+    assert entry.status is RequestState.CANCELLED and entry.status.value == "cancelled"
+    assert entry.reason == "You stopped this generation." and entry.result == {"error": {"type": "cancelled"}}
+    assert journal.unfinished() == []
 
 
 def test_transition_of_an_unknown_request_is_refused(journal: RequestJournal) -> None:
@@ -156,13 +171,15 @@ def _finished(journal: RequestJournal, request_id: str, final: str) -> None:
     journal.accept(request_id, REQUEST)
     if final == "completed":
         journal.complete(request_id, {"video": f"{request_id}-1.mp4"})
+    elif final == "cancelled":
+        journal.cancel(request_id, "reason")
     else:
         journal.fail(request_id, "reason")
 
 
-@pytest.mark.parametrize("final", ["completed", "failed"])
+@pytest.mark.parametrize("final", ["completed", "failed", "cancelled"])
 def test_prune_deletes_finished_entries_past_the_age(tmp_path: Path, final: str) -> None:
-    """A completed or failed entry that finished longer ago than the age is deleted, and counted."""
+    """A completed, failed or cancelled entry that finished longer ago than the age is deleted, and counted."""
     clock = Clock(1_000 * DAY)
     journal = RequestJournal(tmp_path / "journal.sqlite", clock=clock)
     _finished(journal, "old", final)
@@ -247,6 +264,27 @@ def test_request_killed_during_its_retry_is_failed_not_rerun(idle_service: Gener
     entry = idle_service.request_status("abc")
     assert entry.status is RequestState.FAILED and entry.reason == STOPPED_AGAIN_REASON
     assert entry.result["error"]["type"] == "system_resource_error"
+
+
+def test_cancelled_request_is_not_rerun_after_a_restart(idle_service: GenerationService) -> None:
+    """A request cancelled while it ran stays cancelled when the service starts again: reconcile leaves it."""
+    idle_service.journal.accept("abc", REQUEST)
+    idle_service.journal.mark_running("abc")
+    idle_service.journal.cancel("abc", "You stopped this generation.")
+    assert idle_service.reconcile() == []
+    assert idle_service.request_status("abc").status is RequestState.CANCELLED
+
+
+def test_cancelling_a_request_waiting_for_its_rerun_means_it_never_runs(idle_service: GenerationService) -> None:
+    """An unfinished entry this service is not running (left by a stopped app, waiting for its re-run) is
+    cancelled in the journal, with the cancelled report, so reconcile does not run it; a second cancel is late."""
+    idle_service.journal.accept("abc", REQUEST)
+    assert idle_service.cancel("abc") is True
+    entry = idle_service.request_status("abc")
+    assert entry.status is RequestState.CANCELLED and entry.result["error"]["type"] == "cancelled"
+    assert entry.reason == "You stopped this generation."
+    assert idle_service.reconcile() == []
+    assert idle_service.cancel("abc") is False and idle_service.cancel("unknown") is False
 
 
 def test_interrupted_request_that_is_no_longer_valid_fails_naming_the_parameter(
@@ -483,3 +521,72 @@ def test_rest_bad_idempotency_key_is_refused_naming_it(api_client: Any, key: str
     assert answer.status_code == 422 and body["correlation_id"] is None
     assert body["error"]["type"] == "invalid_parameters"
     assert "`Idempotency-Key`" in body["error"]["message"] and repr(key) in body["error"]["message"]
+
+
+# -- REST: cancelling a request -----------------------------------------------------------------------------------
+LONG_REQUEST = {**REQUEST, "width": 128, "height": 128, "num_frames": 17, "steps": 50}
+
+
+def test_rest_delete_of_an_unknown_request_is_404(api_client: Any) -> None:
+    """Cancelling an id the journal does not know (or that is not an id) answers 404 in the error shape."""
+    for name in ("0123456789ab", "a.b"):
+        answer = api_client.delete(f"/api/v1/requests/{name}")
+        assert answer.status_code == 404 and answer.json()["error"]["type"] == "not_found"
+
+
+@pytest.mark.parametrize("final", ["complete", "fail", "cancel"])
+def test_rest_delete_of_a_finished_request_is_409(api_client: Any, final: str) -> None:
+    """Cancelling a request that already ended answers 409 naming its status, and changes nothing."""
+    import app
+
+    journal, key = app.get_service().journal, _key()
+    journal.accept(key, REQUEST)
+    getattr(journal, final)(key, *(["reason"] if final in ("fail", "cancel") else [{"video": f"{key}-1.mp4"}]))
+    before = journal.get(key)
+    answer = api_client.delete(f"/api/v1/requests/{key}")
+    body = answer.json()
+    assert answer.status_code == 409 and body["status"] == before.status.value and body["correlation_id"] == key
+    assert body["error"]["type"] == "already_finished" and journal.get(key) == before
+
+
+def test_rest_delete_of_a_waiting_request_cancels_it_before_it_starts(api_client: Any) -> None:
+    """A request journaled but not started (waiting for its turn) is cancelled at once: 200 cancelled, and its
+    status says so with the cancelled error; no run is recorded."""
+    import app
+
+    journal, key = app.get_service().journal, _key()
+    journal.accept(key, REQUEST)
+    answer = api_client.delete(f"/api/v1/requests/{key}")
+    assert answer.status_code == 200 and answer.json() == {"correlation_id": key, "status": "cancelled"}
+    status = api_client.get(f"/api/v1/requests/{key}").json()
+    assert status["status"] == "cancelled" and status["error"]["type"] == "cancelled"
+    assert _runs_row(key) is None
+
+
+def test_rest_delete_stops_a_running_request(api_client: Any) -> None:
+    """DELETE while a request denoises stops it: 200 cancelled, the caller's stream ends with
+    RequestCancelledError, GET shows it cancelled with the plain message, and no run row is recorded."""
+    import app
+
+    service, key = app.get_service(), _key()
+    stepping, ended = threading.Event(), []
+
+    def run() -> None:
+        try:
+            for event in service.generate(LONG_REQUEST, correlation_id=key):
+                if event.kind == "progress":
+                    stepping.set()
+        except Exception as exc:
+            ended.append(exc)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    assert stepping.wait(120)
+    answer = api_client.delete(f"/api/v1/requests/{key}")
+    runner.join(60)
+    assert answer.status_code == 200 and answer.json() == {"correlation_id": key, "status": "cancelled"}
+    assert len(ended) == 1 and isinstance(ended[0], RequestCancelledError)
+    status = api_client.get(f"/api/v1/requests/{key}").json()
+    assert status["status"] == "cancelled" and status["reason"] == "You stopped this generation."
+    assert status["error"]["type"] == "cancelled" and status["error"]["actionable_steps"] == []
+    assert _runs_row(key) is None
