@@ -54,7 +54,7 @@ from components.views.studio import (
     form_values,
     preset_size,
 )
-from recovery import GenerationFailedError, InvalidParameterError
+from recovery import GenerationFailedError, InvalidParameterError, RequestCancelledError
 from recovery.messages import format_bytes
 
 try:  # present on Hugging Face Spaces; its GPU decorator is a no-op off ZeroGPU hardware
@@ -105,6 +105,8 @@ def _studio_run(values: dict[str, Any], plan_choice: str | None = None) -> Itera
     except GeneratorExit:  # gradio closes the generator when the job is cancelled or its client went away
         cancel_request(service, correlation_id)
         raise
+    except RequestCancelledError as exc:  # stopped from elsewhere (e.g. DELETE /api/v1/requests/{id}): not a failure
+        yield correlation_id, run.failed(exc.report)
     except GenerationFailedError as exc:
         yield correlation_id, run.failed(exc.report)
         raise gr.Error(failure_html(exc.report), title="Generation failed", print_exception=False) from None

@@ -6,7 +6,6 @@ presets, and a request's run as a sequence of frames (timeline, progress panel, 
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -273,16 +272,6 @@ class StudioRun:
 
 
 def cancel_request(service: Any, correlation_id: str) -> bool:
-    """Stop request ``correlation_id`` of ``service`` (a ``GenerationService``) at its next denoising step.
-
-    A service whose ``cancel`` takes the id stops exactly that request; an older one stops whatever runs, so it is
-    asked only while the journal says this request is running. ``True`` when a stop was asked for.
-    """
-    cancel = service.cancel
-    if "correlation_id" in inspect.signature(cancel).parameters:
-        return bool(cancel(correlation_id=correlation_id))
-    entry = service.request_status(correlation_id)
-    if entry is None or entry.finished:
-        return False
-    cancel()
-    return True
+    """Stop request ``correlation_id`` of ``service`` (a ``GenerationService``): one still waiting never starts,
+    one running stops at its next denoising step or decoder chunk. ``True`` when there was something to stop."""
+    return bool(service.cancel(correlation_id))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -19,7 +18,6 @@ from components.views.studio import (
     PLAN_BUTTONS,
     SIZES,
     StudioRun,
-    cancel_request,
     check_plan,
     fallback_default,
     form_request,
@@ -114,38 +112,6 @@ def test_a_failed_attempt_is_a_warning_in_plain_words() -> None:
 def test_form_values_show_whole_numbers_as_integers() -> None:
     """96.0 shows as 96; fields the request lacks are left out."""
     assert form_values({"width": 96.0, "guidance_scale": 5.5}) == {"width": 96, "guidance_scale": 5.5}
-
-
-class _Service:
-    """A service as ``cancel_request`` sees it: a ``cancel`` and a journal lookup."""
-
-    def __init__(self, cancel, status: str | None) -> None:
-        self.cancel = cancel
-        self.status = status
-
-    def request_status(self, correlation_id: str):
-        if self.status is None:
-            return None
-        return SimpleNamespace(finished=self.status in ("completed", "failed"))
-
-
-def test_cancel_names_the_request_when_the_service_takes_an_id() -> None:
-    """A ``cancel(correlation_id=...)`` service is asked to stop exactly that request."""
-    asked: list[str | None] = []
-
-    def cancel(correlation_id: str | None = None) -> bool:
-        asked.append(correlation_id)
-        return True
-
-    assert cancel_request(_Service(cancel, None), "abc") and asked == ["abc"]
-
-
-@pytest.mark.parametrize(("status", "stops"), [("running", True), ("completed", False), (None, False)])
-def test_cancel_of_an_older_service_stops_only_a_running_request(status: str | None, stops: bool) -> None:
-    """With ``cancel()`` taking no id, it is called only while the journal says the request runs."""
-    calls: list[int] = []
-    assert cancel_request(_Service(lambda: calls.append(1), status), "abc") is stops
-    assert len(calls) == int(stops)
 
 
 @pytest.mark.parametrize(("length", "warned"), [(10, False), (LIMITS.max_prompt_chars, False), (2100, True)])
