@@ -234,7 +234,9 @@ def _same_request(
         return False
     if "seed" in sent and sent["seed"] is None:
         checked = replace(checked, seed=first.seed)
-    return replace(checked, allow_fallback=service.fallback_allowed(checked)) == first
+    # consent as the service resolves it (an entry journaled before `allow_fallback` existed holds none)
+    consent = service.fallback_allowed
+    return replace(checked, allow_fallback=consent(checked)) == replace(first, allow_fallback=consent(first))
 
 
 # -- the event feed -----------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def _running_request(page) -> str:
     return page.locator("#progress-panel code").inner_text()
 
 
-def _wait_failed(url: str, correlation_id: str, timeout_s: float = 60) -> dict:
+def _wait_ended(url: str, correlation_id: str, timeout_s: float = 60) -> dict:
     deadline = time.monotonic() + timeout_s
     while (status := _request_status(url, correlation_id))["status"] in ("accepted", "running"):
         assert time.monotonic() < deadline, f"request {correlation_id} still {status['status']}"
@@ -204,8 +204,8 @@ def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -
     else:
         page.keyboard.press("Escape")
     page.wait_for_function("() => document.querySelector('#progress-panel').innerText.includes('Stopped')")
-    status = _wait_failed(app_url, stopped)
-    assert status["status"] == "failed"
+    status = _wait_ended(app_url, stopped)
+    assert status["status"] == "cancelled"
     _small(page)
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_selector("video[src]", timeout=60_000)
@@ -213,13 +213,14 @@ def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -
 
 
 def test_closing_the_tab_cancels_its_request(browser, app_url: str) -> None:
-    """A tab closed while its video is made cancels that request: the journal files it as ended, not running."""
+    """A tab closed while its video is made cancels that request: the journal files it as cancelled (not running,
+    not failed)."""
     page = _page(browser, app_url)
     _set_slider(page, "Steps", 100)
     page.get_by_role("button", name="Generate", exact=True).click()
     abandoned = _running_request(page)
     page.close()
-    assert _wait_failed(app_url, abandoned)["status"] == "failed"
+    assert _wait_ended(app_url, abandoned)["status"] == "cancelled"
 
 
 def test_ctrl_enter_generates(browser, app_url: str) -> None:

@@ -57,6 +57,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "guidance_scale": st.floats(-5, 30),
     "seed": st.one_of(st.none(), st.integers(-5, 2**33)),
     "fps": st.integers(-5, 70),
+    "allow_fallback": st.one_of(st.none(), st.booleans()),
 }
 field_values = {name: st.one_of(junk, strategy) for name, strategy in FIELD_VALUES.items()}
 
