@@ -408,6 +408,7 @@ def _generated(result: GenerationResult, asked_model: str) -> JSONResponse:
         timings=dict(result.output.timings),
         frames_sha256=result.output.frames_sha256,
         fallback=fallback,
+        changed=result.changed,
     )
     return JSONResponse(answer.model_dump(mode="json"), headers=_fallback_headers(fallback))
 

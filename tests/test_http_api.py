@@ -159,7 +159,7 @@ def test_shape_rules_are_still_corrected_and_the_answer_carries_seed_and_setting
     assert body.request.width == 96 and body.request.num_frames == 17
     assert any("width 100 → 96" in line for line in body.corrections)
     assert body.seed == body.request.seed and any(str(body.seed) in line for line in body.corrections)
-    assert body.fallback is None and FALLBACK_HEADER not in answer.headers
+    assert body.fallback is None and FALLBACK_HEADER not in answer.headers and body.changed is False
     assert set(answer.json()["request"]) == set(GenerationRequest.__dataclass_fields__)
 
 

@@ -89,14 +89,7 @@ class GenerationRequest:
             raise InvalidParameterError(
                 "`prompt` is required (got no prompt)", parameter="prompt", value=None, constraint="required"
             )
-        allow = data.get("allow_fallback")
-        if allow is not None and not isinstance(allow, bool):
-            raise InvalidParameterError(
-                f"`allow_fallback` must be true, false or null (got {allow!r:.80})",
-                parameter="allow_fallback",
-                value=allow,
-                constraint="bool or null",
-            )
+        _consent(data.get("allow_fallback"))
         names = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in data.items() if key in names})
 
@@ -202,6 +195,17 @@ def _nearest_multiple(value: int, multiple: int, low: int, high: int) -> int:
     return min(max(candidate, low), high)
 
 
+def _consent(allow: object) -> None:
+    """``allow_fallback`` is true, false or null: any other value is refused, named (never read as truthy)."""
+    if allow is not None and not isinstance(allow, bool):
+        raise InvalidParameterError(
+            f"`allow_fallback` must be true, false or null (got {allow!r:.80})",
+            parameter="allow_fallback",
+            value=allow,
+            constraint="bool or null",
+        )
+
+
 def validate_request(
     request: GenerationRequest, *, limits: Limits = LIMITS, auto_correct: bool = True, rng: random.Random | None = None
 ) -> tuple[GenerationRequest, list[str]]:
@@ -212,6 +216,7 @@ def validate_request(
     """
     corrections: list[str] = []
     prompt = _text("prompt", request.prompt, limits.max_prompt_chars, required=True)
+    _consent(request.allow_fallback)
     negative = _text("negative_prompt", request.negative_prompt, limits.max_prompt_chars, required=False)
     model_id = request.model_id
     if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:

@@ -360,14 +360,18 @@ class GenerateResponse(BaseModel):
     timings: dict[str, float]
     frames_sha256: str
     fallback: Fallback | None = Field(description="set when another model stood in for the one asked for")
+    changed: bool = Field(
+        description="not the video asked for: another model made it, or frames or resolution were lowered (the "
+        "lines in `changes` and `notes` say what)"
+    )
 
 
 class RequestStatus(BaseModel):
     """Where a request stands; ``video_url``, ``attempts`` and ``degraded`` come with ``completed``, ``error`` with
-    ``failed``."""
+    ``failed`` and ``cancelled`` (someone stopped it: not a failure)."""
 
     correlation_id: str
-    status: Literal["accepted", "running", "completed", "failed"]
+    status: Literal["accepted", "running", "completed", "failed", "cancelled"]
     reason: str | None
     restarts: int
     accepted_at: float

@@ -20,6 +20,7 @@ import pytest
 from components.journal import RESTARTED_REASON, STOPPED_AGAIN_REASON, RequestJournal, RequestState
 from components.service import GenerationService
 from components.settings import Settings
+from components.views.rest_schema import RequestStatus
 from recovery.errors import GenerationFailedError, RequestCancelledError, RequestExistsError
 from tests.reliability.conftest import started_app
 from tests.support.app_process import ROOT
@@ -560,6 +561,7 @@ def test_rest_delete_of_a_waiting_request_cancels_it_before_it_starts(api_client
     assert answer.status_code == 200 and answer.json() == {"correlation_id": key, "status": "cancelled"}
     status = api_client.get(f"/api/v1/requests/{key}").json()
     assert status["status"] == "cancelled" and status["error"]["type"] == "cancelled"
+    assert RequestStatus.model_validate(status).status == "cancelled"  # the documented schema names the state
     assert _runs_row(key) is None
 
 
