@@ -102,8 +102,23 @@ def capped_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> It
         yield url
 
 
+_OPEN_PAGES: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pages() -> Iterator[None]:
+    """Each test's tabs are closed when it ends: an open tab keeps its streams and its Metrics timer calling the
+    app, which would slow every later test and the app's shutdown."""
+    yield
+    while _OPEN_PAGES:
+        page = _OPEN_PAGES.pop()
+        if not page.is_closed():
+            page.close()
+
+
 def _page(browser, url: str, width: int = 1280, height: int = 900):
     page = browser.new_page(viewport={"width": width, "height": height})
+    _OPEN_PAGES.append(page)
     page.goto(url)
     page.get_by_role("button", name="Generate", exact=True).wait_for()
     page.wait_for_timeout(300)  # the load events (model picker, saved settings) have run
