@@ -349,7 +349,7 @@ def build_app() -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         saved = gr.BrowserState({}, storage_key="kintsugi-last-settings")
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as generate_tab:
                 with gr.Row():
                     with gr.Column(scale=1):
                         prompt = gr.Textbox(
@@ -533,7 +533,7 @@ def build_app() -> gr.Blocks:
             reuse_all.click(reuse_settings, chosen_item, [*form, tabs], **private)
             reuse_one.click(reuse_seed, chosen_item, [seed, tabs], **private)
             demo.load(restore_settings, saved, form, **private)
-            with gr.Tab("Models"):
+            with gr.Tab("Models") as models_tab:
                 table = gr.Dataframe(label="Known models", interactive=False, wrap=True, elem_id="model-table")
                 with gr.Row():
                     chosen = gr.Dropdown(
@@ -587,7 +587,7 @@ def build_app() -> gr.Blocks:
             confirm.click(cleanup_apply, plan, [report, confirm_box, plan, plan_table], **private).then(
                 model_table, None, table, **private
             ).then(model_picker, None, model, **private)
-            with gr.Tab("Scenarios"):
+            with gr.Tab("Scenarios") as scenarios_tab:
                 gr.Markdown(
                     "Each button runs one of the spec's six scenarios **for real**: the fault is injected (a "
                     "flaky loopback hub, a worker memory cap, a truncated weight file, an unreachable hub, bad "
@@ -654,7 +654,7 @@ def build_app() -> gr.Blocks:
                 concurrency_limit=1,
                 concurrency_id="scenarios",
             )
-            with gr.Tab("Metrics"):
+            with gr.Tab("Metrics") as metrics_tab:
                 headline = gr.Markdown(elem_id="metrics-summary")
                 plots = []
                 for pair in (
@@ -666,12 +666,18 @@ def build_app() -> gr.Blocks:
                         plots.extend(gr.Plot(elem_id=f"chart-{name}", show_label=False) for name in pair)
                 recent = gr.Dataframe(label="Latest recovery attempts", interactive=False, wrap=True)
                 refresh_metrics = gr.Button("Refresh")
-                ticker = gr.Timer(15)
+                ticker = gr.Timer(15, active=False)  # runs only while the tab is shown (below)
             metrics_outputs = [headline, *plots, recent]
             refresh_metrics.click(
                 metrics_view, None, metrics_outputs, api_name="metrics", api_description="The Metrics tab's figures."
             )
             ticker.tick(metrics_view, None, metrics_outputs, show_progress="hidden", **private)
+            # A hidden tab's timer would query the metrics store every 15 s for nobody, in every open tab.
+            metrics_tab.select(lambda: gr.Timer(active=True), None, ticker, **private).then(
+                metrics_view, None, metrics_outputs, show_progress="hidden", **private
+            )
+            for other in (generate_tab, history_tab, models_tab, scenarios_tab):
+                other.select(lambda: gr.Timer(active=False), None, ticker, **private)
             demo.load(model_table, None, table, **private).then(model_picker, None, model, **private).then(
                 metrics_view, None, metrics_outputs, **private
             )

@@ -119,10 +119,13 @@ def request_status_json(entry: JournalEntry) -> dict[str, Any]:
     }
     result = dict(entry.result or {})
     if entry.status is RequestState.COMPLETED:
+        fallback = _fallback(result.get("fallback_from"), result.get("fallback_to"))
         answer.update(
             video_url=f"/api/v1/videos/{result['video']}",
             attempts=result.get("attempts"),
             degraded=result.get("degraded"),
+            changed=result.get("changed"),  # None for a request completed before the journal kept it
+            fallback=fallback.model_dump() if fallback else None,
         )
     elif entry.status in (RequestState.FAILED, RequestState.CANCELLED) and "error" in result:
         answer["error"] = result["error"]

@@ -302,6 +302,7 @@ class JournalKeeper:
             return self.failed(outcome.error, outcome.correlation_id, checked, outcome)
         output = outcome.value
         assert output is not None
+        made = self.reporter.result(outcome, plan, [])  # what the user is told changed, filed the same way
         self._guarded(
             self.journal.complete,
             outcome.correlation_id,
@@ -309,6 +310,9 @@ class JournalKeeper:
                 "video": output.video_path.rsplit("/", 1)[-1],
                 "attempts": len(outcome.attempts),
                 "degraded": bool(outcome.degraded or plan.degraded),
+                "changed": made.changed,
+                "fallback_from": made.fallback_from,
+                "fallback_to": made.fallback_to,
                 "changes": [*plan.changes, *outcome.changes],
                 "request": output.request.to_dict(),
                 "frames_sha256": output.frames_sha256,

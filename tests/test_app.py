@@ -301,3 +301,21 @@ def test_event_feed_streams_queue_and_progress_of_a_rest_request(app_url: str) -
     steps = [(m.data.phase, m.data.step, m.data.total) for m in mine if m.type == "progress" and m.data.step]
     assert steps == [("denoise", 1, 2), ("denoise", 2, 2)]
     assert any(m.type == "progress" and m.data.step is None and m.data.phase == "load" for m in mine)
+
+
+def test_the_metrics_timer_runs_only_while_its_tab_is_shown() -> None:
+    """The Metrics tab's 15 s refresh starts inactive; selecting any tab sets it (on for Metrics, off for the rest),
+    so a tab left on Generate never polls the metrics store."""
+    import app
+
+    config = app.demo.config
+    (timer,) = [item for item in config["components"] if item["type"] == "timer"]
+    assert timer["props"]["active"] is False
+    tabs = {item["id"] for item in config["components"] if item["type"] == "tabitem"}
+    setters = {
+        target
+        for dependency in config["dependencies"]
+        if timer["id"] in dependency["outputs"]
+        for target in dependency["targets"]
+    }
+    assert setters == {(tab, "select") for tab in tabs}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.http_api import request_status_json
 from components.service import GenerationService
 from components.settings import Settings
 from components.store.download import RetryPolicy
@@ -94,3 +95,18 @@ def test_a_result_on_the_asked_model_is_not_changed(service: GenerationService) 
     """The built-in model asked for and made: no fallback fields, not changed."""
     result = service.generate_video(REQUEST)
     assert (result.fallback_from, result.fallback_to, result.changed) == (None, None, False)
+
+
+def test_the_journal_keeps_which_model_stood_in(service: GenerationService) -> None:
+    """A completed fallback is filed with ``changed`` and both models, so ``GET /api/v1/requests/{id}`` can say so
+    after the caller has gone (or the app restarted)."""
+    result = service.generate_video({**REQUEST, "model_id": NAMED, "allow_fallback": True})
+    entry = service.request_status(result.correlation_id)
+    assert entry is not None and entry.result is not None
+    assert (entry.result["changed"], entry.result["fallback_from"], entry.result["fallback_to"]) == (
+        True,
+        NAMED,
+        EMBEDDED_MODEL_ID,
+    )
+    status = request_status_json(entry)
+    assert status["changed"] is True and status["fallback"] == {"from_model": NAMED, "to_model": EMBEDDED_MODEL_ID}

@@ -379,6 +379,10 @@ class RequestStatus(BaseModel):
     video_url: str | None = None
     attempts: int | None = None
     degraded: bool | None = None
+    changed: bool | None = Field(
+        default=None, description="completed: not the video asked for (another model, or lowered frames/resolution)"
+    )
+    fallback: Fallback | None = Field(default=None, description="completed: the model that stood in for the one asked")
     error: ErrorBody | None = None
 
 
