@@ -227,6 +227,27 @@ def test_stop_during_denoise_frees_the_worker(browser, app_url: str, how: str) -
     assert "Done" in page.locator("#progress-panel").inner_text()
 
 
+def test_stop_during_decode_frees_the_worker(browser, app_url: str) -> None:
+    """Esc while the frames are decoded (49×128², a third of the job or more) stops the request before the next
+    decoder chunk: filed as cancelled, no video, and the next request delivers."""
+    page = _page(browser, app_url)
+    _small(page, **{"Width": 128, "Height": 128, "Frames (4k+1)": 49})
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_function(
+        """() => { const bar = document.querySelector('#progress-panel progress[aria-label="Decoding frames"]');
+                   return bar !== null && bar.value > 0 && bar.value < 1; }""",
+        timeout=90_000,
+    )
+    stopped = page.locator("#progress-panel code").inner_text()
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.querySelector('#progress-panel').innerText.includes('Stopped')")
+    assert _wait_ended(app_url, stopped)["status"] == "cancelled"
+    assert page.locator("video[src]").count() == 0
+    _small(page)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    page.wait_for_selector("video[src]", timeout=60_000)
+
+
 def test_closing_the_tab_cancels_its_request(browser, app_url: str) -> None:
     """A tab closed while its video is made cancels that request: the journal files it as cancelled (not running,
     not failed)."""
