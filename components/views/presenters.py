@@ -335,7 +335,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     mean_recovery = summary.get("mean_recovery_s")
     took = "" if mean_recovery is None else f"; {format_seconds(mean_recovery)} from failure to video on average"
     parts = [
-        f"**{summary['requests']} requests ran** · {share(summary['success_share'])} ended with a video",
+        f"**{summary['requests']} {'request' if summary['requests'] == 1 else 'requests'} ran** · "
+        f"{share(summary['success_share'])} ended with a video",
         f"{summary['recovered']} rescued by recovery ({share(summary['rescue_share'])} of those that hit a failure"
         f"{took})",
         f"{summary['failed']} failed",

@@ -68,6 +68,12 @@ def test_summary_headline_says_how_long_recovery_took() -> None:
     )
 
 
+def test_summary_headline_says_one_request_in_the_singular() -> None:
+    """One request ran: "1 request ran", not "1 requests"."""
+    one = {**SUMMARY, "requests": 1, "succeeded": 1, "recovered": 0, "failed": 0}
+    assert summary_markdown(one).startswith("**1 request ran** · ")
+
+
 def test_summary_headline_counts_refused_requests_apart() -> None:
     """Refused requests are named as such after the other counts, and not as failures."""
     text = summary_markdown({**SUMMARY, "refused": 2})
