@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +16,7 @@ from components.store.model_store import ModelStore
 from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery import events
 from recovery.errors import GenerationFailedError
+from tests.support.app_process import free_port
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +30,12 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     store = ModelStore(
         settings.hub_cache_dir,
         settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{_closed_port()}",
+        endpoint=f"http://127.0.0.1:{free_port()}",
         retry=RetryPolicy(attempts=1),
         catalog=(),
     )
     with GenerationService(settings, store=store) as started:
         yield started
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 3}
@@ -151,7 +145,7 @@ def test_unreachable_model_falls_back_to_the_installed_one_labelled_degraded(tin
     store = ModelStore(
         settings.hub_cache_dir,
         settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{_closed_port()}",
+        endpoint=f"http://127.0.0.1:{free_port()}",
         retry=RetryPolicy(attempts=1),
     )
     with GenerationService(settings, store=store) as fresh:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,15 +18,10 @@ from components.store.model_store import ModelStore
 from components.views.reports import ALLOW_FALLBACK_STEP, ServiceEvent
 from recovery import events
 from recovery.errors import GenerationFailedError
+from tests.support.app_process import free_port
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 3}
 NAMED = "foo/bar"
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +34,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Itera
     store = ModelStore(
         settings.hub_cache_dir,
         settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{_closed_port()}",
+        endpoint=f"http://127.0.0.1:{free_port()}",
         retry=RetryPolicy(attempts=1),
     )
     with GenerationService(settings, store=store) as started:
