@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.families import family_of_folder
 from components.generation.request import (
     GenerationOutput,
     GenerationRequest,
@@ -55,7 +56,6 @@ from recovery.errors import (
     GenerationFailedError,
     InvalidParameterError,
     KintsugiError,
-    ModelCompatibilityError,
     RequestCancelledError,
 )
 from recovery.events import RecoveryEvent
@@ -66,7 +66,6 @@ from recovery.ports import ResourceFreer
 __all__ = ["GenerationService"]
 
 _DONE = object()
-TEXT_TO_VIDEO_PIPELINES = frozenset({"WanPipeline"})
 Kind = ServiceEventKind
 
 
@@ -475,7 +474,7 @@ class GenerationService:
 
         # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
         model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
-        self._check_model(request.model_id)
+        self._check_model(request.model_id, model_path)
         output_path = self.settings.outputs_dir / video_file_name(
             request.prompt, correlation_id, info.number, time.time()
         )
@@ -541,18 +540,13 @@ class GenerationService:
             inbox.put(ServiceEvent(Kind(event.kind), message, {**event.data, "attempt": info.number, **timing.data()}))
         raise KintsugiError("the worker ended a job without a result")
 
-    def _check_model(self, model_id: str) -> None:
-        """Before loading: the model's diffusers version and classes are installed, and it is a text-to-video
-        Wan pipeline (an image-to-video model would load and produce nonsense)."""
+    def _check_model(self, model_id: str, model_path: Any) -> None:
+        """Before loading: the model's diffusers version and classes are installed, and it is of a family the
+        studio runs, its class fitting its components (an image-to-video Wan folder that names ``WanPipeline``
+        would load and fail at the first step)."""
         report = self.store.availability.compatibility(model_id)
         report.raise_for_problems(model_id)
-        if report.pipeline_class not in TEXT_TO_VIDEO_PIPELINES:
-            raise ModelCompatibilityError(
-                f"{model_id} is a {report.pipeline_class}; text-to-video needs one of "
-                f"{', '.join(sorted(TEXT_TO_VIDEO_PIPELINES))}",
-                model_id=model_id,
-                reason=f"pipeline class {report.pipeline_class}",
-            )
+        family_of_folder(model_path, model_id)
 
     @staticmethod
     def _drain(events: Iterator[ServiceEvent]) -> None:

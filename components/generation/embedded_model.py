@@ -1,12 +1,14 @@
-"""The embedded default model: a tiny, randomly initialised ``WanPipeline`` built offline from code.
+"""The built-in tiny models: small, randomly initialised diffusers pipelines built offline from code, one per family
+(``kintsugi/tiny-wan-random``, the default, and one for each family in ``components.generation.families``).
 
-It is a real diffusers Wan pipeline (transformer, VAE, UMT5 text encoder, tokenizer, UniPC flow scheduler) with
+The default is a real diffusers Wan pipeline (transformer, VAE, UMT5 text encoder, tokenizer, UniPC flow scheduler) with
 very small dimensions, so the whole product runs on a laptop CPU without downloading anything. Its weights are
 random: **its videos are noise**, which the UI says. Every module is seeded, so the same code builds
 byte-identical files. A hash manifest (``kintsugi_manifest.json``) records the sha256 and size of every file: it is
 the only thing that catches damage that loads silently (zeroed weights, a deleted tokenizer).
 
-Build it with ``python -m components.generation.embedded_model [TARGET_DIR]``.
+Build the default with ``python -m components.generation.embedded_model [TARGET_DIR]``; the others are built the
+same way (``build_tiny_model(model_id, target)``) the first time a test or a user asks for one.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ __all__ = [
     "EMBEDDED_MODEL_ID",
     "MANIFEST_NAME",
     "build_embedded_model",
+    "build_tiny_model",
+    "build_tiny_wan",
+    "char_t5_tokenizer",
+    "character_vocabulary",
     "ensure_embedded_model",
+    "ensure_tiny_model",
     "read_manifest",
     "verify_manifest",
 ]
@@ -58,7 +65,7 @@ VAE_CONFIG = dict(
 )
 
 
-def _vocabulary() -> list[tuple[str, float]]:
+def character_vocabulary() -> list[tuple[str, float]]:
     """A character-level unigram vocabulary: special tokens, the word boundary, then printable characters."""
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
     for i, char in enumerate(sorted(set(string.ascii_letters + string.digits + string.punctuation))):
@@ -66,12 +73,19 @@ def _vocabulary() -> list[tuple[str, float]]:
     return pieces
 
 
-def _build_pipeline():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
+def char_t5_tokenizer():  # -> transformers.T5Tokenizer
+    """A character-level T5 (unigram) tokenizer, made from a vocabulary: covers Wan, CogVideoX and LTX offline."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=character_vocabulary(), extra_ids=0)
+
+
+def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
     import torch
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = T5Tokenizer(vocab=_vocabulary(), extra_ids=0)
+    tokenizer = char_t5_tokenizer()
     torch.manual_seed(SEED)
     transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
     torch.manual_seed(SEED + 1)
@@ -100,26 +114,36 @@ def _sha256(path: Path) -> str:
     return hash_file(path, "sha256")["sha256"]
 
 
-def _write_manifest(folder: Path) -> None:
+def _write_manifest(folder: Path, model_id: str) -> None:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
     entries = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-    manifest = {"model_id": EMBEDDED_MODEL_ID, "seed": SEED, "files": entries}
+    manifest = {"model_id": model_id, "seed": SEED, "files": entries}
     write_text_atomic(folder / MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def build_embedded_model(target_dir: str | os.PathLike[str]) -> Path:
-    """Build the tiny Wan pipeline into ``target_dir`` atomically (build beside, verify, then rename).
+def build_tiny_model(model_id: str, target_dir: str | os.PathLike[str]) -> Path:
+    """Build the tiny model ``model_id`` (one of ``families.tiny_model_ids()``) into ``target_dir`` atomically
+    (build beside, verify, then rename). An existing folder at ``target_dir`` is replaced only after the new build
+    verified."""
+    from components.generation.families import FAMILIES
 
-    An existing folder at ``target_dir`` is replaced only after the new build verified.
-    """
+    family = next((f for f in FAMILIES if f.tiny_model_id == model_id), None)
+    if family is None:
+        raise KeyError(f"no built-in tiny model {model_id!r}")
     target = Path(target_dir)
     with replacing(target) as staging:
-        _build_pipeline().save_pretrained(staging, safe_serialization=True)
-        _write_manifest(staging)
+        pipe = family.build_tiny()
+        pipe.save_pretrained(staging, safe_serialization=True)
+        _write_manifest(staging, model_id)
         problems = verify_manifest(staging)
         if problems:
-            raise OSError(f"embedded model build did not verify: {problems}")
+            raise OSError(f"tiny model build did not verify: {problems}")
     return target
+
+
+def build_embedded_model(target_dir: str | os.PathLike[str]) -> Path:
+    """Build the default tiny Wan pipeline into ``target_dir`` (see ``build_tiny_model``)."""
+    return build_tiny_model(EMBEDDED_MODEL_ID, target_dir)
 
 
 def read_manifest(folder: str | os.PathLike[str]) -> dict:
@@ -149,16 +173,23 @@ def verify_manifest(folder: str | os.PathLike[str], *, full: bool = True) -> lis
     return problems
 
 
-def ensure_embedded_model(
-    target_dir: str | os.PathLike[str], *, on_build: Callable[[Path], None] | None = None
+def ensure_tiny_model(
+    model_id: str, target_dir: str | os.PathLike[str], *, on_build: Callable[[Path], None] | None = None
 ) -> Path:
-    """Return the embedded model folder, building it first when it is missing or fails the quick check."""
+    """Return a tiny model's folder, building it first when it is missing or fails the quick check."""
     target = Path(target_dir)
     if target.is_dir() and not verify_manifest(target, full=False):
         return target
     if on_build is not None:
         on_build(target)
-    return build_embedded_model(target)
+    return build_tiny_model(model_id, target)
+
+
+def ensure_embedded_model(
+    target_dir: str | os.PathLike[str], *, on_build: Callable[[Path], None] | None = None
+) -> Path:
+    """Return the embedded model folder, building it first when it is missing or fails the quick check."""
+    return ensure_tiny_model(EMBEDDED_MODEL_ID, target_dir, on_build=on_build)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by `make`

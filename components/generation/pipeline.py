@@ -1,12 +1,15 @@
-"""The diffusers adapter: one Wan text-to-video generation as numbered steps.
+"""The diffusers adapter: one video generation as numbered steps, for every family in
+``components.generation.families`` (what differs between pipelines is the family's; the steps are here).
 
-    1. check inputs        (shape rules the pipeline itself would only warn about)
-    2. ensure model        (load once, keep warm; a different model id reloads)
+    1. check inputs        (the family's shape rules, which the pipelines themselves check weakly or not at all;
+                            an image for image-to-video families, none for text-to-video ones)
+    2. ensure model        (the family from model_index.json, checked against the components' configs before
+                            anything loads; load once, keep warm; a different model id reloads)
     3. apply memory plan   (named switches, all off until asked for)
     4. denoise             (``output_type="latent"``, progress and cancellation per step)
     5. keep latents        (so a decode that runs out of memory is retried without denoising again)
     6. decode              (VAE → uint8 frames, progress and cancellation per decoder chunk; NaN/black frames are
-                            a failure, not a result)
+                            a failure, not a result, and so are flat grey frames)
     7. export              (mp4 written beside, then renamed into place)
 
 This module runs inside the worker process (``components.generation.worker``) but works in-process too (notebooks,
@@ -27,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from components.generation.families import Family, family_of_folder
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
 from recovery.classify import classify_exception
@@ -42,7 +46,7 @@ from recovery.errors import (
 from recovery.procfs import process_status, reset_peak_rss
 from recovery.taxonomy import EnhancedFailureType
 
-__all__ = ["WanGenerator", "release_memory", "resolve_device"]
+__all__ = ["VideoGenerator", "WanGenerator", "release_memory", "resolve_device"]
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -157,11 +161,12 @@ def _latent_key(request: GenerationRequest) -> tuple:
         request.steps,
         request.guidance_scale,
         request.seed,
+        request.image,
     )
 
 
-class WanGenerator:
-    """A warm ``WanPipeline`` plus the latents of the last denoising run."""
+class VideoGenerator:
+    """A warm diffusers video pipeline of any supported family, plus the latents of the last denoising run."""
 
     def __init__(self, *, device: str = "auto", dtype: str = "bfloat16") -> None:
         self.device = resolve_device(device)
@@ -175,6 +180,7 @@ class WanGenerator:
         self.memory_cap: int | None = None  # set by whoever capped this process, reported with an OOM
         self.pipe: Any = None
         self.model_id: str | None = None
+        self.family: Family | None = None
         self._offloaded = False
         self._eager_transformer: Any = None  # the transformer as loaded, while a compiled one stands in for it
         self._compiled_transformer: Any = None
@@ -187,21 +193,20 @@ class WanGenerator:
         if self.pipe is not None and self.model_id == model_id:
             return 0.0
         import torch
-        from diffusers import WanPipeline
 
+        family = family_of_folder(model_path, model_id)  # refuses a folder whose class does not fit, before loading
         self.unload()
         started = time.perf_counter()
-        pipe = WanPipeline.from_pretrained(
-            os.fspath(model_path), dtype=getattr(torch, self.dtype_name), use_safetensors=True
-        )
+        pipe = family.load(model_path, getattr(torch, self.dtype_name))
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
-        self.model_id = model_id
+        self.model_id, self.family = model_id, family
         return time.perf_counter() - started
 
     def unload(self) -> None:
         self.pipe = None
         self.model_id = None
+        self.family = None
         self._offloaded = False
         self._eager_transformer = self._compiled_transformer = None
         self._latents = None
@@ -210,7 +215,8 @@ class WanGenerator:
     # -- step 3: memory switches ----------------------------------------------------------------------------------
     def enable_vae_tiling(self, enabled: bool = True) -> None:
         """Decode in spatial tiles: lower peak memory for large frames, slightly slower."""
-        (self.pipe.vae.enable_tiling if enabled else self.pipe.vae.disable_tiling)()
+        assert self.family is not None
+        self.family.set_tiling(self.pipe, enabled)
 
     def enable_model_cpu_offload(self) -> None:
         """Keep each sub-model on the GPU only while it runs (CUDA only)."""
@@ -288,14 +294,10 @@ class WanGenerator:
         peak.reset()
 
         # 1. check inputs
-        if (request.num_frames - 1) % 4 or request.width % 16 or request.height % 16:
-            raise InvalidParameterError(
-                f"`num_frames`/`width`/`height` must be 4k+1 and divisible by 16 "
-                f"(got {request.num_frames}x{request.width}x{request.height})",
-                parameter="num_frames/width/height",
-                value=(request.num_frames, request.width, request.height),
-                constraint="4k+1, divisible by 16",
-            )
+        family = self.family if self.pipe is not None and self.model_id == request.model_id else None
+        family = family or family_of_folder(model_path, request.model_id)
+        family.rules.check(request.width, request.height, request.num_frames, request.steps)
+        image = _conditioning_image(family, request)
         if request.seed is None:  # validate_request draws one; a seed makes the video reproducible
             raise InvalidParameterError(
                 "`seed` must be set (got None)", parameter="seed", value=None, constraint="0 <= seed < 2**32"
@@ -317,7 +319,10 @@ class WanGenerator:
             phase_hook("denoise")
             started = time.perf_counter()
             latents = self._run_phase(
-                "denoise", steps_done, False, lambda: self._denoise(request, steps_done, on_step, should_cancel)
+                "denoise",
+                steps_done,
+                False,
+                lambda: self._denoise(request, image, steps_done, on_step, should_cancel),
             )
             timings["denoise"] = time.perf_counter() - started
             self._latents = (key, latents)
@@ -327,7 +332,10 @@ class WanGenerator:
         phase_hook("decode")
         started = time.perf_counter()
         frames = self._run_phase(
-            "decode", steps_done, True, lambda: self._decode(latents, on_decode_step, should_cancel, steps_done[0])
+            "decode",
+            steps_done,
+            True,
+            lambda: self._decode(latents, request, on_decode_step, should_cancel, steps_done[0]),
         )
         timings["decode"] = time.perf_counter() - started
         _stop_if_cancelled(should_cancel, "decode", steps_done[0])
@@ -374,6 +382,7 @@ class WanGenerator:
     def _denoise(
         self,
         request: GenerationRequest,
+        image: Any,
         steps_done: list[int],
         on_step: StepCallback | None,
         should_cancel: CancelCheck | None,
@@ -388,21 +397,11 @@ class WanGenerator:
             _stop_if_cancelled(should_cancel, "denoise", index + 1)
             return callback_kwargs
 
+        assert self.family is not None
         generator = torch.Generator(device="cpu").manual_seed(int(request.seed or 0))
         try:
             with _quiet_diffusers():
-                latents = self.pipe(
-                    prompt=request.prompt,
-                    negative_prompt=request.negative_prompt or None,
-                    height=request.height,
-                    width=request.width,
-                    num_frames=request.num_frames,
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.guidance_scale,
-                    generator=generator,
-                    output_type="latent",
-                    callback_on_step_end=step_end,
-                ).frames
+                latents = self.family.denoise(self.pipe, request, image, generator, step_end)
         except Exception as exc:
             if self._eager_transformer is None or not _is_compile_failure(exc):
                 raise
@@ -425,20 +424,23 @@ class WanGenerator:
     def _decode(
         self,
         latents: Any,
+        request: GenerationRequest,
         on_chunk: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
         steps_completed: int = 0,
     ) -> Any:
-        """Latents → uint8 frames (F, H, W, 3), exactly as ``WanPipeline.__call__`` decodes them.
+        """Latents → uint8 frames (F, H, W, 3), exactly as the family's pipeline decodes them.
 
-        The VAE decodes one latent frame at a time (per tile when tiled), carrying a causal cache from chunk to
-        chunk; hooks on its decoder report each chunk and stop before the next one when cancelled, so the
-        arithmetic, and the frames, are the VAE's own."""
+        Hooks on the VAE's decoder report each chunk it decodes (Wan's decodes one latent frame at a time, per tile
+        when tiled) and stop before the next one when cancelled, so the arithmetic, and the frames, are the VAE's
+        own."""
         import numpy as np
         import torch
 
-        vae = self.pipe.vae
-        total = _decoder_chunks(vae, latents.shape)
+        family = self.family
+        assert family is not None
+        decoder = family.decoder(self.pipe)
+        total = family.decoder_chunks(self.pipe, tuple(latents.shape), request)
         done = [0]
 
         def before_chunk(_module: Any, _args: Any) -> None:
@@ -449,18 +451,10 @@ class WanGenerator:
             if on_chunk is not None:
                 on_chunk(done[0], max(total, done[0]))
 
-        hooks = [
-            vae.decoder.register_forward_pre_hook(before_chunk),
-            vae.decoder.register_forward_hook(after_chunk),
-        ]
+        hooks = [decoder.register_forward_pre_hook(before_chunk), decoder.register_forward_hook(after_chunk)]
         try:
             with torch.no_grad():
-                z = latents.to(vae.device, dtype=vae.dtype)
-                mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
-                inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(
-                    z.device, z.dtype
-                )
-                video = vae.decode(z / inv_std + mean, return_dict=False)[0]
+                video = family.decode(self.pipe, latents, request)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -473,27 +467,43 @@ class WanGenerator:
         frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
         if frames.max() == 0:
             raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
+        if video.std() == 0:  # a VAE below its tile size can decode silently to one flat grey (Allegro, measured)
+            raise BadOutputError("every decoded frame is one flat colour", reason="flat frames", phase="decode")
         return frames
+
+
+#: The name every caller used while Wan was the only family.
+WanGenerator = VideoGenerator
+
+
+def _conditioning_image(family: Family, request: GenerationRequest) -> Any:
+    """The request's image as the pipeline takes it (RGB, already at the request's size), or None; an image
+    where the family takes none, or none where it needs one, is refused naming ``image``."""
+    if request.image is None:
+        if family.needs_image:
+            raise InvalidParameterError(
+                f"`image` is required: {family.label} makes a video from an image (got no image)",
+                parameter="image",
+                value=None,
+                constraint="an image",
+            )
+        return None
+    if not family.takes_image:
+        raise InvalidParameterError(
+            f"`image` is not taken by {family.label}, a text-to-video model (got an image)",
+            parameter="image",
+            value="<image>",
+            constraint="no image",
+        )
+    from PIL import Image
+
+    with Image.open(request.image) as opened:
+        return opened.convert("RGB")
 
 
 def _stop_if_cancelled(should_cancel: CancelCheck | None, phase: str, steps_completed: int) -> None:
     if should_cancel is not None and should_cancel():
         raise GenerationCancelledError("generation cancelled", phase=phase, steps_completed=steps_completed)
-
-
-def _decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
-    """How many times ``AutoencoderKLWan.decode`` calls its decoder: once per latent frame, for every tile when
-    tiling applies (the condition and the strides of its ``_decode``/``tiled_decode``)."""
-    _batch, _channels, frames, height, width = latent_shape
-    ratio = vae.spatial_compression_ratio
-    if not (
-        getattr(vae, "use_tiling", False)
-        and (width > vae.tile_sample_min_width // ratio or height > vae.tile_sample_min_height // ratio)
-    ):
-        return int(frames)
-    rows = len(range(0, height, vae.tile_sample_stride_height // ratio))
-    columns = len(range(0, width, vae.tile_sample_stride_width // ratio))
-    return int(frames) * rows * columns
 
 
 def _is_compile_failure(exc: BaseException) -> bool:

@@ -2,10 +2,10 @@
 switches of one run), the recovery engine's parameters (``split_parameters``/``join_parameters``) and
 ``GenerationOutput``, the typed result that crosses back from the worker process.
 
-Every rejection names the parameter and the value (``"`num_frames` must be 4k+1 (got 16)"``). Wan's shape rules
-(frames ``4k+1``, sides divisible by 16) can instead be auto-corrected to the nearest valid value; each correction
-is returned as a line for the user, never applied silently. Bounds are never auto-corrected: a value out of range
-is an error.
+Every rejection names the parameter and the value (``"`num_frames` must be 4k+1 (got 16)"``). The model family's
+shape rules (Wan: frames ``4k+1``, sides divisible by 16; see ``components.generation.families``) can instead be
+auto-corrected to the nearest valid value; each correction is returned as a line for the user, never applied
+silently. Bounds are never auto-corrected: a value out of range is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.families import ShapeRules, rules_for_model
 from recovery.errors import InvalidParameterError
 
 __all__ = [
@@ -78,6 +79,8 @@ class GenerationRequest:
     # May another model stand in when this one cannot run? ``None``: the default — yes on the configured default
     # model (``KINTSUGI_MODEL``), no for a model the user named (a named model is never silently replaced).
     allow_fallback: bool | None = None
+    # Image-to-video: the conditioning image, a file the app prepared (checked, at the request's size).
+    image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -207,12 +210,19 @@ def _consent(allow: object) -> None:
 
 
 def validate_request(
-    request: GenerationRequest, *, limits: Limits = LIMITS, auto_correct: bool = True, rng: random.Random | None = None
+    request: GenerationRequest,
+    *,
+    limits: Limits = LIMITS,
+    auto_correct: bool = True,
+    rng: random.Random | None = None,
+    rules: ShapeRules | None = None,
 ) -> tuple[GenerationRequest, list[str]]:
     """Check every field; return the request to run and the corrections made (one line each).
 
-    With ``auto_correct=False`` a shape that Wan cannot use (frames not 4k+1, side not divisible by 16) is an
-    error instead of a correction. A missing seed is drawn here so that the result is reproducible.
+    ``rules`` are the model family's shape rules (default: those of the family the model id is known to be of,
+    else Wan's). With ``auto_correct=False`` a shape the family cannot use (e.g. Wan: frames not 4k+1, a side not
+    divisible by 16) is an error instead of a correction. A missing seed is drawn here so that the result is
+    reproducible.
     """
     corrections: list[str] = []
     prompt = _text("prompt", request.prompt, limits.max_prompt_chars, required=True)
@@ -221,30 +231,39 @@ def validate_request(
     model_id = request.model_id
     if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
         raise _fail("model_id", model_id, "must look like owner/name (letters, digits, '-', '_', '.')")
+    rules = rules or rules_for_model(model_id)
+    if request.image is not None and not isinstance(request.image, str):
+        raise _fail("image", "<not a prepared image>", "must be an image the app prepared")
 
     sides: dict[str, int] = {}
     for name in ("width", "height"):
         value = _integer(name, getattr(request, name))
         _in_range(name, value, limits.min_side, limits.max_side)
-        if value % limits.side_multiple:
+        if value % rules.side_multiple:
             if not auto_correct:
-                raise _fail(name, value, f"must be divisible by {limits.side_multiple}")
-            fixed = _nearest_multiple(value, limits.side_multiple, limits.min_side, limits.max_side)
-            corrections.append(f"{name} {value} → {fixed} (Wan needs sides divisible by {limits.side_multiple})")
+                raise _fail(name, value, f"must be divisible by {rules.side_multiple}")
+            fixed = _nearest_multiple(value, rules.side_multiple, limits.min_side, limits.max_side)
+            rule = f"{rules.label} needs sides divisible by {rules.side_multiple}"
+            corrections.append(f"{name} {value} → {fixed} ({rule})")
             value = fixed
         sides[name] = value
 
     frames = _integer("num_frames", request.num_frames)
     _in_range("num_frames", frames, limits.min_frames, limits.max_frames)
-    if (frames - 1) % limits.frame_multiple:
+    if not rules.frames_ok(frames):
         if not auto_correct:
-            raise _fail("num_frames", frames, f"must be {limits.frame_multiple}k+1")
-        fixed = _nearest_multiple(frames - 1, limits.frame_multiple, 0, limits.max_frames - 1) + 1
-        corrections.append(f"num_frames {frames} → {fixed} (Wan needs {limits.frame_multiple}k+1 frames)")
+            raise _fail("num_frames", frames, f"must be {rules.frame_multiple}k+1")
+        fixed = _nearest_multiple(frames - 1, rules.frame_multiple, 0, limits.max_frames - 1) + 1
+        corrections.append(f"num_frames {frames} → {fixed} ({rules.label} needs {rules.frame_multiple}k+1 frames)")
         frames = fixed
 
     steps = _integer("steps", request.steps)
     _in_range("steps", steps, limits.min_steps, limits.max_steps)
+    if steps < rules.min_steps:
+        if not auto_correct:
+            raise _fail("steps", steps, f"must be at least {rules.min_steps} for {rules.label}")
+        corrections.append(f"steps {steps} → {rules.min_steps} ({rules.label} needs at least {rules.min_steps})")
+        steps = rules.min_steps
     guidance = request.guidance_scale
     if (
         isinstance(guidance, bool)
