@@ -83,6 +83,10 @@ class Settings:
     def embedded_model_dir(self) -> Path:
         return self.models_dir / "tiny-wan-random"
 
+    def tiny_model_dir(self, model_id: str) -> Path:
+        """Where a built-in tiny model (``kintsugi/<name>``) is built: ``models/<name>``."""
+        return self.models_dir / model_id.rsplit("/", 1)[-1]
+
     @property
     def outputs_dir(self) -> Path:
         return self.data_dir / "outputs"

@@ -11,8 +11,11 @@ restarter and the labelled preview. One hardware key names this machine for the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
-from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model
+from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model, ensure_tiny_model
+from components.generation.families import tiny_model_ids
 from components.generation.optimisations import OptimisationSwitch
 from components.generation.timing import TimeModel
 from components.generation.worker import Worker, WorkerConfig
@@ -71,6 +74,12 @@ def build_parts(
     store.register_local_source(
         EMBEDDED_MODEL_ID, lambda _target: ensure_embedded_model(settings.embedded_model_dir), install=False
     )
+    # The other families' tiny models likewise, each built the first time a request asks for it.
+    for tiny_id in tiny_model_ids():
+        if tiny_id != EMBEDDED_MODEL_ID:
+            store.register_local_source(
+                tiny_id, partial(_build_tiny, tiny_id, settings.tiny_model_dir(tiny_id)), install=False
+            )
     worker = worker or Worker(
         WorkerConfig(
             device=settings.device, dtype=settings.dtype, memory_cap=cap, load_timeout_s=settings.load_timeout_s
@@ -112,3 +121,7 @@ def build_parts(
     return ServiceParts(
         settings, store, worker, probe, device, key, planner, optimisations, metrics, engine, reporter, keeper, timing
     )
+
+
+def _build_tiny(model_id: str, folder: Path, _target: Path) -> Path:
+    return ensure_tiny_model(model_id, folder)
