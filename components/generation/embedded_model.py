@@ -27,6 +27,8 @@ __all__ = [
     "build_embedded_model",
     "build_tiny_model",
     "build_tiny_wan",
+    "char_clip_tokenizer",
+    "char_llama_tokenizer",
     "char_t5_tokenizer",
     "character_vocabulary",
     "ensure_embedded_model",
@@ -78,6 +80,35 @@ def char_t5_tokenizer():  # -> transformers.T5Tokenizer
     from transformers import T5Tokenizer
 
     return T5Tokenizer(vocab=character_vocabulary(), extra_ids=0)
+
+
+def char_llama_tokenizer():  # -> transformers.LlamaTokenizer (LlamaTokenizerFast is its alias in transformers 5)
+    """A character-level Llama (BPE) tokenizer made offline: special tokens, the word boundary, printable characters
+    and the 256 byte-fallback tokens (so no text is unknown), with an *empty merge list* — every character is one
+    token. It pads on the right, as HunyuanVideo's transformer assumes (it takes the mask's count of ones as the
+    leading valid tokens). Reloads unchanged from ``save_pretrained`` (tested with HunyuanVideo's tiny model)."""
+    from transformers import LlamaTokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "<pad>": 3, "▁": 4}
+    for char in sorted(set(string.ascii_letters + string.digits + string.punctuation)):
+        vocab.setdefault(char, len(vocab))
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    return LlamaTokenizer(vocab=vocab, merges=[], pad_token="<pad>", add_bos_token=True, padding_side="right")
+
+
+def char_clip_tokenizer():  # -> transformers.CLIPTokenizer
+    """A character-level CLIP (byte-level BPE) tokenizer made offline: the 256 byte symbols, each also as a word
+    end (``</w>``), with an *empty merge list*, so every text is covered one character a token."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    symbols = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for symbol in symbols:
+            vocab[symbol + suffix] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
 def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
