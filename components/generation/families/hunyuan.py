@@ -12,9 +12,9 @@ Two traps of the pipeline, both handled here:
   and crops its first 95 tokens, counted in the real (Llama 3) tokenizer's tokens. The built-in tiny model has a
   character-level tokenizer: there the template would fill the whole sequence and crop the prompt away. The rule,
   decided by the folder: a Llama tokenizer of fewer than ``CHARACTER_LEVEL_VOCABULARY`` tokens is character-level
-  (real ones have 128 000+) and gets the bare prompt (``TINY_PROMPT_TEMPLATE``); any other keeps the pipeline's
-  default template. ``denoise`` reads the loaded tokenizer; ``call_arguments`` alone (no pipeline at hand) can
-  only go by the model id, so it gives the tiny template to the built-in tiny model's id and to no other.
+  (real ones have tens of thousands) and gets the bare prompt (``TINY_PROMPT_TEMPLATE``); any other keeps the
+  pipeline's default template. ``denoise`` reads the loaded tokenizer; ``call_arguments`` alone (no pipeline at
+  hand) can only go by the model id, so it gives the tiny template to the built-in tiny model's id and no other.
 
 HunyuanVideo is guidance-distilled: ``guidance_scale`` is the guidance embedded in the transformer, and a negative
 prompt takes effect only with true classifier-free guidance (``true_cfg_scale`` > 1, twice the cost per step),
@@ -40,7 +40,7 @@ __all__ = [
 TINY_HUNYUAN_ID = "kintsugi/tiny-hunyuan-random"
 #: The bare prompt, nothing cropped: what a character-level tokenizer needs instead of the default template.
 TINY_PROMPT_TEMPLATE: dict[str, Any] = {"template": "{}", "crop_start": 0}
-#: A Llama tokenizer with fewer tokens than this is character-level (the real HunyuanVideo one has 128 000+).
+#: A Llama tokenizer with fewer tokens than this is character-level (real ones have tens of thousands).
 CHARACTER_LEVEL_VOCABULARY = 1000
 
 # The tiny pipeline's dimensions (random weights; 0.6 MB on disk; 9×64² in 2 steps takes well under a second).

@@ -172,6 +172,19 @@ def test_call_arguments_give_the_tiny_template_only_to_the_tiny_model_id() -> No
     assert "prompt_template" not in real
 
 
+def test_denoise_decides_the_template_by_the_loaded_tokenizer_not_the_model_id(pipe: Any) -> None:
+    """The tiny model's folder under another id still runs with the bare prompt (same latents as under its id)."""
+    import torch
+
+    family = HunyuanVideoTextToVideo()
+
+    def denoised(model_id: str) -> Any:
+        request = GenerationRequest(prompt="a boat", width=64, height=64, num_frames=5, steps=1, model_id=model_id)
+        return family.denoise(pipe, request, None, torch.Generator().manual_seed(1), lambda *args: args[-1])
+
+    assert bool((denoised("someone/copy-of-tiny") == denoised(TINY_HUNYUAN_ID)).all())
+
+
 def test_the_default_template_would_crop_the_tiny_models_prompt_away(pipe: Any) -> None:
     """Why the rule exists: with the default template the Llama embeddings of two prompts are the same."""
     assert bool((_llama_embeddings(pipe, "a paper boat") == _llama_embeddings(pipe, "a red fox")).all())
