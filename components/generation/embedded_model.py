@@ -19,7 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from components.generation.families import FAMILIES
-from components.generation.families.tokenizers import char_t5_tokenizer, character_vocabulary
+from components.generation.families.tokenizers import (
+    char_clip_tokenizer,
+    char_llama_tokenizer,
+    char_t5_tokenizer,
+    character_vocabulary,
+)
 from components.generation.families.wan import build_tiny_wan
 from components.system.files import hash_file, replacing, write_text_atomic
 
@@ -29,6 +34,8 @@ __all__ = [
     "build_embedded_model",
     "build_tiny_model",
     "build_tiny_wan",
+    "char_clip_tokenizer",
+    "char_llama_tokenizer",
     "char_t5_tokenizer",
     "character_vocabulary",
     "ensure_embedded_model",

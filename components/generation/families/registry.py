@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task
+from components.generation.families.hunyuan import HunyuanVideoTextToVideo
 from components.generation.families.wan import Wan21TextToVideo
 from recovery.errors import ModelCompatibilityError
 
@@ -24,7 +25,7 @@ __all__ = [
 ]
 
 #: Most specific first: the first family whose ``matches`` holds is the folder's.
-FAMILIES: tuple[Family, ...] = (Wan21TextToVideo(),)
+FAMILIES: tuple[Family, ...] = (Wan21TextToVideo(), HunyuanVideoTextToVideo())
 #: Rules for a model of unknown family until its folder is read (Wan's, the strictest common ones).
 DEFAULT_RULES = Wan21TextToVideo.rules
 
