@@ -34,6 +34,7 @@ from components.generation.families import Family, family_of_folder
 from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
+from components.system.gpu import cuda_memory_evidence, oom_cause, other_processes_bytes
 from recovery.classify import classify_exception
 from recovery.errors import (
     BadOutputError,
@@ -114,14 +115,22 @@ def _oom_from(
         requested = int(match.group(1))
     elif match := _SIZED_ALLOC.search(text):
         requested = int(float(match.group(1)) * _UNIT[match.group(2)])
+    evidence: dict[str, Any] = {}
+    reason = cause = None
+    if device == "cuda":  # read here, in the process that ran out: the app's view would count this one as "other"
+        evidence = {**cuda_memory_evidence(), "gpu_other_processes_bytes": other_processes_bytes()}
+        reason, cause = oom_cause(evidence) or (None, None)
     return OutOfMemoryError(
-        f"out of memory during {phase}",
+        f"out of memory during {phase}" + (f": {cause}" if cause else ""),
         phase=phase,
         bytes_requested=requested,
         device=device,
         memory_cap=memory_cap,
         steps_completed=steps,
         latents_kept=latents_kept,
+        reason=reason,
+        cause=cause,
+        **evidence,
     )
 
 

@@ -241,6 +241,8 @@ class Worker:
             "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])),
             # fewer glibc arenas: a smaller, steadier address space under RLIMIT_AS
             "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+            # CUDA: segments that grow instead of fixed blocks avoid most fragmentation OOMs (the user's own wins)
+            "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
         }
         self._process = subprocess.Popen(
             [
