@@ -32,6 +32,7 @@ __all__ = [
     "ensure_embedded_model",
     "ensure_tiny_model",
     "read_manifest",
+    "tiny_umt5_encoder",
     "verify_manifest",
 ]
 
@@ -80,19 +81,12 @@ def char_t5_tokenizer():  # -> transformers.T5Tokenizer
     return T5Tokenizer(vocab=character_vocabulary(), extra_ids=0)
 
 
-def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+def tiny_umt5_encoder(vocab_size: int):  # -> transformers.UMT5EncoderModel
+    """The tiny UMT5 text encoder of every tiny Wan (``TEXT_DIM`` wide), random weights from the caller's seed."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tokenizer = char_t5_tokenizer()
-    torch.manual_seed(SEED)
-    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
-    torch.manual_seed(SEED + 1)
-    vae = AutoencoderKLWan(**VAE_CONFIG)
-    torch.manual_seed(SEED + 2)
     text_config = UMT5Config(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         d_model=TEXT_DIM,
         d_kv=8,
         d_ff=64,
@@ -103,7 +97,20 @@ def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers co
         eos_token_id=1,
         decoder_start_token_id=0,
     )
-    text_encoder = UMT5EncoderModel(text_config)
+    return UMT5EncoderModel(text_config)
+
+
+def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+
+    tokenizer = char_t5_tokenizer()
+    torch.manual_seed(SEED)
+    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
+    torch.manual_seed(SEED + 1)
+    vae = AutoencoderKLWan(**VAE_CONFIG)
+    torch.manual_seed(SEED + 2)
+    text_encoder = tiny_umt5_encoder(len(tokenizer))
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     return WanPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
