@@ -183,6 +183,31 @@ def test_ti2v_with_an_image_decodes_like_the_image_to_video_pipeline(
     assert float(np.abs(np.asarray(ours) - np.asarray(theirs)).max()) <= 1e-5
 
 
+@pytest.mark.parametrize("with_image", [False, True], ids=["text", "image"])
+def test_a_ti2v_folder_saved_under_the_image_to_video_class_runs_like_the_hubs(
+    with_image: bool, generator: VideoGenerator, tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The same weights named WanImageToVideoPipeline (no image encoder) make the same frames, for either task."""
+    folder = tiny_family_model(TINY_WAN22_TI2V_ID)
+    as_i2v = _copy(
+        folder,
+        tmp_path / "i2v",
+        "model_index",
+        _class_name="WanImageToVideoPipeline",
+        image_encoder=NONE,
+        image_processor=NONE,
+    )
+    image = str(_image(tmp_path, (200, 40, 40))) if with_image else None
+    hub = generator.generate(
+        GenerationRequest(**SMALL, model_id=TINY_WAN22_TI2V_ID, image=image), tmp_path / "a.mp4", model_path=folder
+    )
+    other = generator.generate(
+        GenerationRequest(**SMALL, model_id="someone/ti2v-as-i2v", image=image), tmp_path / "b.mp4", model_path=as_i2v
+    )
+    assert type(generator.pipe).__name__ == "WanImageToVideoPipeline"
+    assert other.frames_sha256 == hub.frames_sha256
+
+
 # -- Wan 2.2 shapes and experts -------------------------------------------------------------------------------------
 
 
