@@ -122,7 +122,8 @@ def _refuse_image_channels(family: Family, folder: ModelFolder, component: str =
 def _as_class(pipe: Any, class_name: str) -> Any:
     """``pipe`` as the diffusers class ``class_name``, over the same modules (Wan 2.2 TI2V: ``WanPipeline`` for
     text, ``WanImageToVideoPipeline`` for an image). The modules are shared, so the memory plan, tiling and a
-    compiled transformer apply to both."""
+    compiled transformer apply to both. Model offload's hooks stay the loaded pipeline's: they move each module
+    as it runs, but the other class does not re-arm them at its end (unmeasured on a GPU here)."""
     import diffusers
 
     cls = getattr(diffusers, class_name)
