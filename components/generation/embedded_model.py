@@ -25,7 +25,7 @@ from components.generation.families.tokenizers import (
     char_t5_tokenizer,
     character_vocabulary,
 )
-from components.generation.families.wan import build_tiny_wan
+from components.generation.families.wan import build_tiny_wan, tiny_umt5_encoder
 from components.system.files import hash_file, replacing, write_text_atomic
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "ensure_embedded_model",
     "ensure_tiny_model",
     "read_manifest",
+    "tiny_umt5_encoder",
     "verify_manifest",
 ]
 

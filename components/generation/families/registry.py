@@ -7,7 +7,7 @@ import os
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task
 from components.generation.families.hunyuan import HunyuanVideoTextToVideo
-from components.generation.families.wan import Wan21TextToVideo
+from components.generation.families.wan import Wan21ImageToVideo, Wan21TextToVideo, Wan22A14B, Wan22TextImageToVideo
 from recovery.errors import ModelCompatibilityError
 
 __all__ = [
@@ -25,7 +25,13 @@ __all__ = [
 ]
 
 #: Most specific first: the first family whose ``matches`` holds is the folder's.
-FAMILIES: tuple[Family, ...] = (Wan21TextToVideo(), HunyuanVideoTextToVideo())
+FAMILIES: tuple[Family, ...] = (
+    Wan22A14B(),
+    Wan22TextImageToVideo(),
+    Wan21ImageToVideo(),
+    Wan21TextToVideo(),
+    HunyuanVideoTextToVideo(),
+)
 #: Rules for a model of unknown family until its folder is read (Wan's, the strictest common ones).
 DEFAULT_RULES = Wan21TextToVideo.rules
 
