@@ -78,6 +78,14 @@ def family_of_folder(path: str | os.PathLike[str], model_id: str = "") -> Family
                 raise
             return family
     supported = ", ".join(sorted({family.pipeline_class for family in FAMILIES}))
+    if folder.class_name in supported.split(", "):
+        variants = ", ".join(f.label for f in FAMILIES if f.pipeline_class == folder.class_name)
+        raise ModelCompatibilityError(
+            f"{model_id or folder.path.name} is a {folder.class_name} of a variant the studio does not run "
+            f"(it runs {variants})",
+            model_id=model_id or None,
+            reason=f"unsupported variant of {folder.class_name}",
+        )
     raise ModelCompatibilityError(
         f"{model_id or folder.path.name} is a {folder.class_name or 'pipeline of unknown class'}; "
         f"the studio runs {supported}",
