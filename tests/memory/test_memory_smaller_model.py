@@ -37,9 +37,7 @@ def planner(make_planner) -> MemoryPlanner:
     return planner
 
 
-def oom(
-    parameters: dict[str, Any], *, allowed: bool | None, tried: tuple[str, ...] = (BIG,), cap: int = 50 * MiB
-):
+def oom(parameters: dict[str, Any], *, allowed: bool | None, tried: tuple[str, ...] = (BIG,), cap: int = 50 * MiB):
     """The context the engine builds for an out-of-memory under ``cap`` (default 50 MiB: below the big model's
     fixed part) with the user's consent to another model as ``allowed`` says (``None``: not said)."""
     error = OutOfMemoryError("out of memory during load", phase="load", bytes_requested=1, device="cpu", memory_cap=cap)
