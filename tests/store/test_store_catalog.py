@@ -3,6 +3,8 @@ ranks alternatives by task, then family, then fit to the measured hardware, and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
@@ -14,7 +16,9 @@ from components.store.catalog import (
     DeviceBudget,
     IntelligentFallbackManager,
     Task,
+    families_markdown,
     listed,
+    with_generated_tables,
 )
 
 WAN_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
@@ -170,3 +174,19 @@ def test_each_suggestion_says_why_it_ranks_where_it_does() -> None:
         "needs 8.19 GB VRAM, 24 GB measured",
         "~28.4 GB to download",
     )
+
+
+def test_the_models_doc_has_the_current_tables() -> None:
+    """docs/models.md's generated block is what the registry and the catalogue give now (after registering a
+    family: ``python -m components.store --write docs/models.md``)."""
+    doc = (Path(__file__).parents[2] / "docs" / "models.md").read_text()
+    assert with_generated_tables(doc) == doc
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda f: f.name)
+def test_the_family_table_has_a_row_per_family_with_its_class_rules_and_tiny_model(family) -> None:
+    """A registered family's row names its pipeline class, its shape rules and its tiny model."""
+    row = next(line for line in families_markdown().splitlines() if line.startswith(f"| `{family.name}`"))
+    rules = family.rules
+    assert f"`{family.pipeline_class}`" in row and f"`{family.tiny_model_id}`" in row
+    assert f"sides ÷{rules.side_multiple}, frames {rules.frame_multiple}k+1" in row
