@@ -475,4 +475,3 @@ def with_generated_tables(text: str) -> str:
     if start < 0 or end < start:
         raise ValueError("the document has no generated block (its begin and end markers)")
     return text[:start] + models_markdown() + text[end + len(DOC_END) :]
-
