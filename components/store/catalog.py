@@ -239,10 +239,11 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         notes="768×512 at 24 fps; download size and memory need not stated",
         source=f"{_MODEL_CARD.format('Lightricks/LTX-Video')}; {_TREE.format('Lightricks/LTX-Video', 'transformer')}",
     ),
-    # HunyuanVideo (13B), Diffusers format. Tencent's model card: "The minimum GPU memory required is 60GB for
-    # 720px1280px129f and 45G for 544px960px129f", 80 GB recommended. Download: transformer 25.6 GB, text_encoder
-    # 16.1 GB, text_encoder_2 0.25 GB, VAE 0.99 GB (file listings of copies of this repository:
-    # magespace/hyvideo-diffusers, jobs-git/HunyuanVideoCommunity).
+    # HunyuanVideo, Diffusers format ("over 13 billion parameters", diffusers' HunyuanVideo docs). Tencent's model
+    # card: "The minimum GPU memory required is 60GB for 720px1280px129f and 45G for 544px960px129f", 80 GB
+    # recommended. Download: transformer 25.6 GB, text_encoder 16.1 GB, text_encoder_2 0.25 GB, VAE 0.99 GB — from
+    # the file listings of other uploads of this pipeline (magespace/hyvideo-diffusers; jobs-git/
+    # HunyuanVideoCommunity, a duplicate of this repository), this repository's own listing not found.
     CatalogEntry(
         "hunyuanvideo-community/HunyuanVideo",
         "hunyuan",
@@ -253,8 +254,9 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         80.0,
         4,
         notes="45 GB for 544×960×129 frames, 60 GB at 720p, 80 GB recommended, per the model card",
-        source="https://huggingface.co/tencent/HunyuanVideo; https://huggingface.co/magespace/hyvideo-diffusers; "
-        "https://huggingface.co/jobs-git/HunyuanVideoCommunity",
+        source="https://huggingface.co/tencent/HunyuanVideo; "
+        "https://huggingface.co/docs/diffusers/api/pipelines/hunyuan_video; "
+        "https://huggingface.co/magespace/hyvideo-diffusers; https://huggingface.co/jobs-git/HunyuanVideoCommunity",
     ),
     _tiny("kintsugi/tiny-wan-i2v-random", "wan2.1-i2v", (I2V,)),
     _tiny("kintsugi/tiny-wan22-ti2v-random", "wan2.2-ti2v", (T2V, I2V)),

@@ -9,8 +9,11 @@ import pytest
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.families import FAMILIES, family_by_name, family_for_model_id
+from components.store.__main__ import main
 from components.store.catalog import (
     CATALOG,
+    DOC_BEGIN,
+    DOC_END,
     ENTRIES,
     CatalogEntry,
     DeviceBudget,
@@ -190,3 +193,16 @@ def test_the_family_table_has_a_row_per_family_with_its_class_rules_and_tiny_mod
     rules = family.rules
     assert f"`{family.pipeline_class}`" in row and f"`{family.tiny_model_id}`" in row
     assert f"sides ÷{rules.side_multiple}, frames {rules.frame_multiple}k+1" in row
+
+
+def test_the_printer_rewrites_only_the_generated_block(tmp_path: Path) -> None:
+    """``python -m components.store --write DOC`` replaces a stale block between the markers, keeps the text around
+    it, and a document without the markers is refused."""
+    doc = tmp_path / "models.md"
+    doc.write_text(f"# Before\n\n{DOC_BEGIN}\nstale table\n{DOC_END}\n\nAfter.\n")
+    assert main(["--write", str(doc)]) == 0
+    text = doc.read_text()
+    assert text.startswith("# Before\n\n") and text.endswith("\n\nAfter.\n") and "stale table" not in text
+    assert with_generated_tables(text) == text
+    with pytest.raises(ValueError):
+        with_generated_tables("no markers here")
