@@ -170,19 +170,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
         smaller=WAN22_5B,
         source="https://github.com/Wan-Video/Wan2.2; https://huggingface.co/Calamdor/Wan2.2-T2V-A14B-BF16",
     ),
-    CatalogEntry(
-        "Wan-AI/Wan2.2-I2V-A14B-Diffusers",
-        "wan2.2-a14b",
-        (I2V,),
-        27.0,
-        None,
-        80.0,
-        None,
-        5,
-        notes="two 14B experts; 80 GB VRAM for one GPU per the Wan 2.2 README; download size not stated",
-        smaller=WAN22_5B,
-        source="https://github.com/Wan-Video/Wan2.2",
-    ),
+    # Wan-AI/Wan2.2-I2V-A14B-Diffusers is not listed: no family runs its variant (the I2V class with two experts),
+    # so it is refused by name rather than offered (generation.families.registry.family_of_folder).
     # CogVideoX. Model cards: 2B "diffusers FP16: from 4GB*", 5B and 5B-I2V "diffusers BF16: from 5GB*" (* with
     # every diffusers optimisation: CPU offload, VAE tiling). Download of the 2B: text_encoder 4.99 + 4.53 GB,
     # transformer 3.39 GB (file listing); the VAE's size not stated. The 5B downloads are not stated.
@@ -246,7 +235,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     # HunyuanVideoCommunity, a duplicate of this repository), this repository's own listing not found.
     CatalogEntry(
         "hunyuanvideo-community/HunyuanVideo",
-        "hunyuan",
+        "hunyuanvideo-t2v",
         (T2V,),
         13.0,
         42.9,
@@ -263,7 +252,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     _tiny("kintsugi/tiny-wan22-a14b-random", "wan2.2-a14b", (T2V,)),
     _tiny("kintsugi/tiny-cogvideox-random", "cogvideox", (T2V,)),
     _tiny("kintsugi/tiny-ltx-random", "ltx", (T2V,)),
-    _tiny("kintsugi/tiny-hunyuan-random", "hunyuan", (T2V,)),
+    _tiny("kintsugi/tiny-hunyuan-random", "hunyuanvideo-t2v", (T2V,)),
 )
 
 
