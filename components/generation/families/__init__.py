@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task
+from components.generation.families.cogvideox import CogVideoX
+from components.generation.families.ltx import LTXVideo
 from components.generation.families.wan import Wan21TextToVideo
 from recovery.errors import ModelCompatibilityError
 
@@ -28,7 +30,11 @@ __all__ = [
 ]
 
 #: Most specific first: the first family whose ``matches`` holds is the folder's.
-FAMILIES: tuple[Family, ...] = (Wan21TextToVideo(),)
+FAMILIES: tuple[Family, ...] = (
+    Wan21TextToVideo(),
+    CogVideoX(),
+    LTXVideo(),
+)
 #: Rules for a model of unknown family until its folder is read (Wan's, the strictest common ones).
 DEFAULT_RULES = Wan21TextToVideo.rules
 

@@ -1,0 +1,164 @@
+"""CogVideoX text-to-video (``CogVideoXPipeline``).
+
+Latents are ``[B, F, C, H, W]`` (frames before channels); the pipeline decodes them as ``decode_latents`` does:
+permute to ``[B, C, F, H, W]``, multiply by ``1 / scaling_factor``, ``vae.decode``. CogVideoX 1.5 pads the latent
+frames to a multiple of the transformer's ``patch_size_t`` and drops the padding before decoding; the decode here
+drops it the same way.
+
+Shape rules, measured: the VAE turns ``L`` latent frames into ``4L`` frames when ``L`` is even and ``4(L-1)+1``
+when it is odd (it decodes in batches of two latent frames, the first batch taking the odd one), so only ``8k+1``
+frames come back as asked (5 → 8, 13 → 16); sides divisible by 8 pass the pipeline's check and crash in the
+transformer's 2×2 patches unless divisible by 16.
+
+The transformer's positional table has ``max_text_seq_length`` text slots (226 in every released model) and the
+call's ``max_sequence_length`` must equal it, or the video tokens get the positions of text tokens: the call takes
+it from the loaded transformer's config, and the tiny model is built with 226 like the real ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from components.generation.families.base import Family, ShapeRules, StepEnd, Task
+
+__all__ = ["CogVideoX", "cogvideox_decoder_chunks"]
+
+TINY_COGVIDEOX_ID = "kintsugi/tiny-cogvideox-random"
+#: The text length of every released CogVideoX transformer (``max_text_seq_length``) and the pipeline's default.
+MAX_TEXT_SEQ_LENGTH = 226
+SEED = 20261201
+
+
+def cogvideox_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
+    """How many times ``AutoencoderKLCogVideoX.decode`` calls its decoder for latents of ``latent_shape``
+    (``[B, F, C, H, W]``, as the pipeline returns them): once per batch of ``num_latent_frames_batch_size`` latent
+    frames, for every tile when tiling applies (the condition and the strides of its ``_decode``/``tiled_decode``)."""
+    _batch, frames, _channels, height, width = latent_shape
+    batches = max(int(frames) // vae.num_latent_frames_batch_size, 1)
+    tiled = width > vae.tile_latent_min_width or height > vae.tile_latent_min_height
+    if not (getattr(vae, "use_tiling", False) and tiled):
+        return batches
+    rows = len(range(0, height, int(vae.tile_latent_min_height * (1 - vae.tile_overlap_factor_height))))
+    columns = len(range(0, width, int(vae.tile_latent_min_width * (1 - vae.tile_overlap_factor_width))))
+    return batches * rows * columns
+
+
+class CogVideoX(Family):
+    name: ClassVar[str] = "cogvideox-t2v"
+    label: ClassVar[str] = "CogVideoX text-to-video"
+    pipeline_class: ClassVar[str] = "CogVideoXPipeline"
+    tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO,)
+    rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=16, frame_multiple=8, label="CogVideoX")
+    tiny_model_id: ClassVar[str] = TINY_COGVIDEOX_ID
+    known_models: ClassVar[tuple[str, ...]] = (TINY_COGVIDEOX_ID, "THUDM/CogVideoX-2b", "THUDM/CogVideoX-5b")
+
+    def call_arguments(self, request: Any, image: Any | None) -> dict[str, Any]:
+        return {**super().call_arguments(request, image), "max_sequence_length": MAX_TEXT_SEQ_LENGTH}
+
+    def denoise(self, pipe: Any, request: Any, image: Any | None, generator: Any, step_end: StepEnd) -> Any:
+        arguments = self.call_arguments(request, image)
+        arguments["max_sequence_length"] = int(pipe.transformer.config.max_text_seq_length)
+        return pipe(**arguments, generator=generator, output_type="latent", callback_on_step_end=step_end).frames
+
+    def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
+        """``CogVideoXPipeline.__call__``'s decode: drop CogVideoX 1.5's padding frames, then ``decode_latents``."""
+        import torch
+
+        with torch.no_grad():
+            latents = latents[:, _padding_frames(pipe, request.num_frames) :]
+            return pipe.decode_latents(latents)
+
+    def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
+        batch, frames, *rest = latent_shape
+        kept = (batch, frames - _padding_frames(pipe, request.num_frames), *rest)
+        return cogvideox_decoder_chunks(pipe.vae, kept)
+
+    def build_tiny(self) -> Any:
+        return build_tiny_cogvideox()
+
+
+def _padding_frames(pipe: Any, num_frames: int) -> int:
+    """The latent frames CogVideoX 1.5's pipeline adds in front (to a multiple of ``patch_size_t``); 0 for 1.0."""
+    patch_size_t = pipe.transformer.config.patch_size_t
+    latent_frames = (num_frames - 1) // pipe.vae_scale_factor_temporal + 1
+    if patch_size_t is None or latent_frames % patch_size_t == 0:
+        return 0
+    return int(patch_size_t - latent_frames % patch_size_t)
+
+
+def build_tiny_cogvideox() -> Any:  # -> diffusers.CogVideoXPipeline
+    """A random-weight CogVideoX with the real models' compression (8× spatial, 4× temporal, 2×2 patches) and
+    text length (226), so the tiny model follows the real shape rules; seeded and in eval mode."""
+    import torch
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXPipeline,
+        CogVideoXTransformer3DModel,
+    )
+    from transformers import T5Config, T5EncoderModel
+
+    from components.generation.embedded_model import TEXT_DIM, char_t5_tokenizer
+
+    tokenizer = char_t5_tokenizer()
+    torch.manual_seed(SEED)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=TEXT_DIM,
+        num_layers=1,
+        sample_width=8,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        temporal_compression_ratio=4,
+        max_text_seq_length=MAX_TEXT_SEQ_LENGTH,
+    )
+    torch.manual_seed(SEED + 1)
+    # Default sample size (480×720): tiles stay the real models' (small custom tiles decode to the wrong size).
+    vae = AutoencoderKLCogVideoX(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4,
+        up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        temporal_compression_ratio=4,
+    )
+    torch.manual_seed(SEED + 2)
+    text_encoder = T5EncoderModel(
+        T5Config(
+            vocab_size=len(tokenizer),
+            d_model=TEXT_DIM,
+            d_kv=8,
+            d_ff=64,
+            num_layers=2,
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    )
+    # CogVideoX-2b's scheduler configuration.
+    scheduler = CogVideoXDDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        set_alpha_to_one=True,
+        snr_shift_scale=3.0,
+        timestep_spacing="trailing",
+    )
+    modules: tuple[Any, ...] = (transformer, vae, text_encoder)
+    for module in modules:  # modules built in memory start in training mode
+        module.eval()
+    return CogVideoXPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
