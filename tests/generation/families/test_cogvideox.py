@@ -1,0 +1,173 @@
+"""CogVideoX: the shapes its pipeline changes silently are corrected first and reported, its folders are
+recognised, its tiny model builds the same twice, decode progress counts the VAE's frame batches, and a request
+runs through the service."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import imageio.v2 as imageio
+import pytest
+
+from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
+from components.generation.families.cogvideox import CogVideoX
+from components.generation.pipeline import VideoGenerator
+from components.generation.request import GenerationRequest, validate_request
+from components.service import GenerationService
+from components.settings import Settings
+from components.store.download import RetryPolicy
+from components.store.model_store import ModelStore
+from recovery.errors import GenerationCancelledError
+from tests.support.app_process import free_port
+
+TINY = "kintsugi/tiny-cogvideox-random"
+
+
+@pytest.fixture(scope="module")
+def folder(tiny_family_model: Callable[[str], Path]) -> Path:
+    return tiny_family_model(TINY)
+
+
+@pytest.fixture(scope="module")
+def generator(folder: Path) -> VideoGenerator:
+    generator = VideoGenerator(device="cpu", dtype="float32")
+    generator.load(folder, TINY)
+    return generator
+
+
+def _request(**changes: Any) -> GenerationRequest:
+    values: dict[str, Any] = dict(prompt="a paper boat", width=64, height=64, num_frames=9, steps=2, seed=5)
+    return GenerationRequest(**{**values, "model_id": TINY, **changes})
+
+
+def test_the_pipeline_alone_turns_13_frames_into_16(generator: VideoGenerator) -> None:
+    """Why the rule is 8k+1: an even latent frame count (13 frames → 4 latent frames) decodes to 4k frames."""
+    import torch
+
+    frames = generator.pipe(
+        **CogVideoX().call_arguments(_request(num_frames=13), None),
+        generator=torch.Generator().manual_seed(5),
+        output_type="np",
+    ).frames[0]
+    assert len(frames) == 16
+
+
+def test_13_frames_are_corrected_to_8k_plus_1_with_a_report() -> None:
+    """We make the change first and say so (17, the nearest 8k+1, not the pipeline's silent 16)."""
+    checked, corrections = validate_request(_request(num_frames=13))
+    assert checked.num_frames == 17
+    assert corrections == ["num_frames 13 → 17 (CogVideoX needs 8k+1 frames)"]
+
+
+def test_a_side_divisible_by_8_but_not_16_is_corrected_with_a_report(generator: VideoGenerator) -> None:
+    """72 passes the pipeline's own check (÷8) and crashes in the transformer's 2×2 patches."""
+    with pytest.raises(RuntimeError):
+        generator.pipe(**CogVideoX().call_arguments(_request(height=72), None), output_type="latent")
+    checked, corrections = validate_request(_request(height=72))
+    assert checked.height % 16 == 0
+    assert corrections == [f"height 72 → {checked.height} (CogVideoX needs sides divisible by 16)"]
+
+
+def test_a_hub_id_of_the_family_has_its_rules_before_any_download() -> None:
+    """A request for a released CogVideoX is corrected to its rules before the model is downloaded."""
+    assert isinstance(family_for_model_id("THUDM/CogVideoX-2b"), CogVideoX)
+    assert rules_for_model("THUDM/CogVideoX-5b").frame_multiple == 8
+
+
+def test_a_cogvideox_folder_is_recognised(folder: Path) -> None:
+    """The family comes from the folder's model_index.json."""
+    assert isinstance(family_of_folder(folder, TINY), CogVideoX)
+
+
+def test_the_tiny_model_builds_the_same_files_twice(tmp_path: Path) -> None:
+    """Seeded modules: two builds give the same sha256 for every file."""
+    from components.generation.embedded_model import build_tiny_model, read_manifest
+
+    first = read_manifest(build_tiny_model(TINY, tmp_path / "a"))["files"]
+    second = read_manifest(build_tiny_model(TINY, tmp_path / "b"))["files"]
+    assert first == second and any(name.startswith("transformer/") for name in first)
+
+
+@pytest.mark.parametrize(
+    ("frames", "width", "tiling", "chunks"),
+    # 17 frames are 5 latent frames: 2 batches; 384 px (48 latent) is wider than a default tile (45): 2 tiles
+    [(17, 64, False, 2), (9, 384, True, 2)],
+    ids=["untiled", "tiled"],
+)
+def test_decode_progress_counts_every_frame_batch_and_tile(
+    generator: VideoGenerator, folder: Path, tmp_path: Path, frames: int, width: int, tiling: bool, chunks: int
+) -> None:
+    """Progress and cancel hook the VAE's decoder, called once per batch of two latent frames (per tile when
+    tiled): the count announced is the count run, and the default tiles keep the video's size."""
+    from components.generation.request import RunOptions
+
+    seen: list[tuple[int, int]] = []
+    output = generator.generate(
+        _request(num_frames=frames, width=width, steps=1),
+        tmp_path / "a.mp4",
+        model_path=folder,
+        options=RunOptions(vae_tiling=tiling),
+        on_decode_step=lambda done, total: seen.append((done, total)),
+    )
+    assert seen == [(i, chunks) for i in range(1, chunks + 1)]
+    assert (output.frames, output.width, output.height) == (frames, width, 64)
+
+
+def test_a_cancel_between_frame_batches_stops_the_decode(
+    generator: VideoGenerator, folder: Path, tmp_path: Path
+) -> None:
+    """A stop asked for after the first frame batch ends the run before the second: cancelled, no video."""
+    decoded: list[int] = []
+    with pytest.raises(GenerationCancelledError) as caught:
+        generator.generate(
+            _request(num_frames=17, steps=1),
+            tmp_path / "a.mp4",
+            model_path=folder,
+            on_decode_step=lambda done, _total: decoded.append(done),
+            should_cancel=lambda: bool(decoded),
+        )
+    assert caught.value.phase == "decode" and decoded == [1]
+    assert not (tmp_path / "a.mp4").exists()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Iterator[GenerationService]:
+    """A service on a fresh data folder holding a copy of the session's tiny CogVideoX; the hub is a closed port."""
+    data_dir = tmp_path_factory.mktemp("data")
+    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
+    shutil.copytree(folder, settings.tiny_model_dir(TINY))
+    store = ModelStore(
+        settings.hub_cache_dir,
+        settings.store_state_dir,
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        retry=RetryPolicy(attempts=1),
+        catalog=(),
+    )
+    with GenerationService(settings, store=store) as started:
+        yield started
+
+
+def test_the_service_runs_the_tiny_cogvideox_with_the_frames_corrected(service: GenerationService) -> None:
+    """Through the service: the frame correction is reported first, and the mp4 has the corrected frames."""
+    stream = list(
+        service.generate(
+            {
+                "prompt": "a paper boat",
+                "width": 64,
+                "height": 64,
+                "num_frames": 13,
+                "steps": 2,
+                "seed": 3,
+                "model_id": TINY,
+            }
+        )
+    )
+    assert [e.message for e in stream if e.kind == "correction"] == ["num_frames 13 → 17 (CogVideoX needs 8k+1 frames)"]
+    result = stream[-1].data["result"]
+    assert result.request.model_id == TINY and result.output.model_id == TINY and not result.degraded
+    with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
