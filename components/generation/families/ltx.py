@@ -12,7 +12,9 @@ the same noise, hence the same frames, and a decode retried from kept latents gi
 VAE is 0.9.0-like (no timestep conditioning); the family's tests build a 0.9.1-like VAE to check that path too.
 
 Shape rules, measured: frames are floored silently to ``8k+1`` (the VAE compresses time 8×; 12 frames come back as
-9) and the pipeline refuses sides not divisible by 32 (its VAE compresses space 32×).
+9), the pipeline refuses sides not divisible by 32 (its VAE compresses space 32×), and one step fails: LTX-Video's
+scheduler stretches its sigmas to ``shift_terminal``, which divides by zero for a single sigma (NaN timesteps, then
+an ``IndexError`` in the scheduler's step), so at least 2 steps.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ class LTXVideo(Family):
     label: ClassVar[str] = "LTX-Video text-to-video"
     pipeline_class: ClassVar[str] = "LTXPipeline"
     tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO,)
-    rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=32, frame_multiple=8, label="LTX-Video")
+    rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=32, frame_multiple=8, min_steps=2, label="LTX-Video")
     tiny_model_id: ClassVar[str] = TINY_LTX_ID
     known_models: ClassVar[tuple[str, ...]] = (TINY_LTX_ID, "Lightricks/LTX-Video")
 
@@ -178,7 +180,7 @@ def build_tiny_ltx(*, timestep_conditioning: bool = False) -> Any:  # -> diffuse
             eos_token_id=1,
         )
     )
-    # LTX-Video's scheduler configuration.
+    # LTX-Video's scheduler configuration (its shift_terminal is why one step fails).
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=True,
         base_shift=0.95,
