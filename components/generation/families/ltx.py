@@ -1,4 +1,6 @@
-"""LTX-Video text-to-video (``LTXPipeline``).
+"""LTX-Video, text-to-video (``LTXPipeline``) and image-to-video (``LTXImageToVideoPipeline``): one checkpoint
+does both (``Lightricks/LTX-Video`` is the example of both pipelines), so a request with an image runs the
+image-to-video pipeline on the loaded pipeline's components, and one without runs text-to-video.
 
 Latents from ``output_type="latent"`` are *packed*: ``[B, S, C]``, one token per latent voxel, so the request's
 frame count and size are needed to unpack them (``_unpack_latents``), then they are denormalised
@@ -8,7 +10,10 @@ The VAEs of LTX-Video 0.9.1 and later have ``timestep_conditioning``: their deco
 and the pipeline first mixes the latents with fresh noise drawn from the call's generator *after* denoising. The
 generator has then drawn exactly one tensor, the initial latents (the flow-matching steps draw nothing from it),
 so the decode here re-seeds a CPU generator with the request's seed, draws that tensor again and then the noise:
-the same noise, hence the same frames, and a decode retried from kept latents gives them again. The tiny model's
+the same noise, hence the same frames, and a decode retried from kept latents gives them again. Image-to-video
+draws one more tensor first, the sample of the image's latent distribution; it is replayed too. (Diffusers'
+image-to-video decode draws this noise with ``torch.randn`` on the execution device, which a CPU generator cannot
+do on CUDA; here it is drawn on the CPU and moved, as ``randn_tensor`` does: the same numbers.) The tiny model's
 VAE is 0.9.0-like (no timestep conditioning); the family's tests build a 0.9.1-like VAE to check that path too.
 
 Shape rules, measured: frames are floored silently to ``8k+1`` (the VAE compresses time 8×; 12 frames come back as
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from components.generation.families.base import Family, ShapeRules, Task
+from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task
 
 __all__ = ["LTXVideo", "ltx_decoder_chunks"]
 
@@ -56,13 +61,18 @@ def ltx_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
 
 
 class LTXVideo(Family):
-    name: ClassVar[str] = "ltx-t2v"
-    label: ClassVar[str] = "LTX-Video text-to-video"
+    name: ClassVar[str] = "ltx-video"
+    label: ClassVar[str] = "LTX-Video"
     pipeline_class: ClassVar[str] = "LTXPipeline"
-    tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO,)
+    #: The same components saved by the image-to-video pipeline name that class in their index.
+    pipeline_classes: ClassVar[frozenset[str]] = frozenset({"LTXPipeline", "LTXImageToVideoPipeline"})
+    tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO)
     rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=32, frame_multiple=8, min_steps=2, label="LTX-Video")
     tiny_model_id: ClassVar[str] = TINY_LTX_ID
     known_models: ClassVar[tuple[str, ...]] = (TINY_LTX_ID, "Lightricks/LTX-Video")
+
+    def matches(self, folder: ModelFolder) -> bool:
+        return folder.class_name in self.pipeline_classes
 
     def call_arguments(self, request: Any, image: Any | None) -> dict[str, Any]:
         return {
@@ -72,8 +82,19 @@ class LTXVideo(Family):
             "decode_noise_scale": DECODE_NOISE_SCALE,
         }
 
+    def denoise(self, pipe: Any, request: Any, image: Any | None, generator: Any, step_end: StepEnd) -> Any:
+        """Text-to-video on ``pipe``; with an image, image-to-video on ``pipe``'s components."""
+        runner = pipe if image is None else image_to_video(pipe)
+        return runner(
+            **self.call_arguments(request, image),
+            generator=generator,
+            output_type="latent",
+            callback_on_step_end=step_end,
+        ).frames
+
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
-        """``LTXPipeline.__call__``'s decode, step for step, from the packed latents and the request's shape."""
+        """``LTXPipeline.__call__``'s decode (the image-to-video one is the same), step for step, from the packed
+        latents and the request's shape."""
         import torch
 
         with torch.no_grad():
@@ -96,6 +117,17 @@ class LTXVideo(Family):
         return build_tiny_ltx()
 
 
+def image_to_video(pipe: Any) -> Any:
+    """An ``LTXImageToVideoPipeline`` sharing ``pipe``'s components (no weights copied)."""
+    from diffusers import LTXImageToVideoPipeline
+
+    if isinstance(pipe, LTXImageToVideoPipeline):
+        return pipe
+    runner: Any = LTXImageToVideoPipeline(**pipe.components)
+    runner.set_progress_bar_config(disable=True)
+    return runner
+
+
 def _latent_shape(pipe: Any, request: Any) -> tuple[int, int, int, int, int]:
     """``[B, C, F, H, W]`` of the unpacked latents, as ``LTXPipeline.__call__`` computes them from the request."""
     frames = (request.num_frames - 1) // pipe.vae_temporal_compression_ratio + 1
@@ -111,6 +143,8 @@ def _noised_for_decode(pipe: Any, latents: Any, request: Any, shape: tuple[int, 
 
     device = pipe._execution_device
     generator = torch.Generator(device="cpu").manual_seed(int(request.seed or 0))
+    if request.image is not None:  # the sample of the image's latent distribution (one latent frame)
+        randn_tensor((*shape[:2], 1, *shape[3:]), generator=generator, device=device, dtype=pipe.vae.dtype)
     randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)  # the initial latents' draw
     noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
     timestep = torch.tensor([DECODE_TIMESTEP], device=device, dtype=latents.dtype)

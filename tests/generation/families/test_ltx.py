@@ -5,6 +5,7 @@ the service."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
-from components.generation.families.ltx import LTXVideo, build_tiny_ltx
+from components.generation.families.ltx import LTXVideo, build_tiny_ltx, image_to_video
 from components.generation.pipeline import VideoGenerator
 from components.generation.request import GenerationRequest, RunOptions, validate_request
 from components.service import GenerationService
@@ -97,6 +98,15 @@ def test_an_ltx_folder_is_recognised(folder: Path) -> None:
     assert isinstance(family_of_folder(folder, TINY), LTXVideo)
 
 
+def test_a_folder_saved_by_the_image_to_video_pipeline_is_ltx_too(folder: Path, tmp_path: Path) -> None:
+    """Both pipelines save the same components; the index names the one that saved them."""
+    copy = tmp_path / "i2v"
+    shutil.copytree(folder, copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    (copy / "model_index.json").write_text(json.dumps({**index, "_class_name": "LTXImageToVideoPipeline"}))
+    assert isinstance(family_of_folder(copy, "someone/ltx-i2v"), LTXVideo)
+
+
 def test_the_tiny_model_builds_the_same_files_twice(tmp_path: Path) -> None:
     """Seeded modules: two builds give the same sha256 for every file."""
     from components.generation.embedded_model import build_tiny_model, read_manifest
@@ -144,6 +154,38 @@ def test_the_decode_noise_comes_from_the_request_seed(timestep_aware: Any) -> No
     first, again = _decoded(timestep_aware, latents, request), _decoded(timestep_aware, latents, request)
     other = _decoded(timestep_aware, latents, _request(seed=8))
     assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+def _image(folder: Path, colour: tuple[int, int, int]) -> Path:
+    from PIL import Image
+
+    path = folder / f"image-{colour[0]}-{colour[1]}-{colour[2]}.png"
+    Image.new("RGB", (64, 64), colour).save(path)
+    return path
+
+
+def test_image_to_video_decodes_the_kept_latents_as_its_pipeline_does(timestep_aware: Any, tmp_path: Path) -> None:
+    """With an image the generator draws the image latent's sample first; the decode noise replays that too."""
+    import torch
+    from PIL import Image
+
+    family, request = LTXVideo(), _request(seed=7, image=str(_image(tmp_path, (200, 40, 40))))
+    image = Image.open(request.image or "").convert("RGB")
+    latents = family.denoise(timestep_aware, request, image, torch.Generator().manual_seed(7), _keep)
+    theirs = image_to_video(timestep_aware)(
+        **family.call_arguments(request, image), generator=torch.Generator().manual_seed(7), output_type="np"
+    ).frames[0]
+    assert float(np.abs(_decoded(timestep_aware, latents, request) - np.asarray(theirs)).max()) <= 1e-5
+
+
+def test_the_image_conditions_the_video(generator: VideoGenerator, folder: Path, tmp_path: Path) -> None:
+    """Same seed: the same image gives identical frames, another image different ones."""
+    red, blue = _image(tmp_path, (200, 40, 40)), _image(tmp_path, (40, 40, 200))
+    runs = [
+        generator.generate(_request(image=str(image)), tmp_path / f"{i}.mp4", model_path=folder).frames_sha256
+        for i, image in enumerate((red, red, blue))
+    ]
+    assert runs[0] == runs[1] != runs[2]
 
 
 @pytest.mark.parametrize(
