@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task
-from components.generation.families.cogvideox import CogVideoX
+from components.generation.families.cogvideox import CogVideoX, CogVideoXImageToVideo
 from components.generation.families.ltx import LTXVideo
 from components.generation.families.wan import Wan21TextToVideo
 from recovery.errors import ModelCompatibilityError
@@ -33,6 +33,7 @@ __all__ = [
 FAMILIES: tuple[Family, ...] = (
     Wan21TextToVideo(),
     CogVideoX(),
+    CogVideoXImageToVideo(),
     LTXVideo(),
 )
 #: Rules for a model of unknown family until its folder is read (Wan's, the strictest common ones).

@@ -1,4 +1,5 @@
-"""CogVideoX text-to-video (``CogVideoXPipeline``).
+"""CogVideoX, text-to-video (``CogVideoXPipeline``) and image-to-video (``CogVideoXImageToVideoPipeline``, its own
+weights: the transformer takes the image's latents as extra input channels).
 
 Latents are ``[B, F, C, H, W]`` (frames before channels); the pipeline decodes them as ``decode_latents`` does:
 permute to ``[B, C, F, H, W]``, multiply by ``1 / scaling_factor``, ``vae.decode``. CogVideoX 1.5 pads the latent
@@ -13,17 +14,22 @@ transformer's 2×2 patches unless divisible by 16.
 The transformer's positional table has ``max_text_seq_length`` text slots (226 in every released model) and the
 call's ``max_sequence_length`` must equal it, or the video tokens get the positions of text tokens: the call takes
 it from the loaded transformer's config, and the tiny model is built with 226 like the real ones.
+
+CogVideoX-5b-I2V's transformer has *learned* positional embeddings for one size (720×480): any other size fails at
+the first step. Such a model is refused before the first step, naming the side and the size it needs.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from components.generation.families.base import Family, ShapeRules, StepEnd, Task
+from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
+from recovery.errors import InvalidParameterError
 
-__all__ = ["CogVideoX", "cogvideox_decoder_chunks"]
+__all__ = ["CogVideoX", "CogVideoXImageToVideo", "build_tiny_cogvideox", "cogvideox_decoder_chunks"]
 
 TINY_COGVIDEOX_ID = "kintsugi/tiny-cogvideox-random"
+TINY_COGVIDEOX_I2V_ID = "kintsugi/tiny-cogvideox-i2v-random"
 #: The text length of every released CogVideoX transformer (``max_text_seq_length``) and the pipeline's default.
 MAX_TEXT_SEQ_LENGTH = 226
 SEED = 20261201
@@ -52,10 +58,33 @@ class CogVideoX(Family):
     tiny_model_id: ClassVar[str] = TINY_COGVIDEOX_ID
     known_models: ClassVar[tuple[str, ...]] = (TINY_COGVIDEOX_ID, "THUDM/CogVideoX-2b", "THUDM/CogVideoX-5b")
 
+    def check_folder(self, folder: ModelFolder) -> None:
+        """A transformer that takes the image's latents as extra channels is image-to-video; one that does not is
+        text-to-video: under the other class either fails at the first step with a channel mismatch."""
+        transformer = folder.config("transformer")
+        in_channels, out_channels = transformer.get("in_channels"), transformer.get("out_channels")
+        if not (in_channels and out_channels):
+            return
+        if self.needs_image and in_channels == out_channels:
+            raise class_mismatch(
+                folder,
+                self,
+                f"its transformer takes {in_channels} input channels, no image latents (a text-to-video model): "
+                "it cannot run image-to-video",
+            )
+        if not self.needs_image and in_channels != out_channels:
+            raise class_mismatch(
+                folder,
+                self,
+                f"its transformer takes {in_channels} input channels for {out_channels} latent ones "
+                "(an image-to-video model): it cannot run text-to-video",
+            )
+
     def call_arguments(self, request: Any, image: Any | None) -> dict[str, Any]:
         return {**super().call_arguments(request, image), "max_sequence_length": MAX_TEXT_SEQ_LENGTH}
 
     def denoise(self, pipe: Any, request: Any, image: Any | None, generator: Any, step_end: StepEnd) -> Any:
+        _check_learned_size(pipe, request)
         arguments = self.call_arguments(request, image)
         arguments["max_sequence_length"] = int(pipe.transformer.config.max_text_seq_length)
         return pipe(**arguments, generator=generator, output_type="latent", callback_on_step_end=step_end).frames
@@ -77,6 +106,40 @@ class CogVideoX(Family):
         return build_tiny_cogvideox()
 
 
+class CogVideoXImageToVideo(CogVideoX):
+    """CogVideoX's image-to-video weights: the same shape rules, latent layout and decode."""
+
+    name: ClassVar[str] = "cogvideox-i2v"
+    label: ClassVar[str] = "CogVideoX image-to-video"
+    pipeline_class: ClassVar[str] = "CogVideoXImageToVideoPipeline"
+    tasks: ClassVar[tuple[Task, ...]] = (Task.IMAGE_TO_VIDEO,)
+    tiny_model_id: ClassVar[str] = TINY_COGVIDEOX_I2V_ID
+    known_models: ClassVar[tuple[str, ...]] = (TINY_COGVIDEOX_I2V_ID, "THUDM/CogVideoX-5b-I2V")
+
+    def build_tiny(self) -> Any:
+        return build_tiny_cogvideox(image_to_video=True)
+
+
+def _check_learned_size(pipe: Any, request: Any) -> None:
+    """Refuse, before the first step, a size other than the one learned positional embeddings were trained at."""
+    config = pipe.transformer.config
+    if not config.use_learned_positional_embeddings:
+        return
+    ratio = pipe.vae_scale_factor_spatial
+    for name, value, needed in (
+        ("width", request.width, config.sample_width * ratio),
+        ("height", request.height, config.sample_height * ratio),
+    ):
+        if value != needed:
+            raise InvalidParameterError(
+                f"`{name}` must be {needed} for this model: its positional embeddings are learned at "
+                f"{config.sample_width * ratio}×{config.sample_height * ratio} (got {value})",
+                parameter=name,
+                value=value,
+                constraint=f"= {needed}",
+            )
+
+
 def _padding_frames(pipe: Any, num_frames: int) -> int:
     """The latent frames CogVideoX 1.5's pipeline adds in front (to a multiple of ``patch_size_t``); 0 for 1.0."""
     patch_size_t = pipe.transformer.config.patch_size_t
@@ -86,13 +149,17 @@ def _padding_frames(pipe: Any, num_frames: int) -> int:
     return int(patch_size_t - latent_frames % patch_size_t)
 
 
-def build_tiny_cogvideox() -> Any:  # -> diffusers.CogVideoXPipeline
+def build_tiny_cogvideox(*, image_to_video: bool = False, learned_positions: bool = False) -> Any:
     """A random-weight CogVideoX with the real models' compression (8× spatial, 4× temporal, 2×2 patches) and
-    text length (226), so the tiny model follows the real shape rules; seeded and in eval mode."""
+    text length (226), so the tiny model follows the real shape rules; seeded and in eval mode.
+    ``image_to_video``: a ``CogVideoXImageToVideoPipeline`` (the transformer takes the image latents too);
+    ``learned_positions``: rotary and learned positional embeddings, the latter at 64×64, as CogVideoX-5b-I2V's
+    are at 720×480 (tests)."""
     import torch
     from diffusers import (
         AutoencoderKLCogVideoX,
         CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
         CogVideoXPipeline,
         CogVideoXTransformer3DModel,
     )
@@ -104,8 +171,8 @@ def build_tiny_cogvideox() -> Any:  # -> diffusers.CogVideoXPipeline
     torch.manual_seed(SEED)
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=2,
-        attention_head_dim=8,
-        in_channels=4,
+        attention_head_dim=16 if learned_positions else 8,  # rotary splits a head in 4 + 6 + 6 (t, h, w)
+        in_channels=8 if image_to_video else 4,
         out_channels=4,
         time_embed_dim=8,
         text_embed_dim=TEXT_DIM,
@@ -116,6 +183,8 @@ def build_tiny_cogvideox() -> Any:  # -> diffusers.CogVideoXPipeline
         patch_size=2,
         temporal_compression_ratio=4,
         max_text_seq_length=MAX_TEXT_SEQ_LENGTH,
+        use_rotary_positional_embeddings=learned_positions,  # diffusers has learned ones only beside rotary ones
+        use_learned_positional_embeddings=learned_positions,
     )
     torch.manual_seed(SEED + 1)
     # Default sample size (480×720): tiles stay the real models' (small custom tiles decode to the wrong size).
@@ -159,6 +228,7 @@ def build_tiny_cogvideox() -> Any:  # -> diffusers.CogVideoXPipeline
     modules: tuple[Any, ...] = (transformer, vae, text_encoder)
     for module in modules:  # modules built in memory start in training mode
         module.eval()
-    return CogVideoXPipeline(
+    pipeline = CogVideoXImageToVideoPipeline if image_to_video else CogVideoXPipeline
+    return pipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )

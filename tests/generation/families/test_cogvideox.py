@@ -1,9 +1,11 @@
-"""CogVideoX: the shapes its pipeline changes silently are corrected first and reported, its folders are
-recognised, its tiny model builds the same twice, decode progress counts the VAE's frame batches, and a request
-runs through the service."""
+"""CogVideoX, text- and image-to-video: the shapes its pipeline changes silently are corrected first and reported,
+its folders are recognised (and refused under the wrong class), its tiny models build the same twice, a learned
+size is enforced before the first step, the image conditions the video, decode progress counts the VAE's frame
+batches, and requests run through the service."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,17 +15,18 @@ import imageio.v2 as imageio
 import pytest
 
 from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
-from components.generation.families.cogvideox import CogVideoX
+from components.generation.families.cogvideox import CogVideoX, CogVideoXImageToVideo, build_tiny_cogvideox
 from components.generation.pipeline import VideoGenerator
 from components.generation.request import GenerationRequest, validate_request
 from components.service import GenerationService
 from components.settings import Settings
 from components.store.download import RetryPolicy
 from components.store.model_store import ModelStore
-from recovery.errors import GenerationCancelledError
+from recovery.errors import GenerationCancelledError, InvalidParameterError, ModelCompatibilityError
 from tests.support.app_process import free_port
 
 TINY = "kintsugi/tiny-cogvideox-random"
+TINY_I2V = "kintsugi/tiny-cogvideox-i2v-random"
 
 
 @pytest.fixture(scope="module")
@@ -73,22 +76,99 @@ def test_a_side_divisible_by_8_but_not_16_is_corrected_with_a_report(generator: 
 
 def test_a_hub_id_of_the_family_has_its_rules_before_any_download() -> None:
     """A request for a released CogVideoX is corrected to its rules before the model is downloaded."""
-    assert isinstance(family_for_model_id("THUDM/CogVideoX-2b"), CogVideoX)
+    assert type(family_for_model_id("THUDM/CogVideoX-2b")) is CogVideoX
+    assert type(family_for_model_id("THUDM/CogVideoX-5b-I2V")) is CogVideoXImageToVideo
     assert rules_for_model("THUDM/CogVideoX-5b").frame_multiple == 8
 
 
-def test_a_cogvideox_folder_is_recognised(folder: Path) -> None:
+@pytest.mark.parametrize(("model_id", "family"), [(TINY, CogVideoX), (TINY_I2V, CogVideoXImageToVideo)])
+def test_a_cogvideox_folder_is_recognised(
+    tiny_family_model: Callable[[str], Path], model_id: str, family: type[CogVideoX]
+) -> None:
     """The family comes from the folder's model_index.json."""
-    assert isinstance(family_of_folder(folder, TINY), CogVideoX)
+    assert type(family_of_folder(tiny_family_model(model_id), model_id)) is family
 
 
-def test_the_tiny_model_builds_the_same_files_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("model_id", "claimed", "says"),
+    [(TINY_I2V, "CogVideoXPipeline", "image-to-video model"), (TINY, "CogVideoXImageToVideoPipeline", "no image")],
+    ids=["i2v-as-t2v", "t2v-as-i2v"],
+)
+def test_a_transformer_that_does_not_fit_its_class_is_refused_before_loading(
+    tiny_family_model: Callable[[str], Path], tmp_path: Path, model_id: str, claimed: str, says: str
+) -> None:
+    """Either way round the pipeline would fail only at its first step, with a channel mismatch."""
+    copy = tmp_path / "m"
+    shutil.copytree(tiny_family_model(model_id), copy)
+    index = json.loads((copy / "model_index.json").read_text())
+    (copy / "model_index.json").write_text(json.dumps({**index, "_class_name": claimed}))
+    with pytest.raises(ModelCompatibilityError, match=says) as caught:
+        family_of_folder(copy, "someone/mislabelled")
+    assert caught.value.model_id == "someone/mislabelled"
+
+
+@pytest.mark.parametrize("model_id", [TINY, TINY_I2V])
+def test_the_tiny_model_builds_the_same_files_twice(tmp_path: Path, model_id: str) -> None:
     """Seeded modules: two builds give the same sha256 for every file."""
     from components.generation.embedded_model import build_tiny_model, read_manifest
 
-    first = read_manifest(build_tiny_model(TINY, tmp_path / "a"))["files"]
-    second = read_manifest(build_tiny_model(TINY, tmp_path / "b"))["files"]
+    first = read_manifest(build_tiny_model(model_id, tmp_path / "a"))["files"]
+    second = read_manifest(build_tiny_model(model_id, tmp_path / "b"))["files"]
     assert first == second and any(name.startswith("transformer/") for name in first)
+
+
+def _image(folder: Path, colour: tuple[int, int, int]) -> Path:
+    from PIL import Image
+
+    path = folder / f"image-{colour[0]}-{colour[1]}-{colour[2]}.png"
+    Image.new("RGB", (64, 64), colour).save(path)
+    return path
+
+
+def test_learned_positions_refuse_another_size_before_the_first_step(tmp_path: Path) -> None:
+    """As CogVideoX-5b-I2V at any size but 720×480: refused naming the side, before any step has run."""
+    import torch
+    from PIL import Image
+
+    pipe = build_tiny_cogvideox(image_to_video=True, learned_positions=True)
+    steps: list[int] = []
+
+    def step_end(_pipe: Any, index: int, _timestep: Any, kwargs: dict) -> dict:
+        steps.append(index)
+        return kwargs
+
+    image = Image.open(_image(tmp_path, (200, 40, 40))).convert("RGB").resize((96, 64))
+    with pytest.raises(InvalidParameterError, match="`width` must be 64") as caught:
+        CogVideoXImageToVideo().denoise(pipe, _request(width=96), image, torch.Generator().manual_seed(5), step_end)
+    assert caught.value.parameter == "width" and steps == []
+
+
+def test_learned_positions_run_at_their_own_size(tmp_path: Path) -> None:
+    """The guard refuses only other sizes: at the learned 64×64 the model denoises."""
+    import torch
+    from PIL import Image
+
+    pipe = build_tiny_cogvideox(image_to_video=True, learned_positions=True)
+    pipe.set_progress_bar_config(disable=True)
+    image = Image.open(_image(tmp_path, (200, 40, 40))).convert("RGB")
+    latents = CogVideoXImageToVideo().denoise(
+        pipe, _request(steps=1), image, torch.Generator().manual_seed(5), lambda *args: args[-1]
+    )
+    assert tuple(latents.shape) == (1, 3, 4, 8, 8)
+
+
+def test_the_image_conditions_the_video(tiny_family_model: Callable[[str], Path], tmp_path: Path) -> None:
+    """Same seed: the same image gives identical frames, another image different ones."""
+    folder = tiny_family_model(TINY_I2V)
+    generator = VideoGenerator(device="cpu", dtype="float32")
+    red, blue = _image(tmp_path, (200, 40, 40)), _image(tmp_path, (40, 40, 200))
+    runs = [
+        generator.generate(
+            _request(model_id=TINY_I2V, image=str(image)), tmp_path / f"{i}.mp4", model_path=folder
+        ).frames_sha256
+        for i, image in enumerate((red, red, blue))
+    ]
+    assert runs[0] == runs[1] != runs[2]
 
 
 @pytest.mark.parametrize(
@@ -134,11 +214,15 @@ def test_a_cancel_between_frame_batches_stops_the_decode(
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Iterator[GenerationService]:
-    """A service on a fresh data folder holding a copy of the session's tiny CogVideoX; the hub is a closed port."""
+def service(
+    tmp_path_factory: pytest.TempPathFactory, tiny_family_model: Callable[[str], Path]
+) -> Iterator[GenerationService]:
+    """A service on a fresh data folder holding copies of the session's tiny CogVideoX models; the hub is a closed
+    port."""
     data_dir = tmp_path_factory.mktemp("data")
     settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(folder, settings.tiny_model_dir(TINY))
+    for model_id in (TINY, TINY_I2V):
+        shutil.copytree(tiny_family_model(model_id), settings.tiny_model_dir(model_id))
     store = ModelStore(
         settings.hub_cache_dir,
         settings.store_state_dir,
@@ -171,3 +255,13 @@ def test_the_service_runs_the_tiny_cogvideox_with_the_frames_corrected(service: 
     with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
+
+
+def test_the_service_runs_the_tiny_cogvideox_i2v_from_an_image(service: GenerationService, tmp_path: Path) -> None:
+    """Through the service with an image: the mp4 has the requested frames and size, made by the I2V model."""
+    request = _request(model_id=TINY_I2V, image=str(_image(tmp_path, (200, 40, 40))), seed=3)
+    result = service.generate_video(request)
+    assert result.request.model_id == TINY_I2V and result.output.model_id == TINY_I2V and not result.degraded
+    with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
+        frames = list(reader.iter_data())
+    assert len(frames) == 9 and frames[0].shape == (64, 64, 3)
