@@ -82,7 +82,11 @@ def build_parts(
             )
     worker = worker or Worker(
         WorkerConfig(
-            device=settings.device, dtype=settings.dtype, memory_cap=cap, load_timeout_s=settings.load_timeout_s
+            device=settings.device,
+            dtype=settings.dtype,
+            memory_cap=cap,
+            load_timeout_s=settings.load_timeout_s,
+            precision_cache=str(settings.data_dir / "precision_probe.json"),
         )
     )
     probe = HardwareProbe(cap)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.families import Family, family_of_folder
+from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
 from recovery.classify import classify_exception
@@ -168,9 +169,13 @@ def _latent_key(request: GenerationRequest) -> tuple:
 class VideoGenerator:
     """A warm diffusers video pipeline of any supported family, plus the latents of the last denoising run."""
 
-    def __init__(self, *, device: str = "auto", dtype: str = "bfloat16") -> None:
+    def __init__(
+        self, *, device: str = "auto", dtype: str = "bfloat16", precision: PrecisionChoice | None = None
+    ) -> None:
         self.device = resolve_device(device)
         self.dtype_name = dtype
+        # A dtype per component where the hardware is slow in ``dtype`` (the worker probes: generation.precision)
+        self.precision = precision or PrecisionChoice(dtype)
         if dtype == "float16" and self.device == "cpu":
             raise UnsupportedOperationError(
                 "`dtype` float16 is not supported on the CPU (got 'float16'); use bfloat16 or float32",
@@ -198,6 +203,10 @@ class VideoGenerator:
         self.unload()
         started = time.perf_counter()
         pipe = family.load(model_path, getattr(torch, self.dtype_name))
+        for component, dtype in self.precision.components.items():
+            module = getattr(pipe, component, None)
+            if module is not None:
+                module.to(dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.model_id, self.family = model_id, family
@@ -361,6 +370,12 @@ class VideoGenerator:
             steps_completed=steps_done[0],
             denoise_skipped=denoise_skipped,
             model_id=request.model_id,
+            component_dtypes={
+                name: str(getattr(self.pipe, name).dtype).removeprefix("torch.")
+                for name in self.precision.components
+                if getattr(self.pipe, name, None) is not None
+            },
+            precision_note=self.precision.reason,
         )
 
     def _run_phase(self, phase: str, steps_done: list[int], latents_kept: bool, call: Callable[[], Any]) -> Any:

@@ -55,6 +55,8 @@ class WorkerConfig:
     memory_cap: int | None = None  # bytes available to models and generation; None = no cap
     load_timeout_s: float = 600.0
     start_timeout_s: float = 120.0
+    # Where the per-machine dtype speed probe is remembered (generation.precision); None: probe at every start
+    precision_cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,18 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from components.generation.pipeline import WanGenerator, release_memory
+    from components.generation.pipeline import VideoGenerator, release_memory
+    from components.generation.precision import PrecisionProbe
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        generator = WanGenerator(device=config.device, dtype=config.dtype)
+        generator = VideoGenerator(device=config.device, dtype=config.dtype)
+        generator.precision = PrecisionProbe(config.precision_cache).choose(generator.device, config.dtype)
         info = {
             "pid": os.getpid(),
             "device": generator.device,
+            "component_dtypes": dict(generator.precision.components),
             **_apply_memory_cap(config.memory_cap, generator.device),
         }
         generator.memory_cap = config.memory_cap

@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
+from components.generation.families.tokenizers import char_t5_tokenizer
+from components.generation.families.vae_inputs import encoder_in_own_dtype
 from recovery.errors import InvalidParameterError
 
 __all__ = ["CogVideoX", "CogVideoXImageToVideo", "build_tiny_cogvideox", "cogvideox_decoder_chunks"]
@@ -32,6 +34,7 @@ TINY_COGVIDEOX_ID = "kintsugi/tiny-cogvideox-random"
 TINY_COGVIDEOX_I2V_ID = "kintsugi/tiny-cogvideox-i2v-random"
 #: The text length of every released CogVideoX transformer (``max_text_seq_length``) and the pipeline's default.
 MAX_TEXT_SEQ_LENGTH = 226
+TEXT_DIM = 32  # the tiny T5 text encoder's width
 SEED = 20261201
 
 
@@ -87,7 +90,8 @@ class CogVideoX(Family):
         _check_learned_size(pipe, request)
         arguments = self.call_arguments(request, image)
         arguments["max_sequence_length"] = int(pipe.transformer.config.max_text_seq_length)
-        return pipe(**arguments, generator=generator, output_type="latent", callback_on_step_end=step_end).frames
+        with encoder_in_own_dtype(pipe.vae):  # image-to-video encodes the image in the prompt's dtype
+            return pipe(**arguments, generator=generator, output_type="latent", callback_on_step_end=step_end).frames
 
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
         """``CogVideoXPipeline.__call__``'s decode: drop CogVideoX 1.5's padding frames, then ``decode_latents``."""
@@ -95,7 +99,9 @@ class CogVideoX(Family):
 
         with torch.no_grad():
             latents = latents[:, _padding_frames(pipe, request.num_frames) :]
-            return pipe.decode_latents(latents)
+            # A VAE kept in another dtype than the transformer (generation.precision) needs its own dtype; the
+            # pipeline's decode assumes one dtype for all, where this cast changes nothing.
+            return pipe.decode_latents(latents.to(pipe.vae.dtype))
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         batch, frames, *rest = latent_shape
@@ -164,8 +170,6 @@ def build_tiny_cogvideox(*, image_to_video: bool = False, learned_positions: boo
         CogVideoXTransformer3DModel,
     )
     from transformers import T5Config, T5EncoderModel
-
-    from components.generation.embedded_model import TEXT_DIM, char_t5_tokenizer
 
     tokenizer = char_t5_tokenizer()
     torch.manual_seed(SEED)

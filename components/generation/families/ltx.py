@@ -27,10 +27,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task
+from components.generation.families.tokenizers import char_t5_tokenizer
+from components.generation.families.vae_inputs import encoder_in_own_dtype
 
 __all__ = ["LTXVideo", "ltx_decoder_chunks"]
 
 TINY_LTX_ID = "kintsugi/tiny-ltx-random"
+TEXT_DIM = 32  # the tiny T5 text encoder's width
 SEED = 20261202
 #: Diffusers' advice for timestep-aware VAEs (LTX-Video 0.9.1 and later); a VAE without it ignores both.
 DECODE_TIMESTEP = 0.05
@@ -85,12 +88,13 @@ class LTXVideo(Family):
     def denoise(self, pipe: Any, request: Any, image: Any | None, generator: Any, step_end: StepEnd) -> Any:
         """Text-to-video on ``pipe``; with an image, image-to-video on ``pipe``'s components."""
         runner = pipe if image is None else image_to_video(pipe)
-        return runner(
-            **self.call_arguments(request, image),
-            generator=generator,
-            output_type="latent",
-            callback_on_step_end=step_end,
-        ).frames
+        with encoder_in_own_dtype(pipe.vae):  # image-to-video encodes the image in the prompt's dtype
+            return runner(
+                **self.call_arguments(request, image),
+                generator=generator,
+                output_type="latent",
+                callback_on_step_end=step_end,
+            ).frames
 
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
         """``LTXPipeline.__call__``'s decode (the image-to-video one is the same), step for step, from the packed
@@ -164,8 +168,6 @@ def build_tiny_ltx(*, timestep_conditioning: bool = False) -> Any:  # -> diffuse
         LTXVideoTransformer3DModel,
     )
     from transformers import T5Config, T5EncoderModel
-
-    from components.generation.embedded_model import TEXT_DIM, char_t5_tokenizer
 
     tokenizer = char_t5_tokenizer()
     torch.manual_seed(SEED)

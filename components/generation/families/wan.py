@@ -10,10 +10,37 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task, class_mismatch
+from components.generation.families.tokenizers import char_t5_tokenizer
 
-__all__ = ["Wan21TextToVideo", "wan_decode", "wan_decoder_chunks"]
+__all__ = ["Wan21TextToVideo", "build_tiny_wan", "wan_decode", "wan_decoder_chunks"]
 
 TINY_WAN_ID = "kintsugi/tiny-wan-random"
+SEED = 20261128
+TEXT_DIM = 32
+
+# Dimensions of the tiny pipeline. The transformer is sized a little above diffusers' test values so that
+# denoising has a real cost next to the VAE decode (see DESIGN.md, "where the time goes").
+TRANSFORMER_CONFIG = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=4,
+    attention_head_dim=16,
+    in_channels=16,
+    out_channels=16,
+    text_dim=TEXT_DIM,
+    freq_dim=32,
+    ffn_dim=128,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    rope_max_seq_len=1024,
+)
+VAE_CONFIG = dict(
+    base_dim=3,
+    z_dim=16,
+    dim_mult=[1, 1, 1, 1],
+    num_res_blocks=1,
+    temperal_downsample=[False, True, True],
+)
 
 
 def wan_decode(pipe: Any, latents: Any) -> Any:
@@ -84,6 +111,34 @@ class Wan21TextToVideo(Family):
         return wan_decoder_chunks(pipe.vae, latent_shape)
 
     def build_tiny(self) -> Any:
-        from components.generation.embedded_model import build_tiny_wan
-
         return build_tiny_wan()
+
+
+def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tokenizer = char_t5_tokenizer()
+    torch.manual_seed(SEED)
+    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
+    torch.manual_seed(SEED + 1)
+    vae = AutoencoderKLWan(**VAE_CONFIG)
+    torch.manual_seed(SEED + 2)
+    text_config = UMT5Config(
+        vocab_size=len(tokenizer),
+        d_model=TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+    )
+    text_encoder = UMT5EncoderModel(text_config)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
+    )

@@ -17,6 +17,7 @@ import pytest
 from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
 from components.generation.families.cogvideox import CogVideoX, CogVideoXImageToVideo, build_tiny_cogvideox
 from components.generation.pipeline import VideoGenerator
+from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationRequest, validate_request
 from components.service import GenerationService
 from components.settings import Settings
@@ -155,6 +156,18 @@ def test_learned_positions_run_at_their_own_size(tmp_path: Path) -> None:
         pipe, _request(steps=1), image, torch.Generator().manual_seed(5), lambda *args: args[-1]
     )
     assert tuple(latents.shape) == (1, 3, 4, 8, 8)
+
+
+def test_an_image_is_encoded_by_a_vae_kept_in_float32_beside_bfloat16(
+    tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Where bf16 convolutions are slow the VAE stays float32; the pipeline alone fails to encode the image then
+    (it casts the image to the prompt's dtype), so the family has the encoder cast it back."""
+    mixed = PrecisionChoice("bfloat16", {"vae": "float32"}, "bf16 convolutions are slow here")
+    generator = VideoGenerator(device="cpu", dtype="bfloat16", precision=mixed)
+    request = _request(model_id=TINY_I2V, image=str(_image(tmp_path, (200, 40, 40))))
+    output = generator.generate(request, tmp_path / "a.mp4", model_path=tiny_family_model(TINY_I2V))
+    assert output.frames == 9 and output.component_dtypes == {"vae": "float32"}
 
 
 def test_the_image_conditions_the_video(tiny_family_model: Callable[[str], Path], tmp_path: Path) -> None:

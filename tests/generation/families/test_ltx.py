@@ -18,6 +18,7 @@ import pytest
 from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
 from components.generation.families.ltx import LTXVideo, build_tiny_ltx, image_to_video
 from components.generation.pipeline import VideoGenerator
+from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationRequest, RunOptions, validate_request
 from components.service import GenerationService
 from components.settings import Settings
@@ -176,6 +177,18 @@ def test_image_to_video_decodes_the_kept_latents_as_its_pipeline_does(timestep_a
         **family.call_arguments(request, image), generator=torch.Generator().manual_seed(7), output_type="np"
     ).frames[0]
     assert float(np.abs(_decoded(timestep_aware, latents, request) - np.asarray(theirs)).max()) <= 1e-5
+
+
+def test_an_image_is_encoded_by_a_vae_kept_in_float32_beside_bfloat16(
+    tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """Where bf16 convolutions are slow the VAE stays float32; the pipeline alone fails to encode the image then
+    (it casts the image to the prompt's dtype), so the family has the encoder cast it back."""
+    mixed = PrecisionChoice("bfloat16", {"vae": "float32"}, "bf16 convolutions are slow here")
+    generator = VideoGenerator(device="cpu", dtype="bfloat16", precision=mixed)
+    request = _request(model_id=TINY, image=str(_image(tmp_path, (200, 40, 40))))
+    output = generator.generate(request, tmp_path / "a.mp4", model_path=tiny_family_model(TINY))
+    assert output.frames == 9 and output.component_dtypes == {"vae": "float32"}
 
 
 def test_the_image_conditions_the_video(generator: VideoGenerator, folder: Path, tmp_path: Path) -> None:
