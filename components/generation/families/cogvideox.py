@@ -53,7 +53,7 @@ def cogvideox_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
 
 
 class CogVideoX(Family):
-    name: ClassVar[str] = "cogvideox-t2v"
+    name: ClassVar[str] = "cogvideox"
     label: ClassVar[str] = "CogVideoX text-to-video"
     pipeline_class: ClassVar[str] = "CogVideoXPipeline"
     tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO,)

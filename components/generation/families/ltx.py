@@ -64,7 +64,7 @@ def ltx_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
 
 
 class LTXVideo(Family):
-    name: ClassVar[str] = "ltx-video"
+    name: ClassVar[str] = "ltx"
     label: ClassVar[str] = "LTX-Video"
     pipeline_class: ClassVar[str] = "LTXPipeline"
     #: The same components saved by the image-to-video pipeline name that class in their index.
