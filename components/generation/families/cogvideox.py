@@ -59,7 +59,12 @@ class CogVideoX(Family):
     tasks: ClassVar[tuple[Task, ...]] = (Task.TEXT_TO_VIDEO,)
     rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=16, frame_multiple=8, label="CogVideoX")
     tiny_model_id: ClassVar[str] = TINY_COGVIDEOX_ID
-    known_models: ClassVar[tuple[str, ...]] = (TINY_COGVIDEOX_ID, "THUDM/CogVideoX-2b", "THUDM/CogVideoX-5b")
+    known_models: ClassVar[tuple[str, ...]] = (
+        TINY_COGVIDEOX_ID,
+        "THUDM/CogVideoX-2b",
+        "THUDM/CogVideoX-5b",
+        "THUDM/CogVideoX1.5-5B",  # latent frames padded to pairs: same 8k+1 frames, padding dropped at decode
+    )
 
     def check_folder(self, folder: ModelFolder) -> None:
         """A transformer that takes the image's latents as extra channels is image-to-video; one that does not is
@@ -155,12 +160,15 @@ def _padding_frames(pipe: Any, num_frames: int) -> int:
     return int(patch_size_t - latent_frames % patch_size_t)
 
 
-def build_tiny_cogvideox(*, image_to_video: bool = False, learned_positions: bool = False) -> Any:
+def build_tiny_cogvideox(
+    *, image_to_video: bool = False, learned_positions: bool = False, version_1_5: bool = False
+) -> Any:
     """A random-weight CogVideoX with the real models' compression (8× spatial, 4× temporal, 2×2 patches) and
     text length (226), so the tiny model follows the real shape rules; seeded and in eval mode.
     ``image_to_video``: a ``CogVideoXImageToVideoPipeline`` (the transformer takes the image latents too);
     ``learned_positions``: rotary and learned positional embeddings, the latter at 64×64, as CogVideoX-5b-I2V's
-    are at 720×480 (tests)."""
+    are at 720×480 (tests); ``version_1_5``: CogVideoX 1.5's transformer (rotary positions, latent frames in
+    pairs, ``patch_size_t=2``, so the pipeline pads them; tests)."""
     import torch
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -172,10 +180,11 @@ def build_tiny_cogvideox(*, image_to_video: bool = False, learned_positions: boo
     from transformers import T5Config, T5EncoderModel
 
     tokenizer = char_t5_tokenizer()
+    rotary = learned_positions or version_1_5
     torch.manual_seed(SEED)
     transformer = CogVideoXTransformer3DModel(
         num_attention_heads=2,
-        attention_head_dim=16 if learned_positions else 8,  # rotary splits a head in 4 + 6 + 6 (t, h, w)
+        attention_head_dim=16 if rotary else 8,  # rotary splits a head in 4 + 6 + 6 (t, h, w)
         in_channels=8 if image_to_video else 4,
         out_channels=4,
         time_embed_dim=8,
@@ -185,9 +194,11 @@ def build_tiny_cogvideox(*, image_to_video: bool = False, learned_positions: boo
         sample_height=8,
         sample_frames=9,
         patch_size=2,
+        patch_size_t=2 if version_1_5 else None,
+        patch_bias=not version_1_5,
         temporal_compression_ratio=4,
         max_text_seq_length=MAX_TEXT_SEQ_LENGTH,
-        use_rotary_positional_embeddings=learned_positions,  # diffusers has learned ones only beside rotary ones
+        use_rotary_positional_embeddings=rotary,  # diffusers has learned ones only beside rotary ones
         use_learned_positional_embeddings=learned_positions,
     )
     torch.manual_seed(SEED + 1)

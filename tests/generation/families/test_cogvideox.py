@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 from components.generation.families import family_for_model_id, family_of_folder, rules_for_model
@@ -78,6 +79,7 @@ def test_a_side_divisible_by_8_but_not_16_is_corrected_with_a_report(generator: 
 def test_a_hub_id_of_the_family_has_its_rules_before_any_download() -> None:
     """A request for a released CogVideoX is corrected to its rules before the model is downloaded."""
     assert type(family_for_model_id("THUDM/CogVideoX-2b")) is CogVideoX
+    assert type(family_for_model_id("THUDM/CogVideoX1.5-5B")) is CogVideoX
     assert type(family_for_model_id("THUDM/CogVideoX-5b-I2V")) is CogVideoXImageToVideo
     assert rules_for_model("THUDM/CogVideoX-5b").frame_multiple == 8
 
@@ -182,6 +184,25 @@ def test_the_image_conditions_the_video(tiny_family_model: Callable[[str], Path]
         for i, image in enumerate((red, red, blue))
     ]
     assert runs[0] == runs[1] != runs[2]
+
+
+def test_cogvideox_1_5_padding_frames_are_dropped_before_the_decode_as_the_pipeline_does() -> None:
+    """1.5's transformer takes latent frames in pairs: 9 frames (3 latent) are denoised as 4, one padding frame in
+    front, which the pipeline drops before decoding; so does our decode, and 9 frames come back."""
+    import torch
+
+    pipe = build_tiny_cogvideox(version_1_5=True)
+    pipe.set_progress_bar_config(disable=True)
+    family, request = CogVideoX(), _request(seed=7)
+    latents = family.denoise(pipe, request, None, torch.Generator().manual_seed(7), lambda *args: args[-1])
+    theirs = pipe(
+        **family.call_arguments(request, None), generator=torch.Generator().manual_seed(7), output_type="np"
+    ).frames[0]
+    with torch.no_grad():
+        ours = pipe.video_processor.postprocess_video(family.decode(pipe, latents, request), output_type="np")[0]
+    assert latents.shape[1] == 4 and len(ours) == len(theirs) == 9
+    assert float(np.abs(np.asarray(ours) - np.asarray(theirs)).max()) <= 1e-5
+    assert family.decoder_chunks(pipe, tuple(latents.shape), request) == 1  # the 3 kept frames: one batch
 
 
 @pytest.mark.parametrize(
