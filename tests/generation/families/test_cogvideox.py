@@ -24,6 +24,7 @@ from components.service import GenerationService
 from components.settings import Settings
 from components.store.download import RetryPolicy
 from components.store.model_store import ModelStore
+from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery.errors import GenerationCancelledError, InvalidParameterError, ModelCompatibilityError
 from tests.support.app_process import free_port
 
@@ -286,6 +287,7 @@ def test_the_service_runs_the_tiny_cogvideox_with_the_frames_corrected(service: 
     assert [e.message for e in stream if e.kind == "correction"] == ["num_frames 13 → 17 (CogVideoX needs 8k+1 frames)"]
     result = stream[-1].data["result"]
     assert result.request.model_id == TINY and result.output.model_id == TINY and not result.degraded
+    assert EMBEDDED_MODEL_NOTE in result.notes  # labelled: random weights make noise
     with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 17 and frames[0].shape == (64, 64, 3)
@@ -296,6 +298,7 @@ def test_the_service_runs_the_tiny_cogvideox_i2v_from_an_image(service: Generati
     request = _request(model_id=TINY_I2V, image=str(_image(tmp_path, (200, 40, 40))), seed=3)
     result = service.generate_video(request)
     assert result.request.model_id == TINY_I2V and result.output.model_id == TINY_I2V and not result.degraded
+    assert EMBEDDED_MODEL_NOTE in result.notes  # labelled: random weights make noise
     with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 9 and frames[0].shape == (64, 64, 3)

@@ -24,6 +24,7 @@ from components.service import GenerationService
 from components.settings import Settings
 from components.store.download import RetryPolicy
 from components.store.model_store import ModelStore
+from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery.errors import GenerationCancelledError
 from tests.support.app_process import free_port
 
@@ -264,6 +265,7 @@ def test_the_service_runs_the_tiny_ltx_with_the_frames_corrected(service: Genera
     assert [e.message for e in stream if e.kind == "correction"] == ["num_frames 12 → 9 (LTX-Video needs 8k+1 frames)"]
     result = stream[-1].data["result"]
     assert result.request.model_id == TINY and result.output.model_id == TINY and not result.degraded
+    assert EMBEDDED_MODEL_NOTE in result.notes  # labelled: random weights make noise
     with imageio.get_reader(result.video_path, format="FFMPEG") as reader:
         frames = list(reader.iter_data())
     assert len(frames) == 9 and frames[0].shape == (64, 64, 3)
