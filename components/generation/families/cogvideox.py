@@ -16,7 +16,9 @@ call's ``max_sequence_length`` must equal it, or the video tokens get the positi
 it from the loaded transformer's config, and the tiny model is built with 226 like the real ones.
 
 CogVideoX-5b-I2V's transformer has *learned* positional embeddings for one size (720×480): any other size fails at
-the first step. Such a model is refused before the first step, naming the side and the size it needs.
+the first step. Such a model is refused before the first step, naming the side and the size it needs. (At another
+frame count than its 49 the transformer silently swaps its learned embeddings for sinusoidal ones; it runs, with
+whatever that costs in quality, so that is left to the user.)
 """
 
 from __future__ import annotations
