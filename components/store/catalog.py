@@ -204,7 +204,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     ),
     CatalogEntry(
         "THUDM/CogVideoX-5b-I2V",
-        "cogvideox",
+        "cogvideox-i2v",
         (I2V,),
         5.0,
         None,
@@ -219,7 +219,7 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     CatalogEntry(
         "Lightricks/LTX-Video",
         "ltx",
-        (T2V,),
+        (T2V, I2V),
         2.0,
         None,
         None,
@@ -251,7 +251,8 @@ ENTRIES: tuple[CatalogEntry, ...] = (
     _tiny("kintsugi/tiny-wan22-ti2v-random", "wan2.2-ti2v", (T2V, I2V)),
     _tiny("kintsugi/tiny-wan22-a14b-random", "wan2.2-a14b", (T2V,)),
     _tiny("kintsugi/tiny-cogvideox-random", "cogvideox", (T2V,)),
-    _tiny("kintsugi/tiny-ltx-random", "ltx", (T2V,)),
+    _tiny("kintsugi/tiny-cogvideox-i2v-random", "cogvideox-i2v", (I2V,)),
+    _tiny("kintsugi/tiny-ltx-random", "ltx", (T2V, I2V)),
     _tiny("kintsugi/tiny-hunyuan-random", "hunyuanvideo-t2v", (T2V,)),
 )
 

@@ -27,20 +27,17 @@ from components.store.catalog import (
 WAN_14B = "Wan-AI/Wan2.1-T2V-14B-Diffusers"
 WAN_13B = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 REGISTERED = {family.name for family in FAMILIES}
-#: Families that other branches of issue #15 register; until they are merged their entries are data only. The lead
-#: empties this set at the merge: ``test_families_landing_at_merge_are_not_registered_yet`` fails for each name
-#: that is registered by then, so none stays here by mistake.
-FAMILIES_LANDING_AT_MERGE = frozenset({"cogvideox", "ltx"})
 TINY_MODELS = {
     EMBEDDED_MODEL_ID: "wan2.1-t2v",
     "kintsugi/tiny-wan-i2v-random": "wan2.1-i2v",
     "kintsugi/tiny-wan22-ti2v-random": "wan2.2-ti2v",
     "kintsugi/tiny-wan22-a14b-random": "wan2.2-a14b",
     "kintsugi/tiny-cogvideox-random": "cogvideox",
+    "kintsugi/tiny-cogvideox-i2v-random": "cogvideox-i2v",
     "kintsugi/tiny-ltx-random": "ltx",
     "kintsugi/tiny-hunyuan-random": "hunyuanvideo-t2v",
 }
-EVERYTHING = IntelligentFallbackManager(ENTRIES)  # every known model, whether its family is merged yet or not
+EVERYTHING = IntelligentFallbackManager(ENTRIES)  # every known model
 
 
 def ids(suggestions) -> list[str]:
@@ -49,13 +46,8 @@ def ids(suggestions) -> list[str]:
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.model_id)
 def test_every_entry_names_a_family_the_generator_runs(entry: CatalogEntry) -> None:
-    """Each entry's family is a registered family's name (or one of those landing at the merge)."""
-    assert entry.family in REGISTERED | FAMILIES_LANDING_AT_MERGE
-
-
-def test_families_landing_at_merge_are_not_registered_yet() -> None:
-    """A family registered now must leave ``FAMILIES_LANDING_AT_MERGE``, so the check above covers it for real."""
-    assert not REGISTERED & FAMILIES_LANDING_AT_MERGE
+    """Each entry's family is a registered family's name."""
+    assert entry.family in REGISTERED
 
 
 def test_the_catalogue_lists_exactly_the_entries_whose_family_runs() -> None:

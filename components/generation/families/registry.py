@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, Task
+from components.generation.families.cogvideox import CogVideoX, CogVideoXImageToVideo
 from components.generation.families.hunyuan import HunyuanVideoTextToVideo
+from components.generation.families.ltx import LTXVideo
 from components.generation.families.wan import Wan21ImageToVideo, Wan21TextToVideo, Wan22A14B, Wan22TextImageToVideo
 from recovery.errors import ModelCompatibilityError
 
@@ -31,6 +33,9 @@ FAMILIES: tuple[Family, ...] = (
     Wan21ImageToVideo(),
     Wan21TextToVideo(),
     HunyuanVideoTextToVideo(),
+    CogVideoX(),
+    CogVideoXImageToVideo(),
+    LTXVideo(),
 )
 #: Rules for a model of unknown family until its folder is read (Wan's, the strictest common ones).
 DEFAULT_RULES = Wan21TextToVideo.rules
