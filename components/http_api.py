@@ -35,6 +35,13 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from components.generation.images import (
+    ImageLimits,
+    attach_image,
+    check_image_use,
+    decode_base64_image,
+    shown_request,
+)
 from components.generation.request import CORRELATION_ID, GenerationRequest, validate_request
 from components.journal import JournalEntry, RequestState
 from components.service import GenerationService
@@ -61,7 +68,7 @@ from components.views.rest_schema import (
 from recovery import events
 from recovery.errors import GenerationFailedError, InvalidParameterError, KintsugiError, RequestExistsError
 from recovery.events import RecoveryEvent
-from recovery.messages import api_error, guidance_for, scrub
+from recovery.messages import api_error, format_bytes, guidance_for, scrub
 from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 
 __all__ = [
@@ -81,6 +88,7 @@ __all__ = [
 _VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\.mp4$")
 _CLIENT_ERRORS = {"invalid_parameters", "unsupported_operation"}
 FALLBACK_HEADER = "Kintsugi-Fallback"
+_BODY_SLACK = 256 * 1024  # a body's bytes besides its image's base64 (two prompts of 2000 characters fit easily)
 
 
 def _invalid(problems: list[dict[str, Any]]) -> InvalidParameterError:
@@ -146,7 +154,7 @@ def repeat_answer(entry: JournalEntry | None, refusal: RequestExistsError) -> JS
             {
                 **request_status_json(entry),
                 "changes": result.get("changes", []),
-                "request": result.get("request"),
+                "request": shown_request(result["request"]) if result.get("request") else None,
                 "frames_sha256": result.get("frames_sha256"),
                 "seed": used.get("seed"),
                 "fallback": fallback.model_dump() if fallback else None,
@@ -215,9 +223,10 @@ def _conflict(service: GenerationService, key: str) -> JSONResponse:
 
 
 def _same_request(
-    service: GenerationService, entry: JournalEntry, body: GenerateBody | None, problems: list[dict[str, Any]]
+    service: GenerationService, entry: JournalEntry, sent: dict[str, Any] | None, problems: list[dict[str, Any]]
 ) -> bool:
-    """Whether a repeated key comes with the request it was first used for. An accepted request is compared as
+    """Whether a repeated key comes with the request it was first used for (``sent``: the body's request fields,
+    its image prepared; the same image at the same size is the same file). An accepted request is compared as
     checked (defaults filled in, shapes corrected; a seed left to chance matches the one drawn); one refused at
     validation matches the same refusal."""
     if entry.request is None:
@@ -227,9 +236,8 @@ def _same_request(
         if "fields" in stored:
             return bool(stored["fields"] == problems)
         return bool(stored.get("message") == scrub(problems_message(problems), data_dir=str(service.settings.data_dir)))
-    if body is None:
+    if sent is None:
         return False
-    sent = body.request_fields()
     try:
         checked, _ = validate_request(GenerationRequest.from_dict({"model_id": service.settings.model, **sent}))
         first = GenerationRequest.from_dict(dict(entry.request))
@@ -378,11 +386,15 @@ def _queue_message(correlation_id: str, ahead: int) -> dict[str, Any]:
 
 
 def _run_feeding(
-    service: GenerationService, feed: EventFeed, request: Mapping[str, Any], correlation_id: str
+    service: GenerationService,
+    feed: EventFeed,
+    request: Mapping[str, Any],
+    correlation_id: str,
+    corrections: list[str],
 ) -> GenerationResult:
     """Run a request to its result, its progress sent to the feed (on the threadpool)."""
     result: GenerationResult | None = None
-    for event in service.generate(request, correlation_id=correlation_id):
+    for event in service.generate(request, correlation_id=correlation_id, corrections=corrections):
         message = progress_message(event, correlation_id)
         if message is not None:
             feed.publish(message)
@@ -406,7 +418,7 @@ def _generated(result: GenerationResult, asked_model: str) -> JSONResponse:
         corrections=list(result.corrections),
         changes=list(result.changes),
         notes=list(result.notes),
-        request=UsedSettings(**result.request.to_dict()),
+        request=UsedSettings(**shown_request(result.request.to_dict())),
         seed=seed,
         timings=dict(result.output.timings),
         frames_sha256=result.output.frames_sha256,
@@ -424,6 +436,46 @@ class _EventStream(JSONResponse):
 
 
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def body_limit(service: GenerationService) -> int:
+    """The most bytes a ``POST /api/v1/generate`` body may have: the largest image's base64 and the rest."""
+    return 4 * -(-service.settings.max_upload_bytes // 3) + _BODY_SLACK
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or ``None`` once it is past ``limit`` bytes (by its Content-Length, else as it streams in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _with_image(service: GenerationService, sent: dict[str, Any], text: str) -> tuple[dict[str, Any], list[str]]:
+    """The body's request fields with its base64 image prepared (a path only the server sees), and the
+    corrections preparing it made. A model known to be text-to-video refuses it before it is decoded."""
+    request = GenerationRequest.from_dict({"model_id": service.settings.model, **sent})
+    check_image_use(request.model_id, True)
+    limit = service.settings.max_upload_bytes
+    data = decode_base64_image(text, max_bytes=limit)
+    attached, corrections = attach_image(
+        request, data, service.settings.uploads_dir, limits=ImageLimits(max_bytes=limit)
+    )
+    return {**sent, "image": attached.image}, corrections
+
+
+def _problem(error: InvalidParameterError, data_dir: str) -> dict[str, Any]:
+    return {
+        "parameter": error.parameter or "body",
+        "value": shown_value(error.value, data_dir),
+        "constraint": error.constraint or str(error),
+    }
 
 
 def _openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -466,6 +518,10 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
                 },
             },
             409: {"model": ErrorResponse, "description": "The Idempotency-Key's request is still running"},
+            413: {
+                "model": ErrorResponse,
+                "description": "A body larger than the largest image's base64 (KINTSUGI_MAX_UPLOAD_BYTES) allows",
+            },
             415: {"model": ErrorResponse, "description": "A content type other than application/json"},
             **_ERRORS,
         },
@@ -497,28 +553,42 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
             return _body_error(
                 service, "Idempotency-Key", idempotency_key, "must be 1 to 64 letters, digits, `_` or `-`"
             )
+        limit = body_limit(service)
+        text = await _read_body(request, limit)
+        if text is None:
+            return _body_error(
+                service, "body", None, f"must be at most {format_bytes(limit)}", got="more", status_code=413
+            )
         try:
-            raw = json.loads(await request.body())
+            raw = json.loads(text)
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
             return _body_error(service, "body", None, "must be a JSON object", got="text that is not JSON")
         if not isinstance(raw, dict):
             return _body_error(service, "body", raw, "must be a JSON object", got=f"a JSON {type(raw).__name__}")
-        body, problems = check_body(raw, data_dir=str(service.settings.data_dir))
+        data_dir = str(service.settings.data_dir)
+        body, problems = check_body(raw, data_dir=data_dir)
+        sent = body.request_fields() if body is not None else None
+        image_corrections: list[str] = []
+        if body is not None and sent is not None and body.image is not None:
+            try:
+                sent, image_corrections = await run_in_threadpool(_with_image, service, sent, body.image)
+            except InvalidParameterError as exc:
+                body, sent, problems = None, None, [_problem(exc, data_dir)]
         if idempotency_key is not None and (entry := service.request_status(idempotency_key)) is not None:
-            return _repeated(service, entry, body, problems)
+            return _repeated(service, entry, sent, problems)
         try:
-            if body is None:
+            if body is None or sent is None:
                 failure = await run_in_threadpool(service.refuse, _invalid(problems), idempotency_key, fields=problems)
                 return JSONResponse({**failure.report, "correlation_id": failure.correlation_id}, status_code=422)
             correlation_id = idempotency_key or service.keeper.claim(None)
             line.join(correlation_id)
             try:
-                result = await run_in_threadpool(_run_feeding, service, feed, body.request_fields(), correlation_id)
+                result = await run_in_threadpool(_run_feeding, service, feed, sent, correlation_id, image_corrections)
             finally:
                 line.leave(correlation_id)
         except RequestExistsError as exc:  # the key was journaled meanwhile, by a request sent at the same time
             entry = service.request_status(exc.correlation_id or "")
-            return _repeated(service, entry, body, problems) if entry is not None else repeat_answer(None, exc)
+            return _repeated(service, entry, sent, problems) if entry is not None else repeat_answer(None, exc)
         except GenerationFailedError as exc:
             return JSONResponse(
                 {**exc.report, "correlation_id": exc.correlation_id}, status_code=_failure_status(exc.report)
@@ -643,9 +713,9 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
 
 
 def _repeated(
-    service: GenerationService, entry: JournalEntry, body: GenerateBody | None, problems: list[dict[str, Any]]
+    service: GenerationService, entry: JournalEntry, sent: dict[str, Any] | None, problems: list[dict[str, Any]]
 ) -> JSONResponse:
     """A key already journaled: the first answer for the same request, a conflict for a different one."""
-    if not _same_request(service, entry, body, problems):
+    if not _same_request(service, entry, sent, problems):
         return _conflict(service, entry.id)
     return repeat_answer(entry, service.keeper.exists(entry.id))
