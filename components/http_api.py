@@ -76,6 +76,7 @@ __all__ = [
     "EventFeed",
     "FeedSubscription",
     "RestQueue",
+    "body_limit",
     "build_router",
     "progress_message",
     "recovery_message",

@@ -5,10 +5,13 @@ field; the answers carry the settings and the seed used."""
 
 from __future__ import annotations
 
+import base64
+import io
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +20,9 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
+from components.generation.families import family_for_model_id
 from components.generation.request import GenerationRequest
-from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, build_router, progress_message
+from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, body_limit, build_router, progress_message
 from components.journal import RequestState
 from components.service import GenerationService
 from components.settings import Settings
@@ -35,6 +39,7 @@ from tests.support.app_process import free_port
 from tests.support.spec import SPEC_ERROR_KEYS
 
 SMALL = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
+I2V = "kintsugi/tiny-wan-i2v-random"
 
 
 @pytest.fixture(scope="module")
@@ -330,6 +335,106 @@ def test_a_video_named_in_the_new_form_is_served(client: TestClient, service: Ge
 
 
 # -- the feed's own messages --------------------------------------------------------------------------------------
+# -- image-to-video: the image as base64 -------------------------------------------------------------------------
+def _png(size: tuple[int, int] = (80, 48), colour: str = "red", fmt: str = "PNG") -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("image", "constraint", "value"),
+    [
+        ("this is not base64!", "must be base64 text or a data URL", "text that is not base64"),
+        (_png(fmt="GIF"), "must be a PNG, JPEG or WebP image", "a GIF image"),
+        ("data:image/png;base64," + _png(fmt="BMP"), "must be a PNG, JPEG or WebP image", "a BMP image"),
+        (12345, "must be base64 text or a data URL (data:image/png;base64,...)", 12345),
+    ],
+    ids=["not-base64", "gif", "bmp-data-url", "a-number"],
+)
+def test_a_bad_image_is_refused_naming_image_and_nothing_runs(
+    client: TestClient, service: GenerationService, image: Any, constraint: str, value: Any
+) -> None:
+    """Base64 that is not, a format other than PNG/JPEG/WebP, or not text at all: 422 in our shape, `image`
+    named in `fields` with what was sent (described, never echoed), journaled as refused, no video."""
+    before = _outputs(service)
+    answer = client.post("/api/v1/generate", json={**SMALL, "model_id": "someone/an-image-model", "image": image})
+    error = _error(answer)
+    assert error["type"] == "invalid_parameters"
+    assert error["fields"] == [{"parameter": "image", "value": value, "constraint": constraint}]
+    entry = service.request_status(answer.json()["correlation_id"])
+    assert entry is not None and entry.status is RequestState.FAILED and entry.request is None
+    assert _outputs(service) == before
+
+
+def test_an_image_over_the_upload_limit_is_refused_naming_image(
+    client: TestClient, service: GenerationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image past KINTSUGI_MAX_UPLOAD_BYTES (here 2 KiB) is refused by its size, named."""
+    monkeypatch.setattr(service, "settings", replace(service.settings, max_upload_bytes=2048))
+    noise = base64.b64encode(bytes(range(256)) * 12).decode()  # about 3 KB: refused before it is decoded
+    error = _error(client.post("/api/v1/generate", json={**SMALL, "model_id": "someone/a-model", "image": noise}))
+    assert [field["parameter"] for field in error["fields"]] == ["image"]
+    assert error["fields"][0]["constraint"] == "must be at most 2.0 KiB"
+
+
+def test_a_body_far_over_the_limit_is_413_before_it_is_parsed(
+    client: TestClient, service: GenerationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body larger than the largest image's base64 and the rest allow is refused with 413 naming `body`,
+    from its Content-Length, before it is read as JSON; nothing is journaled."""
+    monkeypatch.setattr(service, "settings", replace(service.settings, max_upload_bytes=2048))
+    answer = client.post("/api/v1/generate", json={**SMALL, "image": "A" * (body_limit(service) + 10)})
+    error = _error(answer, 413)
+    assert error["fields"][0]["parameter"] == "body" and answer.json()["correlation_id"] is None
+
+
+def test_a_text_to_video_model_refuses_an_image_before_anything_runs(
+    client: TestClient, service: GenerationService
+) -> None:
+    """The built-in Wan text-to-video model with an image: 422 naming `image` and the model, before the image is
+    decoded or anything runs."""
+    uploads = service.settings.uploads_dir
+    before, runs, kept = _outputs(service), _runs(service), len(list(uploads.glob("*"))) if uploads.exists() else 0
+    answer = client.post("/api/v1/generate", json={**SMALL, "image": _png()})
+    error = _error(answer)
+    (field,) = error["fields"]
+    assert field["parameter"] == "image"
+    assert field["constraint"].startswith("is not taken by kintsugi/tiny-wan-random")
+    assert "`image` is not taken" in error["message"]
+    assert (_outputs(service), _runs(service)) == (before, runs)
+    assert (len(list(uploads.glob("*"))) if uploads.exists() else 0) == kept
+
+
+def test_openapi_documents_the_image(client: TestClient) -> None:
+    """The body's `image` is documented as base64 with its limits, the answer's as a file name; 413 is listed."""
+    document = client.get("/api/v1/openapi.json").json()
+    operation = document["paths"]["/api/v1/generate"]["post"]
+    body = _schema(document, operation["requestBody"]["content"]["application/json"]["schema"])
+    image = body["properties"]["image"]
+    assert image["contentEncoding"] == "base64" and "PNG, JPEG or WebP" in image["description"]
+    assert "KINTSUGI_MAX_UPLOAD_BYTES" in image["description"]
+    assert "image" in document["components"]["schemas"]["UsedSettings"]["properties"]
+    assert operation["responses"]["413"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+
+
+@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
+def test_an_image_to_video_model_makes_a_video_from_a_base64_image(client: TestClient) -> None:
+    """The tiny Wan image-to-video model with a data-URL PNG: a video; the crop is in `corrections`, the image in
+    `request` by its file name (no path)."""
+    body = {**SMALL, "model_id": I2V, "image": "data:image/png;base64," + _png((80, 48))}
+    answer = client.post("/api/v1/generate", json=body)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert "image 80×48 → cropped and resized to 64×64" in result["corrections"]
+    assert result["request"]["image"].endswith(".png") and "/" not in result["request"]["image"]
+    assert client.get(result["video_url"]).status_code == 200
+
+
 def test_queue_positions_move_up_as_requests_ahead_end() -> None:
     """Three REST requests in flight are at 1, 2, 3; when the first ends, the two behind it are told 1 and 2."""
     sent: list[dict[str, Any]] = []

@@ -360,6 +360,9 @@ class UsedSettings(BaseModel):
     seed: int
     fps: int
     model_id: str
+    image: str | None = Field(
+        default=None, description="image-to-video: the prepared start image's file name (its sha256), not a path"
+    )
 
 
 class Fallback(BaseModel):
