@@ -37,7 +37,7 @@ from components.views.models import (
     picker_model_ids,
 )
 from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT_JS, SCROLL_TO_VIDEO_JS, prompt_counter
-from components.views.presenters import failure_html, scenario_markdown, summary_markdown
+from components.views.presenters import failure_html, form_words, scenario_markdown, summary_markdown
 from components.views.studio import (
     ASPECTS,
     CANCELLED_AT_NOTICE,
@@ -54,6 +54,7 @@ from components.views.studio import (
     form_request,
     form_values,
     image_field,
+    image_note,
     preset_size,
 )
 from recovery import GenerationFailedError, InvalidParameterError, RequestCancelledError
@@ -254,9 +255,8 @@ def image_preview(image: str | None, model_id: str, width: float, height: float)
             {"prompt": "preview", "model_id": model_id, "width": width, "height": height}, image
         )
     except InvalidParameterError as exc:
-        return gr.Image(value=None, visible=False), f"**This image cannot be used:** {exc}"
-    note = "; ".join(corrections) if corrections else "used as it is"
-    return gr.Image(value=request["image"], visible=True), f"Start image: {note}."
+        return gr.Image(value=None, visible=False), f"**This image cannot be used:** {form_words(str(exc))}"
+    return gr.Image(value=request["image"], visible=True), image_note(corrections)
 
 
 def stop(correlation_id: str | None) -> Any:

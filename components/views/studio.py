@@ -46,6 +46,7 @@ __all__ = [
     "form_image",
     "form_values",
     "image_field",
+    "image_note",
     "plan_prompt",
     "preset_size",
 ]
@@ -164,6 +165,12 @@ def form_image(
     checked = GenerationRequest.from_dict({"model_id": default_model, **request})
     attached, corrections = attach_image(checked, image, uploads_dir, limits=ImageLimits(max_bytes=max_bytes))
     return {**request, "image": attached.image}, corrections
+
+
+def image_note(corrections: Iterable[str]) -> str:
+    """What the page says under a prepared start image: the changes made to it, in the form's words."""
+    lines = [form_words(line) for line in corrections]
+    return "; ".join(lines) + "." if lines else "Start image used as it is (already at the video's size)."
 
 
 #: The plan notice's buttons, one per ``PLAN_CHOICES`` entry, as the page words them.
