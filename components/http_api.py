@@ -34,6 +34,8 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
 from components.generation.images import (
     ImageLimits,
@@ -458,17 +460,52 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _with_image(service: GenerationService, sent: dict[str, Any], text: str) -> tuple[dict[str, Any], list[str]]:
-    """The body's request fields with its base64 image prepared (a path only the server sees), and the
-    corrections preparing it made. A model known to be text-to-video refuses it before it is decoded."""
+def _with_image(
+    service: GenerationService, sent: dict[str, Any], image: str | bytes
+) -> tuple[dict[str, Any], list[str]]:
+    """The body's request fields with its image (base64 text, or an uploaded file's bytes) prepared (a path only
+    the server sees), and the corrections preparing it made. A model known to be text-to-video refuses it before
+    it is decoded."""
     request = GenerationRequest.from_dict({"model_id": service.settings.model, **sent})
     check_image_use(request.model_id, True)
     limit = service.settings.max_upload_bytes
-    data = decode_base64_image(text, max_bytes=limit)
+    data = decode_base64_image(image, max_bytes=limit) if isinstance(image, str) else image
     attached, corrections = attach_image(
         request, data, service.settings.uploads_dir, limits=ImageLimits(max_bytes=limit)
     )
     return {**sent, "image": attached.image}, corrections
+
+
+_FORM_SHAPE = "must be multipart/form-data with a `request` field (the JSON object) and an optional `image` file"
+
+
+async def _multipart(
+    service: GenerationService, request: Request, data: bytes
+) -> tuple[bytes, bytes | None] | JSONResponse:
+    """A multipart body's ``request`` field (the JSON object, as text) and its ``image`` file's bytes; or the
+    refusal, naming the part, of a body of another shape (nothing journaled)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=2, max_fields=4)
+    except (MultiPartException, HTTPException):
+        return _body_error(service, "body", None, _FORM_SHAPE, got="a body of another shape")
+    try:
+        unknown = sorted(set(form.keys()) - {"request", "image"})
+        if unknown:
+            return _body_error(service, unknown[0], None, "is not a part (send `request` and `image`)", got="a part")
+        fields, image = form.get("request"), form.get("image")
+        if not isinstance(fields, str):
+            got = "a file" if fields is not None else "no `request` field"
+            return _body_error(service, "request", None, "must be a field holding the request as JSON", got=got)
+        if isinstance(image, str):
+            constraint = "must be a file part (or base64 in the request's `image`)"
+            return _body_error(service, "image", None, constraint, got="a text field")
+        return fields.encode(), (await image.read() if image is not None else None)
+    finally:
+        await form.close()
 
 
 def _problem(error: InvalidParameterError, data_dir: str) -> dict[str, Any]:
@@ -482,6 +519,24 @@ def _problem(error: InvalidParameterError, data_dir: str) -> dict[str, Any]:
 def _openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
+
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["request"],
+    "properties": {
+        "request": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the request as a JSON object (`GenerateBody`, without `image`)",
+        },
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "the start image of an image-to-video model: a PNG, JPEG or WebP file, checked as "
+            "`GenerateBody.image` is",
+        },
+    },
+}
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
@@ -523,13 +578,19 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
                 "model": ErrorResponse,
                 "description": "A body larger than the largest image's base64 (KINTSUGI_MAX_UPLOAD_BYTES) allows",
             },
-            415: {"model": ErrorResponse, "description": "A content type other than application/json"},
+            415: {
+                "model": ErrorResponse,
+                "description": "A content type other than application/json or multipart/form-data",
+            },
             **_ERRORS,
         },
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _openapi_schema(GenerateBody)}},
+                "content": {
+                    "application/json": {"schema": _openapi_schema(GenerateBody)},
+                    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+                },
             }
         },
     )
@@ -548,8 +609,10 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         the request's ``correlation_id`` (for ``GET /api/v1/requests/{id}``)."""
         service = get_service()
         content_type = request.headers.get("content-type")
-        if content_type is not None and content_type.split(";", 1)[0].strip().lower() != "application/json":
-            return _body_error(service, "Content-Type", content_type, "must be application/json", status_code=415)
+        media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+        if media not in ("application/json", "multipart/form-data"):
+            constraint = "must be application/json or multipart/form-data"
+            return _body_error(service, "Content-Type", content_type, constraint, status_code=415)
         if idempotency_key is not None and not CORRELATION_ID.fullmatch(idempotency_key):
             return _body_error(
                 service, "Idempotency-Key", idempotency_key, "must be 1 to 64 letters, digits, `_` or `-`"
@@ -560,6 +623,12 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
             return _body_error(
                 service, "body", None, f"must be at most {format_bytes(limit)}", got="more", status_code=413
             )
+        upload: bytes | None = None
+        if media == "multipart/form-data":
+            parts = await _multipart(service, request, text)
+            if isinstance(parts, JSONResponse):
+                return parts
+            text, upload = parts
         try:
             raw = json.loads(text)
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
@@ -570,9 +639,15 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         body, problems = check_body(raw, data_dir=data_dir)
         sent = body.request_fields() if body is not None else None
         image_corrections: list[str] = []
-        if body is not None and sent is not None and body.image is not None:
+        image: str | bytes | None = body.image if body is not None else None
+        if upload is not None:
+            if image is not None:
+                constraint = "must be sent once: as a file part or as base64 in the request, not both"
+                body, sent, problems = None, None, [{"parameter": "image", "value": None, "constraint": constraint}]
+            image = upload
+        if body is not None and sent is not None and image is not None:
             try:
-                sent, image_corrections = await run_in_threadpool(_with_image, service, sent, body.image)
+                sent, image_corrections = await run_in_threadpool(_with_image, service, sent, image)
             except InvalidParameterError as exc:
                 body, sent, problems = None, None, [_problem(exc, data_dir)]
         if idempotency_key is not None and (entry := service.request_status(idempotency_key)) is not None:
