@@ -809,7 +809,8 @@ def build_server() -> FastAPI:
         server,
         demo,
         path="/",
-        allowed_paths=[str(get_service().settings.outputs_dir)],
+        # the videos, and the prepared start images the page shows back (the data folder may be anywhere)
+        allowed_paths=[str(get_service().settings.outputs_dir), str(get_service().settings.uploads_dir)],
         show_error=False,
         css=CSS,
         head=HEAD,
