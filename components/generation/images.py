@@ -22,7 +22,6 @@ import binascii
 import hashlib
 import io
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -191,26 +190,26 @@ def _decoded(data: bytes, limits: ImageLimits) -> tuple[Any, str]:
     fmt = _sniffed(data[:16])
     if fmt is None:
         raise _refuse("must be a PNG, JPEG or WebP image", _kind(data[:16]))
-    with warnings.catch_warnings():
-        # PIL warns past MAX_IMAGE_PIXELS and raises past twice that: both are a refusal here.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data), formats=[fmt])
-            width, height = image.size
-            if max(width, height) > limits.max_side or width * height > limits.max_pixels:
-                raise _refuse(
-                    f"must be at most {limits.max_side} pixels a side and {limits.max_pixels / 1e6:g} megapixels",
-                    f"{width}×{height} pixels",
-                )
-            image.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    bomb = _refuse("is too large to decode safely (a decompression bomb is refused)", f"a {fmt} image of that size")
+    try:
+        # PIL raises past twice MAX_IMAGE_PIXELS (only warning past it: refused here too, without touching the
+        # process-wide warning filters, which other threads share).
+        image = Image.open(io.BytesIO(data), formats=[fmt])
+        width, height = image.size
+        if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
+            raise bomb
+        if max(width, height) > limits.max_side or width * height > limits.max_pixels:
             raise _refuse(
-                "is too large to decode safely (a decompression bomb is refused)", f"a {fmt} image of that size"
-            ) from None
-        except InvalidParameterError:
-            raise
-        except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
-            raise _refuse(f"must be a whole {fmt} image", f"a {fmt} file that is damaged or truncated") from None
+                f"must be at most {limits.max_side} pixels a side and {limits.max_pixels / 1e6:g} megapixels",
+                f"{width}×{height} pixels",
+            )
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise bomb from None
+    except InvalidParameterError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError):
+        raise _refuse(f"must be a whole {fmt} image", f"a {fmt} file that is damaged or truncated") from None
     return image, fmt
 
 
@@ -310,10 +309,8 @@ def check_request_image(request: GenerationRequest) -> None:
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(request.image, formats=list(ACCEPTED_FORMATS)) as opened:
-                size = opened.size
+        with Image.open(request.image, formats=list(ACCEPTED_FORMATS)) as opened:
+            size = opened.size
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _refuse(
             "must be an image the app prepared (components.generation.images.attach_image)",
