@@ -6,7 +6,15 @@ Requests and answers are the pydantic models of ``components.views.rest_schema``
 key that is not a parameter (``frames``), a value of the wrong type or outside ``LIMITS`` is refused, each one named
 in ``error.fields`` and in the message, journaled as failed, nothing run. Wan's shape rules are not refused: the
 service still corrects them (width 100 → 96) and the answer reports it in ``corrections``. Only
-``application/json`` is read (415 otherwise; a request without a content type is read as JSON).
+``application/json`` is read (415 otherwise; a request without a content type is read as JSON), or
+``multipart/form-data`` with a ``request`` field (the same JSON object) and an ``image`` file.
+
+Image-to-video: the body's ``image`` (base64, bare or a data URL) or the multipart file is prepared by
+``components.generation.images`` (format by content, size, pixels, decompression bombs; cut to the request's
+size, reported in ``corrections``) before the service sees the request; a refusal names ``image`` in
+``error.fields``, and a model known to be text-to-video refuses any image before it is decoded. A body longer
+than the largest image's base64 allows (``KINTSUGI_MAX_UPLOAD_BYTES``) is refused with 413 before it is parsed.
+Answers name the image by its file name (its sha256), never by its path.
 
 ``POST /api/v1/generate`` takes an optional ``Idempotency-Key`` header: it becomes the request's correlation id,
 journaled before work starts, so a client that lost its connection can ask ``GET /api/v1/requests/{key}``; a repeat

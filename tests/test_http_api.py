@@ -430,6 +430,19 @@ def test_openapi_documents_the_image(client: TestClient) -> None:
     }
 
 
+def test_a_key_reused_with_the_same_refused_image_replays_the_refusal(client: TestClient) -> None:
+    """An image refused under a key, sent again with the same key: the refusal replays, nothing runs; the same key
+    without the image is another request (a conflict)."""
+    key, body = _key(), {**SMALL, "image": _png()}
+    first = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    again = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert _error(first)["fields"][0]["parameter"] == "image"
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert _error(client.post("/api/v1/generate", json=SMALL, headers={"Idempotency-Key": key}))["type"] == (
+        "idempotency_conflict"
+    )
+
+
 def _form(request: dict[str, Any] | None, image: bytes | None = None, **extra: Any) -> dict[str, Any]:
     """A multipart body: the request as a JSON field, the image as a file part."""
     data = {"request": json.dumps(request)} if request is not None else {}
@@ -545,3 +558,20 @@ def test_progress_messages_are_made_from_phase_and_step_events(
 def test_other_service_events_are_not_progress(kind: ServiceEventKind) -> None:
     """Corrections, downloads and recovery events are not `progress` (recovery has its own message)."""
     assert progress_message(ServiceEvent(kind, "", {}), "abc") is None
+
+
+@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
+def test_a_key_reused_with_the_same_image_replays_the_video(client: TestClient, service: GenerationService) -> None:
+    """The same image under the same key is the same request (one prepared file): the answer replays, naming the
+    image by file name; another image under that key is a conflict."""
+    key, body = _key(), {**SMALL, "model_id": I2V, "image": _png((80, 48), "teal")}
+    first = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+    again = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["request"]["image"] == first.json()["request"]["image"]
+    assert "/" not in again.json()["request"]["image"]
+    other = client.post(
+        "/api/v1/generate", json={**body, "image": _png((80, 48), "navy")}, headers={"Idempotency-Key": key}
+    )
+    assert _error(other)["type"] == "idempotency_conflict"
