@@ -602,13 +602,14 @@ def build_app() -> gr.Blocks:
                 **private,
             )
             model.change(image_for_model, model, image_input, queue=False, show_progress="hidden", **private)
-            image_input.upload(
-                image_preview,
-                [image_input, model, width, height],
-                [image_used, image_note],
+            preview: dict[str, Any] = dict(
+                fn=image_preview,
+                inputs=[image_input, model, width, height],
+                outputs=[image_used, image_note],
                 show_progress="hidden",
                 **private,
             )
+            image_input.upload(**preview)
             image_input.clear(
                 lambda: (gr.Image(value=None, visible=False), ""),
                 None,
@@ -637,7 +638,9 @@ def build_app() -> gr.Blocks:
             prompt.change(None, prompt, counter, js=PROMPT_COUNTER_JS, show_progress="hidden", **private)
             random_seed.click(lambda: -1, None, seed, queue=False, **private)
             for preset in (aspect, size):
-                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private)
+                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private).then(**preview)
+            for side in (width, height):  # the image is shown cut to the size the request will run at
+                side.release(**preview)
             history_tab.select(history_view, history_shown, history_outputs, **private)
             newer.click(lambda page: history_view(page - 1), history_shown, history_outputs, **private)
             older.click(lambda page: history_view(page + 1), history_shown, history_outputs, **private)

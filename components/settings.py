@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.images import DEFAULT_MAX_IMAGE_BYTES
 from components.generation.request import MODEL_ID_PATTERN
 from recovery.errors import InvalidParameterError
 from recovery.settings import parse_rate, parse_switch
@@ -74,9 +75,7 @@ class Settings:
     chaos: bool = False  # fault injection from the Scenarios tab (KINTSUGI_CHAOS=on); off by default
     chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
     journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
-    max_upload_bytes: int = (
-        10 * 2**20
-    )  # an image-to-video request's uploaded image, at most (KINTSUGI_MAX_UPLOAD_BYTES)
+    max_upload_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # the most bytes an image-to-video start image may have
 
     @property
     def models_dir(self) -> Path:

@@ -4,6 +4,8 @@ tab driven in Debian's Chromium with Playwright (upload an image, see it as it w
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,10 +13,15 @@ import pytest
 from PIL import Image
 
 from components.generation.families import family_for_model_id
-from tests.support.app_process import running_app
+from tests.support.app_process import ROOT, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 I2V = "kintsugi/tiny-wan-i2v-random"
+SHOTS = (  # as tests/test_browser.py: KINTSUGI_UPDATE_SCREENSHOTS=1 replaces the README's
+    ROOT / "docs" / "screenshots"
+    if os.environ.get("KINTSUGI_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.mkdtemp(prefix="kintsugi-shots-"))
+)
 has_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by .ci/run")
 needs_i2v = pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 
@@ -103,6 +110,8 @@ def test_upload_an_image_and_get_a_video(page, photo: Path) -> None:
     )
     status = page.locator("#status").inner_text()
     assert "Start image 80×48 → cropped and resized to 64×64" in status
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "image-to-video.png"), full_page=True)
 
 
 @needs_i2v

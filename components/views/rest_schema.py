@@ -20,8 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.images import DEFAULT_MAX_IMAGE_BYTES, ImageLimits
 from components.generation.request import LIMITS, MODEL_ID_PATTERN, GenerationRequest
-from recovery.messages import scrub
+from recovery.messages import format_bytes, scrub
 
 __all__ = [
     "FEED_TYPES",
@@ -50,6 +51,7 @@ __all__ = [
 _DEFAULT = GenerationRequest(prompt="")
 _REQUEST_FIELDS = frozenset(f.name for f in dataclass_fields(GenerationRequest))
 _SHOWN_CHARS = 80  # a sent value longer than this is described, not echoed
+_IMAGE = ImageLimits()
 
 
 # -- the request body ---------------------------------------------------------------------------------------------
@@ -208,7 +210,8 @@ class GenerateBody(BaseModel):
         Field(
             description="Image-to-video: the start image as base64, bare or as a data URL "
             "(`data:image/png;base64,...`). PNG, JPEG or WebP (by content), at most KINTSUGI_MAX_UPLOAD_BYTES "
-            "(10 MiB unless set) once decoded, 8192 pixels a side and 40 megapixels; turned upright (EXIF), "
+            f"({format_bytes(DEFAULT_MAX_IMAGE_BYTES)} unless set) once decoded, {_IMAGE.max_side} pixels a side "
+            f"and {_IMAGE.max_pixels / 1e6:g} megapixels; turned upright (EXIF), "
             "centre-cropped and resized to width×height, reported in `corrections`. Refused for a text-to-video "
             "model; required by an image-to-video one",
             json_schema_extra={"contentEncoding": "base64"},
