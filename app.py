@@ -86,17 +86,20 @@ def get_service() -> GenerationService:
     return _service
 
 
-class ImageUpload(gr.Image):
-    """An image input whose upload reaches the handler untouched, as a file path: ``components.generation.images``
-    checks it (format by content, size, decompression bombs) and says what is wrong, so gradio must not open it
-    first (its own decoding fails with a bare error). Shown by the browser as a ``gr.Image``."""
+def untouched_upload(image: gr.Image) -> gr.Image:
+    """``image`` (an input of ``type="filepath"``) handing its upload to the handler untouched, as a file path:
+    ``components.generation.images`` checks it (format by content, size, decompression bombs) and says what is
+    wrong, so gradio must not open it first (its own decoding fails with a bare error). Set on the instance: a
+    ``gr.Image`` subclass would make gradio write an ``app.pyi`` stub beside this file at every import."""
+    original = image.preprocess
 
-    is_template = True  # the page draws it with gr.Image's component
-
-    def preprocess(self, payload: Any) -> Any:
+    def preprocess(payload: Any) -> Any:
         if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
             return str(payload.path)
-        return super().preprocess(payload)
+        return original(payload)
+
+    image.preprocess = preprocess  # type: ignore[method-assign]
+    return image
 
 
 def _prepared(values: dict[str, Any], image: str | None) -> tuple[dict[str, Any], list[str], list[str]]:
@@ -457,14 +460,16 @@ def build_app() -> gr.Blocks:
                                 elem_id="allow-fallback",
                             )
                         with gr.Row():
-                            image_input = ImageUpload(
-                                label=default_image.label,
-                                type="filepath",
-                                sources=["upload", "clipboard"],
-                                visible=default_image.visible,
-                                height=200,
-                                scale=1,
-                                elem_id="start-image",
+                            image_input = untouched_upload(
+                                gr.Image(
+                                    label=default_image.label,
+                                    type="filepath",
+                                    sources=["upload", "clipboard"],
+                                    visible=default_image.visible,
+                                    height=200,
+                                    scale=1,
+                                    elem_id="start-image",
+                                )
                             )
                             image_used = gr.Image(
                                 label="Image used (at the video's size)",

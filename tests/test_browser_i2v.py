@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from components.generation.families import family_for_model_id
+from tests.generation.test_images import bilevel_png
 from tests.support.app_process import ROOT, running_app
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -153,3 +154,17 @@ def test_gradio_client_image_on_a_text_to_video_model_is_refused_naming_it(app_u
     text = str(caught.value)
     assert "Start image is not taken by kintsugi/tiny-wan-random" in text
     assert "Traceback" not in text and "/tmp" not in text
+
+
+def test_gradio_client_bomb_is_refused_in_words(app_url: str, tmp_path: Path) -> None:
+    """A decompression bomb sent to ``/generate`` reaches our check untouched (gradio does not open it first) and
+    is refused in words naming the start image."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bilevel_png(20_000, 20_000))
+    arguments = ("a paper boat", "", "someone/some-model", 64, 64, 5, 1, 5.0, 1, 8, None, handle_file(str(bomb)))
+    with pytest.raises(AppError) as caught:
+        Client(app_url, verbose=False).predict(*arguments, api_name="/generate")
+    assert "Start image is too large to decode safely" in str(caught.value)

@@ -40,7 +40,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def _bilevel_png(width: int, height: int) -> bytes:
+def bilevel_png(width: int, height: int) -> bytes:
     """A real, complete 1-bit PNG of ``width``×``height`` zeros: a few kilobytes on disk however many pixels it
     has (a decompression bomb when they are many)."""
     row = b"\x00" * (1 + (width + 7) // 8)  # filter byte "none", then the packed bits
@@ -116,7 +116,7 @@ def test_dimensions_over_the_limits_are_refused_from_the_header(
     width: int, height: int, limits: ImageLimits, tmp_path: Path
 ) -> None:
     """Too many pixels a side or in all is refused, with the dimensions, before the pixels are decoded."""
-    error = _refusal(_bilevel_png(width, height), tmp_path, limits)
+    error = _refusal(bilevel_png(width, height), tmp_path, limits)
     assert error.value == f"{width}×{height} pixels"
 
 
@@ -126,7 +126,7 @@ def test_a_decompression_bomb_is_refused(side: int, tmp_path: Path) -> None:
     """A real crafted bomb (a few KB of PNG, 100 or 400 megapixels) is refused by PIL's own threshold
     (``MAX_IMAGE_PIXELS``, where PIL only warns; ``DecompressionBombError`` past twice that) even when our own
     pixel limits are set above it."""
-    bomb = _bilevel_png(side, side)
+    bomb = bilevel_png(side, side)
     assert len(bomb) < 200_000 and side * side > Image.MAX_IMAGE_PIXELS
     error = _refusal(bomb, tmp_path, ImageLimits(max_side=10**6, max_pixels=10**12))
     assert "decompression bomb" in str(error)
