@@ -466,8 +466,18 @@ class GenerationService:
         if active.token.cancelled:  # cancelled while recovery was between tries
             raise GenerationCancelledError("cancelled before the next try", phase="queued", steps_completed=0)
         request, options = split_parameters(parameters)
-        # The engine may have switched the model (intelligent fallback): its choice wins over the parameters.
-        request = replace(request, model_id=info.model_id or request.model_id)
+        # The engine may have switched the model (intelligent fallback, the memory ladder's smaller model): its
+        # choice wins over the parameters, and that model's family's shape rules apply — checked again each try, so
+        # a stand-in of another family gets its own corrections, each reported (none for a request already fine).
+        request, corrections = validate_request(replace(request, model_id=info.model_id or request.model_id))
+        for line in corrections:
+            inbox.put(
+                ServiceEvent(
+                    Kind.CORRECTION,
+                    f"for {request.model_id}: {line}",
+                    {"correlation_id": correlation_id, "attempt": info.number},
+                )
+            )
 
         def downloading(download: DownloadEvent) -> None:
             inbox.put(

@@ -82,7 +82,11 @@ def build_parts(
             )
     worker = worker or Worker(
         WorkerConfig(
-            device=settings.device, dtype=settings.dtype, memory_cap=cap, load_timeout_s=settings.load_timeout_s
+            device=settings.device,
+            dtype=settings.dtype,
+            memory_cap=cap,
+            load_timeout_s=settings.load_timeout_s,
+            precision_cache=str(settings.data_dir / "precision_probe.json"),
         )
     )
     probe = HardwareProbe(cap)
@@ -105,7 +109,17 @@ def build_parts(
             settings.user_intervention_threshold,
             store=StorePort(store, probe),
             adjuster=FirstAdjuster(
-                (optimisations, MemoryLadder(planner, budget=cap, device=device, freer=memory_freer))
+                (
+                    optimisations,
+                    # The ladder's last rung, a smaller model, is the catalogue's smaller sibling (with consent).
+                    MemoryLadder(
+                        planner,
+                        budget=cap,
+                        device=device,
+                        freer=memory_freer,
+                        smaller=store.fallbacks.smaller_model,
+                    ),
+                )
             ),
             freer=freer or memory_freer,
             degrader=PreviewDegrader(planner, budget=cap, device=device),

@@ -100,7 +100,9 @@ class UnsupportedOperationError(KintsugiError, ValueError):
 class OutOfMemoryError(KintsugiError, MemoryError):
     """The allocator refused memory: in ``phase`` (load/denoise/decode/export), on ``device`` (cpu/cuda), under
     ``memory_cap`` (bytes, or None without a cap), after ``steps_completed`` steps, with the denoised latents kept
-    (``latents_kept``) so that a decode can be retried alone."""
+    (``latents_kept``) so that a decode can be retried alone. On a GPU, what the device looked like from the
+    process that ran out: free/total bytes, the caching allocator's reserved-but-unused bytes, what other processes
+    held, and the likely ``reason`` (``other_processes``, ``fragmentation``) with its ``cause`` in words."""
 
     def __init__(
         self,
@@ -112,10 +114,20 @@ class OutOfMemoryError(KintsugiError, MemoryError):
         memory_cap: int | None = None,
         steps_completed: int | None = None,
         latents_kept: bool = False,
+        gpu_free_bytes: int | None = None,
+        gpu_total_bytes: int | None = None,
+        gpu_reserved_unused_bytes: int | None = None,
+        gpu_other_processes_bytes: int | None = None,
+        reason: str | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.phase, self.bytes_requested, self.device = phase, bytes_requested, device
         self.memory_cap, self.steps_completed, self.latents_kept = memory_cap, steps_completed, latents_kept
+        self.gpu_free_bytes, self.gpu_total_bytes = gpu_free_bytes, gpu_total_bytes
+        self.gpu_reserved_unused_bytes = gpu_reserved_unused_bytes
+        self.gpu_other_processes_bytes = gpu_other_processes_bytes
+        self.reason, self.cause = reason, cause
 
 
 class WorkerCrashedError(KintsugiError, RuntimeError):

@@ -225,6 +225,21 @@ REASON_GUIDANCE: dict[str, Guidance] = {
             "Or pick a model from the list.",
         ),
     ),
+    "other_processes": Guidance(
+        "Another program is using the graphics card's memory, so this video did not fit in what was left.",
+        (
+            "Close the other program that uses the graphics card (nvidia-smi lists them), then try again.",
+            "Or use fewer frames or a smaller size: we lower them to fit what is free.",
+        ),
+    ),
+    "fragmentation": Guidance(
+        "The graphics card's memory was fragmented: free in total, but not in one piece. We emptied the cache "
+        "and retried.",
+        (
+            "Try again: the worker runs with expandable memory segments, which avoid most fragmentation.",
+            "If it repeats, restart the app to start from a clean graphics card.",
+        ),
+    ),
 }
 
 
@@ -241,6 +256,8 @@ def api_error(ctx: ErrorContext, result: RecoveryResult | None = None, *, data_d
     elif (reasoned := REASON_GUIDANCE.get(str(ctx.system_state.get("reason")))) is not None:
         user_message = reasoned.user_message.format(model=ctx.model_id or "The model")
         steps = list(reasoned.actionable_steps)
+    if recognised and (cause := ctx.system_state.get("cause")):
+        user_message = f"{user_message} ({cause})"
     eta = (
         result.estimated_resolution_time
         if result and result.estimated_resolution_time

@@ -16,11 +16,15 @@ __all__ = ["Adjustment", "ModelStorePort", "ParameterAdjuster", "ResourceFreer",
 
 @dataclass(frozen=True)
 class Adjustment:
-    """New request parameters and the plain lines that say what changed (``"num_frames 81 → 33 …"``)."""
+    """New request parameters and the plain lines that say what changed (``"num_frames 81 → 33 …"``).
+
+    ``model_id``: another model to run them on (the memory ladder's smaller sibling, offered only with the
+    caller's consent to another model); the engine switches to it as it does for a fallback."""
 
     parameters: Mapping[str, Any]
     changes: Sequence[str] = field(default_factory=tuple)
     label: str = ""
+    model_id: str | None = None
 
 
 @runtime_checkable

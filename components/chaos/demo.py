@@ -17,6 +17,7 @@ from huggingface_hub.utils import disable_progress_bars
 
 from components.chaos.faults import FAULT_COLUMNS, FaultRun, fault_row, producible_types, run_at_rate, run_faults
 from components.chaos.scenarios import SPEC_DEMO, SPEC_GUIDANCE_ONLY, ScenarioReport, run_all
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from recovery.errors import InvalidParameterError
 from recovery.settings import parse_rate
 
@@ -93,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the fault matrix instead: every failure type producible here, or those named",
     )
     parser.add_argument("--rate", type=_rate, help="with --faults: draw each type with this probability (0..1)")
+    parser.add_argument(
+        "--model",
+        default=EMBEDDED_MODEL_ID,
+        help="the scenarios' tiny model: any text-to-video family's (e.g. kintsugi/tiny-ltx-random)",
+    )
     args = parser.parse_args(argv)
     if args.rate is not None and args.faults is None:
         parser.error("`--rate` needs `--faults`")
@@ -111,7 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"rate {args.rate:g}.\n"
             )
         return 0
-    reports = run_all(args.workdir)
+    try:
+        reports = run_all(args.workdir, model_id=args.model)
+    except InvalidParameterError as exc:
+        parser.error(str(exc))
     out.write(summary_table(reports) + "\n\n")
     for report in reports:
         for gap in report.gaps:

@@ -29,7 +29,8 @@ from huggingface_hub import constants
 
 import recovery
 from components.chaos.loopback_hub import Fault, HubServer
-from components.generation.embedded_model import ensure_embedded_model
+from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_tiny_model
+from components.generation.families import family_for_model_id
 from components.generation.worker import Worker, WorkerConfig
 from components.service import GenerationService
 from components.settings import Settings
@@ -40,7 +41,7 @@ from components.store.port import StorePort
 from components.views.presenters import timeline_line
 from components.views.reports import EMBEDDED_MODEL_NOTE, GenerationResult
 from recovery import events
-from recovery.errors import GenerationFailedError
+from recovery.errors import GenerationFailedError, InvalidParameterError
 
 __all__ = [
     "DEMO_REPO",
@@ -260,12 +261,24 @@ def build_report(
 
 
 class ScenarioBench:
-    """The work folder, the tiny model (built once) and warm workers shared by the scenarios of one run."""
+    """The work folder, the tiny model (built once) and warm workers shared by the scenarios of one run.
 
-    def __init__(self, workdir: Path, data_dir: Path) -> None:
+    ``model_id``: the built-in tiny model the loopback hub serves as ``DEMO_REPO`` — the default Wan, or any
+    text-to-video family's (``kintsugi/tiny-ltx-random``…): the same faults, met by another pipeline."""
+
+    def __init__(self, workdir: Path, data_dir: Path, *, model_id: str = EMBEDDED_MODEL_ID) -> None:
+        family = family_for_model_id(model_id)
+        if family is None or family.tiny_model_id != model_id or family.needs_image:
+            raise InvalidParameterError(
+                f"`model` must be the built-in tiny model of a text-to-video family (got {model_id!r})",
+                parameter="model",
+                value=model_id,
+                constraint="a kintsugi/tiny-… text-to-video model",
+            )
         self.workdir = workdir
         self.data_dir = data_dir
-        self.model_dir = ensure_embedded_model(Settings(data_dir=self.data_dir).embedded_model_dir)
+        self.model_id = model_id
+        self.model_dir = ensure_tiny_model(model_id, Settings(data_dir=self.data_dir).tiny_model_dir(model_id))
         self._workers: dict[int | None, Worker] = {}
 
     def settings(self, **overrides: Any) -> Settings:
@@ -483,15 +496,17 @@ def run_all(
     *,
     only: tuple[str, ...] = SCENARIOS,
     data_dir: str | os.PathLike[str] | None = None,
+    model_id: str = EMBEDDED_MODEL_ID,
 ) -> list[ScenarioReport]:
     """Run the scenarios in ``only`` (default: all six, in the spec's order), sharing the tiny model and warm
     workers; data (metrics, videos, the built model) goes to ``data_dir`` (default ``workdir/data``) — the app
-    passes its own, so scenario runs show in its metrics tab."""
+    passes its own, so scenario runs show in its metrics tab. ``model_id``: the tiny model the scenarios serve
+    (see ``ScenarioBench``)."""
     unknown = [name for name in only if name not in RUNNERS]
     if unknown:
         raise ValueError(f"`name` must be one of {', '.join(SCENARIOS)} (got {', '.join(unknown)})")
     root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="kintsugi-scenarios-"))
-    bench = ScenarioBench(root, Path(data_dir) if data_dir is not None else root / "data")
+    bench = ScenarioBench(root, Path(data_dir) if data_dir is not None else root / "data", model_id=model_id)
     try:
         return [RUNNERS[name](bench) for name in only]
     finally:

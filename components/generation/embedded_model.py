@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-import string
 from collections.abc import Callable
 from pathlib import Path
 
+from components.generation.families import FAMILIES
+from components.generation.families.tokenizers import (
+    char_clip_tokenizer,
+    char_llama_tokenizer,
+    char_t5_tokenizer,
+    character_vocabulary,
+)
+from components.generation.families.wan import build_tiny_wan, tiny_umt5_encoder
 from components.system.files import hash_file, replacing, write_text_atomic
 
 __all__ = [
@@ -27,87 +34,20 @@ __all__ = [
     "build_embedded_model",
     "build_tiny_model",
     "build_tiny_wan",
+    "char_clip_tokenizer",
+    "char_llama_tokenizer",
     "char_t5_tokenizer",
     "character_vocabulary",
     "ensure_embedded_model",
     "ensure_tiny_model",
     "read_manifest",
+    "tiny_umt5_encoder",
     "verify_manifest",
 ]
 
 EMBEDDED_MODEL_ID = "kintsugi/tiny-wan-random"
 MANIFEST_NAME = "kintsugi_manifest.json"
-SEED = 20261128
-TEXT_DIM = 32
-
-# Dimensions of the tiny pipeline. The transformer is sized a little above diffusers' test values so that
-# denoising has a real cost next to the VAE decode (see DESIGN.md, "where the time goes").
-TRANSFORMER_CONFIG = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=4,
-    attention_head_dim=16,
-    in_channels=16,
-    out_channels=16,
-    text_dim=TEXT_DIM,
-    freq_dim=32,
-    ffn_dim=128,
-    num_layers=4,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    rope_max_seq_len=1024,
-)
-VAE_CONFIG = dict(
-    base_dim=3,
-    z_dim=16,
-    dim_mult=[1, 1, 1, 1],
-    num_res_blocks=1,
-    temperal_downsample=[False, True, True],
-)
-
-
-def character_vocabulary() -> list[tuple[str, float]]:
-    """A character-level unigram vocabulary: special tokens, the word boundary, then printable characters."""
-    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    for i, char in enumerate(sorted(set(string.ascii_letters + string.digits + string.punctuation))):
-        pieces.append((char, -3.0 - i * 0.01))
-    return pieces
-
-
-def char_t5_tokenizer():  # -> transformers.T5Tokenizer
-    """A character-level T5 (unigram) tokenizer, made from a vocabulary: covers Wan, CogVideoX and LTX offline."""
-    from transformers import T5Tokenizer
-
-    return T5Tokenizer(vocab=character_vocabulary(), extra_ids=0)
-
-
-def build_tiny_wan():  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
-    import torch
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    tokenizer = char_t5_tokenizer()
-    torch.manual_seed(SEED)
-    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
-    torch.manual_seed(SEED + 1)
-    vae = AutoencoderKLWan(**VAE_CONFIG)
-    torch.manual_seed(SEED + 2)
-    text_config = UMT5Config(
-        vocab_size=len(tokenizer),
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    text_encoder = UMT5EncoderModel(text_config)
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    return WanPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer
-    )
+SEED = 20261128  # recorded in the manifest; each family seeds its modules from it
 
 
 def _sha256(path: Path) -> str:
@@ -125,8 +65,6 @@ def build_tiny_model(model_id: str, target_dir: str | os.PathLike[str]) -> Path:
     """Build the tiny model ``model_id`` (one of ``families.tiny_model_ids()``) into ``target_dir`` atomically
     (build beside, verify, then rename). An existing folder at ``target_dir`` is replaced only after the new build
     verified."""
-    from components.generation.families import FAMILIES
-
     family = next((f for f in FAMILIES if f.tiny_model_id == model_id), None)
     if family is None:
         raise KeyError(f"no built-in tiny model {model_id!r}")

@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.families import Family, family_of_folder
+from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
+from components.system.gpu import cuda_memory_evidence, oom_cause, other_processes_bytes
 from recovery.classify import classify_exception
 from recovery.errors import (
     BadOutputError,
@@ -113,14 +115,22 @@ def _oom_from(
         requested = int(match.group(1))
     elif match := _SIZED_ALLOC.search(text):
         requested = int(float(match.group(1)) * _UNIT[match.group(2)])
+    evidence: dict[str, Any] = {}
+    reason = cause = None
+    if device == "cuda":  # read here, in the process that ran out: the app's view would count this one as "other"
+        evidence = {**cuda_memory_evidence(), "gpu_other_processes_bytes": other_processes_bytes()}
+        reason, cause = oom_cause(evidence) or (None, None)
     return OutOfMemoryError(
-        f"out of memory during {phase}",
+        f"out of memory during {phase}" + (f": {cause}" if cause else ""),
         phase=phase,
         bytes_requested=requested,
         device=device,
         memory_cap=memory_cap,
         steps_completed=steps,
         latents_kept=latents_kept,
+        reason=reason,
+        cause=cause,
+        **evidence,
     )
 
 
@@ -168,9 +178,13 @@ def _latent_key(request: GenerationRequest) -> tuple:
 class VideoGenerator:
     """A warm diffusers video pipeline of any supported family, plus the latents of the last denoising run."""
 
-    def __init__(self, *, device: str = "auto", dtype: str = "bfloat16") -> None:
+    def __init__(
+        self, *, device: str = "auto", dtype: str = "bfloat16", precision: PrecisionChoice | None = None
+    ) -> None:
         self.device = resolve_device(device)
         self.dtype_name = dtype
+        # A dtype per component where the hardware is slow in ``dtype`` (the worker probes: generation.precision)
+        self.precision = precision or PrecisionChoice(dtype)
         if dtype == "float16" and self.device == "cpu":
             raise UnsupportedOperationError(
                 "`dtype` float16 is not supported on the CPU (got 'float16'); use bfloat16 or float32",
@@ -198,6 +212,10 @@ class VideoGenerator:
         self.unload()
         started = time.perf_counter()
         pipe = family.load(model_path, getattr(torch, self.dtype_name))
+        for component, dtype in self.precision.components.items():
+            module = getattr(pipe, component, None)
+            if module is not None:
+                module.to(dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         self.model_id, self.family = model_id, family
@@ -361,6 +379,12 @@ class VideoGenerator:
             steps_completed=steps_done[0],
             denoise_skipped=denoise_skipped,
             model_id=request.model_id,
+            component_dtypes={
+                name: str(getattr(self.pipe, name).dtype).removeprefix("torch.")
+                for name in self.precision.components
+                if getattr(self.pipe, name, None) is not None
+            },
+            precision_note=self.precision.reason,
         )
 
     def _run_phase(self, phase: str, steps_done: list[int], latents_kept: bool, call: Callable[[], Any]) -> Any:

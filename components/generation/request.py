@@ -14,7 +14,7 @@ import math
 import random
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
@@ -141,6 +141,9 @@ class GenerationOutput:
     denoise_skipped: bool = False
     model_id: str = ""
     address_space_need: int | None = None  # CPU: the peak address-space growth, when this run set a new peak
+    # Components run in another dtype than ``dtype`` because the hardware is slow in it, and why (for the result)
+    component_dtypes: Mapping[str, str] = field(default_factory=dict)
+    precision_note: str = ""
 
     def quality_kept(self, requested: GenerationRequest) -> float:
         """Pixel·frames made over pixel·frames asked, at most 1 (what a lowered setting cost the user)."""
@@ -151,6 +154,7 @@ class GenerationOutput:
         """Plain data (JSON-able): what crosses the process boundary."""
         data = asdict(self)
         data["timings"] = dict(self.timings)
+        data["component_dtypes"] = dict(self.component_dtypes)
         return data
 
     @classmethod

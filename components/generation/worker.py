@@ -55,6 +55,8 @@ class WorkerConfig:
     memory_cap: int | None = None  # bytes available to models and generation; None = no cap
     load_timeout_s: float = 600.0
     start_timeout_s: float = 120.0
+    # Where the per-machine dtype speed probe is remembered (generation.precision); None: probe at every start
+    precision_cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,15 +154,18 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from components.generation.pipeline import WanGenerator, release_memory
+    from components.generation.pipeline import VideoGenerator, release_memory
+    from components.generation.precision import PrecisionProbe
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
-        generator = WanGenerator(device=config.device, dtype=config.dtype)
+        generator = VideoGenerator(device=config.device, dtype=config.dtype)
+        generator.precision = PrecisionProbe(config.precision_cache).choose(generator.device, config.dtype)
         info = {
             "pid": os.getpid(),
             "device": generator.device,
+            "component_dtypes": dict(generator.precision.components),
             **_apply_memory_cap(config.memory_cap, generator.device),
         }
         generator.memory_cap = config.memory_cap
@@ -236,6 +241,8 @@ class Worker:
             "PYTHONPATH": os.pathsep.join(filter(None, [_PROJECT_ROOT, os.environ.get("PYTHONPATH")])),
             # fewer glibc arenas: a smaller, steadier address space under RLIMIT_AS
             "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+            # CUDA: segments that grow instead of fixed blocks avoid most fragmentation OOMs (the user's own wins)
+            "PYTORCH_CUDA_ALLOC_CONF": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
         }
         self._process = subprocess.Popen(
             [

@@ -5,13 +5,14 @@ held, or after it crashed)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
-from components.memory.ladder import choose_setting, preview_setting
+from components.memory.ladder import Choice, choose_setting, preview_setting, smaller_model_setting
 from components.memory.planner import MemoryPlanner
 from recovery.classify import error_chain
 from recovery.errors import OutOfMemoryError, WorkerCrashedError
@@ -44,7 +45,10 @@ def _budget(
 class MemoryLadder:
     """``recovery.ports.ParameterAdjuster`` for out-of-memory: learn from the failure, then climb the ladder.
 
-    ``budget``: the worker's memory cap when the error does not carry one.
+    ``budget``: the worker's memory cap when the error does not carry one. ``smaller``: the catalogue's smaller
+    sibling of a model (``IntelligentFallbackManager.smaller_model``), the last rung once no lower setting fits —
+    taken only when the failure says the user allowed another model (``system_state["fallback_allowed"] is
+    True``, the engine's ``run(allow_fallback=...)``); it switches the model as a fallback does.
     """
 
     planner: MemoryPlanner
@@ -54,11 +58,15 @@ class MemoryLadder:
     min_frames_share: float = 0.25
     min_side_share: float = 0.5
     restart_after_oom: bool = True  # measured here: a worker after an OOM failed runs a fresh one completed
+    smaller: Callable[[str], str | None] | None = None
+    #: The first setting this ladder saw per request (correlation id): the smaller model starts from it again.
+    _asked: OrderedDict[str, GenerationRequest] = field(default_factory=OrderedDict, init=False, repr=False)
 
     def adjust(self, ctx: ErrorContext, parameters: Mapping[str, Any]) -> Adjustment | None:
         if ctx.failure_type is not EnhancedFailureType.VRAM_EXHAUSTION:
             return None
         request, options = split_parameters(parameters)
+        asked = self._first_setting(ctx.correlation_id, request)
         budget = _budget(ctx, self.budget, self.planner, request, options)
         self.planner.record(request, options, None, False, memory_cap=budget)  # learn before choosing
         error = _out_of_memory(ctx)
@@ -79,12 +87,52 @@ class MemoryLadder:
             min_side_share=self.min_side_share,
         )
         if choice is None:
+            choice = self._smaller_model(ctx, asked, request, options, budget)
+        if choice is None:
             return None
         freed: list[str] = []
         reuses_latents = decode_retry and choice.request == request  # a restart would lose the kept latents
         if self.freer is not None and not reuses_latents:
-            freed = self.freer.make_room(request.model_id, force=self.restart_after_oom)
-        return Adjustment(join_parameters(choice.request, choice.options), (*freed, *choice.changes), choice.rung)
+            freed = self.freer.make_room(choice.request.model_id, force=self.restart_after_oom)
+        switched = choice.request.model_id if choice.request.model_id != request.model_id else None
+        return Adjustment(
+            join_parameters(choice.request, choice.options), (*freed, *choice.changes), choice.rung, switched
+        )
+
+    def _first_setting(self, correlation_id: str | None, request: GenerationRequest) -> GenerationRequest:
+        if correlation_id is None:
+            return request
+        asked = self._asked.setdefault(correlation_id, request)
+        self._asked.move_to_end(correlation_id)
+        while len(self._asked) > 256:
+            self._asked.popitem(last=False)
+        return asked
+
+    def _smaller_model(
+        self,
+        ctx: ErrorContext,
+        asked: GenerationRequest,
+        request: GenerationRequest,
+        options: RunOptions,
+        budget: int | None,
+    ) -> Choice | None:
+        """The smaller sibling's rung: only with consent, never a model this request already tried."""
+        if self.smaller is None or ctx.system_state.get("fallback_allowed") is not True:
+            return None
+        sibling = self.smaller(request.model_id)
+        if sibling is None or sibling in set(ctx.system_state.get("tried_models", ())) | {request.model_id}:
+            return None
+        return smaller_model_setting(
+            self.planner,
+            asked,
+            request,
+            options,
+            budget,
+            sibling,
+            device=self.device,
+            min_frames_share=self.min_frames_share,
+            min_side_share=self.min_side_share,
+        )
 
 
 @dataclass

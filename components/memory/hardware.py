@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from components.system.gpu import oom_cause
 from recovery.messages import format_bytes
 from recovery.procfs import cpu_flags, meminfo
 
@@ -119,7 +120,7 @@ def cpu_kind() -> str:
 
 
 def memory_verdict(state: Mapping[str, Any]) -> str:
-    """One line naming the likely cause of an out-of-memory from the probe's numbers."""
+    """One line naming the likely cause of an out-of-memory from the probe's numbers (``oom_cause``'s rules)."""
     reserved, allocated = state.get("cuda_reserved_bytes"), state.get("cuda_allocated_bytes")
     others = sum(
         p.get("used_bytes") or 0
@@ -128,10 +129,16 @@ def memory_verdict(state: Mapping[str, Any]) -> str:
         if not p.get("this_process")
     )
     total = state.get("cuda_total_bytes") or next((g["total_bytes"] for g in state.get("gpus", ())), None)
-    if total and others > 0.1 * total:
-        return f"other processes hold {format_bytes(others)} of {format_bytes(total)} GPU memory"
-    if reserved and allocated is not None and reserved - allocated > 0.2 * reserved:
-        return f"fragmentation: {format_bytes(reserved - allocated)} reserved by the CUDA cache but not in use"
+    found = oom_cause(
+        {
+            "gpu_total_bytes": total,
+            "gpu_other_processes_bytes": others,
+            "gpu_allocated_bytes": allocated,
+            "gpu_reserved_unused_bytes": (reserved - allocated) if reserved and allocated is not None else None,
+        }
+    )
+    if found is not None:
+        return found[1]
     if state.get("worker_memory_cap"):
         return f"the request needs more than the worker's memory cap of {format_bytes(state['worker_memory_cap'])}"
     return "the request needs more memory than is free"

@@ -7,6 +7,9 @@ prediction, and ``plan_memory``: the plan a request runs with, made before anyth
     3. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
     4. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
     5. fewer frames *and* lower resolution (down to the floors)
+    6. a smaller model      (the catalogue's smaller sibling — Wan 2.1 14B → 1.3B, Wan 2.2 A14B → TI2V-5B — at the
+                             setting first asked, or its first rung that fits; only with the user's consent to
+                             another model, and then marked like a fallback: ``smaller_model_setting``)
     (fewer steps is not a rung: steps do not change peak memory — the calibration has no term for them)
 
 Before a run, ``plan_notice`` tells the user what planning would change, with the choices (fewer frames instead,
@@ -44,6 +47,7 @@ __all__ = [
     "plan_notice",
     "preview_setting",
     "scaled_sizes",
+    "smaller_model_setting",
 ]
 
 #: The answers to a plan notice: ``generate(..., plan_choice=...)`` takes one of them.
@@ -200,6 +204,48 @@ def choose_setting(
             lines.append("the kept latents are decoded again: denoising is not repeated")
         return Choice(candidate, chosen, estimate, tuple(lines), rung)
     return None
+
+
+def smaller_model_setting(
+    planner: MemoryPlanner,
+    asked: GenerationRequest,
+    current: GenerationRequest,
+    options: RunOptions,
+    budget: int | None,
+    sibling: str,
+    *,
+    device: str = "cpu",
+    min_frames_share: float = 0.25,
+    min_side_share: float = 0.5,
+) -> Choice | None:
+    """The last rung, once no lower setting of ``current``'s model fits: ``sibling`` (its smaller model) at the
+    setting first ``asked`` when predicted to fit, else at its first rung that is; ``None`` when nothing fits.
+    The caller checks the user's consent to another model; the lines name both models and why."""
+    candidate = replace(asked, model_id=sibling)
+    chosen = _fitting(planner, candidate, options, budget, device)
+    if chosen is not None:
+        request, request_options = candidate, chosen
+    else:
+        lowered = choose_setting(
+            planner,
+            candidate,
+            options,
+            budget,
+            device=device,
+            min_frames_share=min_frames_share,
+            min_side_share=min_side_share,
+        )
+        if lowered is None:
+            return None
+        request, request_options = lowered.request, lowered.options
+    estimate = planner.estimate(request, request_options) or 0
+    room = format_bytes(budget) if budget else "the free memory"
+    lines = [
+        f"model {current.model_id} → {sibling} (its smaller sibling; another model was allowed): no lower setting "
+        f"of {current.model_id} is predicted to fit in {room}",
+        *_fit_lines(current, options, request, request_options, budget, estimate),
+    ]
+    return Choice(request, request_options, estimate, tuple(lines), "smaller model", degraded=True)
 
 
 def preview_setting(

@@ -4,7 +4,15 @@ the catalogue of fallbacks, and the store as the recovery engine's port.
 
 from components.store.availability import Availability, ModelAvailabilityManager, ModelStatus
 from components.store.cache import LFS_SUFFIXES, HubCache, ManifestEntry, RevisionManifest, is_commit_hash
-from components.store.catalog import CATALOG, CatalogEntry, DeviceBudget, IntelligentFallbackManager, Suggestion, Task
+from components.store.catalog import (
+    CATALOG,
+    ENTRIES,
+    CatalogEntry,
+    DeviceBudget,
+    IntelligentFallbackManager,
+    Suggestion,
+    Task,
+)
 from components.store.disk import (
     CleanupItem,
     CleanupPlan,
@@ -56,6 +64,7 @@ __all__ = [
     "BandwidthPolicy",
     "BandwidthReport",
     "CATALOG",
+    "ENTRIES",
     "CancelToken",
     "CatalogEntry",
     "CheckLevel",

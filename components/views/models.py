@@ -52,11 +52,9 @@ def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFra
                 "model": entry.model_id,
                 "status": state.status.value.replace("_", " "),
                 "on disk": format_bytes(state.bytes_present) if state.bytes_present else "",
-                "download": format_bytes(state.bytes_expected or entry.download_gb * _GB),
+                "download": _download(state.bytes_expected, entry.download_gb),
                 "tasks": ", ".join(task.value for task in entry.tasks),
-                "typical VRAM": "CPU is fine"
-                if entry.runs_on_cpu
-                else f"{entry.min_vram_gb:g}–{entry.recommended_vram_gb:g} GB",
+                "typical VRAM": _vram(entry.runs_on_cpu, entry.min_vram_gb, entry.recommended_vram_gb),
                 "notes": entry.notes,
             }
         )
@@ -67,6 +65,21 @@ def picker_model_ids() -> list[str]:
     """Every model a picker offers: the catalogue's, then each family's built-in tiny model it does not list."""
     listed = [entry.model_id for entry in CATALOG]
     return listed + [model_id for model_id in tiny_model_ids() if model_id not in listed]
+
+
+def _download(expected_bytes: int | None, catalogued_gb: float | None) -> str:
+    """The hub's size when known, else the catalogue's (``None``: its sources do not state it)."""
+    if expected_bytes:
+        return format_bytes(expected_bytes)
+    return "not stated" if catalogued_gb is None else format_bytes(catalogued_gb * _GB)
+
+
+def _vram(runs_on_cpu: bool, least_gb: float | None, recommended_gb: float | None) -> str:
+    if runs_on_cpu:
+        return "CPU is fine"
+    if least_gb is None:
+        return "not stated"
+    return f"{least_gb:g} GB" + (f"–{recommended_gb:g} GB" if recommended_gb is not None else " or more")
 
 
 def model_choices(store: ModelStore) -> list[tuple[str, str]]:

@@ -141,6 +141,8 @@ def result_markdown(result: GenerationResult, *, elapsed_s: float | None = None)
     if changed:
         lines.append("**What we changed**")
         lines.extend(f"- {form_words(line)}" for line in changed)
+    if out.precision_note:
+        lines.append(f"_{out.precision_note}_")
     shown = _banner_notes(result)
     lines.extend(f"_{note}_" for note in result.notes if note not in shown)
     return "\n\n".join(lines)

@@ -13,7 +13,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.families import tiny_model_ids
 from components.generation.images import shown_request
 from components.generation.request import GenerationOutput, GenerationRequest
 from components.memory.ladder import MemoryPlan
@@ -150,7 +150,7 @@ class Reporter:
             how = "memory planning changed it before it ran" if plan.planned_down else "recovery lowered it to fit"
             shapes = f"{_described(asked)} → {_described(output.request)}"
             notes += (f"Not the video you asked for: {how} ({shapes}) — see the changes.",)
-        if output.request.model_id == EMBEDDED_MODEL_ID:
+        if output.request.model_id in tiny_model_ids():
             notes += (EMBEDDED_MODEL_NOTE,)
         if kept_bytes:
             notes += (

@@ -61,11 +61,20 @@ def attempts_of(ctx: ErrorContext, kind: RecoveryStrategy) -> int:
 
 
 def from_adjustment(kind: RecoveryStrategy, adjustment: Any, *, degraded: bool = False) -> RecoveryResult:
-    """A ``changed`` result from a port's ``Adjustment`` (new parameters plus change lines)."""
+    """A ``changed`` result from a port's ``Adjustment`` (new parameters plus change lines). An adjustment that
+    names another model switches to it and, like a fallback, is marked degraded (a stand-in for the model asked)."""
     changes = list(adjustment.changes)
     label = getattr(adjustment, "label", "")
+    model_id = getattr(adjustment, "model_id", None)
     message = f"{kind.value}: " + ("; ".join(changes) or label or "parameters changed")
-    return changed(kind, message, changes=changes, parameters=adjustment.parameters, degraded=degraded)
+    return changed(
+        kind,
+        message,
+        changes=changes,
+        parameters=adjustment.parameters,
+        model_id=model_id,
+        degraded=degraded or model_id is not None,
+    )
 
 
 @dataclass(frozen=True)

@@ -137,3 +137,23 @@ def test_a_scenario_run_again_meets_its_fault_again(shared_runs: SharedRuns) -> 
     again = RUNNERS["download_failure"](shared_runs.bench)
     assert again.failure_types == first.failure_types == ("model_download_failure",)
     assert again.strategies == first.strategies and again.recovered
+
+
+def test_a_scenario_runs_on_another_familys_tiny_model(tmp_path: Path) -> None:
+    """The same fault met by another pipeline: a truncated transformer blob of the tiny HunyuanVideo model served by
+    the loopback hub is repaired by re-fetching that file, and the video comes from that model."""
+    from components.chaos.scenarios import run_all
+    from components.generation.families import family_of_folder
+
+    (report,) = run_all(tmp_path, only=("model_corruption",), model_id="kintsugi/tiny-hunyuan-random")
+    assert report.recovered and report.model_used == DEMO_REPO and report.video_path
+    assert report.failure_types == ("model_corruption_detected",) and report.strategies == ("automatic_repair",)
+    assert family_of_folder(tmp_path / "data" / "models" / "tiny-hunyuan-random").name == "hunyuanvideo-t2v"
+
+
+def test_scenarios_refuse_a_model_that_is_not_a_tiny_text_to_video_one(tmp_path: Path) -> None:
+    from components.chaos.scenarios import ScenarioBench
+    from recovery.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match="`model`"):
+        ScenarioBench(tmp_path, tmp_path / "data", model_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers")

@@ -163,3 +163,21 @@ def test_cuda_only_option_is_refused_on_cpu(generator: WanGenerator, tiny_model:
     generator.load(tiny_model, REQUEST.model_id)
     with pytest.raises(UnsupportedOperationError, match="model_cpu_offload"):
         generator.enable_model_cpu_offload()
+
+
+def test_a_vae_that_decodes_to_one_flat_grey_is_a_failure_not_a_video(tiny_model: Path, tmp_path: Path) -> None:
+    """The trap measured with Allegro below its tile size: every pixel one grey. The black-frame check does not
+    see it; the flat-frame check does, and no mp4 is written."""
+    import torch
+
+    from recovery.errors import BadOutputError
+
+    generator = WanGenerator(device="cpu")
+    generator.load(tiny_model, REQUEST.model_id)
+    with torch.no_grad():  # the decoder's last convolution now outputs 0 everywhere: (0 + 1) / 2 = mid grey
+        generator.pipe.vae.decoder.conv_out.weight.zero_()
+        generator.pipe.vae.decoder.conv_out.bias.zero_()
+    with pytest.raises(BadOutputError, match="flat colour") as caught:
+        generator.generate(REQUEST, tmp_path / "grey.mp4", model_path=tiny_model)
+    assert caught.value.reason == "flat frames" and caught.value.phase == "decode"
+    assert not (tmp_path / "grey.mp4").exists()

@@ -49,3 +49,16 @@ def test_an_image_to_video_transformer_under_a_text_to_video_class_is_refused(ti
 
 def test_tiny_family_fixture_builds_the_default(tiny_family_model: Callable[[str], Path]) -> None:
     assert (tiny_family_model("kintsugi/tiny-wan-random") / "model_index.json").is_file()
+
+
+def test_a_supported_class_of_an_unsupported_variant_names_the_variants_it_runs(
+    tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A Wan 2.2 I2V-A14B-like folder (the I2V class with a second transformer) is not run as something else."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_family_model("kintsugi/tiny-wan22-a14b-random"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "WanImageToVideoPipeline"}))
+    with pytest.raises(ModelCompatibilityError, match="variant the studio does not run") as caught:
+        family_of_folder(folder, "someone/i2v-a14b")
+    assert "Wan 2.1 image-to-video" in str(caught.value)
