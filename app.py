@@ -24,7 +24,6 @@ from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings
 from components.chaos.faults import FAULT_COLUMNS, FaultInjection, FaultRun, producible_types
 from components.chaos.scenarios import SCENARIOS, SPEC_DEMO, run_scenario
 from components.http_api import EventFeed, build_router
-from components.store.catalog import CATALOG
 from components.store.disk import CleanupPlan
 from components.views.charts import dashboard
 from components.views.history import HistoryItem, history_markdown, history_page
@@ -35,9 +34,10 @@ from components.views.models import (
     model_choices,
     models_in_use,
     models_table,
+    picker_model_ids,
 )
 from components.views.page import CSS, HEAD, PROMPT_COUNTER_JS, SCROLL_TO_RESULT_JS, SCROLL_TO_VIDEO_JS, prompt_counter
-from components.views.presenters import failure_html, scenario_markdown, summary_markdown
+from components.views.presenters import failure_html, form_words, scenario_markdown, summary_markdown
 from components.views.studio import (
     ASPECTS,
     CANCELLED_AT_NOTICE,
@@ -50,8 +50,11 @@ from components.views.studio import (
     cancel_request,
     check_plan,
     fallback_default,
+    form_image,
     form_request,
     form_values,
+    image_field,
+    image_note,
     preset_size,
 )
 from recovery import GenerationFailedError, InvalidParameterError, RequestCancelledError
@@ -83,13 +86,52 @@ def get_service() -> GenerationService:
     return _service
 
 
-def _studio_run(values: dict[str, Any], plan_choice: str | None = None) -> Iterator[tuple[str, StudioFrame]]:
-    """One request from the form, as frames; toasts on the way; a stop (Stop, Esc, a closed tab, a client's
-    cancel) reaches the service as a cancel of this request. ``plan_choice``: the answer to the plan notice
-    (``None``: automatic planning)."""
+def untouched_upload(image: gr.Image) -> gr.Image:
+    """``image`` (an input of ``type="filepath"``) handing its upload to the handler untouched, as a file path:
+    ``components.generation.images`` checks it (format by content, size, decompression bombs) and says what is
+    wrong, so gradio must not open it first (its own decoding fails with a bare error). Set on the instance: a
+    ``gr.Image`` subclass would make gradio write an ``app.pyi`` stub beside this file at every import."""
+    original = image.preprocess
+
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and payload.path is not None and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return original(payload)
+
+    image.preprocess = preprocess  # type: ignore[method-assign]
+    return image
+
+
+def _prepared(values: dict[str, Any], image: str | None) -> tuple[dict[str, Any], list[str], list[str]]:
+    """The form's request (its start image prepared), the page's corrections and the image's."""
+    service = get_service()
+    request, page_corrections = form_request(values)
+    request, image_corrections = form_image(
+        request,
+        image,
+        default_model=service.settings.model,
+        uploads_dir=service.settings.uploads_dir,
+        max_bytes=service.settings.max_upload_bytes,
+    )
+    return request, page_corrections, image_corrections
+
+
+def _studio_run(
+    values: dict[str, Any], plan_choice: str | None = None, image: str | None = None
+) -> Iterator[tuple[str, StudioFrame, str | None]]:
+    """One request from the form (and its start ``image``, a path), as frames with the prepared image; toasts on
+    the way; a stop (Stop, Esc, a closed tab, a client's cancel) reaches the service as a cancel of this request.
+    ``plan_choice``: the answer to the plan notice (``None``: automatic planning)."""
     service = get_service()
     correlation_id = uuid.uuid4().hex[:12]
-    request, page_corrections = form_request(values)
+    try:
+        request, page_corrections, image_corrections = _prepared(values, image)
+    except InvalidParameterError as exc:  # journaled as refused, reported as any refused request
+        request, page_corrections, image_corrections = {}, [], []
+        refusal: GenerationFailedError | None = service.refuse(exc, correlation_id)
+    else:
+        refusal = None
+    prepared = request.get("image")
 
     def checked() -> dict[str, Any] | None:
         entry = service.request_status(correlation_id)
@@ -97,18 +139,22 @@ def _studio_run(values: dict[str, Any], plan_choice: str | None = None) -> Itera
 
     run = StudioRun(correlation_id, checked, tuple(page_corrections))
     try:
-        stream = service.generate(request, correlation_id=correlation_id, plan_choice=plan_choice)
+        if refusal is not None:
+            raise refusal
+        stream = service.generate(
+            request, correlation_id=correlation_id, plan_choice=plan_choice, corrections=image_corrections
+        )
         for frame in run.frames(stream):
             for notice in frame.notices:
                 (gr.Warning if notice.level == "warning" else gr.Info)(notice.text, title=notice.title)
-            yield correlation_id, frame
+            yield correlation_id, frame, prepared
     except GeneratorExit:  # gradio closes the generator when the job is cancelled or its client went away
         cancel_request(service, correlation_id)
         raise
     except RequestCancelledError as exc:  # stopped from elsewhere (e.g. DELETE /api/v1/requests/{id}): not a failure
-        yield correlation_id, run.failed(exc.report)
+        yield correlation_id, run.failed(exc.report), prepared
     except GenerationFailedError as exc:
-        yield correlation_id, run.failed(exc.report)
+        yield correlation_id, run.failed(exc.report), prepared
         raise gr.Error(failure_html(exc.report), title="Generation failed", print_exception=False) from None
 
 
@@ -124,15 +170,18 @@ def generate(
     seed: float,
     fps: float,
     allow_fallback: bool | None = None,
+    image: str | None = None,
 ) -> Iterator[tuple[str | None, str]]:
     """Make a video. Streams the timeline (Markdown) while it runs; ends with the mp4 and the result panel.
 
     ``seed`` below 0 draws a random seed (the result says which); ``allow_fallback`` lets recovery use another
-    model when this one fails (left out: only for the default model). Memory planning is automatic here (no plan
-    notice to answer: a request predicted not to fit is planned down and the result says so). Cancelling the job
-    (or disconnecting) stops the generation."""
-    values = dict(locals())  # the parameters, by name (FORM_FIELDS)
-    for _correlation_id, frame in _studio_run(values):
+    model when this one fails (left out: only for the default model). ``image``: the start image of an
+    image-to-video model (PNG, JPEG or WebP; cropped and resized to width×height, reported), refused by a
+    text-to-video model. Memory planning is automatic here (no plan notice to answer: a request predicted not to
+    fit is planned down and the result says so). Cancelling the job (or disconnecting) stops the generation."""
+    values = dict(locals())  # the parameters, by name (FORM_FIELDS, then the image)
+    image = values.pop("image")
+    for _correlation_id, frame, _prepared_image in _studio_run(values, None, image):
         yield frame.video, frame.status
 
 
@@ -146,21 +195,25 @@ def generate_in_page(plan_choice: str | None, *args: Any) -> Iterator[tuple[Any,
 
     ``plan_choice`` ``ASK`` (the Generate button): a request memory planning would lower shows the notice and
     nothing starts; a notice button passes its choice and the request runs so."""
-    values = dict(zip(FORM_FIELDS, args, strict=True))
+    *fields, image = args
+    values = dict(zip(FORM_FIELDS, fields, strict=True))
     untouched = (gr.skip(),) * (1 + len(WRITTEN_BACK))
     if plan_choice == ASK:
-        prompt = check_plan(get_service(), values)
+        prompt = check_plan(get_service(), values, image)
         if prompt is not None:
             buttons = (
                 gr.Button(value=label or words, visible=label is not None)
                 for words, label in zip(PLAN_BUTTONS.values(), prompt.buttons.values(), strict=True)
             )
-            yield (gr.skip(), "", "", *untouched, gr.Group(visible=True), prompt.message, *buttons)
+            yield (gr.skip(), "", "", *untouched, gr.Group(visible=True), prompt.message, *buttons, gr.skip())
             return
         plan_choice = None
     hidden = (gr.Group(visible=False), gr.skip(), *(gr.skip() for _ in PLAN_BUTTONS))
-    for correlation_id, frame in _studio_run(values, plan_choice):
+    shown = False
+    for correlation_id, frame, prepared in _studio_run(values, plan_choice, image):
         form = frame.form or {}
+        used = gr.skip() if shown else gr.Image(value=prepared, visible=prepared is not None)
+        shown = True
         yield (
             frame.video if frame.done else gr.skip(),
             frame.status,
@@ -168,6 +221,7 @@ def generate_in_page(plan_choice: str | None, *args: Any) -> Iterator[tuple[Any,
             correlation_id,
             *(form[name] if name in form else gr.skip() for name in WRITTEN_BACK),
             *hidden,
+            used,
         )
 
 
@@ -183,6 +237,29 @@ def page_generation(plan_choice: str) -> Callable[..., Iterator[tuple[Any, ...]]
 if spaces is not None:
     generate = spaces.GPU(generate)
     generate_in_page = spaces.GPU(generate_in_page)
+
+
+def image_for_model(model_id: str | None) -> Any:
+    """The start image's field as the chosen model needs it: hidden and emptied for a text-to-video model (an
+    image there would be refused), marked required for an image-to-video one."""
+    shown = image_field(model_id)
+    if not shown.visible:
+        return gr.Image(value=None, visible=False, label=shown.label)
+    return gr.Image(visible=True, label=shown.label)
+
+
+def image_preview(image: str | None, model_id: str, width: float, height: float) -> tuple[Any, str]:
+    """Right after an upload: the image as it will be used (cropped and resized to the form's size) and what was
+    changed, or why it cannot be used."""
+    if not image:
+        return gr.Image(value=None, visible=False), ""
+    try:
+        request, _page, corrections = _prepared(
+            {"prompt": "preview", "model_id": model_id, "width": width, "height": height}, image
+        )
+    except InvalidParameterError as exc:
+        return gr.Image(value=None, visible=False), f"**This image cannot be used:** {form_words(str(exc))}"
+    return gr.Image(value=request["image"], visible=True), image_note(corrections)
 
 
 def stop(correlation_id: str | None) -> Any:
@@ -343,7 +420,8 @@ def build_app() -> gr.Blocks:
     """Tabs: Generate (parameters left, progress, video and what happened right), History (past videos), Models,
     Scenarios (the six, and fault injection when switched on), Metrics. Endpoints the page uses internally are
     private: ``view_api`` lists only the documented ones."""
-    model_ids = [entry.model_id for entry in CATALOG]
+    model_ids = picker_model_ids()
+    default_image = image_field(Settings.from_env().model)
     private: dict[str, Any] = {"api_visibility": "private"}
     with gr.Blocks(title="Kintsugi") as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
@@ -381,6 +459,27 @@ def build_app() -> gr.Blocks:
                                 scale=2,
                                 elem_id="allow-fallback",
                             )
+                        with gr.Row():
+                            image_input = untouched_upload(
+                                gr.Image(
+                                    label=default_image.label,
+                                    type="filepath",
+                                    sources=["upload", "clipboard"],
+                                    visible=default_image.visible,
+                                    height=200,
+                                    scale=1,
+                                    elem_id="start-image",
+                                )
+                            )
+                            image_used = gr.Image(
+                                label="Image used (at the video's size)",
+                                interactive=False,
+                                visible=False,
+                                height=200,
+                                scale=1,
+                                elem_id="image-used",
+                            )
+                        image_note = gr.Markdown(elem_id="image-note")
                         with gr.Row():
                             aspect = gr.Radio(list(ASPECTS), label="Aspect ratio", value=None, scale=3)
                             size = gr.Radio(list(SIZES), label="Size", value="Small (256)", scale=3)
@@ -460,6 +559,7 @@ def build_app() -> gr.Blocks:
                 notice_box,
                 notice_message,
                 *notice_buttons.values(),
+                image_used,
             ]
             generations = []
             for trigger, choice in (
@@ -478,7 +578,7 @@ def build_app() -> gr.Blocks:
                     **private,
                 ).then(
                     page_generation(choice),
-                    form,
+                    [*form, image_input],
                     page_outputs,
                     concurrency_limit=1,
                     concurrency_id="generate",
@@ -506,16 +606,34 @@ def build_app() -> gr.Blocks:
                 show_progress="hidden",
                 **private,
             )
+            model.change(image_for_model, model, image_input, queue=False, show_progress="hidden", **private)
+            preview: dict[str, Any] = dict(
+                fn=image_preview,
+                inputs=[image_input, model, width, height],
+                outputs=[image_used, image_note],
+                show_progress="hidden",
+                **private,
+            )
+            image_input.upload(**preview)
+            image_input.clear(
+                lambda: (gr.Image(value=None, visible=False), ""),
+                None,
+                [image_used, image_note],
+                queue=False,
+                **private,
+            )
             api_trigger.click(
                 generate,
-                [*form[:-1], api_allow_fallback],
+                [*form[:-1], api_allow_fallback, image_input],
                 [video, status],
                 api_name="generate",
                 api_description=(
                     "Make a video: streams the timeline while it runs and ends with the mp4 and the result panel. "
                     "seed < 0 draws a random seed; allow_fallback left out allows another model only for the "
                     "default model; a request predicted not to fit in memory is planned down automatically (the "
-                    "result says what changed); cancelling the job stops the generation."
+                    "result says what changed); cancelling the job stops the generation. image: the start image "
+                    "of an image-to-video model (PNG, JPEG or WebP, cropped and resized to width×height, "
+                    "reported); a text-to-video model refuses one."
                 ),
                 concurrency_limit=1,
                 concurrency_id="generate",
@@ -525,7 +643,9 @@ def build_app() -> gr.Blocks:
             prompt.change(None, prompt, counter, js=PROMPT_COUNTER_JS, show_progress="hidden", **private)
             random_seed.click(lambda: -1, None, seed, queue=False, **private)
             for preset in (aspect, size):
-                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private)
+                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private).then(**preview)
+            for side in (width, height):  # the image is shown cut to the size the request will run at
+                side.release(**preview)
             history_tab.select(history_view, history_shown, history_outputs, **private)
             newer.click(lambda page: history_view(page - 1), history_shown, history_outputs, **private)
             older.click(lambda page: history_view(page + 1), history_shown, history_outputs, **private)
@@ -697,7 +817,8 @@ def build_server() -> FastAPI:
         server,
         demo,
         path="/",
-        allowed_paths=[str(get_service().settings.outputs_dir)],
+        # the videos, and the prepared start images the page shows back (the data folder may be anywhere)
+        allowed_paths=[str(get_service().settings.outputs_dir), str(get_service().settings.uploads_dir)],
         show_error=False,
         css=CSS,
         head=HEAD,

@@ -6,7 +6,15 @@ Requests and answers are the pydantic models of ``components.views.rest_schema``
 key that is not a parameter (``frames``), a value of the wrong type or outside ``LIMITS`` is refused, each one named
 in ``error.fields`` and in the message, journaled as failed, nothing run. Wan's shape rules are not refused: the
 service still corrects them (width 100 → 96) and the answer reports it in ``corrections``. Only
-``application/json`` is read (415 otherwise; a request without a content type is read as JSON).
+``application/json`` is read (415 otherwise; a request without a content type is read as JSON), or
+``multipart/form-data`` with a ``request`` field (the same JSON object) and an ``image`` file.
+
+Image-to-video: the body's ``image`` (base64, bare or a data URL) or the multipart file is prepared by
+``components.generation.images`` (format by content, size, pixels, decompression bombs; cut to the request's
+size, reported in ``corrections``) before the service sees the request; a refusal names ``image`` in
+``error.fields``, and a model known to be text-to-video refuses any image before it is decoded. A body longer
+than the largest image's base64 allows (``KINTSUGI_MAX_UPLOAD_BYTES``) is refused with 413 before it is parsed.
+Answers name the image by its file name (its sha256), never by its path.
 
 ``POST /api/v1/generate`` takes an optional ``Idempotency-Key`` header: it becomes the request's correlation id,
 journaled before work starts, so a client that lost its connection can ask ``GET /api/v1/requests/{key}``; a repeat
@@ -34,7 +42,16 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 
+from components.generation.images import (
+    ImageLimits,
+    attach_image,
+    check_image_use,
+    decode_base64_image,
+    shown_request,
+)
 from components.generation.request import CORRELATION_ID, GenerationRequest, validate_request
 from components.journal import JournalEntry, RequestState
 from components.service import GenerationService
@@ -61,7 +78,7 @@ from components.views.rest_schema import (
 from recovery import events
 from recovery.errors import GenerationFailedError, InvalidParameterError, KintsugiError, RequestExistsError
 from recovery.events import RecoveryEvent
-from recovery.messages import api_error, guidance_for, scrub
+from recovery.messages import api_error, format_bytes, guidance_for, scrub
 from recovery.taxonomy import EnhancedFailureType, RecoveryStrategy
 
 __all__ = [
@@ -69,6 +86,7 @@ __all__ = [
     "EventFeed",
     "FeedSubscription",
     "RestQueue",
+    "body_limit",
     "build_router",
     "progress_message",
     "recovery_message",
@@ -81,6 +99,7 @@ __all__ = [
 _VIDEO_NAME = re.compile(r"^[A-Za-z0-9_-]{1,200}\.mp4$")
 _CLIENT_ERRORS = {"invalid_parameters", "unsupported_operation"}
 FALLBACK_HEADER = "Kintsugi-Fallback"
+_BODY_SLACK = 256 * 1024  # a body's bytes besides its image's base64 (two prompts of 2000 characters fit easily)
 
 
 def _invalid(problems: list[dict[str, Any]]) -> InvalidParameterError:
@@ -146,7 +165,7 @@ def repeat_answer(entry: JournalEntry | None, refusal: RequestExistsError) -> JS
             {
                 **request_status_json(entry),
                 "changes": result.get("changes", []),
-                "request": result.get("request"),
+                "request": shown_request(result["request"]) if result.get("request") else None,
                 "frames_sha256": result.get("frames_sha256"),
                 "seed": used.get("seed"),
                 "fallback": fallback.model_dump() if fallback else None,
@@ -215,9 +234,10 @@ def _conflict(service: GenerationService, key: str) -> JSONResponse:
 
 
 def _same_request(
-    service: GenerationService, entry: JournalEntry, body: GenerateBody | None, problems: list[dict[str, Any]]
+    service: GenerationService, entry: JournalEntry, sent: dict[str, Any] | None, problems: list[dict[str, Any]]
 ) -> bool:
-    """Whether a repeated key comes with the request it was first used for. An accepted request is compared as
+    """Whether a repeated key comes with the request it was first used for (``sent``: the body's request fields,
+    its image prepared; the same image at the same size is the same file). An accepted request is compared as
     checked (defaults filled in, shapes corrected; a seed left to chance matches the one drawn); one refused at
     validation matches the same refusal."""
     if entry.request is None:
@@ -227,9 +247,8 @@ def _same_request(
         if "fields" in stored:
             return bool(stored["fields"] == problems)
         return bool(stored.get("message") == scrub(problems_message(problems), data_dir=str(service.settings.data_dir)))
-    if body is None:
+    if sent is None:
         return False
-    sent = body.request_fields()
     try:
         checked, _ = validate_request(GenerationRequest.from_dict({"model_id": service.settings.model, **sent}))
         first = GenerationRequest.from_dict(dict(entry.request))
@@ -378,11 +397,15 @@ def _queue_message(correlation_id: str, ahead: int) -> dict[str, Any]:
 
 
 def _run_feeding(
-    service: GenerationService, feed: EventFeed, request: Mapping[str, Any], correlation_id: str
+    service: GenerationService,
+    feed: EventFeed,
+    request: Mapping[str, Any],
+    correlation_id: str,
+    corrections: list[str],
 ) -> GenerationResult:
     """Run a request to its result, its progress sent to the feed (on the threadpool)."""
     result: GenerationResult | None = None
-    for event in service.generate(request, correlation_id=correlation_id):
+    for event in service.generate(request, correlation_id=correlation_id, corrections=corrections):
         message = progress_message(event, correlation_id)
         if message is not None:
             feed.publish(message)
@@ -406,7 +429,7 @@ def _generated(result: GenerationResult, asked_model: str) -> JSONResponse:
         corrections=list(result.corrections),
         changes=list(result.changes),
         notes=list(result.notes),
-        request=UsedSettings(**result.request.to_dict()),
+        request=UsedSettings(**shown_request(result.request.to_dict())),
         seed=seed,
         timings=dict(result.output.timings),
         frames_sha256=result.output.frames_sha256,
@@ -426,9 +449,102 @@ class _EventStream(JSONResponse):
 _FLAGS = {"true": True, "1": True, "false": False, "0": False}
 
 
+def body_limit(service: GenerationService) -> int:
+    """The most bytes a ``POST /api/v1/generate`` body may have: the largest image's base64 and the rest."""
+    return 4 * -(-service.settings.max_upload_bytes // 3) + _BODY_SLACK
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The body, or ``None`` once it is past ``limit`` bytes (by its Content-Length, else as it streams in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _with_image(
+    service: GenerationService, sent: dict[str, Any], image: str | bytes
+) -> tuple[dict[str, Any], list[str]]:
+    """The body's request fields with its image (base64 text, or an uploaded file's bytes) prepared (a path only
+    the server sees), and the corrections preparing it made. A model known to be text-to-video refuses it before
+    it is decoded."""
+    request = GenerationRequest.from_dict({"model_id": service.settings.model, **sent})
+    check_image_use(request.model_id, True)
+    limit = service.settings.max_upload_bytes
+    data = decode_base64_image(image, max_bytes=limit) if isinstance(image, str) else image
+    attached, corrections = attach_image(
+        request, data, service.settings.uploads_dir, limits=ImageLimits(max_bytes=limit)
+    )
+    return {**sent, "image": attached.image}, corrections
+
+
+_FORM_SHAPE = "must be multipart/form-data with a `request` field (the JSON object) and an optional `image` file"
+
+
+async def _multipart(
+    service: GenerationService, request: Request, data: bytes
+) -> tuple[bytes, bytes | None] | JSONResponse:
+    """A multipart body's ``request`` field (the JSON object, as text) and its ``image`` file's bytes; or the
+    refusal, naming the part, of a body of another shape (nothing journaled)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    try:
+        form = await Request(request.scope, receive).form(max_files=2, max_fields=4)
+    except (MultiPartException, HTTPException):
+        return _body_error(service, "body", None, _FORM_SHAPE, got="a body of another shape")
+    try:
+        unknown = sorted(set(form.keys()) - {"request", "image"})
+        if unknown:
+            return _body_error(service, unknown[0], None, "is not a part (send `request` and `image`)", got="a part")
+        fields, image = form.get("request"), form.get("image")
+        if not isinstance(fields, str):
+            got = "a file" if fields is not None else "no `request` field"
+            return _body_error(service, "request", None, "must be a field holding the request as JSON", got=got)
+        if isinstance(image, str):
+            constraint = "must be a file part (or base64 in the request's `image`)"
+            return _body_error(service, "image", None, constraint, got="a text field")
+        return fields.encode(), (await image.read() if image is not None else None)
+    finally:
+        await form.close()
+
+
+def _problem(error: InvalidParameterError, data_dir: str) -> dict[str, Any]:
+    return {
+        "parameter": error.parameter or "body",
+        "value": shown_value(error.value, data_dir),
+        "constraint": error.constraint or str(error),
+    }
+
+
 def _openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/components/schemas/{model}")
 
+
+_MULTIPART_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["request"],
+    "properties": {
+        "request": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "the request as a JSON object (`GenerateBody`, without `image`)",
+        },
+        "image": {
+            "type": "string",
+            "format": "binary",
+            "description": "the start image of an image-to-video model: a PNG, JPEG or WebP file, checked as "
+            "`GenerateBody.image` is",
+        },
+    },
+}
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {
@@ -466,13 +582,23 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
                 },
             },
             409: {"model": ErrorResponse, "description": "The Idempotency-Key's request is still running"},
-            415: {"model": ErrorResponse, "description": "A content type other than application/json"},
+            413: {
+                "model": ErrorResponse,
+                "description": "A body larger than the largest image's base64 (KINTSUGI_MAX_UPLOAD_BYTES) allows",
+            },
+            415: {
+                "model": ErrorResponse,
+                "description": "A content type other than application/json or multipart/form-data",
+            },
             **_ERRORS,
         },
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _openapi_schema(GenerateBody)}},
+                "content": {
+                    "application/json": {"schema": _openapi_schema(GenerateBody)},
+                    "multipart/form-data": {"schema": _MULTIPART_SCHEMA},
+                },
             }
         },
     )
@@ -491,34 +617,62 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
         the request's ``correlation_id`` (for ``GET /api/v1/requests/{id}``)."""
         service = get_service()
         content_type = request.headers.get("content-type")
-        if content_type is not None and content_type.split(";", 1)[0].strip().lower() != "application/json":
-            return _body_error(service, "Content-Type", content_type, "must be application/json", status_code=415)
+        media = (content_type or "application/json").split(";", 1)[0].strip().lower()
+        if media not in ("application/json", "multipart/form-data"):
+            constraint = "must be application/json or multipart/form-data"
+            return _body_error(service, "Content-Type", content_type, constraint, status_code=415)
         if idempotency_key is not None and not CORRELATION_ID.fullmatch(idempotency_key):
             return _body_error(
                 service, "Idempotency-Key", idempotency_key, "must be 1 to 64 letters, digits, `_` or `-`"
             )
+        limit = body_limit(service)
+        text = await _read_body(request, limit)
+        if text is None:
+            return _body_error(
+                service, "body", None, f"must be at most {format_bytes(limit)}", got="more", status_code=413
+            )
+        upload: bytes | None = None
+        if media == "multipart/form-data":
+            parts = await _multipart(service, request, text)
+            if isinstance(parts, JSONResponse):
+                return parts
+            text, upload = parts
         try:
-            raw = json.loads(await request.body())
+            raw = json.loads(text)
         except (ValueError, RecursionError):  # not JSON, not UTF-8, numbers past int's digit limit, deep nesting
             return _body_error(service, "body", None, "must be a JSON object", got="text that is not JSON")
         if not isinstance(raw, dict):
             return _body_error(service, "body", raw, "must be a JSON object", got=f"a JSON {type(raw).__name__}")
-        body, problems = check_body(raw, data_dir=str(service.settings.data_dir))
+        data_dir = str(service.settings.data_dir)
+        body, problems = check_body(raw, data_dir=data_dir)
+        sent = body.request_fields() if body is not None else None
+        image_corrections: list[str] = []
+        image: str | bytes | None = body.image if body is not None else None
+        if upload is not None:
+            if image is not None:
+                constraint = "must be sent once: as a file part or as base64 in the request, not both"
+                body, sent, problems = None, None, [{"parameter": "image", "value": None, "constraint": constraint}]
+            image = upload
+        if body is not None and sent is not None and image is not None:
+            try:
+                sent, image_corrections = await run_in_threadpool(_with_image, service, sent, image)
+            except InvalidParameterError as exc:
+                body, sent, problems = None, None, [_problem(exc, data_dir)]
         if idempotency_key is not None and (entry := service.request_status(idempotency_key)) is not None:
-            return _repeated(service, entry, body, problems)
+            return _repeated(service, entry, sent, problems)
         try:
-            if body is None:
+            if body is None or sent is None:
                 failure = await run_in_threadpool(service.refuse, _invalid(problems), idempotency_key, fields=problems)
                 return JSONResponse({**failure.report, "correlation_id": failure.correlation_id}, status_code=422)
             correlation_id = idempotency_key or service.keeper.claim(None)
             line.join(correlation_id)
             try:
-                result = await run_in_threadpool(_run_feeding, service, feed, body.request_fields(), correlation_id)
+                result = await run_in_threadpool(_run_feeding, service, feed, sent, correlation_id, image_corrections)
             finally:
                 line.leave(correlation_id)
         except RequestExistsError as exc:  # the key was journaled meanwhile, by a request sent at the same time
             entry = service.request_status(exc.correlation_id or "")
-            return _repeated(service, entry, body, problems) if entry is not None else repeat_answer(None, exc)
+            return _repeated(service, entry, sent, problems) if entry is not None else repeat_answer(None, exc)
         except GenerationFailedError as exc:
             return JSONResponse(
                 {**exc.report, "correlation_id": exc.correlation_id}, status_code=_failure_status(exc.report)
@@ -643,9 +797,9 @@ def build_router(get_service: Callable[[], GenerationService], feed: EventFeed) 
 
 
 def _repeated(
-    service: GenerationService, entry: JournalEntry, body: GenerateBody | None, problems: list[dict[str, Any]]
+    service: GenerationService, entry: JournalEntry, sent: dict[str, Any] | None, problems: list[dict[str, Any]]
 ) -> JSONResponse:
     """A key already journaled: the first answer for the same request, a conflict for a different one."""
-    if not _same_request(service, entry, body, problems):
+    if not _same_request(service, entry, sent, problems):
         return _conflict(service, entry.id)
     return repeat_answer(entry, service.keeper.exists(entry.id))

@@ -27,12 +27,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.families import family_of_folder
+from components.generation.images import check_request_image
 from components.generation.request import (
     GenerationOutput,
     GenerationRequest,
@@ -132,9 +133,15 @@ class GenerationService:
         session_id: str | None = None,
         correlation_id: str | None = None,
         plan_choice: str | None = None,
+        corrections: Sequence[str] = (),
     ) -> Iterator[ServiceEvent]:
         """Run ``request`` with recovery; yield what happens, ending with a ``result`` event. A request given as a
         mapping without ``model_id`` runs on the default model (``KINTSUGI_MODEL``).
+
+        ``request.image`` is an image prepared by ``components.generation.images.attach_image`` (at the request's
+        size); ``corrections`` are the lines that preparing it reported, reported after validation's own. An image
+        for a model known to be text-to-video, or none for one that needs one, is refused here, before anything
+        runs.
 
         ``plan_choice``: the user's answer to ``plan_notice`` — ``fewer_frames``, ``lower_resolution`` or
         ``run_anyway`` runs that option; ``None`` plans automatically (a request predicted not to fit is planned
@@ -164,13 +171,14 @@ class GenerationService:
         correlation_id = self.keeper.claim(correlation_id)
         try:
             request = self._request_of(request)
-            checked, corrections = validate_request(request)
+            checked, corrected = validate_request(request)
+            check_request_image(checked)
             checked = replace(checked, allow_fallback=self.fallback_allowed(checked))
             plan = self._plan(checked, plan_choice)
         except (KintsugiError, TypeError, ValueError) as exc:
             raise self._refused(exc, correlation_id, request) from exc
         self.keeper.accept(correlation_id, checked)
-        yield from self._run(checked, corrections, correlation_id, session_id, plan)
+        yield from self._run(checked, [*corrected, *corrections], correlation_id, session_id, plan)
 
     def plan_notice(self, request: GenerationRequest | Mapping[str, Any]) -> PlanNotice | None:
         """Before ``generate``: ``None`` when the request would run as asked; otherwise what memory planning would
@@ -180,6 +188,7 @@ class GenerationService:
         (with ``report``), as ``generate`` would; nothing is journaled."""
         try:
             checked, _corrections = validate_request(self._request_of(request))
+            check_request_image(checked)
         except (KintsugiError, TypeError, ValueError) as exc:
             raise self.reporter.failure(exc, None, request) from exc
         if not self.settings.memory_planning:
@@ -255,9 +264,12 @@ class GenerationService:
         *,
         correlation_id: str | None = None,
         plan_choice: str | None = None,
+        corrections: Sequence[str] = (),
     ) -> GenerationResult:
         """``generate`` without the stream: the finished result (or ``GenerationFailedError``)."""
-        for event in self.generate(request, correlation_id=correlation_id, plan_choice=plan_choice):
+        for event in self.generate(
+            request, correlation_id=correlation_id, plan_choice=plan_choice, corrections=corrections
+        ):
             if event.kind is Kind.RESULT:
                 result: GenerationResult = event.data["result"]
                 return result

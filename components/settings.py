@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.images import DEFAULT_MAX_IMAGE_BYTES
 from components.generation.request import MODEL_ID_PATTERN
 from recovery.errors import InvalidParameterError
 from recovery.settings import parse_rate, parse_switch
@@ -74,6 +75,7 @@ class Settings:
     chaos: bool = False  # fault injection from the Scenarios tab (KINTSUGI_CHAOS=on); off by default
     chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
     journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
+    max_upload_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # the most bytes an image-to-video start image may have
 
     @property
     def models_dir(self) -> Path:
@@ -86,6 +88,11 @@ class Settings:
     def tiny_model_dir(self, model_id: str) -> Path:
         """Where a built-in tiny model (``kintsugi/<name>``) is built: ``models/<name>``."""
         return self.models_dir / model_id.rsplit("/", 1)[-1]
+
+    @property
+    def uploads_dir(self) -> Path:
+        """Prepared conditioning images, named by their sha256 (kept: a journaled request's re-run needs its own)."""
+        return self.data_dir / "uploads"
 
     @property
     def outputs_dir(self) -> Path:
@@ -121,6 +128,13 @@ def _convert(name: str, raw: str) -> object:
     variable = f"KINTSUGI_{name.upper()}"
     if name in {"data_dir", "hub_cache_dir"}:
         return Path(raw).expanduser()
+    if name == "max_upload_bytes":
+        size = parse_bytes(raw, name=variable)
+        if size <= 0:
+            raise InvalidParameterError(
+                f"`{variable}` must be a size above 0 (got {raw!r})", parameter=variable, value=raw, constraint="> 0"
+            )
+        return size
     if name == "worker_memory_cap":
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name=variable)
     if name in {"load_timeout_s", "recovery_timeout_s"}:

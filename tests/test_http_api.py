@@ -5,10 +5,14 @@ field; the answers carry the settings and the seed used."""
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,9 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
+from components.generation.families import family_for_model_id
 from components.generation.request import GenerationRequest
-from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, build_router, progress_message
+from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, body_limit, build_router, progress_message
 from components.journal import RequestState
 from components.service import GenerationService
 from components.settings import Settings
@@ -35,6 +40,7 @@ from tests.support.app_process import free_port
 from tests.support.spec import SPEC_ERROR_KEYS
 
 SMALL = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
+I2V = "kintsugi/tiny-wan-i2v-random"
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +172,23 @@ def test_shape_rules_are_still_corrected_and_the_answer_carries_seed_and_setting
 # -- content type -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "content_type",
-    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx"],
+    ["text/plain", "application/x-www-form-urlencoded", "application/jsonx"],
 )
 def test_a_body_that_is_not_json_by_its_content_type_is_415(
     client: TestClient, service: GenerationService, content_type: str
 ) -> None:
-    """Anything but application/json answers 415 in the error shape, naming `Content-Type`; nothing is
-    journaled."""
+    """Anything but application/json (or multipart/form-data) answers 415 in the error shape, naming
+    `Content-Type`; nothing is journaled."""
     before = service.journal.unfinished(), _outputs(service)
     answer = client.post("/api/v1/generate", content=b'{"prompt": "a boat"}', headers={"content-type": content_type})
     error = _error(answer, 415)
     assert answer.json()["correlation_id"] is None and "`Content-Type`" in error["message"]
     assert error["fields"] == [
-        {"parameter": "Content-Type", "value": content_type, "constraint": "must be application/json"}
+        {
+            "parameter": "Content-Type",
+            "value": content_type,
+            "constraint": "must be application/json or multipart/form-data",
+        }
     ]
     assert (service.journal.unfinished(), _outputs(service)) == before
 
@@ -330,6 +340,184 @@ def test_a_video_named_in_the_new_form_is_served(client: TestClient, service: Ge
 
 
 # -- the feed's own messages --------------------------------------------------------------------------------------
+# -- image-to-video: the image as base64 -------------------------------------------------------------------------
+def _png(size: tuple[int, int] = (80, 48), colour: str = "red", fmt: str = "PNG") -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(
+    ("image", "constraint", "value"),
+    [
+        ("this is not base64!", "must be base64 text or a data URL", "text that is not base64"),
+        (_png(fmt="GIF"), "must be a PNG, JPEG or WebP image", "a GIF image"),
+        ("data:image/png;base64," + _png(fmt="BMP"), "must be a PNG, JPEG or WebP image", "a BMP image"),
+        (12345, "must be base64 text or a data URL (data:image/png;base64,...)", 12345),
+    ],
+    ids=["not-base64", "gif", "bmp-data-url", "a-number"],
+)
+def test_a_bad_image_is_refused_naming_image_and_nothing_runs(
+    client: TestClient, service: GenerationService, image: Any, constraint: str, value: Any
+) -> None:
+    """Base64 that is not, a format other than PNG/JPEG/WebP, or not text at all: 422 in our shape, `image`
+    named in `fields` with what was sent (described, never echoed), journaled as refused, no video."""
+    before = _outputs(service)
+    answer = client.post("/api/v1/generate", json={**SMALL, "model_id": "someone/an-image-model", "image": image})
+    error = _error(answer)
+    assert error["type"] == "invalid_parameters"
+    assert error["fields"] == [{"parameter": "image", "value": value, "constraint": constraint}]
+    entry = service.request_status(answer.json()["correlation_id"])
+    assert entry is not None and entry.status is RequestState.FAILED and entry.request is None
+    assert _outputs(service) == before
+
+
+def test_an_image_over_the_upload_limit_is_refused_naming_image(
+    client: TestClient, service: GenerationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image past KINTSUGI_MAX_UPLOAD_BYTES (here 2 KiB) is refused by its size, named."""
+    monkeypatch.setattr(service, "settings", replace(service.settings, max_upload_bytes=2048))
+    noise = base64.b64encode(bytes(range(256)) * 12).decode()  # about 3 KB: refused before it is decoded
+    error = _error(client.post("/api/v1/generate", json={**SMALL, "model_id": "someone/a-model", "image": noise}))
+    assert [field["parameter"] for field in error["fields"]] == ["image"]
+    assert error["fields"][0]["constraint"] == "must be at most 2.0 KiB"
+
+
+def test_a_body_far_over_the_limit_is_413_before_it_is_parsed(
+    client: TestClient, service: GenerationService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body larger than the largest image's base64 and the rest allow is refused with 413 naming `body`,
+    from its Content-Length, before it is read as JSON; nothing is journaled."""
+    monkeypatch.setattr(service, "settings", replace(service.settings, max_upload_bytes=2048))
+    answer = client.post("/api/v1/generate", json={**SMALL, "image": "A" * (body_limit(service) + 10)})
+    error = _error(answer, 413)
+    assert error["fields"][0]["parameter"] == "body" and answer.json()["correlation_id"] is None
+
+
+def test_a_text_to_video_model_refuses_an_image_before_anything_runs(
+    client: TestClient, service: GenerationService
+) -> None:
+    """The built-in Wan text-to-video model with an image: 422 naming `image` and the model, before the image is
+    decoded or anything runs."""
+    uploads = service.settings.uploads_dir
+    before, runs, kept = _outputs(service), _runs(service), len(list(uploads.glob("*"))) if uploads.exists() else 0
+    answer = client.post("/api/v1/generate", json={**SMALL, "image": _png()})
+    error = _error(answer)
+    (field,) = error["fields"]
+    assert field["parameter"] == "image"
+    assert field["constraint"].startswith("is not taken by kintsugi/tiny-wan-random")
+    assert "`image` is not taken" in error["message"]
+    assert (_outputs(service), _runs(service)) == (before, runs)
+    assert (len(list(uploads.glob("*"))) if uploads.exists() else 0) == kept
+
+
+def test_openapi_documents_the_image(client: TestClient) -> None:
+    """The body's `image` is documented as base64 with its limits, the multipart form with its file, the
+    answer's image as a file name; 413 is listed."""
+    document = client.get("/api/v1/openapi.json").json()
+    operation = document["paths"]["/api/v1/generate"]["post"]
+    body = _schema(document, operation["requestBody"]["content"]["application/json"]["schema"])
+    image = body["properties"]["image"]
+    assert image["contentEncoding"] == "base64" and "PNG, JPEG or WebP" in image["description"]
+    assert "KINTSUGI_MAX_UPLOAD_BYTES" in image["description"]
+    assert "image" in document["components"]["schemas"]["UsedSettings"]["properties"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["request"] and form["properties"]["image"]["format"] == "binary"
+    assert operation["responses"]["413"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorResponse"
+    }
+
+
+def test_a_key_reused_with_the_same_refused_image_replays_the_refusal(client: TestClient) -> None:
+    """An image refused under a key, sent again with the same key: the refusal replays, nothing runs; the same key
+    without the image is another request (a conflict)."""
+    key, body = _key(), {**SMALL, "image": _png()}
+    first = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    again = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert _error(first)["fields"][0]["parameter"] == "image"
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert _error(client.post("/api/v1/generate", json=SMALL, headers={"Idempotency-Key": key}))["type"] == (
+        "idempotency_conflict"
+    )
+
+
+def _form(request: dict[str, Any] | None, image: bytes | None = None, **extra: Any) -> dict[str, Any]:
+    """A multipart body: the request as a JSON field, the image as a file part."""
+    data = {"request": json.dumps(request)} if request is not None else {}
+    files = {"image": ("photo.png", image, "image/png")} if image is not None else {}
+    return {"data": {**data, **extra}, "files": files or None}
+
+
+def test_multipart_takes_the_request_as_json_and_the_image_as_a_file(
+    client: TestClient, service: GenerationService
+) -> None:
+    """A multipart body is read as the JSON body is: here its file is a GIF, refused naming `image`; its
+    `request` field is checked strictly too."""
+    gif = base64.b64decode(_png(fmt="GIF"))
+    answer = client.post("/api/v1/generate", **_form({**SMALL, "model_id": "someone/an-image-model"}, gif))
+    assert _error(answer)["fields"] == [
+        {"parameter": "image", "value": "a GIF image", "constraint": "must be a PNG, JPEG or WebP image"}
+    ]
+    answer = client.post("/api/v1/generate", **_form({**SMALL, "frames": 5}, base64.b64decode(_png())))
+    assert _error(answer)["fields"][0]["parameter"] == "frames"
+
+
+def test_multipart_on_a_text_to_video_model_refuses_the_file_naming_image(client: TestClient) -> None:
+    """An image file for the built-in text-to-video model is refused naming `image`, as base64 is."""
+    answer = client.post("/api/v1/generate", **_form(SMALL, base64.b64decode(_png())))
+    (field,) = _error(answer)["fields"]
+    assert field["parameter"] == "image" and field["constraint"].startswith("is not taken by")
+
+
+@pytest.mark.parametrize(
+    ("form", "parameter"),
+    [
+        (_form(None, b"\x89PNG"), "request"),
+        (_form(SMALL, b"\x89PNG", other="x"), "other"),
+        (_form({**SMALL, "image": "iVBORw0KGgo="}, b"\x89PNG"), "image"),
+    ],
+    ids=["no-request-field", "unknown-part", "image-twice"],
+)
+def test_a_multipart_body_of_another_shape_is_refused_naming_the_part(
+    client: TestClient, form: dict[str, Any], parameter: str
+) -> None:
+    """No `request` field, a part that is not one, or an image both as a file and as base64: refused, named."""
+    answer = client.post("/api/v1/generate", **form)
+    assert _error(answer)["fields"][0]["parameter"] == parameter
+
+
+def test_a_multipart_body_that_does_not_parse_is_refused(client: TestClient) -> None:
+    """A body that says multipart but is not is refused naming `body` and the shape expected."""
+    answer = client.post(
+        "/api/v1/generate", content=b'{"prompt": "a boat"}', headers={"content-type": "multipart/form-data; boundary=x"}
+    )
+    error = _error(answer)
+    assert error["fields"][0]["parameter"] == "body" and "multipart/form-data" in error["message"]
+
+
+@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
+def test_an_image_to_video_model_makes_a_video_from_an_uploaded_file(client: TestClient) -> None:
+    """The same request as multipart, the image as a file part: a video, the crop reported."""
+    answer = client.post("/api/v1/generate", **_form({**SMALL, "model_id": I2V}, base64.b64decode(_png((80, 48)))))
+    assert answer.status_code == 200, answer.text
+    assert "image 80×48 → cropped and resized to 64×64" in answer.json()["corrections"]
+
+
+@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
+def test_an_image_to_video_model_makes_a_video_from_a_base64_image(client: TestClient) -> None:
+    """The tiny Wan image-to-video model with a data-URL PNG: a video; the crop is in `corrections`, the image in
+    `request` by its file name (no path)."""
+    body = {**SMALL, "model_id": I2V, "image": "data:image/png;base64," + _png((80, 48))}
+    answer = client.post("/api/v1/generate", json=body)
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert "image 80×48 → cropped and resized to 64×64" in result["corrections"]
+    assert result["request"]["image"].endswith(".png") and "/" not in result["request"]["image"]
+    assert client.get(result["video_url"]).status_code == 200
+
+
 def test_queue_positions_move_up_as_requests_ahead_end() -> None:
     """Three REST requests in flight are at 1, 2, 3; when the first ends, the two behind it are told 1 and 2."""
     sent: list[dict[str, Any]] = []
@@ -370,3 +558,20 @@ def test_progress_messages_are_made_from_phase_and_step_events(
 def test_other_service_events_are_not_progress(kind: ServiceEventKind) -> None:
     """Corrections, downloads and recovery events are not `progress` (recovery has its own message)."""
     assert progress_message(ServiceEvent(kind, "", {}), "abc") is None
+
+
+@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
+def test_a_key_reused_with_the_same_image_replays_the_video(client: TestClient, service: GenerationService) -> None:
+    """The same image under the same key is the same request (one prepared file): the answer replays, naming the
+    image by file name; another image under that key is a conflict."""
+    key, body = _key(), {**SMALL, "model_id": I2V, "image": _png((80, 48), "teal")}
+    first = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 200, first.text
+    again = client.post("/api/v1/generate", json=body, headers={"Idempotency-Key": key})
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["request"]["image"] == first.json()["request"]["image"]
+    assert "/" not in again.json()["request"]["image"]
+    other = client.post(
+        "/api/v1/generate", json={**body, "image": _png((80, 48), "navy")}, headers={"Idempotency-Key": key}
+    )
+    assert _error(other)["type"] == "idempotency_conflict"

@@ -119,3 +119,19 @@ def test_kintsugi_model_is_read_and_checked() -> None:
     )
     with pytest.raises(InvalidParameterError, match="KINTSUGI_MODEL"):
         Settings.from_env({"KINTSUGI_MODEL": "../etc/passwd"})
+
+
+@pytest.mark.parametrize(("environ", "expected"), [({}, 10 * 2**20), ({"KINTSUGI_MAX_UPLOAD_BYTES": "2MB"}, 2_000_000)])
+def test_the_upload_limit_is_a_size(environ: dict[str, str], expected: int) -> None:
+    """A start image may be 10 MiB unless KINTSUGI_MAX_UPLOAD_BYTES says otherwise; uploads live in the data
+    folder."""
+    settings = Settings.from_env(environ)
+    assert settings.max_upload_bytes == expected
+    assert settings.uploads_dir == settings.data_dir / "uploads"
+
+
+@pytest.mark.parametrize("value", ["0", "big"])
+def test_a_bad_upload_limit_names_the_variable(value: str) -> None:
+    """No limit at all (0) or a size that is not one is refused, named."""
+    with pytest.raises(InvalidParameterError, match="KINTSUGI_MAX_UPLOAD_BYTES"):
+        Settings.from_env({"KINTSUGI_MAX_UPLOAD_BYTES": value})

@@ -1,6 +1,6 @@
 """What one generation is: the request and its validation, the diffusers adapter, the supervised worker
-process, the built-in tiny model, the speed-up switch that recovery turns off when it fails, and the time model
-behind the ETAs.
+process, the built-in tiny model, the conditioning image of image-to-video (checked and prepared), the speed-up
+switch that recovery turns off when it fails, and the time model behind the ETAs.
 """
 
 from components.generation.embedded_model import (
@@ -10,6 +10,14 @@ from components.generation.embedded_model import (
     ensure_embedded_model,
     read_manifest,
     verify_manifest,
+)
+from components.generation.images import (
+    ImageLimits,
+    ImageUse,
+    attach_image,
+    check_image_use,
+    image_use,
+    prepare_image,
 )
 from components.generation.optimisations import OPTIMISATIONS, OptimisationSwitch
 from components.generation.pipeline import WanGenerator, release_memory, resolve_device
@@ -35,6 +43,8 @@ __all__ = [
     "EtaClock",
     "GenerationOutput",
     "GenerationRequest",
+    "ImageLimits",
+    "ImageUse",
     "LIMITS",
     "Limits",
     "MANIFEST_NAME",
@@ -48,9 +58,13 @@ __all__ = [
     "Worker",
     "WorkerConfig",
     "WorkerEvent",
+    "attach_image",
     "build_embedded_model",
+    "check_image_use",
     "ensure_embedded_model",
+    "image_use",
     "join_parameters",
+    "prepare_image",
     "read_manifest",
     "release_memory",
     "resolve_device",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from components.generation.families import family_for_model_id, tiny_model_ids
 from components.generation.request import MODEL_ID_PATTERN
 from components.store.catalog import CATALOG
 from components.store.disk import CleanupPlan, plan_cleanup
@@ -26,7 +27,15 @@ from recovery.classify import Classifier
 from recovery.errors import InvalidParameterError, KintsugiError
 from recovery.messages import api_error, format_bytes
 
-__all__ = ["CLEANUP_COLUMNS", "ModelActions", "cleanup_confirmation", "model_choices", "models_in_use", "models_table"]
+__all__ = [
+    "CLEANUP_COLUMNS",
+    "ModelActions",
+    "cleanup_confirmation",
+    "model_choices",
+    "models_in_use",
+    "models_table",
+    "picker_model_ids",
+]
 
 CLEANUP_COLUMNS = ["model", "revision", "refs", "frees", "why"]
 
@@ -52,6 +61,12 @@ def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def picker_model_ids() -> list[str]:
+    """Every model a picker offers: the catalogue's, then each family's built-in tiny model it does not list."""
+    listed = [entry.model_id for entry in CATALOG]
+    return listed + [model_id for model_id in tiny_model_ids() if model_id not in listed]
+
+
 def _download(expected_bytes: int | None, catalogued_gb: float | None) -> str:
     """The hub's size when known, else the catalogue's (``None``: its sources do not state it)."""
     if expected_bytes:
@@ -68,12 +83,19 @@ def _vram(runs_on_cpu: bool, least_gb: float | None, recommended_gb: float | Non
 
 
 def model_choices(store: ModelStore) -> list[tuple[str, str]]:
-    """(label, model id) pairs for a model picker: the embedded model first, each label with its local status."""
+    """(label, model id) pairs for a model picker: the catalogue (the embedded model first), each label with its
+    local status, then every family's built-in tiny model the catalogue does not list (built on first use)."""
     table = models_table(store)
-    return [
+    choices = [
         (f"{row.model} — {row.status}" + (f" ({row.download})" if row.status == "missing" else ""), row.model)
         for row in table.itertuples()
     ]
+    listed = {value for _label, value in choices}
+    for model_id in tiny_model_ids():
+        family = family_for_model_id(model_id)
+        if model_id not in listed and family is not None:
+            choices.append((f"{model_id} — built-in {family.label}, random weights", model_id))
+    return choices
 
 
 def models_in_use(journal: Any) -> set[str]:

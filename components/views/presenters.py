@@ -51,6 +51,7 @@ FORM_LABELS = {
     "guidance_scale": "Guidance scale",
     "seed": "Seed",
     "fps": "Frames per second",
+    "image": "Start image",
 }
 _SWITCHES = {"vae_tiling": "VAE tiling", "model_cpu_offload": "Model CPU offload"}
 _WORDS = {**FORM_LABELS, **_SWITCHES}

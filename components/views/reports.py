@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from components.generation.families import tiny_model_ids
+from components.generation.images import shown_request
 from components.generation.request import GenerationOutput, GenerationRequest
 from components.memory.ladder import MemoryPlan
 from recovery.errors import GenerationFailedError, InvalidParameterError, KintsugiError, RequestExistsError
@@ -115,7 +116,7 @@ class GenerationResult:
             "corrections": list(self.corrections),
             "changes": list(self.changes),
             "notes": list(self.notes),
-            "request": self.request.to_dict(),
+            "request": shown_request(self.request.to_dict()),  # an image by file name, like the video
             "timings": dict(self.output.timings),
             "frames_sha256": self.output.frames_sha256,
         }

@@ -20,8 +20,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.images import DEFAULT_MAX_IMAGE_BYTES, ImageLimits
 from components.generation.request import LIMITS, MODEL_ID_PATTERN, GenerationRequest
-from recovery.messages import scrub
+from recovery.messages import format_bytes, scrub
 
 __all__ = [
     "FEED_TYPES",
@@ -50,6 +51,7 @@ __all__ = [
 _DEFAULT = GenerationRequest(prompt="")
 _REQUEST_FIELDS = frozenset(f.name for f in dataclass_fields(GenerationRequest))
 _SHOWN_CHARS = 80  # a sent value longer than this is described, not echoed
+_IMAGE = ImageLimits()
 
 
 # -- the request body ---------------------------------------------------------------------------------------------
@@ -113,6 +115,13 @@ def _model_id(value: Any) -> Any:
     return value
 
 
+def _image_text(value: Any) -> Any:
+    """Base64 text or null here; what it decodes to is checked by ``components.generation.images``."""
+    if value is not None and not isinstance(value, str):
+        raise _refuse("image_text", "must be base64 text or a data URL (data:image/png;base64,...)")
+    return value
+
+
 def _flag(value: Any) -> Any:
     if value is not None and not isinstance(value, bool):
         raise _refuse("flag", "must be true, false or null")
@@ -124,8 +133,8 @@ _CORRECTED = "value is corrected to the nearest one and reported in `corrections
 
 
 class GenerateBody(BaseModel):
-    """``POST /api/v1/generate``: one text-to-video request. Every field but ``prompt`` is optional; a key that is
-    not listed here is refused, named."""
+    """``POST /api/v1/generate``: one text-to-video request, or image-to-video with ``image``. Every field but
+    ``prompt`` is optional; a key that is not listed here is refused, named."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -196,11 +205,29 @@ class GenerateBody(BaseModel):
         ),
         BeforeValidator(_flag),
     ] = None
+    image: Annotated[
+        str | None,
+        Field(
+            description="Image-to-video: the start image as base64, bare or as a data URL "
+            "(`data:image/png;base64,...`). PNG, JPEG or WebP (by content), at most KINTSUGI_MAX_UPLOAD_BYTES "
+            f"({format_bytes(DEFAULT_MAX_IMAGE_BYTES)} unless set) once decoded, {_IMAGE.max_side} pixels a side "
+            f"and {_IMAGE.max_pixels / 1e6:g} megapixels; turned upright (EXIF), "
+            "centre-cropped and resized to width×height, reported in `corrections`. Refused for a text-to-video "
+            "model; required by an image-to-video one",
+            json_schema_extra={"contentEncoding": "base64"},
+        ),
+        BeforeValidator(_image_text),
+    ] = None
 
     def request_fields(self) -> dict[str, Any]:
         """The fields the client set, for ``GenerationRequest``; an unset ``model_id`` is left to the service's
-        default, an unset seed is ``GenerationRequest``'s."""
-        return {key: value for key, value in self.model_dump(exclude_unset=True).items() if key in _REQUEST_FIELDS}
+        default, an unset seed is ``GenerationRequest``'s. ``image`` is left out: the base64 is not a prepared
+        image (``components.generation.images.attach_image`` makes one of it)."""
+        return {
+            key: value
+            for key, value in self.model_dump(exclude_unset=True).items()
+            if key in _REQUEST_FIELDS and key != "image"
+        }
 
 
 def _shown(value: Any) -> Any:
@@ -336,6 +363,9 @@ class UsedSettings(BaseModel):
     seed: int
     fps: int
     model_id: str
+    image: str | None = Field(
+        default=None, description="image-to-video: the prepared start image's file name (its sha256), not a path"
+    )
 
 
 class Fallback(BaseModel):

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from components.generation.request import LIMITS, Limits
+from components.generation.images import ImageLimits, ImageUse, attach_image, image_use
+from components.generation.request import LIMITS, GenerationRequest, Limits
 from components.memory.ladder import PlanNotice, PlanOption
 from components.views.charts import format_seconds
 from components.views.presenters import (
@@ -23,13 +24,14 @@ from components.views.presenters import (
 )
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from recovery import events
-from recovery.errors import GenerationFailedError
+from recovery.errors import GenerationFailedError, InvalidParameterError
 from recovery.messages import failure_label, format_bytes
 
 __all__ = [
     "ASPECTS",
     "CANCELLED_AT_NOTICE",
     "FORM_FIELDS",
+    "ImageField",
     "PLAN_BUTTONS",
     "SIZES",
     "WRITTEN_BACK",
@@ -41,7 +43,10 @@ __all__ = [
     "check_plan",
     "fallback_default",
     "form_request",
+    "form_image",
     "form_values",
+    "image_field",
+    "image_note",
     "plan_prompt",
     "preset_size",
 ]
@@ -120,6 +125,54 @@ def fallback_default(model_id: str | None, default_model: str) -> bool:
     return (model_id or "").strip() == default_model
 
 
+@dataclass(frozen=True)
+class ImageField:
+    """How the Generate tab shows its start image for a model: hidden for a text-to-video model (an image there
+    would be refused), required for an image-to-video one."""
+
+    use: ImageUse
+    visible: bool
+    label: str
+    info: str
+
+
+def image_field(model_id: str | None) -> ImageField:
+    """The start image's field for ``model_id`` (a model not known by id: optional, its folder decides)."""
+    use = image_use((model_id or "").strip())
+    if use is ImageUse.NOT_TAKEN:
+        return ImageField(use, False, "Start image (not used)", "this model makes videos from text only")
+    if use is ImageUse.REQUIRED:
+        return ImageField(use, True, "Start image (required)", "this model makes a video from an image")
+    if use is ImageUse.OPTIONAL:
+        return ImageField(use, True, "Start image (optional)", "the video starts from it; without one, from text")
+    return ImageField(use, True, "Start image", "only for image-to-video models")
+
+
+def form_image(
+    request: Mapping[str, Any],
+    image: str | None,
+    *,
+    default_model: str,
+    uploads_dir: Any,
+    max_bytes: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """The form's request with its uploaded ``image`` (a file path, or ``None``) prepared at the size the request
+    will run at, and the corrections that made ("image 640×480 → cropped and resized to 256×256"). Raises
+    ``InvalidParameterError`` naming ``image`` (a format, size or model that does not take one), or the request's
+    own first problem."""
+    if not image:
+        return dict(request), []
+    checked = GenerationRequest.from_dict({"model_id": default_model, **request})
+    attached, corrections = attach_image(checked, image, uploads_dir, limits=ImageLimits(max_bytes=max_bytes))
+    return {**request, "image": attached.image}, corrections
+
+
+def image_note(corrections: Iterable[str]) -> str:
+    """What the page says under a prepared start image: the changes made to it, in the form's words."""
+    lines = [form_words(line) for line in corrections]
+    return "; ".join(lines) + "." if lines else "Start image used as it is (already at the video's size)."
+
+
 #: The plan notice's buttons, one per ``PLAN_CHOICES`` entry, as the page words them.
 PLAN_BUTTONS = {
     "fewer_frames": "Fewer frames instead",
@@ -160,14 +213,21 @@ def plan_prompt(notice: PlanNotice) -> PlanPrompt:
     return PlanPrompt("\n".join(lines), buttons)
 
 
-def check_plan(service: Any, values: Mapping[str, Any]) -> PlanPrompt | None:
-    """Before Generate runs the form's request on ``service`` (a ``GenerationService``): the notice to show when
-    memory planning would lower it, else ``None`` (run as asked). A request the service refuses gets ``None`` too:
-    ``generate`` then reports the refusal as usual."""
+def check_plan(service: Any, values: Mapping[str, Any], image: str | None = None) -> PlanPrompt | None:
+    """Before Generate runs the form's request (and its start ``image``) on ``service`` (a ``GenerationService``):
+    the notice to show when memory planning would lower it, else ``None`` (run as asked). A request the service
+    refuses gets ``None`` too: ``generate`` then reports the refusal as usual."""
     request, _corrections = form_request(values)
     try:
+        request, _lines = form_image(
+            request,
+            image,
+            default_model=service.settings.model,
+            uploads_dir=service.settings.uploads_dir,
+            max_bytes=service.settings.max_upload_bytes,
+        )
         notice = service.plan_notice(request)
-    except GenerationFailedError:
+    except (GenerationFailedError, InvalidParameterError):
         return None
     return None if notice is None else plan_prompt(notice)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components.chaos.loopback_hub import HubServer
+from components.generation.families import FAMILIES, Family
 from components.store.catalog import CATALOG
 from components.store.model_store import ModelStore
-from components.views.models import ModelActions, model_choices, models_table
+from components.views.models import ModelActions, model_choices, models_table, picker_model_ids
 from tests.store.conftest import REPO, WEIGHTS
 
 
@@ -70,8 +73,16 @@ def test_cleanup_preview_lists_old_revision_then_apply_frees_it(store: ModelStor
 def test_picker_labels_carry_status_and_values_stay_ids(store: ModelStore) -> None:
     """Model picker entries read "id — status" (with the download size when missing); the value is the bare id."""
     choices = model_choices(store)
-    assert [value for _label, value in choices] == [entry.model_id for entry in CATALOG]
+    assert [value for _label, value in choices] == picker_model_ids()
     assert choices[1][0].startswith(f"{CATALOG[1].model_id} — missing (")
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=lambda family: family.name)
+def test_picker_offers_every_familys_tiny_model(store: ModelStore, family: Family) -> None:
+    """Each family's built-in tiny model can be picked, listed in the catalogue or not, the catalogue first."""
+    values = [value for _label, value in model_choices(store)]
+    assert family.tiny_model_id in values
+    assert values[: len(CATALOG)] == [entry.model_id for entry in CATALOG]
 
 
 def test_cleanup_never_offers_the_default_model(store: ModelStore) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from components.generation.families import family_for_model_id
+from components.generation.images import ImageUse
 from components.generation.request import LIMITS, GenerationOutput, GenerationRequest, RunOptions, validate_request
 from components.memory.ladder import PlanNotice, PlanOption
 from components.service import GenerationService
@@ -20,12 +22,15 @@ from components.views.studio import (
     StudioRun,
     check_plan,
     fallback_default,
+    form_image,
     form_request,
     form_values,
+    image_field,
     plan_prompt,
     preset_size,
 )
 from recovery import events
+from recovery.errors import InvalidParameterError
 
 FORM = {
     "prompt": "a boat",
@@ -201,3 +206,49 @@ def test_a_choice_not_offered_has_no_button_and_a_known_time_is_shown() -> None:
     assert prompt.buttons["lower_resolution"] is None
     assert prompt.buttons["fewer_frames"] == "Fewer frames instead · 300 MiB · about 4.2 s"
     assert prompt.buttons["run_anyway"] == "Run anyway · 700 MiB · time unknown"
+
+
+# -- the start image ------------------------------------------------------------------------------------------------
+def test_the_start_image_is_hidden_for_a_text_to_video_model() -> None:
+    """The Wan text-to-video model takes no image: the field is hidden and says it is not used."""
+    field = image_field("kintsugi/tiny-wan-random")
+    assert (field.use, field.visible, field.label) == (ImageUse.NOT_TAKEN, False, "Start image (not used)")
+
+
+def test_the_start_image_is_offered_for_a_model_unknown_by_id() -> None:
+    """A hub id no family knows may take an image: the field shows, saying it serves image-to-video models."""
+    field = image_field("someone/some-model")
+    assert field.visible and field.use is ImageUse.UNKNOWN and "image-to-video" in field.info
+
+
+@pytest.mark.skipif(
+    family_for_model_id("kintsugi/tiny-wan-i2v-random") is None, reason="the Wan I2V family lands from another branch"
+)
+def test_the_start_image_is_required_for_an_image_to_video_model() -> None:
+    """The Wan image-to-video model needs an image: the field shows, marked required."""
+    field = image_field("kintsugi/tiny-wan-i2v-random")
+    assert (field.use, field.visible, field.label) == (ImageUse.REQUIRED, True, "Start image (required)")
+
+
+def test_the_forms_image_is_prepared_at_the_size_the_request_runs_at(tmp_path: Path) -> None:
+    """An uploaded file becomes the request's prepared image, cut to the width validation runs (100 → 96), with
+    the line that says so; no upload leaves the request as it was."""
+    from PIL import Image
+
+    upload = tmp_path / "photo.jpg"
+    Image.new("RGB", (384, 128), "orange").save(upload)
+    request, _ = form_request({**FORM, "model_id": "someone/some-model"})
+    attached, corrections = form_image(
+        request, str(upload), default_model="x/y", uploads_dir=tmp_path / "uploads", max_bytes=10**6
+    )
+    assert Path(attached["image"]).parent == tmp_path / "uploads"
+    assert corrections == ["image 384×128 → cropped and resized to 96×64"]
+    assert form_image(request, None, default_model="x/y", uploads_dir=tmp_path, max_bytes=10**6) == (request, [])
+
+
+def test_the_forms_image_is_refused_for_a_text_to_video_model(tmp_path: Path) -> None:
+    """On the Wan text-to-video model an upload is refused naming ``image`` before it is read."""
+    request, _ = form_request(FORM)
+    with pytest.raises(InvalidParameterError) as caught:
+        form_image(request, str(tmp_path / "any.png"), default_model="x/y", uploads_dir=tmp_path, max_bytes=10**6)
+    assert caught.value.parameter == "image"
