@@ -71,6 +71,7 @@ def test_api_lists_only_the_documented_endpoints(app_url: str) -> None:
         "seed",
         "fps",
         "allow_fallback",
+        "image",
     ]
 
 
