@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from components.generation.images import ImageLimits, attach_image
+from components.generation.request import GenerationRequest
 from components.service import GenerationService
 from components.settings import Settings
 from components.views.charts import MetricsDashboard, dashboard
 from components.views.presenters import timeline_line
 from components.views.reports import GenerationResult, ServiceEventKind
-from recovery.errors import GenerationFailedError
+from recovery.errors import GenerationFailedError, InvalidParameterError
 
 __all__ = ["Studio", "NotebookResult", "connect"]
 
@@ -98,8 +100,13 @@ class Studio:
         self.service = service or GenerationService(settings or Settings.from_env())
         self._started = False
 
-    def generate(self, prompt: str, *, progress: bool = True, **parameters: Any) -> NotebookResult:
-        """Generate with recovery; never raises for a failed request (the result shows what went wrong)."""
+    def generate(
+        self, prompt: str, *, image: bytes | str | Path | None = None, progress: bool = True, **parameters: Any
+    ) -> NotebookResult:
+        """Generate with recovery; never raises for a failed request (the result shows what went wrong).
+
+        ``image`` (image-to-video models): a file path or the file's bytes, checked and cut to the request's size
+        like an upload in the app (the crop is listed with the corrections)."""
         from tqdm.auto import tqdm
 
         if not self._started:
@@ -108,7 +115,16 @@ class Studio:
         timeline: list[str] = []
         bar = None
         try:
-            for event in self.service.generate({"prompt": prompt, **parameters}):
+            request: Any = {"prompt": prompt, **parameters}
+            corrections: list[str] = []
+            if image is not None:
+                request, corrections = attach_image(
+                    GenerationRequest.from_dict({"model_id": self.service.settings.model, **request}),
+                    image,
+                    self.service.settings.uploads_dir,
+                    limits=ImageLimits(max_bytes=self.service.settings.max_upload_bytes),
+                )
+            for event in self.service.generate(request, corrections=corrections):
                 if event.kind is ServiceEventKind.PROGRESS and progress:
                     if bar is None or bar.total != event.data["total"] or event.data["step"] == 1:
                         if bar is not None:
@@ -122,6 +138,8 @@ class Studio:
                     timeline.append(line)
         except GenerationFailedError as exc:
             return NotebookResult(None, timeline, exc.report)
+        except InvalidParameterError as exc:  # the image was refused before the request was made
+            return NotebookResult(None, timeline, self.service.reporter.failure(exc, None, {"prompt": prompt}).report)
         finally:
             if bar is not None:
                 bar.close()

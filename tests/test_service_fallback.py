@@ -153,7 +153,7 @@ def _build_big_wan(target: Path) -> Path:
     import torch
     from diffusers import WanTransformer3DModel
 
-    from components.generation.embedded_model import TRANSFORMER_CONFIG, build_tiny_wan
+    from components.generation.families.wan import TRANSFORMER_CONFIG, build_tiny_wan
 
     pipe = build_tiny_wan()
     with torch.device("meta"):
