@@ -45,6 +45,7 @@ from components.generation.timing import EtaClock, PhaseEstimate
 from components.generation.worker import Worker, WorkerEvent
 from components.journal import JournalEntry, RequestState
 from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
+from components.memory.prior import weight_bytes
 from components.settings import Settings
 from components.store.download import CancelToken, DownloadEvent
 from components.store.model_store import ModelStore
@@ -67,6 +68,7 @@ from recovery.ports import ResourceFreer
 __all__ = ["GenerationService"]
 
 _DONE = object()
+_DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 Kind = ServiceEventKind
 
 
@@ -104,6 +106,7 @@ class GenerationService:
         self.keeper.apply_retention()
         self._active: dict[str, _Active] = {}
         self._active_lock = threading.Lock()
+        self._weights_known: set[str] = set()  # models whose weight bytes the planner was told
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -194,6 +197,7 @@ class GenerationService:
         if not self.settings.memory_planning:
             return None
         options, _left_off = self.optimisations.starting_options(RunOptions(compile=self.settings.compile))
+        self._know_weights(checked.model_id)
         return plan_notice(
             self.planner,
             checked,
@@ -337,6 +341,7 @@ class GenerationService:
             )
         cap = self.settings.worker_memory_cap
         options, left_off = self.optimisations.starting_options(RunOptions(compile=self.settings.compile))
+        self._know_weights(checked.model_id)
         if not self.settings.memory_planning:
             plan = MemoryPlan(checked, options, 0, cap, True)
         elif choice is not None and (notice := plan_notice(self.planner, checked, options, cap, device=self.device)):
@@ -344,6 +349,28 @@ class GenerationService:
         else:
             plan = plan_memory(self.planner, checked, options, cap, device=self.device)
         return replace(plan, changes=(*left_off, *plan.changes))
+
+    def _know_weights(self, model_id: str) -> None:
+        """Tell the planner the weight bytes of ``model_id`` and of the built-in model (whose fit it borrows until
+        it has run), read from the safetensors headers of their cached snapshots; a model not cached yet is
+        skipped (its first run teaches the planner instead)."""
+        component_dtypes = dict(self.worker.info.get("component_dtypes") or {})
+        for name in (model_id, EMBEDDED_MODEL_ID):
+            if name in self._weights_known:
+                continue
+            commit = self.store.cache.resolve(name, "main")
+            if commit is None:
+                continue
+            try:
+                sizes = weight_bytes(
+                    self.store.cache.snapshot_dir(name, commit),
+                    _DTYPE_BYTES.get(self.settings.dtype, 2),
+                    {component: _DTYPE_BYTES.get(dtype, 2) for component, dtype in component_dtypes.items()},
+                )
+            except (OSError, ValueError):  # a damaged header: the integrity check will say so when it runs
+                continue
+            self.planner.know_weights(name, sum(sizes.values()))
+            self._weights_known.add(name)
 
     def _run(
         self,

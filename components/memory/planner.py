@@ -147,6 +147,7 @@ class MemoryPlanner:
         self.hardware, self.dtype, self.margin = hardware or cpu_kind(), dtype, margin
         self._lock = threading.Lock()
         self._profiles: dict[str, _Profile] = {}
+        self._weights: dict[str, int] = {}  # model → weight bytes as loaded (``know_weights``), this process only
         table = next((t for t in defaults or () if (t["hardware"], t["dtype"]) == (self.hardware, dtype)), None)
         self._prior: Mapping[str, Any] | None = table
         if table is not None:
@@ -264,6 +265,13 @@ class MemoryPlanner:
                 del profile.outcomes[:-_MAX_OUTCOMES]
             self._save()
 
+    def know_weights(self, model_id: str, total_bytes: int) -> None:
+        """What ``model_id``'s weights take once loaded (``components.memory.prior.weight_bytes``, read from the
+        safetensors headers). A model predicted from another model's fit (never run here) gets the difference in
+        weights added to that fit: the first physical correction, before its own runs take over."""
+        with self._lock:
+            self._weights[model_id] = int(total_bytes)
+
     # -- prediction -----------------------------------------------------------------------------------------------
     @staticmethod
     def _setting(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
@@ -275,11 +283,13 @@ class MemoryPlanner:
             model_cpu_offload=options.model_cpu_offload,
         )
 
-    def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit, float] | None:
+    def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit, float, float] | None:
         """The fit for this model and options, else the same model's untiled fit, else the embedded model's
-        (its shape is the prior for a model never calibrated) — with the scale learned from failures."""
+        (its shape is the prior for a model never calibrated) — with the scale learned from failures, and the
+        bytes to add: for a fit borrowed from another model, the difference in weights where both are known."""
         profile = self._profiles.get(self._key(model_id), _Profile())
-        prior = self._profiles.get(self._key(self._prior["model_id"]), _Profile()) if self._prior else _Profile()
+        prior_id = self._prior["model_id"] if self._prior else None
+        prior = self._profiles.get(self._key(prior_id), _Profile()) if prior_id else _Profile()
         for source, wanted in ((profile, options), (profile, RunOptions()), (prior, options), (prior, RunOptions())):
             same = [
                 p
@@ -288,15 +298,18 @@ class MemoryPlanner:
             ]
             fitted = _Fit.of(same)
             if fitted is not None:
-                return fitted, profile.scale.get(_options_key(options), 1.0)
+                offset = 0.0
+                if source is prior and prior is not profile and model_id in self._weights and prior_id in self._weights:
+                    offset = float(self._weights[model_id] - self._weights[prior_id])
+                return fitted, profile.scale.get(_options_key(options), 1.0), offset
         return None
 
     def _fitted(self, request: GenerationRequest, options: RunOptions) -> float | None:
         found = self._model(request.model_id, options)
         if found is None:
             return None
-        fitted, scale = found
-        return fitted.predict(request.num_frames, request.width, request.height) * scale
+        fitted, scale, offset = found
+        return max(0.0, fitted.predict(request.num_frames, request.width, request.height) + offset) * scale
 
     def estimate(self, request: GenerationRequest, options: RunOptions = RunOptions()) -> int | None:
         """Predicted memory cap this request needs (bytes), or ``None`` when nothing is known for the model."""
