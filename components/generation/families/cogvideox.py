@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
-from components.generation.families.tokenizers import char_t5_tokenizer
+from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 from components.generation.families.vae_inputs import encoder_in_own_dtype
 from recovery.errors import InvalidParameterError
 
@@ -36,7 +36,6 @@ TINY_COGVIDEOX_ID = "kintsugi/tiny-cogvideox-random"
 TINY_COGVIDEOX_I2V_ID = "kintsugi/tiny-cogvideox-i2v-random"
 #: The text length of every released CogVideoX transformer (``max_text_seq_length``) and the pipeline's default.
 MAX_TEXT_SEQ_LENGTH = 226
-TEXT_DIM = 32  # the tiny T5 text encoder's width
 SEED = 20261201
 
 
@@ -179,7 +178,6 @@ def build_tiny_cogvideox(
         CogVideoXPipeline,
         CogVideoXTransformer3DModel,
     )
-    from transformers import T5Config, T5EncoderModel
 
     tokenizer = char_t5_tokenizer()
     rotary = learned_positions or version_1_5
@@ -217,19 +215,7 @@ def build_tiny_cogvideox(
         temporal_compression_ratio=4,
     )
     torch.manual_seed(SEED + 2)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    text_encoder = tiny_t5_encoder(len(tokenizer))
     # CogVideoX-2b's scheduler configuration.
     scheduler = CogVideoXDDIMScheduler(
         beta_start=0.00085,

@@ -27,13 +27,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task
-from components.generation.families.tokenizers import char_t5_tokenizer
+from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 from components.generation.families.vae_inputs import encoder_in_own_dtype
 
 __all__ = ["LTXVideo", "ltx_decoder_chunks"]
 
 TINY_LTX_ID = "kintsugi/tiny-ltx-random"
-TEXT_DIM = 32  # the tiny T5 text encoder's width
 SEED = 20261202
 #: Diffusers' advice for timestep-aware VAEs (LTX-Video 0.9.1 and later); a VAE without it ignores both.
 DECODE_TIMESTEP = 0.05
@@ -167,7 +166,6 @@ def build_tiny_ltx(*, timestep_conditioning: bool = False) -> Any:  # -> diffuse
         LTXPipeline,
         LTXVideoTransformer3DModel,
     )
-    from transformers import T5Config, T5EncoderModel
 
     tokenizer = char_t5_tokenizer()
     torch.manual_seed(SEED)
@@ -203,19 +201,7 @@ def build_tiny_ltx(*, timestep_conditioning: bool = False) -> Any:  # -> diffuse
         decoder_causal=False,
     )
     torch.manual_seed(SEED + 2)
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer),
-            d_model=TEXT_DIM,
-            d_kv=8,
-            d_ff=64,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            pad_token_id=0,
-            eos_token_id=1,
-        )
-    )
+    text_encoder = tiny_t5_encoder(len(tokenizer))
     # LTX-Video's scheduler configuration (its shift_terminal is why one step fails).
     scheduler = FlowMatchEulerDiscreteScheduler(
         use_dynamic_shifting=True,

@@ -5,8 +5,18 @@ CLIP-style one (character vocabularies with an empty merge list)."""
 from __future__ import annotations
 
 import string
+from typing import Any
 
-__all__ = ["char_clip_tokenizer", "char_llama_tokenizer", "char_t5_tokenizer", "character_vocabulary"]
+__all__ = [
+    "TEXT_DIM",
+    "char_clip_tokenizer",
+    "char_llama_tokenizer",
+    "char_t5_tokenizer",
+    "character_vocabulary",
+    "tiny_t5_encoder",
+]
+
+TEXT_DIM = 32  # the tiny T5/UMT5 text encoders' width
 
 
 def character_vocabulary() -> list[tuple[str, float]]:
@@ -51,3 +61,24 @@ def char_clip_tokenizer():  # -> transformers.CLIPTokenizer
         for symbol in symbols:
             vocab[symbol + suffix] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def tiny_t5_encoder(vocab_size: int, *, umt5: bool = False) -> Any:  # -> transformers.T5EncoderModel / UMT5…
+    """The tiny T5 text encoder of the tiny models (UMT5 for Wan, T5 for CogVideoX and LTX), ``TEXT_DIM`` wide,
+    random weights from the caller's seed."""
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    shape: dict[str, Any] = dict(
+        vocab_size=vocab_size,
+        d_model=TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    if umt5:
+        return UMT5EncoderModel(UMT5Config(**shape, decoder_start_token_id=0))
+    return T5EncoderModel(T5Config(**shape))

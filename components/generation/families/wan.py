@@ -29,7 +29,7 @@ import os
 from typing import Any, ClassVar, cast
 
 from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
-from components.generation.families.tokenizers import char_t5_tokenizer
+from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 
 __all__ = [
     "TINY_WAN22_A14B_ID",
@@ -51,7 +51,6 @@ TINY_WAN22_TI2V_ID = "kintsugi/tiny-wan22-ti2v-random"
 TINY_WAN22_A14B_ID = "kintsugi/tiny-wan22-a14b-random"
 
 SEED = 20261128  # every tiny Wan's modules are seeded from it (the manifest records it)
-TEXT_DIM = 32
 
 # Dimensions of the default tiny pipeline. The transformer is sized a little above diffusers' test values so that
 # denoising has a real cost next to the VAE decode (see DESIGN.md, "where the time goes").
@@ -216,6 +215,13 @@ class _Wan(Family):
         return wan_decoder_chunks(pipe.vae, latent_shape)
 
 
+def _wan21(folder: ModelFolder, class_name: str) -> bool:
+    """A Wan 2.1 folder of ``class_name``: one transformer, no expanded timesteps (those are Wan 2.2's)."""
+    return (
+        folder.class_name == class_name and not folder.index.get("expand_timesteps") and not folder.has("transformer_2")
+    )
+
+
 class Wan21TextToVideo(_Wan):
     name: ClassVar[str] = "wan2.1-t2v"
     label: ClassVar[str] = "Wan 2.1 text-to-video"
@@ -231,11 +237,7 @@ class Wan21TextToVideo(_Wan):
 
     def matches(self, folder: ModelFolder) -> bool:
         """A ``WanPipeline`` without Wan 2.2's second transformer or expanded timesteps."""
-        return (
-            folder.class_name == self.pipeline_class
-            and not folder.index.get("expand_timesteps")
-            and not folder.has("transformer_2")
-        )
+        return _wan21(folder, self.pipeline_class)
 
     def check_folder(self, folder: ModelFolder) -> None:
         """An image-to-video Wan folder loads as ``WanPipeline`` without complaint and fails at step 1 with a
@@ -243,7 +245,6 @@ class Wan21TextToVideo(_Wan):
         _refuse_image_channels(self, folder)
 
     def build_tiny(self) -> Any:
-
         return build_tiny_wan()
 
 
@@ -265,11 +266,7 @@ class Wan21ImageToVideo(_Wan):
 
     def matches(self, folder: ModelFolder) -> bool:
         """A ``WanImageToVideoPipeline`` of Wan 2.1: one transformer, no expanded timesteps (those are 2.2's)."""
-        return (
-            folder.class_name == self.pipeline_class
-            and not folder.index.get("expand_timesteps")
-            and not folder.has("transformer_2")
-        )
+        return _wan21(folder, self.pipeline_class)
 
     def check_folder(self, folder: ModelFolder) -> None:
         """The converse of the text-to-video trap: a transformer without room for the image (latent channels +
@@ -433,21 +430,7 @@ class Wan22A14B(_Wan):
 
 def tiny_umt5_encoder(vocab_size: int) -> Any:  # -> transformers.UMT5EncoderModel
     """The tiny UMT5 text encoder of every tiny Wan (``TEXT_DIM`` wide), random weights from the caller's seed."""
-    from transformers import UMT5Config, UMT5EncoderModel
-
-    text_config = UMT5Config(
-        vocab_size=vocab_size,
-        d_model=TEXT_DIM,
-        d_kv=8,
-        d_ff=64,
-        num_layers=2,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    return UMT5EncoderModel(text_config)
+    return tiny_t5_encoder(vocab_size, umt5=True)
 
 
 def build_tiny_wan() -> Any:  # -> diffusers.WanPipeline (imported lazily: diffusers costs seconds)
