@@ -14,10 +14,9 @@ from tests.support.spec import SPEC_ERROR_KEYS
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
-    """``python app.py`` on a free loopback port with its own data folder; the URL once it answers."""
-    with running_app(tmp_path_factory.mktemp("appdata"), tiny_model) as url:
-        yield url
+def app_url(api_app_url: str) -> str:
+    """The session's ``python app.py`` (tests/conftest.py), shared with the load test."""
+    return api_app_url
 
 
 def _client(url: str):  # -> gradio_client.Client

@@ -93,12 +93,16 @@ def app_url(app_data: Path, tiny_model: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def capped_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
-    """The app with a 340 MiB worker cap and planning off, so a large request really runs out of memory."""
+    """The app with a 340 MiB worker cap and planning off, so a large request really runs out of memory. Its worker
+    runs one compute thread (``OMP_NUM_THREADS=1``, as in tests/test_service_progress.py): on a CPU shared with
+    other processes OpenMP's spinning threads make step times swing several-fold, and the ETA check run here is
+    about the time model, not the neighbours."""
     with running_app(
         tmp_path_factory.mktemp("capped"),
         tiny_model,
         KINTSUGI_WORKER_MEMORY_CAP="340MiB",
         KINTSUGI_MEMORY_PLANNING="off",
+        OMP_NUM_THREADS="1",
     ) as url:
         yield url
 
@@ -406,6 +410,52 @@ def test_real_oom_shows_timeline_and_what_we_changed(browser, capped_url: str) -
     assert "Attempt 1 failed" in status and "Not enough memory" in status and "vram_exhaustion" in status
     assert "What we changed" in status
     assert "Recovered" in status
+
+
+# Small in pixels, as the service-level ETA check's job: 40 steps of the tiny model take seconds on a CPU.
+ETA_JOB = {"Width": 128, "Height": 128, "Frames (4k+1)": 17}
+_ETA = re.compile(r"about (?:(\d+) min )?(\d+(?:\.\d+)?) s left")
+_STEP = re.compile(r"step (\d+)/40")
+
+# Every change of the progress panel, with the page's clock, from the moment this is run: what the user saw, when.
+_WATCH_PANEL = """() => {
+    const panel = document.querySelector('#progress-panel'), log = [];
+    if (window.panelWatch) window.panelWatch.disconnect();
+    window.panelLog = log;
+    window.panelWatch = new MutationObserver(() => log.push([performance.now(), panel.innerText]));
+    window.panelWatch.observe(panel, {subtree: true, childList: true, characterData: true});
+}"""
+# The run started since the watch began (the panel changed to something other than a finished run's "Done …")
+# and has ended (a "Done …" after that).
+_RUN_ENDED = """() => {
+    const log = window.panelLog, started = log.findIndex(([, text]) => !text.includes('Done'));
+    return started >= 0 && log.slice(started).some(([, text]) => text.includes('Done'));
+}"""
+
+
+def _seconds_left(text: str) -> float | None:
+    """The attempt's ETA the panel shows ("about 12.3 s left", "about 2 min 5 s left"), ``None`` without one."""
+    found = _ETA.search(text)
+    return None if found is None else int(found.group(1) or 0) * 60 + float(found.group(2))
+
+
+def test_the_eta_shown_on_a_40_step_job_is_within_half_of_the_real_time(browser, capped_url: str) -> None:
+    """Once runs have taught the time model (a small one that loads the model, then the job's size with 8 steps),
+    the ETA the panel shows at step 10 of a 40-step job is within 50 % of the time the run then really took to
+    "Done", both read from the page's own clock at the moments the panel changed."""
+    page = _page(browser, capped_url)
+    for values in ({}, {**ETA_JOB, "Steps": 8}, {**ETA_JOB, "Steps": 40}):
+        _small(page, **values)
+        page.evaluate(_WATCH_PANEL)
+        page.get_by_role("button", name="Generate", exact=True).click()
+        page.wait_for_function(_RUN_ENDED, timeout=180_000)
+    log: list[tuple[float, str]] = page.evaluate("() => window.panelLog")
+    at, text, step = next((at, text, int(m[1])) for at, text in log if (m := _STEP.search(text)) and int(m[1]) >= 10)
+    done_at = next(later for later, later_text in log if later > at and "Done" in later_text)
+    eta, real = _seconds_left(text), (done_at - at) / 1000
+    assert eta is not None, f"no ETA shown: {text!r}"
+    assert abs(eta - real) <= 0.5 * real, f"ETA {eta:.1f} s at step {step}/40, real {real:.1f} s"
+    print(f"\neta: {eta:.1f} s shown at step {step}/40, {real:.1f} s real")
 
 
 def test_metrics_tab_renders_the_charts(browser, capped_url: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,22 +19,9 @@ from tests.support.app_process import free_port
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
-    """A service on a fresh data folder whose embedded model is a copy of the session's build."""
-    data_dir = tmp_path_factory.mktemp("data")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(tiny_model, settings.embedded_model_dir)
-    # The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down. The
-    # store knows no alternative models (empty catalogue), so such a request cannot be rescued by a fallback.
-    store = ModelStore(
-        settings.hub_cache_dir,
-        settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=RetryPolicy(attempts=1),
-        catalog=(),
-    )
-    with GenerationService(settings, store=store) as started:
-        yield started
+def service(offline_service: GenerationService) -> GenerationService:
+    """The session's offline service (tests/conftest.py): a hub model is unreachable at once, no fallback."""
+    return offline_service
 
 
 REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 2, "seed": 3}

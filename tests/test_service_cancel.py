@@ -3,18 +3,14 @@ cancelled, the metrics count no failure, and other requests are untouched."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from components.journal import RequestState
 from components.service import GenerationService
-from components.settings import Settings
 from recovery import events
 from recovery.errors import CANCELLED_USER_MESSAGE, RequestCancelledError
 
@@ -23,13 +19,9 @@ LONG = {**SMALL, "width": 128, "height": 128, "num_frames": 33, "steps": 60}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
-    """A started service on a fresh data folder (the embedded model copied from the session's build)."""
-    data_dir = tmp_path_factory.mktemp("cancel-data")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(tiny_model, settings.embedded_model_dir)
-    with GenerationService(settings) as started:
-        yield started
+def service(offline_service: GenerationService) -> GenerationService:
+    """The session's started service (tests/conftest.py), its worker shared with tests/test_service.py."""
+    return offline_service
 
 
 class Run:

@@ -416,26 +416,23 @@ def _post_ignoring_disconnect(url: str, request: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-def test_worker_killed_mid_generation_is_retried_on_a_fresh_worker(tmp_path: Path, tiny_model: Path) -> None:
-    """SIGKILL of the worker during denoising: the engine restarts it and the same request completes."""
-    import shutil
-
-    settings = Settings(data_dir=tmp_path / "data", hub_cache_dir=tmp_path / "hub", device="cpu")
-    shutil.copytree(tiny_model, settings.embedded_model_dir)
-    with GenerationService(settings) as service:
-        first_pid, events = None, []
-        stream = service.generate({**REQUEST, "width": 256, "height": 256, "num_frames": 17, "steps": 8})
-        for event in stream:
-            events.append(event)
-            if event.kind == "progress" and first_pid is None:
-                first_pid = service.worker.pid
-                service.worker.kill(signal.SIGKILL)
-        result = events[-1].data["result"]
-        status = service.request_status(result.correlation_id)
-        assert first_pid is not None and service.worker.pid != first_pid
-        assert result.attempts == 2 and status.status is RequestState.COMPLETED
-        assert any(e.kind == "recovery" and e.data.get("failure_type") == "system_resource_error" for e in events)
-        assert status.result["attempts"] == 2
+def test_worker_killed_mid_generation_is_retried_on_a_fresh_worker(offline_service: GenerationService) -> None:
+    """SIGKILL of the worker during denoising: the engine restarts it and the same request completes (on the
+    session's shared service, tests/conftest.py: the fresh worker serves the tests after this one)."""
+    service = offline_service
+    first_pid, events = None, []
+    stream = service.generate({**REQUEST, "width": 256, "height": 256, "num_frames": 17, "steps": 8})
+    for event in stream:
+        events.append(event)
+        if event.kind == "progress" and first_pid is None:
+            first_pid = service.worker.pid
+            service.worker.kill(signal.SIGKILL)
+    result = events[-1].data["result"]
+    status = service.request_status(result.correlation_id)
+    assert first_pid is not None and service.worker.pid != first_pid
+    assert result.attempts == 2 and status.status is RequestState.COMPLETED
+    assert any(e.kind == "recovery" and e.data.get("failure_type") == "system_resource_error" for e in events)
+    assert status.result["attempts"] == 2
 
 
 # -- REST: Idempotency-Key ----------------------------------------------------------------------------------------

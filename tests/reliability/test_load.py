@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-
-from tests.support.app_process import running_app
 
 CLIENTS = 20
 GOOD = ("a paper boat", "", "kintsugi/tiny-wan-random", 64, 64, 5, 1, 5.0, 1, 8)
@@ -17,18 +14,23 @@ BAD = ("", "", "kintsugi/tiny-wan-random", 64, 64, 5, 1, 5.0, 1, 8)  # empty pro
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
-    with running_app(tmp_path_factory.mktemp("load"), tiny_model, KINTSUGI_QUEUE_SIZE="6") as url:
-        yield url
+def app_url(api_app_url: str) -> str:
+    """The session's ``python app.py`` (tests/conftest.py), shared with the API tests (tests/test_app.py)."""
+    return api_app_url
 
 
-def _one(url: str, index: int) -> tuple[str, str]:
-    """(outcome, text): ``video``, ``busy`` (queue full), ``refused`` (catalogued error) or ``other``."""
+def _one(url: str, index: int, together: threading.Barrier | None = None) -> tuple[str, str]:
+    """(outcome, text): ``video``, ``busy`` (queue full), ``refused`` (catalogued error) or ``other``. With
+    ``together``, the request is sent once every client is connected, so that they all arrive at once (however warm
+    the shared app's worker already is)."""
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
     try:
-        video, _panel = Client(url, verbose=False).predict(*(BAD if index % 5 == 0 else GOOD), api_name="/generate")
+        client = Client(url, verbose=False)
+        if together is not None:
+            together.wait(timeout=90)
+        video, _panel = client.predict(*(BAD if index % 5 == 0 else GOOD), api_name="/generate")
         return "video", video
     except AppError as exc:
         text = str(exc)
@@ -42,9 +44,9 @@ def test_twenty_clients_each_get_a_video_or_a_clear_answer(app_url: str) -> None
     """20 simultaneous requests (every 5th one invalid) against a queue of 6: each ends, within two minutes, in a
     video, the catalogued refusal, or "queue is full" — nothing hangs, nothing answers with raw text; afterwards
     the app still serves a request (no deadlock)."""
-    started = time.monotonic()
+    started, together = time.monotonic(), threading.Barrier(CLIENTS)
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
-        outcomes = list(pool.map(lambda i: _one(app_url, i), range(CLIENTS)))
+        outcomes = list(pool.map(lambda i: _one(app_url, i, together), range(CLIENTS)))
     elapsed = time.monotonic() - started
     kinds = [kind for kind, _text in outcomes]
     assert "other" not in kinds, [text for kind, text in outcomes if kind == "other"]
