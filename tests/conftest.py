@@ -50,7 +50,8 @@ def shared_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRuns
 @pytest.fixture(scope="session")
 def offline_service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
     """A started service on a fresh data folder (the embedded model copied from the session's build), shared by
-    tests/test_service.py and tests/test_service_cancel.py: one warm worker instead of one per module.
+    tests/test_service.py, tests/test_service_cancel.py and the killed-worker test of tests/reliability: one warm
+    worker instead of one per module. Tests on it compare counts before and after, never absolute ones.
 
     The hub is a closed loopback port: a hub model is unreachable at once, as when the network is down. The store
     knows no alternative models (empty catalogue), so such a request cannot be rescued by a fallback."""

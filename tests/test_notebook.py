@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from components.notebook import NotebookResult, Studio
-from components.settings import Settings
+from components.service import GenerationService
 
 
 @pytest.fixture(scope="module")
-def studio(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[Studio]:
-    data_dir = tmp_path_factory.mktemp("nb")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(tiny_model, settings.embedded_model_dir)
-    with Studio(settings) as started:
-        yield started
+def studio(offline_service: GenerationService) -> Studio:
+    """A studio around the session's started service (tests/conftest.py), not closed here: the session closes it."""
+    return Studio(service=offline_service)
 
 
 @pytest.fixture(scope="module")
