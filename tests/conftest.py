@@ -80,8 +80,9 @@ def offline_service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) 
 @pytest.fixture(scope="session")
 def api_app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
     """``python app.py`` on a free loopback port with its own data folder, the hub a closed port, and a queue of 6
-    requests: shared by the API tests (tests/test_app.py) and the load test (tests/reliability/test_load.py) — one
-    app start and one model load instead of two. Only the load test depends on the queue's length."""
+    requests: shared by the API tests (tests/test_app.py), the load test (tests/reliability/test_load.py) and the
+    image-to-video tests (tests/test_browser_i2v.py) — one app start and one model load instead of three. Only the
+    load test depends on the queue's length."""
     from tests.support.app_process import running_app
 
     with running_app(tmp_path_factory.mktemp("appdata"), tiny_model, KINTSUGI_QUEUE_SIZE="6") as url:

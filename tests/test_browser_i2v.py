@@ -14,7 +14,7 @@ from PIL import Image
 
 from components.generation.families import family_for_model_id
 from tests.generation.test_images import bilevel_png
-from tests.support.app_process import ROOT, running_app
+from tests.support.app_process import ROOT
 
 CHROMIUM = Path("/usr/bin/chromium")
 I2V = "kintsugi/tiny-wan-i2v-random"
@@ -28,9 +28,9 @@ needs_i2v = pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[str]:
-    with running_app(tmp_path_factory.mktemp("i2v-app"), tiny_model) as url:
-        yield url
+def app_url(api_app_url: str) -> str:
+    """The session's ``python app.py`` with its default settings (tests/conftest.py), shared with the API tests."""
+    return api_app_url
 
 
 @pytest.fixture(scope="module")
