@@ -58,6 +58,7 @@ FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "seed": st.one_of(st.none(), st.integers(-5, 2**33)),
     "fps": st.integers(-5, 70),
     "allow_fallback": st.one_of(st.none(), st.booleans()),
+    "image": st.one_of(st.none(), junk),
 }
 field_values = {name: st.one_of(junk, strategy) for name, strategy in FIELD_VALUES.items()}
 
