@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 GiB = 2**30
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
@@ -265,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--skip-14b", action="store_true")
     args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # here, not at import: a test imports this module
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     if not cuda_available():
         print("no CUDA device: nothing to check")
         return 0

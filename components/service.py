@@ -107,6 +107,7 @@ class GenerationService:
         self._active: dict[str, _Active] = {}
         self._active_lock = threading.Lock()
         self._weights_known: set[str] = set()  # models whose weight bytes the planner was told
+        self._component_dtypes: dict[str, str] = {}  # components the worker runs in another dtype (last result)
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -354,7 +355,7 @@ class GenerationService:
         """Tell the planner the weight bytes of ``model_id`` and of the built-in model (whose fit it borrows until
         it has run), read from the safetensors headers of their cached snapshots; a model not cached yet is
         skipped (its first run teaches the planner instead)."""
-        component_dtypes = dict(self.worker.info.get("component_dtypes") or {})
+        component_dtypes = self._component_dtypes
         for name in (model_id, EMBEDDED_MODEL_ID):
             if name in self._weights_known:
                 continue
@@ -566,6 +567,7 @@ class GenerationService:
                 self.timing.record(event.output, step_s=eta.step_s, fixed_s=eta.fixed_s)
                 self._loaded = (self.worker.info.get("pid"), event.output.model_id or request.model_id)
                 need = event.output.address_space_need
+                self._component_dtypes = dict(event.output.component_dtypes)
                 self.planner.record(
                     request,
                     options,

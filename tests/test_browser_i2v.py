@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.generation.families import family_for_model_id
 from tests.generation.test_images import bilevel_png
 from tests.support.app_process import ROOT
 
@@ -24,7 +23,6 @@ SHOTS = (  # as tests/test_browser.py: KINTSUGI_UPDATE_SCREENSHOTS=1 replaces th
     else Path(tempfile.mkdtemp(prefix="kintsugi-shots-"))
 )
 has_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is installed by .ci/run")
-needs_i2v = pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +89,6 @@ def test_a_text_to_video_model_hides_the_start_image(page) -> None:
 
 @pytest.mark.browser
 @has_chromium
-@needs_i2v
 def test_upload_an_image_and_get_a_video(page, photo: Path) -> None:
     """On the image-to-video model: the field says it is required; an upload is shown back as it will be used
     (cut to 64×64) with what was changed; Generate makes a video and the result lists the crop."""
@@ -115,7 +112,6 @@ def test_upload_an_image_and_get_a_video(page, photo: Path) -> None:
     page.screenshot(path=str(SHOTS / "image-to-video.png"), full_page=True)
 
 
-@needs_i2v
 def test_gradio_client_sends_an_image_and_gets_a_video(app_url: str, photo: Path) -> None:
     """Over gradio_client, ``/generate`` with an image file (``handle_file``) on the image-to-video model ends with
     an mp4, and the result panel lists the crop."""

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
-from components.generation.families import family_for_model_id
 from components.generation.request import GenerationRequest
 from components.http_api import FALLBACK_HEADER, EventFeed, RestQueue, body_limit, build_router, progress_message
 from components.journal import RequestState
@@ -497,7 +496,6 @@ def test_a_multipart_body_that_does_not_parse_is_refused(client: TestClient) -> 
     assert error["fields"][0]["parameter"] == "body" and "multipart/form-data" in error["message"]
 
 
-@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 def test_an_image_to_video_model_makes_a_video_from_an_uploaded_file(client: TestClient) -> None:
     """The same request as multipart, the image as a file part: a video, the crop reported."""
     answer = client.post("/api/v1/generate", **_form({**SMALL, "model_id": I2V}, base64.b64decode(_png((80, 48)))))
@@ -505,7 +503,6 @@ def test_an_image_to_video_model_makes_a_video_from_an_uploaded_file(client: Tes
     assert "image 80×48 → cropped and resized to 64×64" in answer.json()["corrections"]
 
 
-@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 def test_an_image_to_video_model_makes_a_video_from_a_base64_image(client: TestClient) -> None:
     """The tiny Wan image-to-video model with a data-URL PNG: a video; the crop is in `corrections`, the image in
     `request` by its file name (no path)."""
@@ -560,7 +557,6 @@ def test_other_service_events_are_not_progress(kind: ServiceEventKind) -> None:
     assert progress_message(ServiceEvent(kind, "", {}), "abc") is None
 
 
-@pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 def test_a_key_reused_with_the_same_image_replays_the_video(client: TestClient, service: GenerationService) -> None:
     """The same image under the same key is the same request (one prepared file): the answer replays, naming the
     image by file name; another image under that key is a conflict."""

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from components.generation.families import family_for_model_id
 from components.generation.images import attach_image, prepare_image
 from components.generation.request import GenerationRequest
 from components.journal import RequestState
@@ -26,7 +25,6 @@ from tests.support.app_process import free_port
 I2V = "kintsugi/tiny-wan-i2v-random"
 T2V = "kintsugi/tiny-wan-random"
 REQUEST = GenerationRequest(prompt="a paper boat", width=64, height=64, num_frames=5, steps=2, seed=7)
-needs_i2v = pytest.mark.skipif(family_for_model_id(I2V) is None, reason="the Wan I2V family lands from another branch")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +93,6 @@ def _run(service: GenerationService, colour: str, seed: int = 7):  # -> Generati
     return service.generate_video(request, corrections=corrections)
 
 
-@needs_i2v
 def test_the_same_seed_and_image_give_the_same_frames(service: GenerationService) -> None:
     """Two runs with the same seed and the same image make identical frames."""
     first, again = _run(service, "red"), _run(service, "red")
@@ -103,14 +100,12 @@ def test_the_same_seed_and_image_give_the_same_frames(service: GenerationService
     assert (first.output.frames, first.output.width, first.output.height) == (5, 64, 64)
 
 
-@needs_i2v
 def test_another_image_gives_other_frames(service: GenerationService) -> None:
     """With the same seed, another image makes other frames: the image conditions the run (random weights make
     noise, so this checks the conditioning path, not the look)."""
     assert _run(service, "red").output.frames_sha256 != _run(service, "blue").output.frames_sha256
 
 
-@needs_i2v
 def test_the_images_preparation_is_reported_with_the_corrections(service: GenerationService) -> None:
     """The crop and resize to the request's size is one of the result's corrections; the result names the model."""
     result = _run(service, "green")
@@ -119,7 +114,6 @@ def test_the_images_preparation_is_reported_with_the_corrections(service: Genera
     assert result.to_dict()["request"]["image"] == Path(result.request.image or "").name
 
 
-@needs_i2v
 def test_an_image_to_video_model_without_an_image_is_refused_before_running(service: GenerationService) -> None:
     """The image-to-video model with no image: refused at admission naming ``image``."""
     with pytest.raises(GenerationFailedError) as caught:
@@ -127,7 +121,6 @@ def test_an_image_to_video_model_without_an_image_is_refused_before_running(serv
     assert "`image` is required by kintsugi/tiny-wan-i2v-random" in caught.value.report["error"]["message"]
 
 
-@needs_i2v
 def test_a_journaled_request_finds_its_image_for_a_rerun(service: GenerationService) -> None:
     """The journal keeps the request with its prepared image's path in the uploads folder; a request left
     unfinished by a stop is re-run from it and completes."""

@@ -149,23 +149,30 @@ def _send_phase(conn: Connection, job_id: str, phase: str) -> None:
     conn.send(("phase", job_id, {"phase": phase}))
 
 
+def _precision(config: WorkerConfig, device: str) -> Any:  # pragma: no cover - child process
+    """The dtype per component for this machine (``generation.precision``); the asked dtype if the probe fails."""
+    from components.generation.precision import PrecisionChoice, PrecisionProbe
+
+    try:
+        return PrecisionProbe(config.precision_cache).choose(device, config.dtype)
+    except Exception:  # a probe must never fail a generation
+        return PrecisionChoice(config.dtype)
+
+
 def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no cover - child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the app, which stops us itself
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
     from components.generation.pipeline import VideoGenerator, release_memory
-    from components.generation.precision import PrecisionProbe
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
     try:
         generator = VideoGenerator(device=config.device, dtype=config.dtype)
-        generator.precision = PrecisionProbe(config.precision_cache).choose(generator.device, config.dtype)
         info = {
             "pid": os.getpid(),
             "device": generator.device,
-            "component_dtypes": dict(generator.precision.components),
             **_apply_memory_cap(config.memory_cap, generator.device),
         }
         generator.memory_cap = config.memory_cap
@@ -175,6 +182,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
     conn.send(("ready", "", info))
     baseline = _vm_size()  # what the memory cap is measured from
     peak_seen = _vm_size("VmPeak")
+    probed = False
     while True:
         try:
             command, job_id, payload = conn.recv()
@@ -188,6 +196,9 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
         if command != "generate":  # e.g. a late "cancel" for a job that already ended
             continue
         try:
+            if not probed:  # in the first job, under the cap, as its own kernels would first run there
+                probed = True
+                generator.precision = _precision(config, generator.device)
             output = generator.generate(
                 GenerationRequest.from_dict(payload["request"]),
                 payload["output_path"],

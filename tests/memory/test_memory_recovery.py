@@ -65,15 +65,22 @@ def request(frames: int, side: int) -> GenerationRequest:
     )
 
 
-def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(
-    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def over_the_cap(worker: Worker, model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """One 33×384² request through the engine, run once for the module: its outcome, and the planner it taught."""
+    folder = tmp_path_factory.mktemp("over-the-cap")
+    taught = MemoryPlanner(folder / "memory.json")
+    params = join_parameters(request(33, 384), RunOptions())
+    outcome = engine_for(worker, taught).run(
+        attempt(worker, taught, model_path, folder), params, model_id=params["model_id"]
+    )
+    return taught, outcome
+
+
+def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(over_the_cap: tuple[Any, Any]) -> None:
     """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the
     video."""
-    params = join_parameters(request(33, 384), RunOptions())
-    outcome = engine_for(worker, planner).run(
-        attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"]
-    )
+    _taught, outcome = over_the_cap
     assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
     assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
     assert not outcome.degraded
@@ -116,11 +123,10 @@ def test_decode_oom_is_recovered_without_denoising_again(
 
 
 def test_the_next_similar_request_starts_from_what_fits(
-    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
+    worker: Worker, over_the_cap: tuple[Any, Any], model_path: Path, tmp_path: Path
 ) -> None:
     """After an OOM taught the planner, planning the same request again adjusts it before running."""
-    params = join_parameters(request(33, 384), RunOptions())
-    engine_for(worker, planner).run(attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"])
+    planner, _outcome = over_the_cap
     plan = plan_memory(planner, request(33, 384), RunOptions(), CAP)
     assert plan.changes and plan.request != request(33, 384)
     assert all(line.startswith("planned before running: ") for line in plan.changes)

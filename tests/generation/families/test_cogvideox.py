@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,8 @@ from components.generation.pipeline import VideoGenerator
 from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationRequest, validate_request
 from components.service import GenerationService
-from components.settings import Settings
-from components.store.download import RetryPolicy
-from components.store.model_store import ModelStore
 from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery.errors import GenerationCancelledError, InvalidParameterError, ModelCompatibilityError
-from tests.support.app_process import free_port
 
 TINY = "kintsugi/tiny-cogvideox-random"
 TINY_I2V = "kintsugi/tiny-cogvideox-i2v-random"
@@ -249,24 +245,13 @@ def test_a_cancel_between_frame_batches_stops_the_decode(
 
 
 @pytest.fixture(scope="module")
-def service(
-    tmp_path_factory: pytest.TempPathFactory, tiny_family_model: Callable[[str], Path]
-) -> Iterator[GenerationService]:
-    """A service on a fresh data folder holding copies of the session's tiny CogVideoX models; the hub is a closed
-    port."""
-    data_dir = tmp_path_factory.mktemp("data")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
+def service(offline_service: GenerationService, tiny_family_model: Callable[[str], Path]) -> GenerationService:
+    """The session's service (hub a closed port), with copies of the session's tiny CogVideoX models."""
     for model_id in (TINY, TINY_I2V):
-        shutil.copytree(tiny_family_model(model_id), settings.tiny_model_dir(model_id))
-    store = ModelStore(
-        settings.hub_cache_dir,
-        settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=RetryPolicy(attempts=1),
-        catalog=(),
-    )
-    with GenerationService(settings, store=store) as started:
-        yield started
+        target = offline_service.settings.tiny_model_dir(model_id)
+        if not target.exists():
+            shutil.copytree(tiny_family_model(model_id), target)
+    return offline_service
 
 
 def test_the_service_runs_the_tiny_cogvideox_with_the_frames_corrected(service: GenerationService) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from components.generation.families.hunyuan import (
 )
 from components.generation.pipeline import VideoGenerator
 from components.generation.request import GenerationRequest, validate_request
+from components.service import GenerationService
 from components.views.reports import ServiceEvent
 from recovery.errors import ModelCompatibilityError
 
@@ -225,28 +226,14 @@ def test_decoder_chunks_count_the_decoders_calls(
 
 # -- through the service --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def service_run(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Iterator[list[ServiceEvent]]:
-    """One request for the tiny HunyuanVideo through a service on a fresh data folder (its tiny model a copy of
-    the session's build), with a frame count and a width off the family's rules."""
-    from components.service import GenerationService
-    from components.settings import Settings
-    from components.store.download import RetryPolicy
-    from components.store.model_store import ModelStore
-    from tests.support.app_process import free_port
-
-    data_dir = tmp_path_factory.mktemp("hunyuan-service")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(folder, settings.tiny_model_dir(TINY_HUNYUAN_ID))
-    store = ModelStore(
-        settings.hub_cache_dir,
-        settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=RetryPolicy(attempts=1),
-        catalog=(),
-    )
+def service_run(offline_service: GenerationService, folder: Path) -> list[ServiceEvent]:
+    """One request for the tiny HunyuanVideo through the session's service (its tiny model a copy of the session's
+    build), with a frame count and a width off the family's rules."""
+    target = offline_service.settings.tiny_model_dir(TINY_HUNYUAN_ID)
+    if not target.exists():
+        shutil.copytree(folder, target)
     request = {"prompt": "a paper boat", "width": 72, "height": 64, "num_frames": 10, "steps": 2, "seed": 3}
-    with GenerationService(settings, store=store) as service:
-        yield list(service.generate({**request, "model_id": TINY_HUNYUAN_ID}))
+    return list(offline_service.generate({**request, "model_id": TINY_HUNYUAN_ID}))
 
 
 def test_the_service_makes_an_mp4_of_the_corrected_frames_and_size_naming_the_model(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,8 @@ from components.generation.pipeline import VideoGenerator
 from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationRequest, RunOptions, validate_request
 from components.service import GenerationService
-from components.settings import Settings
-from components.store.download import RetryPolicy
-from components.store.model_store import ModelStore
 from components.views.reports import EMBEDDED_MODEL_NOTE
 from recovery.errors import GenerationCancelledError
-from tests.support.app_process import free_port
 
 TINY = "kintsugi/tiny-ltx-random"
 
@@ -242,20 +238,12 @@ def test_a_cancel_between_tiles_stops_the_decode(generator: VideoGenerator, fold
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> Iterator[GenerationService]:
-    """A service on a fresh data folder holding a copy of the session's tiny LTX-Video; the hub is a closed port."""
-    data_dir = tmp_path_factory.mktemp("data")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(folder, settings.tiny_model_dir(TINY))
-    store = ModelStore(
-        settings.hub_cache_dir,
-        settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=RetryPolicy(attempts=1),
-        catalog=(),
-    )
-    with GenerationService(settings, store=store) as started:
-        yield started
+def service(offline_service: GenerationService, folder: Path) -> GenerationService:
+    """The session's service (hub a closed port), with a copy of the session's tiny LTX-Video in its data folder."""
+    target = offline_service.settings.tiny_model_dir(TINY)
+    if not target.exists():
+        shutil.copytree(folder, target)
+    return offline_service
 
 
 def test_the_service_runs_the_tiny_ltx_with_the_frames_corrected(service: GenerationService) -> None:

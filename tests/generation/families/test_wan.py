@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,7 @@ from components.generation.families.wan import (
 from components.generation.pipeline import VideoGenerator
 from components.generation.request import GenerationRequest, validate_request
 from components.service import GenerationService
-from components.settings import Settings
-from components.store.download import RetryPolicy
-from components.store.model_store import ModelStore
 from recovery.errors import GenerationFailedError, InvalidParameterError, ModelCompatibilityError
-from tests.support.app_process import free_port
 
 WAN_IDS = (TINY_WAN_I2V_ID, TINY_WAN22_TI2V_ID, TINY_WAN22_A14B_ID)
 SMALL: dict[str, Any] = dict(prompt="a paper boat", width=64, height=64, num_frames=9, steps=2, seed=7)
@@ -261,20 +257,9 @@ def test_both_a14b_experts_denoise(generator: VideoGenerator, tiny_family_model:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator[GenerationService]:
-    """A service on a fresh data folder (its tiny Wan variants are built there on first use), hub unreachable."""
-    data_dir = tmp_path_factory.mktemp("data")
-    settings = Settings(data_dir=data_dir, hub_cache_dir=data_dir / "hub", device="cpu")
-    shutil.copytree(tiny_model, settings.embedded_model_dir)
-    store = ModelStore(
-        settings.hub_cache_dir,
-        settings.store_state_dir,
-        endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=RetryPolicy(attempts=1),
-        catalog=(),
-    )
-    with GenerationService(settings, store=store) as started:
-        yield started
+def service(offline_service: GenerationService) -> GenerationService:
+    """The session's service (hub a closed port); its tiny Wan variants are built there on first use."""
+    return offline_service
 
 
 @pytest.mark.parametrize("model_id", WAN_IDS)
