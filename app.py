@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from components import EMBEDDED_MODEL_ID, LIMITS, GenerationService, Settings
 from components.chaos.faults import FAULT_COLUMNS, FaultInjection, FaultRun, producible_types
 from components.chaos.scenarios import SCENARIOS, SPEC_DEMO, run_scenario
+from components.generation.families import rules_for_model
 from components.http_api import EventFeed, build_router
 from components.store.disk import CleanupPlan
 from components.views.charts import dashboard
@@ -280,10 +281,10 @@ def restore_settings(saved: dict[str, Any] | None) -> tuple[Any, ...]:
     return tuple(values[name] if name in values else gr.skip() for name in FORM_FIELDS)
 
 
-def apply_preset(aspect: str | None, size: str | None) -> tuple[Any, Any]:
+def apply_preset(aspect: str | None, size: str | None, model_id: str | None = None) -> tuple[Any, Any]:
     if not aspect or not size:
         return gr.skip(), gr.skip()
-    return preset_size(aspect, size)
+    return preset_size(aspect, size, side_multiple=rules_for_model(model_id or "").side_multiple)
 
 
 def history_view(page: int) -> tuple[Any, str, list[HistoryItem], int]:
@@ -643,7 +644,9 @@ def build_app() -> gr.Blocks:
             prompt.change(None, prompt, counter, js=PROMPT_COUNTER_JS, show_progress="hidden", **private)
             random_seed.click(lambda: -1, None, seed, queue=False, **private)
             for preset in (aspect, size):
-                preset.input(apply_preset, [aspect, size], [width, height], queue=False, **private).then(**preview)
+                preset.input(apply_preset, [aspect, size, model], [width, height], queue=False, **private).then(
+                    **preview
+                )
             for side in (width, height):  # the image is shown cut to the size the request will run at
                 side.release(**preview)
             history_tab.select(history_view, history_shown, history_outputs, **private)

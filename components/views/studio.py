@@ -104,14 +104,17 @@ def form_values(request: Mapping[str, Any], fields: Iterable[str] = WRITTEN_BACK
     return shown
 
 
-def preset_size(aspect: str, size: str, *, limits: Limits = LIMITS) -> tuple[int, int]:
-    """Width and height for an aspect ratio (``"16:9"``) at a size (its short side), within Wan's rules: both sides
-    divisible by 16 and within the limits, the long side capped (shrinking both, so the ratio holds)."""
+def preset_size(
+    aspect: str, size: str, *, limits: Limits = LIMITS, side_multiple: int | None = None
+) -> tuple[int, int]:
+    """Width and height for an aspect ratio (``"16:9"``) at a size (its short side), within the model's shape rules:
+    both sides divisible by ``side_multiple`` (the family's: 16 for Wan 2.1, 32 for LTX-Video and Wan 2.2 5B; default
+    ``limits.side_multiple``) and within the limits, the long side capped (shrinking both, so the ratio holds)."""
     across, down = ASPECTS[aspect]
     short = SIZES[size]
     width, height = (short * across / down, short) if across >= down else (short, short * down / across)
     scale = min(1.0, limits.max_side / max(width, height))
-    step = limits.side_multiple
+    step = side_multiple or limits.side_multiple
 
     def snap(side: float) -> int:
         return min(limits.max_side, max(limits.min_side, round(side * scale / step) * step))

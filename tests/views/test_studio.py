@@ -71,6 +71,20 @@ def test_every_preset_is_a_size_wan_runs_unchanged(aspect: str, size: str) -> No
     assert abs(width / height - across / down) < 0.05
 
 
+@pytest.mark.parametrize("aspect", list(ASPECTS))
+def test_presets_follow_the_chosen_models_shape_rules(aspect: str) -> None:
+    """For LTX-Video (sides ÷32) each preset is a size it runs unchanged, still close to its ratio."""
+    from components.generation.families import rules_for_model
+
+    rules = rules_for_model("kintsugi/tiny-ltx-random")
+    width, height = preset_size(aspect, "Medium (480)", side_multiple=rules.side_multiple)
+    assert width % 32 == 0 and height % 32 == 0
+    request = GenerationRequest("p", width=width, height=height, num_frames=9, model_id="kintsugi/tiny-ltx-random")
+    assert validate_request(request, auto_correct=False)[1] == []
+    across, down = ASPECTS[aspect]
+    assert abs(width / height - across / down) < 0.08
+
+
 def _result(request: GenerationRequest) -> GenerationResult:
     output = GenerationOutput(
         "/out/v.mp4", request, RunOptions(), {"denoise": 1.0}, None, "cpu", "bfloat16", 9, 96, 64, "0" * 64, 1
