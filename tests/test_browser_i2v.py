@@ -1,6 +1,7 @@
 """Image-to-video in the studio, as users and API clients meet it: `python app.py` started for real, the Generate
 tab driven in Debian's Chromium with Playwright (upload an image, see it as it will be used, get a video) and the
-``/generate`` endpoint driven with gradio_client (an image file in, a video out)."""
+``/generate`` endpoint driven with gradio_client (an image file in, a video out); and the Generate tab's presets,
+which follow the chosen model's family like the start image does."""
 
 from __future__ import annotations
 
@@ -164,3 +165,20 @@ def test_gradio_client_bomb_is_refused_in_words(app_url: str, tmp_path: Path) ->
     with pytest.raises(AppError) as caught:
         Client(app_url, verbose=False).predict(*arguments, api_name="/generate")
     assert "Start image is too large to decode safely" in str(caught.value)
+
+
+@pytest.mark.browser
+@has_chromium
+def test_presets_follow_the_chosen_models_shape_rules(page) -> None:
+    """The same preset gives Wan 2.1 sides ÷16 (848×480) and LTX-Video sides ÷32 (864×480): a size each runs as is."""
+    width = page.get_by_label("number input for Width", exact=True)
+    height = page.get_by_label("number input for Height", exact=True)
+    page.get_by_label("Medium (480)").check()
+    page.get_by_label("16:9").check()
+    page.wait_for_function("() => document.querySelector('[aria-label=\"number input for Width\"]').value === '848'")
+    assert height.input_value() == "480"
+    _choose_model(page, "kintsugi/tiny-ltx-random")
+    page.get_by_label("4:3").check()
+    page.get_by_label("16:9").check()
+    page.wait_for_function("() => document.querySelector('[aria-label=\"number input for Width\"]').value === '864'")
+    assert width.input_value() == "864" and height.input_value() == "480"
