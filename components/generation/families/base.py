@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -100,9 +101,10 @@ class ModelFolder:
             return {}
 
 
-class Family:
+class Family(ABC):
     """A diffusers video pipeline family. Class attributes are data; methods have the behaviour most families
-    share, overridden where a family differs."""
+    share, overridden where a family differs; ``decode`` and ``build_tiny`` differ for every family, so each
+    family must define them (an incomplete family cannot be instantiated, let alone registered)."""
 
     name: ClassVar[str]  # stable id: "wan2.1-t2v"
     label: ClassVar[str]  # for people: "Wan 2.1 text-to-video"
@@ -121,7 +123,9 @@ class Family:
         return folder.class_name == self.pipeline_class
 
     def check_folder(self, folder: ModelFolder) -> None:
-        """Refuse a folder whose class does not fit its components *before* the first step. Default: nothing."""
+        """Refuse a folder whose class does not fit its components *before* the first step. Default: a family
+        with one folder layout has nothing to refuse."""
+        return None
 
     # -- requests -------------------------------------------------------------------------------------------------
     @property
@@ -163,10 +167,10 @@ class Family:
             callback_on_step_end=step_end,
         ).frames
 
+    @abstractmethod
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
         """Kept latents → the VAE's video tensor ``[B, C, F, H, W]`` in ``[-1, 1]``, exactly as the pipeline's own
         call decodes them (tests compare with the pipeline's frames)."""
-        raise NotImplementedError
 
     def decoder(self, pipe: Any) -> Any:
         """The module called once per decoded chunk (hooked for progress and cancel between chunks)."""
@@ -180,9 +184,9 @@ class Family:
         (pipe.vae.enable_tiling if enabled else pipe.vae.disable_tiling)()
 
     # -- the built-in tiny model ----------------------------------------------------------------------------------
+    @abstractmethod
     def build_tiny(self) -> Any:
         """A random-weight pipeline of this family, deterministic, small enough to run on a laptop CPU."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
