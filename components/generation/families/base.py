@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from recovery.errors import InvalidParameterError, ModelCompatibilityError
 
-__all__ = ["Family", "ModelFolder", "ShapeRules", "StepEnd", "Task"]
+__all__ = ["Family", "ModelFolder", "ShapeRules", "StepEnd", "Task", "class_mismatch", "refuse_image_channels"]
 
 #: ``callback_on_step_end(pipe, index, timestep, callback_kwargs) -> callback_kwargs`` as diffusers calls it.
 StepEnd = Callable[[Any, int, Any, dict], dict]
@@ -197,3 +197,17 @@ def class_mismatch(folder: ModelFolder, family: Family, reason: str) -> ModelCom
     return ModelCompatibilityError(
         f"the model's index names {folder.class_name} ({family.label}) but {reason}", model_id=None, reason=reason
     )
+
+
+def refuse_image_channels(family: Family, folder: ModelFolder, component: str = "transformer") -> None:
+    """A transformer that takes more input channels than it denoises wants image latents beside the noise (an
+    image-to-video model): under a text-to-video class it loads without complaint and fails at step 1."""
+    config = folder.config(component)
+    in_channels, out_channels = config.get("in_channels"), config.get("out_channels")
+    if in_channels and out_channels and in_channels != out_channels:
+        raise class_mismatch(
+            folder,
+            family,
+            f"its {component} takes {in_channels} input channels for {out_channels} latent ones "
+            "(an image-to-video model): it cannot run text-to-video",
+        )

@@ -25,7 +25,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
+from components.generation.families.base import (
+    Family,
+    ModelFolder,
+    ShapeRules,
+    StepEnd,
+    Task,
+    class_mismatch,
+    refuse_image_channels,
+)
 from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 from components.generation.families.vae_inputs import encoder_in_own_dtype
 from recovery.errors import InvalidParameterError
@@ -81,13 +89,8 @@ class CogVideoX(Family):
                 f"its transformer takes {in_channels} input channels, no image latents (a text-to-video model): "
                 "it cannot run image-to-video",
             )
-        if not self.needs_image and in_channels != out_channels:
-            raise class_mismatch(
-                folder,
-                self,
-                f"its transformer takes {in_channels} input channels for {out_channels} latent ones "
-                "(an image-to-video model): it cannot run text-to-video",
-            )
+        if not self.needs_image:
+            refuse_image_channels(self, folder)
 
     def call_arguments(self, request: Any, image: Any | None) -> dict[str, Any]:
         return {**super().call_arguments(request, image), "max_sequence_length": MAX_TEXT_SEQ_LENGTH}

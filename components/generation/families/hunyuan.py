@@ -25,7 +25,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
+from components.generation.families.base import (
+    Family,
+    ModelFolder,
+    ShapeRules,
+    StepEnd,
+    Task,
+    class_mismatch,
+    refuse_image_channels,
+)
 
 __all__ = [
     "CHARACTER_LEVEL_VOCABULARY",
@@ -118,15 +126,8 @@ class HunyuanVideoTextToVideo(Family):
     def check_folder(self, folder: ModelFolder) -> None:
         """An image-conditioned HunyuanVideo transformer (I2V, SkyReels: extra input channels or an image
         condition type) under the text-to-video class would load and fail at step 1."""
+        refuse_image_channels(self, folder)
         transformer = folder.config("transformer")
-        in_channels, out_channels = transformer.get("in_channels"), transformer.get("out_channels")
-        if in_channels and out_channels and in_channels != out_channels:
-            raise class_mismatch(
-                folder,
-                self,
-                f"its transformer takes {in_channels} input channels for {out_channels} latent ones "
-                "(an image-to-video model): it cannot run text-to-video",
-            )
         if transformer.get("image_condition_type"):
             raise class_mismatch(
                 folder,

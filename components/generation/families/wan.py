@@ -28,7 +28,15 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar, cast
 
-from components.generation.families.base import Family, ModelFolder, ShapeRules, StepEnd, Task, class_mismatch
+from components.generation.families.base import (
+    Family,
+    ModelFolder,
+    ShapeRules,
+    StepEnd,
+    Task,
+    class_mismatch,
+    refuse_image_channels,
+)
 from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 
 __all__ = [
@@ -135,19 +143,6 @@ def _channels(folder: ModelFolder, component: str) -> tuple[int | None, int | No
     return config.get("in_channels"), config.get("out_channels")
 
 
-def _refuse_image_channels(family: Family, folder: ModelFolder, component: str = "transformer") -> None:
-    """A transformer that takes more input channels than it denoises wants image latents beside the noise (an
-    image-to-video model): as a text-to-video pipeline it loads without complaint and fails at step 1."""
-    in_channels, out_channels = _channels(folder, component)
-    if in_channels and out_channels and in_channels != out_channels:
-        raise class_mismatch(
-            folder,
-            family,
-            f"its {component} takes {in_channels} input channels for {out_channels} latent ones "
-            "(an image-to-video model): it cannot run text-to-video",
-        )
-
-
 def _as_class(pipe: Any, class_name: str) -> Any:
     """``pipe`` as the diffusers class ``class_name``, over the same modules (Wan 2.2 TI2V: ``WanPipeline`` for
     text, ``WanImageToVideoPipeline`` for an image). The modules are shared, so the memory plan, tiling and a
@@ -242,7 +237,7 @@ class Wan21TextToVideo(_Wan):
     def check_folder(self, folder: ModelFolder) -> None:
         """An image-to-video Wan folder loads as ``WanPipeline`` without complaint and fails at step 1 with a
         channel mismatch (36 vs 16): its transformer takes the image latents as extra input channels."""
-        _refuse_image_channels(self, folder)
+        refuse_image_channels(self, folder)
 
     def build_tiny(self) -> Any:
         return build_tiny_wan()
@@ -413,7 +408,7 @@ class Wan22A14B(_Wan):
                 folder, self, "it has a second transformer and no boundary_ratio, so that transformer would never run"
             )
         for component in ("transformer", "transformer_2"):
-            _refuse_image_channels(self, folder, component)
+            refuse_image_channels(self, folder, component)
 
     def build_tiny(self) -> Any:
         from diffusers import WanPipeline
