@@ -127,17 +127,12 @@ class ModelAvailabilityManager:
         """The pre-flight, raising ``StorageFullError`` (carrying the plan) when the revision does not fit."""
         report = self.preflight(manifest)
         if not report.ok:
-            plan = report.plan
-            freeable = (
-                f"; deleting {len(plan.items)} old revision(s) would free {plan.bytes_freed} bytes" if plan else ""
-            )
             raise StorageFullError(
-                f"{manifest.repo_id} needs {report.bytes_needed} bytes (+{report.reserve_bytes} kept free) but "
-                f"{report.path} has {report.bytes_free} free{freeable}",
+                report.describe(),
                 path=str(report.path),
                 bytes_needed=report.bytes_needed,
                 bytes_free=report.bytes_free,
-                plan=plan,
+                plan=report.plan,
             )
         return report
 

@@ -5,6 +5,9 @@ the free space of the cache's filesystem, keeping ``reserve_bytes`` free. When t
 from ``scan_cache_dir``: which repo revisions to delete and how much each frees (shared blobs accounted for),
 old detached revisions first, then unfinished downloads (their ``*.incomplete`` blobs, kept for resuming — oldest
 first), then whole repos least recently used. Nothing is deleted until ``apply_cleanup``.
+
+The same report explains a disk that filled up *during* a download (another writer took the space after the
+pre-flight): ``describe`` says, in sizes a user reads, what is still needed, what is free and what the plan frees.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from huggingface_hub import HFCacheInfo, scan_cache_dir
 
 from components.store.cache import HubCache, RevisionManifest
+from recovery.messages import format_bytes
 
 __all__ = [
     "CleanupItem",
@@ -58,6 +62,14 @@ class CleanupPlan:
     def sufficient(self) -> bool:
         return self.bytes_freed >= self.bytes_to_free
 
+    def describe(self) -> str:
+        """One sentence: what deleting the plan's items would free, whether that is enough, and the items."""
+        if not self.items:
+            return "nothing in the cache can be deleted to make room"
+        enough = "enough" if self.sufficient else f"not enough: {format_bytes(self.bytes_to_free)} are needed"
+        listed = "; ".join(_describe_item(item) for item in self.items)
+        return f"deleting {len(self.items)} item(s) would free {format_bytes(self.bytes_freed)} ({enough}): {listed}"
+
 
 @dataclass(frozen=True)
 class PreflightReport:
@@ -78,6 +90,18 @@ class PreflightReport:
     @property
     def shortfall(self) -> int:
         return max(0, self.bytes_needed + self.reserve_bytes - self.bytes_free)
+
+    def describe(self) -> str:
+        """Needed, kept free, free and short, in readable sizes, then the clean-up plan (no paths: users read it)."""
+        kept = f" (+{format_bytes(self.reserve_bytes)} kept free)" if self.reserve_bytes else ""
+        text = (
+            f"{self.repo_id} needs {format_bytes(self.bytes_needed)}{kept} but its disk has "
+            f"{format_bytes(self.bytes_free)} free"
+        )
+        if self.ok:
+            return text.replace(" but ", " and ")
+        text += f", {format_bytes(self.shortfall)} short"
+        return f"{text}; {self.plan.describe()}" if self.plan is not None else text
 
 
 def free_bytes(path: Path) -> int:
@@ -210,6 +234,12 @@ def apply_cleanup(plan: CleanupPlan) -> int:
         strategy.execute()
         freed += strategy.expected_freed_size
     return freed
+
+
+def _describe_item(item: CleanupItem) -> str:
+    what = f"{item.repo_id} revision {item.commit[:10]}" if item.commit else f"{item.repo_id} partial download"
+    refs = f" ({', '.join(item.refs)})" if item.refs else ""
+    return f"{what}{refs}, {format_bytes(item.bytes_freed)}, {item.reason}"
 
 
 def _freed(info: HFCacheInfo, items: list[CleanupItem]) -> int:

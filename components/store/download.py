@@ -7,10 +7,17 @@ finished blob is checked against its size and hash before ``os.replace`` puts it
 corrupt file never appears under a blob name. On top: retries with exponential backoff for transient failures
 (5xx, 429 with ``Retry-After``, timeouts, dropped or refused connections), progress events with speed and ETA, a
 measured-bandwidth check, and errors translated into the typed errors of ``recovery.errors``.
+
+A disk that fills up mid-transfer (``ENOSPC``: another writer took the space after the pre-flight) is not retried:
+it raises ``StorageFullError`` with what is still needed, what is free and the clean-up plan that would make room.
+The bytes already written stay in their ``.incomplete`` blob so the next request resumes there
+(``full_disk="keep"``, the default) or are deleted to give the space back (``full_disk="remove"``, the user's
+choice); finished blobs and other models are never touched.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 import time
@@ -21,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import httpx2
 from filelock import FileLock, Timeout
@@ -39,6 +46,7 @@ from huggingface_hub.utils import build_hf_headers
 from huggingface_hub.utils.tqdm import silent_tqdm
 
 from components.store.cache import HubCache, ManifestEntry, RevisionManifest, is_commit_hash
+from components.store.disk import preflight
 from components.store.integrity import hash_blob
 from recovery.backoff import exponential_delay
 from recovery.errors import (
@@ -49,9 +57,11 @@ from recovery.errors import (
     ModelVersionError,
     NetworkUnavailableError,
     SlowDownloadError,
+    StorageFullError,
 )
 
 __all__ = [
+    "FULL_DISK_CHOICES",
     "BandwidthPolicy",
     "BandwidthReport",
     "CancelToken",
@@ -59,6 +69,7 @@ __all__ = [
     "DownloadEventKind",
     "DownloadResult",
     "EnhancedModelDownloader",
+    "FullDiskChoice",
     "RetryPolicy",
     "access_steps",
     "retry_delay_for",
@@ -67,6 +78,9 @@ __all__ = [
 T = TypeVar("T")
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT_NETWORK = (httpx2.TimeoutException, httpx2.NetworkError, httpx2.RemoteProtocolError)
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+FullDiskChoice = Literal["keep", "remove"]
+FULL_DISK_CHOICES: tuple[FullDiskChoice, ...] = ("keep", "remove")
 
 
 class DownloadEventKind(str, Enum):
@@ -357,17 +371,22 @@ class EnhancedModelDownloader:
         cancel: CancelToken | None = None,
         set_ref: bool = True,
         fresh: bool = False,
+        full_disk: FullDiskChoice = "keep",
     ) -> DownloadResult:
         """Fetch what is missing of a revision (resuming partial blobs), verify each blob, link the snapshot.
 
         ``files`` limits the fetch to some paths (repair); ``fresh`` re-fetches them even when a blob exists;
-        ``set_ref=False`` leaves ``refs/<revision>`` untouched (an update downloads beside the current one).
+        ``set_ref=False`` leaves ``refs/<revision>`` untouched (an update downloads beside the current one);
+        ``full_disk`` says what happens to the partial blobs of this download when the disk fills up: ``"keep"``
+        them for resuming, or ``"remove"`` them (``StorageFullError`` is raised either way).
 
         One download of a model at a time — a download, a repair, an update; threads and processes alike (a file
         lock per model under the store's state folder): a second caller gets a ``WAITING`` event, waits (a
         ``cancel`` ends the wait), then finds the finished files and fetches only what is still missing, instead
         of appending to the same partial file at the same time.
         """
+        if full_disk not in FULL_DISK_CHOICES:
+            raise ValueError(f"`full_disk` must be one of {', '.join(FULL_DISK_CHOICES)} (got {full_disk!r})")
         with self._one_at_a_time(repo_id, on_event, cancel):
             return self._download(
                 repo_id,
@@ -378,6 +397,7 @@ class EnhancedModelDownloader:
                 cancel=cancel,
                 set_ref=set_ref,
                 fresh=fresh,
+                full_disk=full_disk,
             )
 
     @contextmanager
@@ -430,6 +450,7 @@ class EnhancedModelDownloader:
         cancel: CancelToken | None,
         set_ref: bool,
         fresh: bool,
+        full_disk: FullDiskChoice,
     ) -> DownloadResult:
         started = self.clock()
         manifest = manifest or self.remote_manifest(repo_id, revision)
@@ -446,13 +467,18 @@ class EnhancedModelDownloader:
         retries = 0
         for entry in todo:
             transfer.path = entry.path
-            retries += self._with_retries(
-                partial(self._fetch_blob, manifest, entry, transfer, cancel),
-                repo_id,
-                revision,
-                (entry.path,),
-                transfer,
-            )[1]
+            try:
+                retries += self._with_retries(
+                    partial(self._fetch_blob, manifest, entry, transfer, cancel),
+                    repo_id,
+                    revision,
+                    (entry.path,),
+                    transfer,
+                )[1]
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise
+                raise self._disk_full(manifest, entry, todo, full_disk) from exc
             transfer.emit(DownloadEventKind.FILE_DONE)
         for entry in entries:
             self.cache.link(repo_id, manifest.commit, entry)
@@ -472,6 +498,28 @@ class EnhancedModelDownloader:
             self.clock() - started,
             retries,
             transfer.slow,
+        )
+
+    def _disk_full(
+        self, manifest: RevisionManifest, entry: ManifestEntry, todo: list[ManifestEntry], full_disk: FullDiskChoice
+    ) -> StorageFullError:
+        """The disk filled up while ``entry`` was written: keep or remove this download's partial blobs (never a
+        finished blob), then say what is needed, what is free and what would make room."""
+        partials = [self.cache.incomplete_path(manifest.repo_id, e.blob_name) for e in todo]
+        kept = sum(p.stat().st_size for p in partials if p.is_file())
+        if full_disk == "remove":
+            for path in partials:
+                path.unlink(missing_ok=True)
+            fate = f"the {kept} bytes downloaded so far were deleted, as asked"
+        else:
+            fate = f"the {kept} bytes downloaded so far are kept: the download resumes there once space is freed"
+        report = preflight(self.cache, manifest, 0)
+        return StorageFullError(
+            f"the disk filled up while downloading {manifest.repo_id}/{entry.path}: {report.describe()}; {fate}",
+            path=str(self.cache.cache_dir),
+            bytes_needed=report.bytes_needed,
+            bytes_free=report.bytes_free,
+            plan=report.plan,
         )
 
     def _blob_ok(self, repo_id: str, entry: ManifestEntry) -> bool:

@@ -30,6 +30,7 @@ from components.store.download import (
     DownloadResult,
     EnhancedModelDownloader,
     EventListener,
+    FullDiskChoice,
     RetryPolicy,
 )
 from components.store.health import LocalBuilder, ModelHealthMonitor
@@ -87,13 +88,17 @@ class ModelStore:
         *,
         on_event: EventListener | None = None,
         cancel: CancelToken | None = None,
+        full_disk: FullDiskChoice = "keep",
     ) -> DownloadResult:
         """Pre-flight (raises ``StorageFullError`` with a cleanup plan), then download and verify (one download of
-        a model at a time: see ``EnhancedModelDownloader.download``)."""
+        a model at a time: see ``EnhancedModelDownloader.download``; ``full_disk``: keep or remove the partial
+        blobs when the disk fills up during the transfer)."""
         manifest = self.downloader.remote_manifest(repo_id, revision)
         self.availability.require_space(manifest)
         self.cache.save_manifest(manifest)  # so a partial download is visible as such, even offline
-        result = self.downloader.download(repo_id, revision, manifest=manifest, on_event=on_event, cancel=cancel)
+        result = self.downloader.download(
+            repo_id, revision, manifest=manifest, on_event=on_event, cancel=cancel, full_disk=full_disk
+        )
         if len(result.files_fetched) == len({e.blob_name for e in manifest.files}):
             self.cache.mark_verified(manifest, True)  # every blob was hashed before it was moved in place
         return result
