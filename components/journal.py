@@ -11,6 +11,11 @@ retention: finished entries past an age go, unfinished ones stay until they are 
 ``JournalKeeper`` is the service's side of it, the crash safety: it claims correlation ids, files how each request
 ends (a journal write after acceptance never breaks a generation), applies the retention, and at start re-runs the
 requests the app was stopped during — once: a request that keeps killing the app is marked failed, not looped.
+
+A full disk (SQLite's ``SQLITE_FULL``) is a ``StorageFullError``: the write is not stored, every entry stored before
+stays and the file stays readable. At admission that refuses the request with the catalogued message before any
+work starts; after it the request runs on and its entry keeps its last stored state (``accepted`` or ``running``:
+the next start re-runs it, as after a stop).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -35,9 +41,13 @@ from recovery.errors import (
     KintsugiError,
     RequestCancelledError,
     RequestExistsError,
+    StorageFullError,
     WorkerCrashedError,
 )
+from recovery.messages import guidance_for
+from recovery.metrics import sqlite_disk_full
 from recovery.outcome import Outcome
+from recovery.taxonomy import EnhancedFailureType
 
 __all__ = [
     "JournalEntry",
@@ -159,7 +169,7 @@ class RequestJournal:
 
     def restart(self, request_id: str, reason: str) -> bool:
         """An interrupted request is about to run again: back to ``accepted``, one more restart counted."""
-        with self._lock:
+        with self._lock, self._writing():
             cursor = self._db.execute(
                 "UPDATE requests SET status = ?, reason = ?, restarts = restarts + 1, updated_at = ? "
                 f"WHERE id = ? AND status IN ({', '.join('?' * len(_UNFINISHED))})",
@@ -189,7 +199,7 @@ class RequestJournal:
         unfinished ones are kept whatever their age (the next start re-runs them). Returns how many were deleted."""
         if not max_age_s > 0:  # NaN too
             raise ValueError(f"`max_age_s` must be a positive number of seconds (got {max_age_s})")
-        with self._lock:
+        with self._lock, self._writing():
             cursor = self._db.execute(
                 f"DELETE FROM requests WHERE status IN ({', '.join('?' * len(_FINISHED))}) AND updated_at < ?",
                 (*_FINISHED, self._clock() - max_age_s),
@@ -201,8 +211,19 @@ class RequestJournal:
             self._db.close()
 
     # -- internals --------------------------------------------------------------------------------------------
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write; a full disk is raised as ``StorageFullError`` (the statement is not stored)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            full = sqlite_disk_full(exc, self.path)
+            if full is None:
+                raise
+            raise full from exc
+
     def _insert(self, sql: str, values: tuple[Any, ...]) -> bool:
-        with self._lock:
+        with self._lock, self._writing():
             return self._db.execute(sql, values).rowcount == 1
 
     def _move(
@@ -215,7 +236,7 @@ class RequestJournal:
         result: Mapping[str, Any] | None = None,
     ) -> bool:
         """One guarded transition: a final state is never overwritten, and the reason is kept unless replaced."""
-        with self._lock:
+        with self._lock, self._writing():
             cursor = self._db.execute(
                 "UPDATE requests SET status = ?, reason = COALESCE(?, reason), result = COALESCE(?, result), "
                 f"updated_at = ? WHERE id = ? AND status IN ({', '.join('?' * len(allowed_from))})",
@@ -277,7 +298,7 @@ class JournalKeeper:
         before it starts, and an id journaled meanwhile (two requests with one key) is refused: that one runs."""
         try:
             accepted = self.journal.accept(correlation_id, checked.to_dict())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StorageFullError) as exc:
             raise self.reporter.failure(exc, correlation_id, checked) from exc
         if not accepted:
             raise self.exists(correlation_id)
@@ -404,6 +425,10 @@ class JournalKeeper:
         """A journal write after acceptance; the write's answer, or ``None`` when it failed (logged)."""
         try:
             return write(*args)
+        except StorageFullError as exc:
+            message = guidance_for(EnhancedFailureType.STORAGE_SPACE_INSUFFICIENT).user_message
+            log.warning("could not write request %s to the journal: %s (%s)", args[0], message, exc)
+            return None
         except Exception:
             log.exception("could not write request %s to the journal", args[0])
             return None

@@ -10,6 +10,11 @@ The figures mean what they say: a strategy's success is its request ending with 
 are joined to their run), recovery time runs from a request's first failure to its delivered video, and a request
 refused before anything ran is counted apart, never as a failed request. A file written by an earlier release is
 migrated when it is opened.
+
+A full disk (SQLite's ``SQLITE_FULL``) is a ``StorageFullError`` (``sqlite_disk_full``, shared with the request
+journal): the failed transaction is rolled back, so the file keeps every row stored before and stays readable; the
+store remembers the failure in ``write_error`` (cleared by the next write that succeeds) and says so in the log with
+the catalogued message, and a listener or ``try_record_run`` never breaks the generation for it.
 """
 
 from __future__ import annotations
@@ -19,12 +24,16 @@ import math
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from recovery import events
+from recovery.errors import StorageFullError
+from recovery.messages import guidance_for
+from recovery.taxonomy import EnhancedFailureType
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +42,7 @@ if TYPE_CHECKING:
 
     from recovery.outcome import Outcome
 
-__all__ = ["AttemptRow", "MetricsStore", "RunRow", "RunSummary", "DURATION_EDGES_S"]
+__all__ = ["AttemptRow", "MetricsStore", "RunRow", "RunSummary", "DURATION_EDGES_S", "sqlite_disk_full"]
 
 _TABLES_SQL = """
 CREATE TABLE IF NOT EXISTS recovery_attempts (
@@ -286,9 +295,21 @@ class RunSummary(TypedDict):
     mean_recovery_s: float | None
 
 
+def sqlite_disk_full(exc: BaseException, path: str | Path) -> StorageFullError | None:
+    """SQLite's "database or disk is full" (``SQLITE_FULL``, the kernel's ENOSPC or a quota) on ``path`` as the
+    typed error the classifier knows (raise it ``from exc``); ``None`` for any other error."""
+    if not (isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL):
+        return None
+    path = Path(path)
+    return StorageFullError(
+        f"the disk holding {path.name} is full: the write was not stored (the rows stored before are kept)",
+        path=str(path),
+    )
+
+
 class MetricsStore:
     """Rows in ``path``; per table at most ``max_rows`` rows and none older than ``max_age_seconds``, pruned on
-    write."""
+    write. ``write_error``: the last write refused for a full disk, until a write succeeds."""
 
     def __init__(
         self,
@@ -305,6 +326,7 @@ class MetricsStore:
         self.max_age_seconds = max_age_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        self.write_error: StorageFullError | None = None
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -331,10 +353,13 @@ class MetricsStore:
                     self._db.execute(_SET_REQUEST_OK_OF_NEW_ATTEMPTS, (0,))
                 for index in (*(_REPLACED_INDEXES if added["runs"] else ()), *_DROPPED_INDEXES):
                     self._db.execute(f"DROP INDEX IF EXISTS {index}")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                full = sqlite_disk_full(exc, self.path)
+                if full is not None:
+                    raise full from exc
                 raise
-            self._db.execute("COMMIT")
 
     def _add_missing_columns(self, table: str) -> list[str]:
         present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
@@ -346,25 +371,28 @@ class MetricsStore:
     def __call__(self, event: events.RecoveryEvent) -> None:
         """Listener: record every ``recovery.strategy_finished`` event of an applicable strategy, and every failure
         the classifier did not recognise (by its class, module and first line, counted)."""
-        if event.name == events.FAILURE_CLASSIFIED and event.data.get("recognised") is False:
-            self.record_unrecognised(event.data.get("signature") or {}, event.correlation_id, event.timestamp)
-            return
-        if event.name != events.STRATEGY_FINISHED or not event.data.get("applicable", True):
-            return
-        data = event.data
-        self.record(
-            AttemptRow(
-                event.correlation_id,
-                data["attempt"],
-                data["failure_type"],
-                data["severity"],
-                data["strategy"],
-                bool(data["success"]),
-                float(data["duration_s"]),
-                event.timestamp - float(data["duration_s"]),
-                event.timestamp,
+        try:
+            if event.name == events.FAILURE_CLASSIFIED and event.data.get("recognised") is False:
+                self.record_unrecognised(event.data.get("signature") or {}, event.correlation_id, event.timestamp)
+                return
+            if event.name != events.STRATEGY_FINISHED or not event.data.get("applicable", True):
+                return
+            data = event.data
+            self.record(
+                AttemptRow(
+                    event.correlation_id,
+                    data["attempt"],
+                    data["failure_type"],
+                    data["severity"],
+                    data["strategy"],
+                    bool(data["success"]),
+                    float(data["duration_s"]),
+                    event.timestamp - float(data["duration_s"]),
+                    event.timestamp,
+                )
             )
-        )
+        except StorageFullError:
+            pass  # reported by the write itself (write_error and the log); the generation goes on
 
     # -- writing ----------------------------------------------------------------------------------------------
 
@@ -389,7 +417,7 @@ class MetricsStore:
             str(signature.get("raised_in", "")),
             str(signature.get("first_line", ""))[:200],
         )
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute(
                 "INSERT INTO unrecognised_errors VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT DO UPDATE SET "
                 "seen = seen + 1, last_seen = excluded.last_seen, last_correlation_id = excluded.last_correlation_id",
@@ -405,6 +433,8 @@ class MetricsStore:
         and answered ``False``."""
         try:
             self.record_run(row)
+        except StorageFullError:
+            return False  # reported by the write itself (write_error and the log)
         except Exception:
             log.exception("could not record run %s in the metrics store", row.correlation_id)
             return False
@@ -422,17 +452,43 @@ class MetricsStore:
         """Insert ``values`` into ``table``, run ``then`` with the last id before them, apply retention: one
         transaction."""
         marks = ",".join("?" * len(columns))
-        with self._lock:
+        with self._lock, self._writing():
             self._db.execute("BEGIN")
             try:
                 last_id = self._db.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
                 self._db.executemany(f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)
                 self._db.execute(then, (last_id,))
                 self._prune()
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
-            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write: a full disk becomes ``StorageFullError``, remembered in ``write_error`` and logged with the
+        catalogued message (once per spell, not once per row); a write that succeeds clears it."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            full = sqlite_disk_full(exc, self.path)
+            if full is None:
+                raise
+            if self.write_error is None:
+                log.warning(
+                    "metrics not stored: %s (%s)",
+                    guidance_for(EnhancedFailureType.STORAGE_SPACE_INSUFFICIENT).user_message,
+                    full,
+                )
+            self.write_error = full
+            raise full from exc
+        self.write_error = None
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, if SQLite has not already (it may roll back by itself on a full disk, and a
+        second ROLLBACK would hide the error that caused it)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _prune(self) -> None:
         for table in _TABLES:
