@@ -24,6 +24,7 @@ import gc
 import hashlib
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from recovery.errors import (
     HardwareOptimizationError,
     InvalidParameterError,
     OutOfMemoryError,
+    StorageFullError,
     UnsupportedOperationError,
 )
 from recovery.procfs import process_status, reset_peak_rss
@@ -561,7 +563,10 @@ def _quiet_diffusers() -> Iterator[None]:
 
 
 def _export_mp4(frames: Any, path: Path, fps: int) -> None:
-    """Write an H.264 mp4 beside its final name, then rename it into place: a reader never sees half a file."""
+    """Write an H.264 mp4 beside its final name, check it is whole, then rename it into place: a reader never sees
+    half a file. ffmpeg on a full disk either breaks the pipe or exits quietly after a truncated write (imageio does
+    not check its exit status), so the written file's boxes are checked before the rename; a failure with too little
+    space left is ``StorageFullError``."""
     try:
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401  (the writer below needs its bundled ffmpeg)
@@ -581,8 +586,45 @@ def _export_mp4(frames: Any, path: Path, fps: int) -> None:
             macro_block_size=16,
             ffmpeg_log_level="error",
         )
+        failure: Exception | None = None
         try:
-            for frame in frames:
-                writer.append_data(frame)
-        finally:
-            writer.close()
+            try:
+                for frame in frames:
+                    writer.append_data(frame)
+            finally:
+                writer.close()
+        except (OSError, RuntimeError) as exc:
+            failure = exc
+        if failure is None and _mp4_is_whole(partial):
+            return
+        free = shutil.disk_usage(partial.parent).free
+        if free < getattr(frames, "nbytes", 0):  # an H.264 mp4 is far smaller than the raw frames it encodes
+            raise StorageFullError(
+                f"the disk filled up while writing the video ({free} bytes free): it was not saved",
+                path=path.name,
+                bytes_free=free,
+            ) from failure
+        if failure is not None:
+            raise failure
+        raise BadOutputError("the mp4 writer left an incomplete file", reason="mp4_incomplete", phase="export")
+
+
+def _mp4_is_whole(path: Path) -> bool:
+    """The file's top-level boxes follow one another to its exact end and include ``moov`` and ``mdat``: a
+    truncated mp4 (a box running past the end, no index) is not whole."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        return False
+    seen, offset = set(), 0
+    with path.open("rb") as f:
+        while offset < size:
+            f.seek(offset)
+            header = f.read(16)
+            box = int.from_bytes(header[:4], "big") if len(header) >= 8 else 0
+            if box == 1 and len(header) == 16:
+                box = int.from_bytes(header[8:16], "big")
+            if box < 8:
+                return False
+            seen.add(header[4:8])
+            offset += box
+    return offset == size and {b"moov", b"mdat"} <= seen
