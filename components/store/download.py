@@ -59,6 +59,7 @@ from recovery.errors import (
     SlowDownloadError,
     StorageFullError,
 )
+from recovery.messages import format_bytes
 
 __all__ = [
     "FULL_DISK_CHOICES",
@@ -510,9 +511,9 @@ class EnhancedModelDownloader:
         if full_disk == "remove":
             for path in partials:
                 path.unlink(missing_ok=True)
-            fate = f"the {kept} bytes downloaded so far were deleted, as asked"
+            fate = f"the {format_bytes(kept)} downloaded so far were deleted, as asked"
         else:
-            fate = f"the {kept} bytes downloaded so far are kept: the download resumes there once space is freed"
+            fate = f"the {format_bytes(kept)} downloaded so far are kept: the download resumes there when space is free"
         report = preflight(self.cache, manifest, 0)
         return StorageFullError(
             f"the disk filled up while downloading {manifest.repo_id}/{entry.path}: {report.describe()}; {fate}",

@@ -111,11 +111,13 @@ class ModelStore:
         on_event: EventListener | None = None,
         cancel: CancelToken | None = None,
         repair: bool = True,
+        full_disk: FullDiskChoice = "keep",
     ) -> Path:
         """Make a model usable and return its snapshot folder: download, resume or repair as needed.
 
         With ``repair=False`` damage found by the quick check is raised as ``CorruptModelError`` instead of being
         repaired here, so that a caller with a recovery engine classifies, repairs, counts and reports it.
+        ``full_disk``: what a download does with its partial blobs when the disk fills up (see ``download``).
         """
         state = self.availability.availability(repo_id, revision, check_remote=False)
         if state.status is ModelStatus.CORRUPT and not repair:
@@ -138,7 +140,7 @@ class ModelStore:
             if repo_id in self.local_sources:
                 self.register_local_source(repo_id, self.local_sources[repo_id])
             else:
-                self.download(repo_id, revision, on_event=on_event, cancel=cancel)
+                self.download(repo_id, revision, on_event=on_event, cancel=cancel, full_disk=full_disk)
         self.health.before_load(repo_id, revision)
         commit = self.cache.resolve(repo_id, revision)
         assert commit is not None

@@ -167,12 +167,15 @@ def test_next_request_after_freeing_space_resumes(
     assert full_check(store.cache, store.cache.manifest(REPO, result.commit)).ok  # type: ignore[arg-type]
 
 
-def test_full_disk_remove_deletes_the_partial_blob_only(store_on_disk: ModelStore, disk: Path, hub: HubServer) -> None:
-    """``full_disk="remove"`` (the user's choice) deletes this download's partial blob, gives its space back,
-    and leaves the finished blobs and the other model intact."""
+@pytest.mark.parametrize("via", ["download", "ensure"])
+def test_full_disk_remove_deletes_the_partial_blob_only(
+    store_on_disk: ModelStore, disk: Path, hub: HubServer, via: str
+) -> None:
+    """``full_disk="remove"`` (the user's choice, on ``download`` or ``ensure``) deletes this download's partial
+    blob, gives its space back, and leaves the finished blobs and the other model intact."""
     filled, hook = _fill_after(disk, 200_000)
     with pytest.raises(StorageFullError) as info:
-        store_on_disk.download(REPO, on_event=hook, full_disk="remove")
+        getattr(store_on_disk, via)(REPO, on_event=hook, full_disk="remove")
     assert "deleted" in str(info.value)
     assert store_on_disk.cache.partial_bytes(REPO) == {}
     assert shutil.disk_usage(disk).free > 200_000
