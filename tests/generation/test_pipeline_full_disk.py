@@ -18,7 +18,7 @@ from recovery.messages import guidance_for
 from recovery.taxonomy import EnhancedFailureType
 from tests.support.small_disk import fill, small_disk
 
-REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 9, "steps": 2, "seed": 3}
+REQUEST = {"prompt": "a paper boat", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "seed": 3}
 FULL = guidance_for(EnhancedFailureType.STORAGE_SPACE_INSUFFICIENT).user_message
 # 0: ffmpeg cannot even write the header (a broken pipe); 2 KiB: the header fits and ffmpeg exits quietly after a
 # truncated write — imageio reports nothing, so only the check of the written file catches it
@@ -66,11 +66,12 @@ def full_outputs(offline_service: GenerationService, tmp_path: Path) -> Iterator
 
 
 def test_request_on_a_full_outputs_disk_fails_with_the_catalogued_message(
-    offline_service: GenerationService, full_outputs: Path
+    offline_service: GenerationService, full_outputs: Path, frames: np.ndarray
 ) -> None:
     """A real request whose mp4 the disk cannot hold fails with the catalogued message (no path, no traceback);
-    the outputs folder holds the earlier video, intact, and nothing else of ours."""
-    earlier = Path(offline_service.generate_video(REQUEST).video_path)
+    the outputs folder holds the earlier video (written by the same writer), intact, and nothing else of ours."""
+    earlier = full_outputs / "earlier-1.mp4"
+    _export_mp4(frames, earlier, 8)
     before = _sha(earlier)
     fill(full_outputs, leave=2048)
     with pytest.raises(GenerationFailedError) as info:
