@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recovery import MetricsStore
+import recovery
+from recovery import MetricsStore, events
 from recovery.classify import classify_exception
 from recovery.errors import StorageFullError
 from recovery.messages import guidance_for
@@ -86,3 +87,16 @@ def test_metrics_write_again_once_space_is_freed(full_store: tuple[MetricsStore,
     filler.unlink()
     store.record_runs(_big(20))
     assert store.count_runs() == 23 and store.write_error is None
+
+
+def test_listener_on_a_full_disk_does_not_raise(full_store: tuple[MetricsStore, Path]) -> None:
+    """A finished strategy whose row the full disk refuses leaves the event's sender running; ``write_error``
+    says the row is missing."""
+    store, _ = full_store
+    data = {"attempt": 1, "failure_type": "vram_exhaustion", "severity": "medium", "success": True}
+    store(
+        recovery.RecoveryEvent(
+            events.STRATEGY_FINISHED, "c" * 20000, 1000.0, {**data, "strategy": "a", "duration_s": 0.1}
+        )
+    )
+    assert isinstance(store.write_error, StorageFullError) and store.count() == 0
