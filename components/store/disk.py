@@ -94,13 +94,11 @@ class PreflightReport:
     def describe(self) -> str:
         """Needed, kept free, free and short, in readable sizes, then the clean-up plan (no paths: users read it)."""
         kept = f" (+{format_bytes(self.reserve_bytes)} kept free)" if self.reserve_bytes else ""
-        text = (
-            f"{self.repo_id} needs {format_bytes(self.bytes_needed)}{kept} but its disk has "
-            f"{format_bytes(self.bytes_free)} free"
-        )
+        needs = f"{self.repo_id} needs {format_bytes(self.bytes_needed)}{kept}"
+        free = f"its disk has {format_bytes(self.bytes_free)} free"
         if self.ok:
-            return text.replace(" but ", " and ")
-        text += f", {format_bytes(self.shortfall)} short"
+            return f"{needs} and {free}"
+        text = f"{needs} but {free}, {format_bytes(self.shortfall)} short"
         return f"{text}; {self.plan.describe()}" if self.plan is not None else text
 
 

@@ -112,6 +112,15 @@ def test_applying_the_preflight_plan_makes_room_for_the_download(crowded: ModelS
     assert crowded.cache.resolve(OTHER, "main") is not None and _other_intact(crowded)
 
 
+def test_plan_description_says_when_it_is_not_enough_or_there_is_nothing(crowded: ModelStore) -> None:
+    """A plan short of its target says how much is needed; a plan with nothing to offer says so."""
+    from components.store.disk import plan_cleanup
+
+    short = plan_cleanup(crowded.cache, 10**12)
+    assert f"(not enough: {format_bytes(10**12)} are needed)" in short.describe()
+    assert plan_cleanup(crowded.cache, 1, keep={OTHER}).describe() == "nothing in the cache can be deleted to make room"
+
+
 # -- during the download: another writer takes the space --------------------------------------------------------------
 
 
