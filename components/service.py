@@ -66,7 +66,13 @@ from recovery.metrics import RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
 
-__all__ = ["GenerationService"]
+__all__ = ["REPAIRED_DURING_RUN_NOTE", "GenerationService"]
+
+#: A result whose model was repaired while its job ran: the weights it read may have held the damage.
+REPAIRED_DURING_RUN_NOTE = (
+    "The model's files were found damaged and repaired while this video was being made: it may have been made "
+    "from the damaged weights. Run it again to be sure."
+)
 
 _DONE = object()
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -81,6 +87,7 @@ class _Active:
     job_id: str | None = None  # the worker job of the current attempt (waiting for the worker or running)
     attempts: int = 0
     ended: threading.Event = field(default_factory=threading.Event)
+    repairs: tuple[str, int] | None = None  # the model of the current attempt's job and its repair count then
 
 
 class GenerationService:
@@ -469,6 +476,8 @@ class GenerationService:
             else sum(self.store.cache.partial_bytes(checked.model_id).values())
         )
         result = self.reporter.result(outcome, plan, corrections, kept_bytes=kept)
+        if active.repairs is not None and active.repairs[1] != self.store.health.repair_count(active.repairs[0]):
+            result = replace(result, notes=(*result.notes, REPAIRED_DURING_RUN_NOTE))
         yield ServiceEvent(Kind.RESULT, "done", {"result": result})
 
     def _register(self, correlation_id: str) -> _Active:
@@ -531,6 +540,7 @@ class GenerationService:
         model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
         self._check_model(request.model_id, model_path)
         weights = self._weights_key(request.model_id, model_path, correlation_id, info.number, inbox)
+        active.repairs = (request.model_id, self.store.health.repair_count(request.model_id))
         output_path = self.settings.outputs_dir / video_file_name(
             request.prompt, correlation_id, info.number, time.time()
         )
