@@ -88,6 +88,7 @@ def test_a_byte_flipped_with_its_mtime_put_back_is_found_by_the_file_poll(
     (repair,) = watch.poll()
     assert repair.ok and repair.files == (WEIGHTS,)
     assert downloaded.health.findings(REPO)[0].problems == (f"{WEIGHTS}: contents changed (hash mismatch)",)
+    assert downloaded.health.verify(REPO).ok
 
 
 def test_a_scheduled_check_finds_damage_made_before_the_watch_looked(downloaded: ModelStore, hub: HubServer) -> None:
@@ -97,6 +98,7 @@ def test_a_scheduled_check_finds_damage_made_before_the_watch_looked(downloaded:
     watch.poll(scheduled=True)
     (repair,) = watch.poll()
     assert repair.ok and downloaded.health.findings(REPO)[0].trigger is HealthTrigger.SCHEDULE
+    assert downloaded.health.verify(REPO).ok
 
 
 def test_damage_a_request_repaired_first_is_not_repaired_again(
@@ -109,7 +111,7 @@ def test_damage_a_request_repaired_first_is_not_repaired_again(
     downloaded.ensure(REPO)
     assert watch.poll() == [] and watch.poll() == []
     assert [f.trigger for f in downloaded.health.findings(REPO)] == [HealthTrigger.BEFORE_USE]
-    assert [r.filename for r in hub.fetched()] == [WEIGHTS]
+    assert [r.filename for r in hub.fetched()] == [WEIGHTS] and downloaded.health.verify(REPO).ok
 
 
 def test_damage_that_cannot_be_repaired_is_recorded_once(
@@ -123,6 +125,7 @@ def test_damage_that_cannot_be_repaired_is_recorded_once(
     (finding,) = downloaded.health.findings(REPO)
     assert not finding.repair.ok and not hub.fetched()
     assert "could not be repaired" in finding.sentence() and "Reconnect" in finding.sentence()
+    assert downloaded.health.verify(REPO).bad_paths == (WEIGHTS,)
 
 
 def test_background_repairs_are_told_once_and_count_for_a_reload(downloaded: ModelStore, watch: HealthWatch) -> None:
