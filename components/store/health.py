@@ -312,7 +312,6 @@ class HealthWatch:
         self._failed: dict[tuple[str, str], frozenset[tuple[str, Stamp | None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.checks = 0  # passes made (scheduled checks and polls), for the Models tab and tests
 
     @property
     def running(self) -> bool:
@@ -349,7 +348,6 @@ class HealthWatch:
     def poll(self, *, scheduled: bool = False) -> list[RepairReport]:
         """One pass: repair damage found at the previous pass that is still there, then look for new damage
         (changed files are hashed; with ``scheduled`` every model is quick-checked). Returns the repairs made."""
-        self.checks += 1
         repairs = []
         for manifest in self.health.installed():
             key = (manifest.repo_id, manifest.commit)
