@@ -232,7 +232,7 @@ class ModelHealthMonitor:
         self, repo_id: str, revision: str, report: IntegrityReport | None, on_event: EventListener | None
     ) -> RepairReport:
         manifest = self.manifest(repo_id, revision)
-        before = report or full_check(self.cache, manifest)
+        before = report or damage(self.cache, manifest, list(manifest.files), workers=None)
         bad = before.bad_paths
         source = "local" if repo_id in self.local_sources else "hub"
         if not bad:
@@ -266,18 +266,22 @@ class ModelHealthMonitor:
         return RepairReport(repo_id, manifest.commit, after.ok, bad, source, before, after)
 
 
-def damage(cache: HubCache, manifest: RevisionManifest, hashed: list[ManifestEntry]) -> IntegrityReport:
-    """What is damaged in a revision now: the quick check of every file plus the hashes of ``hashed``."""
+def damage(
+    cache: HubCache, manifest: RevisionManifest, hashed: list[ManifestEntry], *, workers: int | None = 1
+) -> IntegrityReport:
+    """What is damaged in a revision now: the quick check of every file (which says *truncated* where it can)
+    plus the hashes of ``hashed`` that it did not already find bad, on ``workers`` threads (None: every core)."""
     quick = quick_check(cache, manifest)
     bad = {b.path: b for b in quick.bad}
     rest = tuple(e for e in hashed if e.path not in bad)
     if rest:
-        for found in full_check(cache, RevisionManifest(manifest.repo_id, manifest.commit, rest), workers=1).bad:
+        subset = RevisionManifest(manifest.repo_id, manifest.commit, rest)
+        for found in full_check(cache, subset, workers=workers).bad:
             bad[found.path] = found
     return IntegrityReport(
         manifest.repo_id,
         manifest.commit,
-        CheckLevel.QUICK,
+        CheckLevel.FULL if len(hashed) == len(manifest.files) else CheckLevel.QUICK,
         len(manifest.files),
         quick.bytes_checked,
         quick.seconds,
