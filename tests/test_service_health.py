@@ -4,6 +4,7 @@ before running. One shared run per situation (the session's offline service, the
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,22 +57,28 @@ def service(offline_service: GenerationService) -> GenerationService:
 
 @pytest.fixture(scope="module")
 def background(service: GenerationService) -> Iterator[BackgroundRun]:
-    """At the first denoising step of a 10-step run a byte of the transformer's weights is flipped in place; a
-    watch polling every 50 ms repairs it while the job runs; then the next request runs."""
+    """At the first denoising step of a 6-step run a byte of the transformer's weights is flipped in place and the
+    worker is suspended (SIGSTOP), so that the job is certainly still running while a watch polling every 50 ms
+    repairs the file; then the worker continues (SIGCONT), and the next request runs."""
     watch = HealthWatch(service.store.health, interval_s=0.2, poll_s=0.05)
     watch.start()
     before = len(service.store.health.findings(EMBEDDED_MODEL_ID))
     during, job_was_running = [], False
     try:
-        for event in service.generate({**REQUEST, "steps": 10}):
+        for event in service.generate({**REQUEST, "steps": 6}):
             during.append(event)
             if event.kind == "progress" and event.data == {**event.data, "phase": "denoise", "step": 1}:
                 blob = _weight_blob(service)
                 flip_byte(blob, blob.stat().st_size // 2)
-                deadline = time.monotonic() + 30
-                while len(service.store.health.findings(EMBEDDED_MODEL_ID)) == before and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                job_was_running = service.worker.job_id is not None
+                service.worker.kill(signal.SIGSTOP)
+                try:
+                    deadline = time.monotonic() + 30
+                    while len(service.store.health.findings(EMBEDDED_MODEL_ID)) == before:
+                        assert time.monotonic() < deadline, "the watch did not repair the flipped file in 30 s"
+                        time.sleep(0.02)
+                    job_was_running = service.worker.job_id is not None
+                finally:
+                    service.worker.kill(signal.SIGCONT)
     finally:
         watch.close()
     found = service.store.health.findings(EMBEDDED_MODEL_ID)[before:]
