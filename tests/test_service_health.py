@@ -57,7 +57,7 @@ def service(offline_service: GenerationService) -> GenerationService:
 
 @pytest.fixture(scope="module")
 def background(service: GenerationService) -> Iterator[BackgroundRun]:
-    """At the first denoising step of a 6-step run a byte of the transformer's weights is flipped in place and the
+    """At the first denoising step of a 3-step run a byte of the transformer's weights is flipped in place and the
     worker is suspended (SIGSTOP), so that the job is certainly still running while a watch polling every 50 ms
     repairs the file; then the worker continues (SIGCONT), and the next request runs."""
     watch = HealthWatch(service.store.health, interval_s=0.2, poll_s=0.05)
@@ -65,7 +65,7 @@ def background(service: GenerationService) -> Iterator[BackgroundRun]:
     before = len(service.store.health.findings(EMBEDDED_MODEL_ID))
     during, job_was_running = [], False
     try:
-        for event in service.generate({**REQUEST, "steps": 6}):
+        for event in service.generate({**REQUEST, "steps": 3}):
             during.append(event)
             if event.kind == "progress" and event.data == {**event.data, "phase": "denoise", "step": 1}:
                 blob = _weight_blob(service)
