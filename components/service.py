@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
@@ -65,7 +66,13 @@ from recovery.metrics import RunRow
 from recovery.outcome import AttemptInfo, Outcome
 from recovery.ports import ResourceFreer
 
-__all__ = ["GenerationService"]
+__all__ = ["REPAIRED_DURING_RUN_NOTE", "GenerationService"]
+
+#: A result whose model was repaired while its job ran: the weights it read may have held the damage.
+REPAIRED_DURING_RUN_NOTE = (
+    "The model's files were found damaged and repaired while this video was being made: it may have been made "
+    "from the damaged weights. Run it again to be sure."
+)
 
 _DONE = object()
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -80,6 +87,7 @@ class _Active:
     job_id: str | None = None  # the worker job of the current attempt (waiting for the worker or running)
     attempts: int = 0
     ended: threading.Event = field(default_factory=threading.Event)
+    repairs: tuple[str, int] | None = None  # the model of the current attempt's job and its repair count then
 
 
 class GenerationService:
@@ -102,6 +110,8 @@ class GenerationService:
         self.keeper = parts.keeper  # crash safety over the request journal
         self.journal = self.keeper.journal
         self.timing = parts.timing  # how long each phase takes here, learned from every finished run
+        self.watch = parts.watch  # the model files re-checked and repaired in the background
+        self._weights_sent: dict[str, str] = {}  # model → the weights key of its last job (see _weights_key)
         self._loaded: tuple[Any, str] | None = None  # (worker pid, model) of the last finished run: loaded there
         self.keeper.apply_retention()
         self._active: dict[str, _Active] = {}
@@ -115,9 +125,11 @@ class GenerationService:
         the background the requests the app was stopped during."""
         self.worker.start()
         self.store.ensure(EMBEDDED_MODEL_ID)
+        self.watch.start()
         self.reconcile()
 
     def close(self) -> None:
+        self.watch.close()
         self.worker.close()
         self.metrics.close()
         self.keeper.close()
@@ -464,6 +476,8 @@ class GenerationService:
             else sum(self.store.cache.partial_bytes(checked.model_id).values())
         )
         result = self.reporter.result(outcome, plan, corrections, kept_bytes=kept)
+        if active.repairs is not None and active.repairs[1] != self.store.health.repair_count(active.repairs[0]):
+            result = replace(result, notes=(*result.notes, REPAIRED_DURING_RUN_NOTE))
         yield ServiceEvent(Kind.RESULT, "done", {"result": result})
 
     def _register(self, correlation_id: str) -> _Active:
@@ -525,6 +539,8 @@ class GenerationService:
         # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
         model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
         self._check_model(request.model_id, model_path)
+        weights = self._weights_key(request.model_id, model_path, correlation_id, info.number, inbox)
+        active.repairs = (request.model_id, self.store.health.repair_count(request.model_id))
         output_path = self.settings.outputs_dir / video_file_name(
             request.prompt, correlation_id, info.number, time.time()
         )
@@ -540,6 +556,7 @@ class GenerationService:
                     options=options,
                     job_id=job_id,
                     should_cancel=lambda: active.token.cancelled,
+                    weights=weights,
                 ),
                 request,
                 options,
@@ -598,6 +615,28 @@ class GenerationService:
         report = self.store.availability.compatibility(model_id)
         report.raise_for_problems(model_id)
         family_of_folder(model_path, model_id)
+
+    def _weights_key(
+        self, model_id: str, model_path: Any, correlation_id: str, attempt: int, inbox: queue.Queue[Any]
+    ) -> str:
+        """What the model's files are now (its revision, and how often they were repaired): the worker loads the
+        model again when this differs from its last job's, since a warm model read from the files before a repair
+        may hold the damage (weights are memory-mapped). The timeline is told of repairs the health watch made in
+        the background since the model's last request, and of the reload."""
+        data = {"correlation_id": correlation_id, "attempt": attempt, "degraded": False, "changed": False}
+        for finding in self.store.health.untold(model_id):
+            inbox.put(
+                ServiceEvent(Kind.PLAN, f"model health: {finding.sentence()}", {**data, "health": finding.to_dict()})
+            )
+        weights = f"{Path(model_path).name}:{self.store.health.repair_count(model_id)}"
+        last, self._weights_sent[model_id] = self._weights_sent.get(model_id), weights
+        if last is not None and last != weights:
+            inbox.put(
+                ServiceEvent(
+                    Kind.PLAN, f"{model_id} is loaded again: its files changed since the worker loaded it", data
+                )
+            )
+        return weights
 
     @staticmethod
     def _drain(events: Iterator[ServiceEvent]) -> None:

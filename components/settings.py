@@ -76,6 +76,7 @@ class Settings:
     chaos_rate: float = 1.0  # the share of failure types drawn by "inject at rate", 0..1
     journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
     max_upload_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # the most bytes an image-to-video start image may have
+    health_interval_s: float = 30.0  # the health watch's quick check of installed models (file changes: ≤ 2 s); 0 = off
 
     @property
     def models_dir(self) -> Path:
@@ -137,7 +138,7 @@ def _convert(name: str, raw: str) -> object:
         return size
     if name == "worker_memory_cap":
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name=variable)
-    if name in {"load_timeout_s", "recovery_timeout_s"}:
+    if name in {"load_timeout_s", "recovery_timeout_s", "health_interval_s"}:
         return _number(variable, raw, float)
     if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size", "journal_retention_days"}:
         return _number(variable, raw, int)

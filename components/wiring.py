@@ -25,6 +25,7 @@ from components.memory.hardware import HardwareProbe, hardware_key
 from components.memory.planner import MemoryPlanner
 from components.settings import Settings
 from components.store.download import RetryPolicy
+from components.store.health import HealthWatch
 from components.store.model_store import ModelStore
 from components.store.port import StorePort
 from components.views.reports import Reporter
@@ -53,6 +54,7 @@ class ServiceParts:
     reporter: Reporter
     keeper: JournalKeeper  # the request journal and the crash safety over it
     timing: TimeModel  # how long each phase takes here (ETAs, the plan notice's predicted times)
+    watch: HealthWatch  # re-checks installed models in the background (started and stopped by the service)
 
 
 def build_parts(
@@ -132,8 +134,22 @@ def build_parts(
     keeper = JournalKeeper(
         RequestJournal(settings.journal_db), reporter, retention_days=settings.journal_retention_days
     )
+    watch = HealthWatch(store.health, settings.health_interval_s)
     return ServiceParts(
-        settings, store, worker, probe, device, key, planner, optimisations, metrics, engine, reporter, keeper, timing
+        settings,
+        store,
+        worker,
+        probe,
+        device,
+        key,
+        planner,
+        optimisations,
+        metrics,
+        engine,
+        reporter,
+        keeper,
+        timing,
+        watch,
     )
 
 

@@ -135,3 +135,20 @@ def test_a_bad_upload_limit_names_the_variable(value: str) -> None:
     """No limit at all (0) or a size that is not one is refused, named."""
     with pytest.raises(InvalidParameterError, match="KINTSUGI_MAX_UPLOAD_BYTES"):
         Settings.from_env({"KINTSUGI_MAX_UPLOAD_BYTES": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 30.0), ({"KINTSUGI_HEALTH_INTERVAL_S": "5"}, 5.0), ({"KINTSUGI_HEALTH_INTERVAL_S": "0"}, 0.0)],
+)
+def test_the_health_watch_interval_is_read_in_seconds(environ: dict[str, str], expected: float) -> None:
+    """The health watch quick-checks installed models every 30 s unless KINTSUGI_HEALTH_INTERVAL_S says otherwise
+    (0: off)."""
+    assert Settings.from_env(environ).health_interval_s == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "often"])
+def test_a_bad_health_interval_names_the_variable(value: str) -> None:
+    """A negative or non-numeric interval is refused naming KINTSUGI_HEALTH_INTERVAL_S and the value."""
+    with pytest.raises(InvalidParameterError, match=f"KINTSUGI_HEALTH_INTERVAL_S.*{value}"):
+        Settings.from_env({"KINTSUGI_HEALTH_INTERVAL_S": value})

@@ -183,6 +183,7 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
     baseline = _vm_size()  # what the memory cap is measured from
     peak_seen = _vm_size("VmPeak")
     probed = False
+    weights_of: dict[str, str | None] = {}  # model → the weights key of its last job
     while True:
         try:
             command, job_id, payload = conn.recv()
@@ -199,6 +200,10 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
             if not probed:  # in the first job, under the cap, as its own kernels would first run there
                 probed = True
                 generator.precision = _precision(config, generator.device)
+            model_id, weights = payload["request"]["model_id"], payload.get("weights")
+            if generator.model_id == model_id and weights != weights_of.get(model_id):
+                generator.unload()  # its files were repaired or replaced since it was loaded: load them again
+            weights_of[model_id] = weights
             output = generator.generate(
                 GenerationRequest.from_dict(payload["request"]),
                 payload["output_path"],
@@ -391,8 +396,12 @@ class Worker:
         options: RunOptions = RunOptions(),
         job_id: str | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        weights: str | None = None,
     ) -> Iterator[WorkerEvent]:
         """Run one generation; yield ``phase``/``progress`` events, then one ``result`` event.
+
+        ``weights`` names the state of the model's files; the worker loads a model it holds again when this
+        differs from the one its previous job of that model gave (the files were repaired or replaced since).
 
         Jobs run one at a time: a second one waits here. ``job_id`` names the job (for ``cancel(job_id)``; by
         default a fresh id). ``should_cancel`` is asked while the job waits — once it says yes the job never
@@ -411,7 +420,7 @@ class Worker:
             if cancelled():
                 raise GenerationCancelledError("cancelled before it started", phase="queued", steps_completed=0)
             yield from self._run_job(
-                request, output_path, model_path, options, job_id or uuid.uuid4().hex[:12], cancelled
+                request, output_path, model_path, options, job_id or uuid.uuid4().hex[:12], cancelled, weights
             )
         finally:
             self._lock.release()
@@ -424,6 +433,7 @@ class Worker:
         options: RunOptions,
         job_id: str,
         cancelled: Callable[[], bool],
+        weights: str | None = None,
     ) -> Iterator[WorkerEvent]:
         """One job, with the lock held: send it, then relay its messages until it ends."""
         self._ensure_ready()
@@ -433,6 +443,7 @@ class Worker:
             "output_path": os.fspath(output_path),
             "model_path": os.fspath(model_path),
             "options": asdict(options),
+            "weights": weights,
         }
         with self._send_lock:
             self._conn.send(("generate", job_id, payload))

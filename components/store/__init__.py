@@ -36,7 +36,14 @@ from components.store.download import (
     access_steps,
     retry_delay_for,
 )
-from components.store.health import LocalBuilder, ModelHealthMonitor, RepairReport
+from components.store.health import (
+    HealthFinding,
+    HealthTrigger,
+    HealthWatch,
+    LocalBuilder,
+    ModelHealthMonitor,
+    RepairReport,
+)
 from components.store.integrity import (
     BadFile,
     CheckLevel,
@@ -77,6 +84,9 @@ __all__ = [
     "DownloadResult",
     "EnhancedModelDownloader",
     "FileProblem",
+    "HealthFinding",
+    "HealthTrigger",
+    "HealthWatch",
     "HubCache",
     "IntegrityReport",
     "IntelligentFallbackManager",

@@ -21,6 +21,7 @@ from components.generation.request import MODEL_ID_PATTERN
 from components.store.catalog import CATALOG
 from components.store.disk import CleanupPlan, plan_cleanup
 from components.store.download import DownloadEvent, DownloadEventKind
+from components.store.health import HealthTrigger
 from components.store.integrity import quick_check
 from components.store.model_store import ModelStore
 from recovery.classify import Classifier
@@ -29,8 +30,10 @@ from recovery.messages import api_error, format_bytes
 
 __all__ = [
     "CLEANUP_COLUMNS",
+    "HEALTH_COLUMNS",
     "ModelActions",
     "cleanup_confirmation",
+    "health_log",
     "model_choices",
     "models_in_use",
     "models_table",
@@ -38,15 +41,18 @@ __all__ = [
 ]
 
 CLEANUP_COLUMNS = ["model", "revision", "refs", "frees", "why"]
+HEALTH_COLUMNS = ["when", "model", "found by", "found", "done"]
 
 _GB = 1_000_000_000
 
 
 def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFrame:
-    """One row per known model: status in the local cache, size, typical memory need, notes."""
+    """One row per known model: status in the local cache, size, typical memory need, its last repair (what was
+    found damaged, by what, and what was done: the health watch's background repairs included), notes."""
     rows = []
     for entry in CATALOG:
         state = store.availability.availability(entry.model_id, check_remote=check_remote)
+        repairs = store.health.findings(entry.model_id)
         rows.append(
             {
                 "model": entry.model_id,
@@ -55,10 +61,32 @@ def models_table(store: ModelStore, *, check_remote: bool = False) -> pd.DataFra
                 "download": _download(state.bytes_expected, entry.download_gb),
                 "tasks": ", ".join(task.value for task in entry.tasks),
                 "typical VRAM": _vram(entry.runs_on_cpu, entry.min_vram_gb, entry.recommended_vram_gb),
+                "last repair": repairs[-1].sentence() if repairs else "",
                 "notes": entry.notes,
             }
         )
     return pd.DataFrame(rows)
+
+
+def health_log(store: ModelStore) -> pd.DataFrame:
+    """Every repair remembered since the app started, newest first: when, which model, what found the damage (a
+    check before use, the health watch's schedule or a file change, the Models tab), which files and how they were
+    damaged, and what was done."""
+    rows = [
+        {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finding.at)),
+            "model": finding.repo_id,
+            "found by": finding.trigger.value,
+            "found": "; ".join(finding.problems),
+            "done": (
+                f"repaired ({', '.join(finding.repair.files)}); a full check of them passes"
+                if finding.repair.ok
+                else "not repaired: " + " ".join(finding.repair.steps)
+            ),
+        }
+        for finding in reversed(store.health.findings())
+    ]
+    return pd.DataFrame(rows, columns=HEALTH_COLUMNS)
 
 
 def picker_model_ids() -> list[str]:
@@ -143,7 +171,7 @@ class ModelActions:
         """Re-fetch (or rebuild) only the files that fail their check."""
 
         def run() -> str:
-            report = self.store.health.repair(model_id)
+            report = self.store.health.repair(model_id, trigger=HealthTrigger.MODELS_TAB)
             if report.ok:
                 fixed = ", ".join(report.files) or "nothing needed fixing"
                 return f"**Repaired {model_id}** from {report.source}: {fixed}."

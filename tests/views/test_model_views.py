@@ -8,7 +8,14 @@ from components.chaos.loopback_hub import HubServer
 from components.generation.families import FAMILIES, Family
 from components.store.catalog import CATALOG
 from components.store.model_store import ModelStore
-from components.views.models import ModelActions, model_choices, models_table, picker_model_ids
+from components.views.models import (
+    HEALTH_COLUMNS,
+    ModelActions,
+    health_log,
+    model_choices,
+    models_table,
+    picker_model_ids,
+)
 from tests.store.conftest import REPO, WEIGHTS
 
 
@@ -40,6 +47,17 @@ def test_quick_check_reports_a_truncated_file_and_repair_fixes_it(store: ModelSt
     assert "damaged file" in actions.quick_check(REPO) and WEIGHTS in actions.quick_check(REPO)
     assert actions.repair(REPO).startswith(f"**Repaired {REPO}**")
     assert "intact" in actions.quick_check(REPO)
+
+
+def test_a_repair_from_the_models_tab_is_in_the_health_log(store: ModelStore) -> None:
+    """The log lists the repair newest first: found by the Models tab, the file and how it was damaged, what was
+    done."""
+    assert list(health_log(store).columns) == HEALTH_COLUMNS and health_log(store).empty
+    _damage(store)
+    ModelActions(store).repair(REPO)
+    (row,) = health_log(store).to_dict("records")
+    assert (row["model"], row["found by"]) == (REPO, "Models tab")
+    assert row["found"].startswith(f"{WEIGHTS}: ") and row["done"].startswith(f"repaired ({WEIGHTS})")
 
 
 def test_full_check_of_an_intact_model_is_clean(store: ModelStore) -> None:
