@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.families import Family, family_of_folder
+from components.generation.optimisations import MemorySwitches
 from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
@@ -196,6 +197,7 @@ class VideoGenerator:
         self.model_id: str | None = None
         self.family: Family | None = None
         self._offloaded = False
+        self.switches = MemorySwitches()  # group offload, layerwise casting, sequential offload: hooks on the pipe
         self._eager_transformer: Any = None  # the transformer as loaded, while a compiled one stands in for it
         self._compiled_transformer: Any = None
         self._latents: tuple[tuple, Any] | None = None
@@ -226,6 +228,7 @@ class VideoGenerator:
         self.model_id = None
         self.family = None
         self._offloaded = False
+        self.switches = MemorySwitches()
         self._eager_transformer = self._compiled_transformer = None
         self._latents = None
         release_memory()
@@ -266,6 +269,7 @@ class VideoGenerator:
         self.enable_vae_tiling(options.vae_tiling)
         if options.model_cpu_offload:
             self.enable_model_cpu_offload()
+        self.switches.apply(self.pipe, options, self.device)
         self.enable_compile(options.compile)
 
     # -- the whole run --------------------------------------------------------------------------------------------
@@ -320,7 +324,9 @@ class VideoGenerator:
             raise InvalidParameterError(
                 "`seed` must be set (got None)", parameter="seed", value=None, constraint="0 <= seed < 2**32"
             )
-        # 2. ensure model
+        # 2. ensure model (a pipeline carrying a memory hook this request does not want is loaded afresh)
+        if self.pipe is not None and self.switches.needs_reload(options, model_offloaded=self._offloaded):
+            self.unload()
         phase_hook("load")
         timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id))
         # 3. apply memory plan
