@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 import types
 from pathlib import Path
@@ -62,8 +63,12 @@ def tiny_model(repeats: int) -> dict[str, float]:
                 seconds[cast].append(output.timings["denoise"])
                 sizes[cast] = parameter_bytes(generator.pipe.transformer)
     assert request.model_id == EMBEDDED_MODEL_ID
-    plain, cast = statistics.median(seconds[False]), statistics.median(seconds[True])
-    return {"plain_s": plain, "cast_s": cast, "plain_bytes": sizes[False], "cast_bytes": sizes[True]}
+    return {
+        "plain_s": statistics.median(seconds[False]),
+        "cast_s": statistics.median(seconds[True]),
+        "plain_bytes": sizes[False],
+        "cast_bytes": sizes[True],
+    }
 
 
 def _forward_seconds(model: Any, inputs: dict[str, Any], repeats: int) -> float:
@@ -92,7 +97,8 @@ def random_transformer(layers: int, repeats: int, frames: int, side: int) -> dic
         "encoder_hidden_states": torch.randn(1, 64, 4096, dtype=torch.bfloat16),
         "return_dict": False,
     }
-    model = WanTransformer3DModel(**{**WAN_1_3B, "num_layers": layers}).to(torch.bfloat16).eval()
+    model: Any = WanTransformer3DModel(**{**WAN_1_3B, "num_layers": layers})
+    model = model.to(torch.bfloat16).eval()
     plain_bytes = parameter_bytes(model)
     plain = _forward_seconds(model, inputs, repeats)
     model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
@@ -108,7 +114,8 @@ def skipped_share() -> float:
     from diffusers import WanTransformer3DModel
 
     with torch.device("meta"):
-        pipe = types.SimpleNamespace(transformer=WanTransformer3DModel(**WAN_1_3B).to(torch.bfloat16))
+        transformer: Any = WanTransformer3DModel(**WAN_1_3B)
+        pipe = types.SimpleNamespace(transformer=transformer.to(torch.bfloat16))
     total = sum(p.numel() for p in pipe.transformer.parameters())
     enable_layerwise_casting(pipe)  # the same call as the product makes, on the meta weights
     kept = sum(p.numel() for p in pipe.transformer.parameters() if p.dtype != torch.float8_e4m3fn)
@@ -123,8 +130,17 @@ def report(tiny: dict[str, float], big: list[tuple[str, dict[str, float]]], shar
             f"{values['cast_bytes'] / 2**20:.1f} MiB ({values['cast_bytes'] / values['plain_bytes']:.0%}) |"
         )
 
+    intro = (
+        "Layerwise casting (`RunOptions.layerwise_casting`: the transformer stored in `float8_e4m3fn`, computed in "
+        "bf16) is the one GPU-ladder rung that runs on the CPU; the others (model, group and sequential offload) "
+        "are CUDA-only and their time ratios in `components/memory/rungs.py` are documented ones, each with its "
+        "source. The cast is paid once per forward, so its share falls as the tokens grow. Runs alternate, "
+        "median of the repeats; the machine is shared, so single figures move by tens of percent."
+    )
     return "\n".join(
         [
+            textwrap.fill(intro, width=118),
+            "",
             "| transformer | bf16 | fp8 storage, bf16 compute | time ratio | parameter bytes |",
             "|---|---:|---:|---:|---|",
             row("tiny Wan, whole denoise (9×64², 2 steps)", tiny),
