@@ -157,10 +157,15 @@ class MemorySwitches:
         other_offload = options.group_offload or options.sequential_offload
         return model_offloaded and other_offload
 
-    def apply(self, pipe: Any, options: RunOptions, device: str) -> None:
-        """Turn on the hooked switches ``options`` ask for and the pipeline does not carry yet. A CUDA-only
-        switch on the CPU, or two offloads at once, is refused, named, before anything changes."""
-        wanted = [name for name in HOOKED_SWITCHES if getattr(options, name)]
+    @staticmethod
+    def places_weights(options: RunOptions) -> bool:
+        """Whether ``options`` ask for an offload whose hooks place the weights (then a fresh load leaves the
+        pipeline in host memory instead of moving it onto the device whole, which may not fit)."""
+        return options.group_offload or options.sequential_offload
+
+    @staticmethod
+    def check(options: RunOptions, device: str) -> None:
+        """Refuse, named, a CUDA-only switch on another device, or two offloads at once."""
         offloads = [name for name in _OFFLOADS if getattr(options, name)]
         if len(offloads) > 1:
             raise UnsupportedOperationError(
@@ -168,11 +173,18 @@ class MemorySwitches:
                 operation="+".join(offloads),
                 reason="one offload at a time",
             )
-        for name in wanted:
-            if name in CUDA_ONLY and device != "cuda":
+        for name in HOOKED_SWITCHES:
+            if getattr(options, name) and name in CUDA_ONLY and device != "cuda":
                 raise UnsupportedOperationError(
                     f"`{name}` needs a CUDA device (got device {device!r})", operation=name, reason=device
                 )
+
+    def apply(self, pipe: Any, options: RunOptions, device: str) -> None:
+        """Turn on the hooked switches ``options`` ask for and the pipeline does not carry yet (``check`` first:
+        nothing changes when it refuses). Called on a fresh load before the pipeline is placed, the cast happens in
+        host memory and only fp8 weights reach the device."""
+        self.check(options, device)
+        wanted = [name for name in HOOKED_SWITCHES if getattr(options, name)]
         # The cast first: the offload hooks then move the fp8 weights, half the bytes.
         if "layerwise_casting" in wanted and "layerwise_casting" not in self.applied:
             enable_layerwise_casting(pipe)

@@ -204,8 +204,9 @@ class VideoGenerator:
         self.denoise_steps_run = 0  # counts every denoising step this process has run (proves decode-only retries)
 
     # -- step 2: ensure model -------------------------------------------------------------------------------------
-    def load(self, model_path: str | os.PathLike[str], model_id: str) -> float:
-        """Load (or keep) the pipeline for ``model_id`` from a local folder; return seconds spent loading."""
+    def load(self, model_path: str | os.PathLike[str], model_id: str, options: RunOptions | None = None) -> float:
+        """Load (or keep) the pipeline for ``model_id`` from a local folder; return seconds spent loading. The
+        memory switches of ``options`` that hook the pipeline are applied before it is placed on the device."""
         if self.pipe is not None and self.model_id == model_id:
             return 0.0
         import torch
@@ -219,7 +220,9 @@ class VideoGenerator:
             if module is not None:
                 module.to(dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(self.device)
+        if options is not None:
+            self.switches.apply(pipe, options, self.device)  # fp8 cast in host memory; offload hooks place weights
+        self.pipe = pipe if options is not None and self.switches.places_weights(options) else pipe.to(self.device)
         self.model_id, self.family = model_id, family
         return time.perf_counter() - started
 
@@ -327,8 +330,9 @@ class VideoGenerator:
         # 2. ensure model (a pipeline carrying a memory hook this request does not want is loaded afresh)
         if self.pipe is not None and self.switches.needs_reload(options, model_offloaded=self._offloaded):
             self.unload()
+        self.switches.check(options, self.device)  # a CUDA-only switch on the CPU is refused before loading
         phase_hook("load")
-        timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id))
+        timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id, options))
         # 3. apply memory plan
         self._apply(options)
         steps_done = [0]

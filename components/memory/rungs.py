@@ -269,11 +269,18 @@ def predicted_bytes(
 
 
 def time_ratio(old: RunOptions, new: RunOptions, device: str) -> float:
-    """How many times the run's seconds ``new``'s switches cost over ``old``'s (the switches ``new`` turns on)."""
-    ratio = 1.0
+    """At most how many times the run's seconds the switches ``new`` turns on cost: the ratios of one phase
+    multiply; of two phases (tiling slows the decode, casting the denoising) the run is slowed by at most the
+    larger; a whole-run ratio (model offload) applies on top."""
+    whole = 1.0
+    phases: dict[str, float] = {}
     for name in sorted(_on(new) - _on(old)):
-        ratio *= rung(name).ratio(device)
-    return ratio
+        step = rung(name)
+        if step.phase == "run":
+            whole *= step.ratio(device)
+        else:
+            phases[step.phase] = phases.get(step.phase, 1.0) * step.ratio(device)
+    return whole * max(phases.values(), default=1.0)
 
 
 def cost_line(name: str, device: str) -> str:

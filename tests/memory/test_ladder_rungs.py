@@ -156,7 +156,7 @@ def test_on_cuda_the_rungs_are_climbed_in_order_after_each_failure(planner: Memo
 
 
 def test_a_switch_line_says_its_time_cost(planner: MemoryPlanner) -> None:
-    """"sequential_offload off → on to fit in …: ≈10× the denoising time, full quality (source)"."""
+    """ "sequential_offload off → on to fit in …: ≈10× the denoising time, full quality (source)"."""
     budget = need(33, 512) - int(3.0 * GiB)
     choice = choose_setting(planner, asked(), RunOptions(), budget, device="cuda", weights=weights_of)
     assert choice is not None
@@ -191,11 +191,18 @@ def test_layerwise_casting_halves_the_bf16_transformer_less_its_skipped_layers()
     assert 0.45 * 2 * GiB < saved < 0.5 * 2 * GiB
 
 
-def test_time_ratio_multiplies_the_switches_turned_on() -> None:
-    """Tiling and group offload together cost both ratios; what was already on costs nothing more."""
-    both = RunOptions(vae_tiling=True, group_offload=True)
-    assert time_ratio(RunOptions(), both, "cuda") == pytest.approx(1.8 * 1.1)
-    assert time_ratio(RunOptions(vae_tiling=True), both, "cuda") == pytest.approx(1.1)
+@pytest.mark.parametrize(
+    "old, new, ratio",
+    [
+        (RunOptions(), RunOptions(group_offload=True, layerwise_casting=True), 1.1 * 1.13),  # one phase: multiply
+        (RunOptions(), RunOptions(vae_tiling=True, group_offload=True), 1.8),  # decode and denoising: the larger
+        (RunOptions(), RunOptions(vae_tiling=True, model_cpu_offload=True), 1.1 * 1.8),  # the whole run, on top
+        (RunOptions(vae_tiling=True), RunOptions(vae_tiling=True, group_offload=True), 1.1),  # already on: free
+    ],
+)
+def test_time_ratio_is_an_upper_bound_over_the_phases(old: RunOptions, new: RunOptions, ratio: float) -> None:
+    """Ratios of one phase multiply, of different phases the larger bounds the run, a whole-run one applies to all."""
+    assert time_ratio(old, new, "cuda") == pytest.approx(ratio)
 
 
 def test_a_plan_with_group_offload_keeps_the_request_and_needs_no_notice(planner: MemoryPlanner) -> None:
@@ -215,9 +222,7 @@ def test_a_slow_rung_is_the_users_choice_at_the_plan_notice(planner: MemoryPlann
     def seconds(request: GenerationRequest, options: RunOptions) -> float:
         return request.num_frames * request.width * request.height / 1e5
 
-    notice = plan_notice(
-        planner, asked(), RunOptions(), budget, device="cuda", time_of=seconds, weights=weights_of
-    )
+    notice = plan_notice(planner, asked(), RunOptions(), budget, device="cuda", time_of=seconds, weights=weights_of)
     assert notice is not None and "sequential CPU offload" in notice.message
     slow = notice.option("run_anyway")
     assert slow.fits and slow.options is not None and slow.options.sequential_offload and slow.request == asked()
