@@ -2,6 +2,7 @@
 here, for ``components.memory.rungs``'s table.
 
     python bench/bench_rungs.py [--repeats 3] [--layers 4] [--write-docs]
+    python bench/bench_rungs.py --cuda          # the offload rungs on a CUDA device (prints "no CUDA device: …")
 
 1. The built-in tiny Wan, a whole generation (9×64², 2 steps) through ``WanGenerator`` with and without
    ``RunOptions(layerwise_casting=True)``: the denoise seconds (median of ``--repeats``, runs alternated) and the
@@ -12,6 +13,13 @@ here, for ``components.memory.rungs``'s table.
    diffusers keeps out of the cast (its skip patterns: patch embedding, condition embedder, norms).
 
 Prints the figures; ``--write-docs`` replaces the "GPU ladder rungs" section of docs/benchmarks.md.
+
+``--cuda`` measures what the CPU cannot: one denoising forward of a random-weight transformer at the real Wan 2.1
+1.3B config (``gpu_check._transformer``) at 33×480×832, without a switch and with each switch of the ladder on the
+transformer — group offload (block level, with and without a CUDA stream), layerwise casting, both, sequential
+offload (accelerate's ``cpu_offload``) — the seconds (median of ``--repeats``), their ratio to none, and the peak
+``torch.cuda.max_memory_allocated``: the figures behind ``components.memory.rungs``'s documented ratios and shares.
+Without a CUDA device it prints "no CUDA device: nothing to measure" and exits 0. It has not run on a GPU yet.
 """
 
 from __future__ import annotations
@@ -122,6 +130,71 @@ def skipped_share() -> float:
     return kept / total
 
 
+CUDA_SWITCHES = ("none", "group_offload", "group_offload_no_stream", "layerwise_casting", "group+cast", "sequential")
+
+
+def _cuda_forward(switch: str, frames: int, height: int, width: int, repeats: int) -> tuple[float, int]:
+    """Median seconds and peak bytes of one transformer forward on CUDA with ``switch`` on."""
+    import torch
+    from accelerate import cpu_offload  # type: ignore[import-untyped]
+    from gpu_check import _transformer
+
+    torch.cuda.empty_cache()
+    model = _transformer(WAN_1_3B, 0)
+    if switch in ("layerwise_casting", "group+cast"):
+        model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.bfloat16)
+    if switch in ("group_offload", "group_offload_no_stream", "group+cast"):
+        model.to("cpu")
+        model.enable_group_offload(
+            onload_device=torch.device("cuda"),
+            offload_device=torch.device("cpu"),
+            offload_type="block_level",
+            num_blocks_per_group=1,
+            use_stream=switch != "group_offload_no_stream",
+        )
+    if switch == "sequential":
+        model.to("cpu")
+        cpu_offload(model, torch.device("cuda"), offload_buffers=True)
+    latent = torch.randn(1, 16, (frames - 1) // 4 + 1, height // 8, width // 8, device="cuda", dtype=torch.bfloat16)
+    text = torch.randn(1, 512, 4096, device="cuda", dtype=torch.bfloat16)
+    step = torch.tensor([500], device="cuda")
+    times = []
+    with torch.no_grad():
+        model(latent, step, text, return_dict=False)  # warm-up: kernels, pinned buffers
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model(latent, step, text, return_dict=False)
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    peak = int(torch.cuda.max_memory_allocated())
+    del model, latent, text
+    torch.cuda.empty_cache()
+    return statistics.median(times), peak
+
+
+def cuda_report(repeats: int, frames: int = 33, height: int = 480, width: int = 832) -> str:
+    """The table of the offload and casting rungs on this CUDA device."""
+    import torch
+
+    measured = {switch: _cuda_forward(switch, frames, height, width, repeats) for switch in CUDA_SWITCHES}
+    base_s, base_peak = measured["none"]
+    rows = [
+        f"CUDA ({torch.cuda.get_device_name()}): one forward of the Wan 2.1 1.3B transformer (random weights, "
+        f"bf16) at {frames}×{height}×{width}, median of {repeats}.",
+        "",
+        "| switch | seconds | time ratio | peak allocated | share of none |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for switch, (seconds, peak) in measured.items():
+        rows.append(
+            f"| {switch} | {seconds:.2f} s | {seconds / base_s:.2f}× | {peak / 2**30:.2f} GiB | "
+            f"{peak / base_peak:.0%} |"
+        )
+    return "\n".join(rows)
+
+
 def report(tiny: dict[str, float], big: list[tuple[str, dict[str, float]]], share: float, layers: int) -> str:
     def row(name: str, values: dict[str, float]) -> str:
         return (
@@ -135,7 +208,8 @@ def report(tiny: dict[str, float], big: list[tuple[str, dict[str, float]]], shar
         "bf16) is the one GPU-ladder rung that runs on the CPU; the others (model, group and sequential offload) "
         "are CUDA-only and their time ratios in `components/memory/rungs.py` are documented ones, each with its "
         "source. The cast is paid once per forward, so its share falls as the tokens grow. Runs alternate, "
-        "median of the repeats; the machine is shared, so single figures move by tens of percent."
+        "median of the repeats; the machine is shared, so single figures move by tens of percent. "
+        "`python bench/bench_rungs.py --cuda` measures the offload rungs on a GPU: it has not run on one yet."
     )
     return "\n".join(
         [
@@ -173,7 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--cuda", action="store_true", help="measure the offload rungs on a CUDA device")
     args = parser.parse_args(argv)
+    if args.cuda:
+        import torch
+
+        if not torch.cuda.is_available():
+            print("no CUDA device: nothing to measure")
+            return 0
+        print(cuda_report(args.repeats), flush=True)  # pragma: no cover - needs a GPU
+        return 0
     share = skipped_share()
     print(f"skipped share of the 1.3B transformer: {share:.1%}", flush=True)
     tiny = tiny_model(args.repeats)
