@@ -5,8 +5,8 @@ prediction, and ``plan_memory``: the plan a request runs with, made before anyth
     1. VAE tiling           (for a decode OOM with latents kept: the same request, so denoising is not repeated)
     2. model CPU offload    (CUDA only; ≈1.1× the time)
     3. group offload        (CUDA only: block level, CUDA-stream prefetch; ≈1.1× the denoising time)
-    4. layerwise casting    (fp8 weight storage where the family supports it, CPU too; ≈1.1× the denoising time,
-                             a small loss of quality)
+    4. layerwise casting    (fp8 weight storage where the family supports it, CPU too; ≈1.1–1.2× the denoising
+                             time, a small loss of quality, said in its line)
     5. sequential offload   (CUDA only; ≈10× the denoising time, full quality)
     6. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
     7. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
@@ -44,6 +44,7 @@ from components.generation.request import LIMITS, GenerationRequest, RunOptions,
 from components.memory.planner import MemoryPlanner
 from components.memory.rungs import (
     SWITCHES,
+    ModelWeights,
     WeightsOf,
     cost_line,
     layerwise_supported,
@@ -159,7 +160,7 @@ def _option_lines(old: RunOptions, new: RunOptions, device: str = "cpu", why: st
     return lines
 
 
-def _weights_of(weights: WeightsOf | None, request: GenerationRequest) -> Any:
+def _weights_of(weights: WeightsOf | None, request: GenerationRequest) -> ModelWeights | None:
     return weights(request.model_id) if weights is not None else None
 
 

@@ -262,8 +262,13 @@ def predicted_bytes(
     base = estimate(request, measured)
     if base is None or weights is None:
         return base
-    if options.model_cpu_offload and base == estimate(request, replace(measured, model_cpu_offload=False)):
-        measured = replace(measured, model_cpu_offload=False)  # no measurement of model offload either
+    if options.model_cpu_offload:
+        # The planner's fit without a measurement of model offload falls back to its plain one: then the offload
+        # is predicted like the others, from its need without it.
+        without = replace(measured, model_cpu_offload=False)
+        before = estimate(request, without)
+        if before is not None and base in (before, estimate(request, replace(without, vae_tiling=False))):
+            base, measured = before, without
     saved = resident_bytes(weights, measured) - resident_bytes(weights, options)
     return max(0, base - saved)
 

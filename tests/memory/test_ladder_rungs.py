@@ -238,3 +238,14 @@ def test_the_weight_book_answers_per_model() -> None:
     book.know(MODEL, {"transformer": 10}, dtype_bytes=4)
     assert book.of(MODEL) == ModelWeights({"transformer": 10}, 4)
     assert book.of("other/model") is None
+
+
+def test_model_offload_without_its_own_measurement_starts_from_the_tiled_need(make_planner) -> None:
+    """The planner has no offload points: tiling + model offload is the tiled need less the moved weights."""
+    planner = make_planner(tiling_helps=True)
+    small = ModelWeights({"transformer": 50 * MiB, "text_encoder": 30 * MiB, "vae": 5 * MiB})
+    request = GenerationRequest(prompt="a cat", num_frames=33, width=512, height=512, model_id="test/model")
+    tiled = planner.estimate(request, RunOptions(vae_tiling=True))
+    assert tiled is not None and tiled != planner.estimate(request, RunOptions())
+    both = RunOptions(vae_tiling=True, model_cpu_offload=True)
+    assert predicted_bytes(planner.estimate, request, both, small) == tiled - 35 * MiB
