@@ -112,6 +112,7 @@ class GenerationService:
         self.timing = parts.timing  # how long each phase takes here, learned from every finished run
         self.watch = parts.watch  # the model files re-checked and repaired in the background
         self._weights_sent: dict[str, str] = {}  # model → the weights key of its last job (see _weights_key)
+        self.weights = parts.weights  # each cached model's weight bytes per component (the ladder's switch rungs)
         self._loaded: tuple[Any, str] | None = None  # (worker pid, model) of the last finished run: loaded there
         self.keeper.apply_retention()
         self._active: dict[str, _Active] = {}
@@ -218,6 +219,7 @@ class GenerationService:
             self.settings.worker_memory_cap,
             device=self.device,
             time_of=self._time_of,
+            weights=self.weights.of,
         )
 
     def estimate_time(self, request: GenerationRequest, options: RunOptions = RunOptions()) -> PhaseEstimate | None:
@@ -357,10 +359,12 @@ class GenerationService:
         self._know_weights(checked.model_id)
         if not self.settings.memory_planning:
             plan = MemoryPlan(checked, options, 0, cap, True)
-        elif choice is not None and (notice := plan_notice(self.planner, checked, options, cap, device=self.device)):
+        elif choice is not None and (
+            notice := plan_notice(self.planner, checked, options, cap, device=self.device, weights=self.weights.of)
+        ):
             plan = notice.plan(choice)
         else:
-            plan = plan_memory(self.planner, checked, options, cap, device=self.device)
+            plan = plan_memory(self.planner, checked, options, cap, device=self.device, weights=self.weights.of)
         return replace(plan, changes=(*left_off, *plan.changes))
 
     def _know_weights(self, model_id: str) -> None:
@@ -383,6 +387,7 @@ class GenerationService:
             except (OSError, ValueError):  # a damaged header: the integrity check will say so when it runs
                 continue
             self.planner.know_weights(name, sum(sizes.values()))
+            self.weights.know(name, sizes, _DTYPE_BYTES.get(self.settings.dtype, 2))
             self._weights_known.add(name)
 
     def _run(

@@ -10,7 +10,7 @@ restarter and the labelled preview. One hardware key names this machine for the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from components.journal import JournalKeeper, RequestJournal
 from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
 from components.memory.hardware import HardwareProbe, hardware_key
 from components.memory.planner import MemoryPlanner
+from components.memory.rungs import WeightBook
 from components.settings import Settings
 from components.store.download import RetryPolicy
 from components.store.health import HealthWatch
@@ -55,6 +56,7 @@ class ServiceParts:
     keeper: JournalKeeper  # the request journal and the crash safety over it
     timing: TimeModel  # how long each phase takes here (ETAs, the plan notice's predicted times)
     watch: HealthWatch  # re-checks installed models in the background (started and stopped by the service)
+    weights: WeightBook = field(default_factory=WeightBook)  # weight bytes per component: the ladder's switch rungs
 
 
 def build_parts(
@@ -103,6 +105,7 @@ def build_parts(
     metrics = MetricsStore(settings.metrics_db)
     # Speed-ups that failed on this machine are turned off by the engine and stay off for later requests.
     optimisations = OptimisationSwitch()
+    weights = WeightBook()  # told by the service once a model is cached; predicts the offload and fp8 rungs
     if engine is None:
         memory_freer = WorkerMemoryFreer(worker, planner=planner)
         engine = EnhancedErrorRecovery(
@@ -120,11 +123,12 @@ def build_parts(
                         device=device,
                         freer=memory_freer,
                         smaller=store.fallbacks.smaller_model,
+                        weights=weights.of,
                     ),
                 )
             ),
             freer=freer or memory_freer,
-            degrader=PreviewDegrader(planner, budget=cap, device=device),
+            degrader=PreviewDegrader(planner, budget=cap, device=device, weights=weights.of),
             probe=probe,
             metrics=metrics,
         )
@@ -150,6 +154,7 @@ def build_parts(
         keeper,
         timing,
         watch,
+        weights,
     )
 
 

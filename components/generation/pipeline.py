@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from components.generation.families import Family, family_of_folder
+from components.generation.optimisations import MemorySwitches
 from components.generation.precision import PrecisionChoice
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
 from components.system.files import replacing
@@ -198,14 +199,16 @@ class VideoGenerator:
         self.model_id: str | None = None
         self.family: Family | None = None
         self._offloaded = False
+        self.switches = MemorySwitches()  # group offload, layerwise casting, sequential offload: hooks on the pipe
         self._eager_transformer: Any = None  # the transformer as loaded, while a compiled one stands in for it
         self._compiled_transformer: Any = None
         self._latents: tuple[tuple, Any] | None = None
         self.denoise_steps_run = 0  # counts every denoising step this process has run (proves decode-only retries)
 
     # -- step 2: ensure model -------------------------------------------------------------------------------------
-    def load(self, model_path: str | os.PathLike[str], model_id: str) -> float:
-        """Load (or keep) the pipeline for ``model_id`` from a local folder; return seconds spent loading."""
+    def load(self, model_path: str | os.PathLike[str], model_id: str, options: RunOptions | None = None) -> float:
+        """Load (or keep) the pipeline for ``model_id`` from a local folder; return seconds spent loading. The
+        memory switches of ``options`` that hook the pipeline are applied before it is placed on the device."""
         if self.pipe is not None and self.model_id == model_id:
             return 0.0
         import torch
@@ -219,7 +222,9 @@ class VideoGenerator:
             if module is not None:
                 module.to(dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(self.device)
+        if options is not None:
+            self.switches.apply(pipe, options, self.device)  # fp8 cast in host memory; offload hooks place weights
+        self.pipe = pipe if options is not None and self.switches.places_weights(options) else pipe.to(self.device)
         self.model_id, self.family = model_id, family
         return time.perf_counter() - started
 
@@ -228,6 +233,7 @@ class VideoGenerator:
         self.model_id = None
         self.family = None
         self._offloaded = False
+        self.switches = MemorySwitches()
         self._eager_transformer = self._compiled_transformer = None
         self._latents = None
         release_memory()
@@ -268,6 +274,7 @@ class VideoGenerator:
         self.enable_vae_tiling(options.vae_tiling)
         if options.model_cpu_offload:
             self.enable_model_cpu_offload()
+        self.switches.apply(self.pipe, options, self.device)
         self.enable_compile(options.compile)
 
     # -- the whole run --------------------------------------------------------------------------------------------
@@ -322,9 +329,12 @@ class VideoGenerator:
             raise InvalidParameterError(
                 "`seed` must be set (got None)", parameter="seed", value=None, constraint="0 <= seed < 2**32"
             )
-        # 2. ensure model
+        # 2. ensure model (a pipeline carrying a memory hook this request does not want is loaded afresh)
+        if self.pipe is not None and self.switches.needs_reload(options, model_offloaded=self._offloaded):
+            self.unload()
+        self.switches.check(options, self.device)  # a CUDA-only switch on the CPU is refused before loading
         phase_hook("load")
-        timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id))
+        timings["load"] = self._run_phase("load", [0], False, lambda: self.load(model_path, request.model_id, options))
         # 3. apply memory plan
         self._apply(options)
         steps_done = [0]

@@ -99,11 +99,15 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class RunOptions:
-    """Switches for one run. The memory ones cost speed or quality, so each is off unless a plan turns it on;
-    ``compile`` is the one speed switch (``KINTSUGI_COMPILE``), turned off again when it fails on the machine."""
+    """Switches for one run. The memory ones cost speed or quality, so each is off unless a plan turns it on
+    (``components.memory.rungs`` says what each saves and costs); ``compile`` is the one speed switch
+    (``KINTSUGI_COMPILE``), turned off again when it fails on the machine. At most one offload switch is on."""
 
     vae_tiling: bool = False
     model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
+    group_offload: bool = False  # CUDA only: block-level group offload, the next block prefetched on a CUDA stream
+    layerwise_casting: bool = False  # the transformer stored in float8_e4m3fn, computed in the run dtype (CPU too)
+    sequential_offload: bool = False  # CUDA only: every leaf module on the GPU only while it runs (slowest)
     compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
 
 

@@ -24,6 +24,7 @@ from components.memory.ladder import (
     scaled_sizes,
 )
 from components.memory.planner import MemoryPlanner
+from components.memory.rungs import RUNGS, ModelWeights, Rung, WeightBook
 
 __all__ = [
     "Choice",
@@ -33,10 +34,14 @@ __all__ = [
     "MemoryLadder",
     "MemoryPlan",
     "MemoryPlanner",
+    "ModelWeights",
     "PLAN_CHOICES",
     "PlanNotice",
     "PlanOption",
     "PreviewDegrader",
+    "RUNGS",
+    "Rung",
+    "WeightBook",
     "WorkerMemoryFreer",
     "calibrate",
     "choose_setting",

@@ -14,6 +14,7 @@ from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
 from components.memory.ladder import Choice, choose_setting, preview_setting, smaller_model_setting
 from components.memory.planner import MemoryPlanner
+from components.memory.rungs import WeightsOf
 from recovery.classify import error_chain
 from recovery.errors import OutOfMemoryError, WorkerCrashedError
 from recovery.messages import format_bytes
@@ -59,6 +60,7 @@ class MemoryLadder:
     min_side_share: float = 0.5
     restart_after_oom: bool = True  # measured here: a worker after an OOM failed runs a fresh one completed
     smaller: Callable[[str], str | None] | None = None
+    weights: WeightsOf | None = None  # a model's weight bytes per component: predicts the offload/casting rungs
     #: The first setting this ladder saw per request (correlation id): the smaller model starts from it again.
     _asked: OrderedDict[str, GenerationRequest] = field(default_factory=OrderedDict, init=False, repr=False)
 
@@ -85,6 +87,7 @@ class MemoryLadder:
             decode_retry=decode_retry,
             min_frames_share=self.min_frames_share,
             min_side_share=self.min_side_share,
+            weights=self.weights,
         )
         if choice is None:
             choice = self._smaller_model(ctx, asked, request, options, budget)
@@ -132,6 +135,7 @@ class MemoryLadder:
             device=self.device,
             min_frames_share=self.min_frames_share,
             min_side_share=self.min_side_share,
+            weights=self.weights,
         )
 
 
@@ -143,13 +147,16 @@ class PreviewDegrader:
     budget: int | None = None
     device: str = "cpu"
     max_frames: int = 9
+    weights: WeightsOf | None = None
 
     def degrade(self, ctx: ErrorContext, parameters: Mapping[str, Any]) -> Adjustment | None:
         if ctx.failure_type is not EnhancedFailureType.VRAM_EXHAUSTION:
             return None
         request, options = split_parameters(parameters)
         budget = _budget(ctx, self.budget, self.planner, request, options)
-        choice = preview_setting(self.planner, request, options, budget, device=self.device, max_frames=self.max_frames)
+        choice = preview_setting(
+            self.planner, request, options, budget, device=self.device, max_frames=self.max_frames, weights=self.weights
+        )
         if choice is None:
             return None
         return Adjustment(join_parameters(choice.request, choice.options), choice.changes, choice.changes[0])

@@ -3,14 +3,24 @@ prediction, and ``plan_memory``: the plan a request runs with, made before anyth
 
     0. free memory          (the worker already ran gc/empty-cache/malloc_trim; restart it if memory stayed held)
     1. VAE tiling           (for a decode OOM with latents kept: the same request, so denoising is not repeated)
-    2. model CPU offload    (CUDA only)
-    3. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
-    4. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
-    5. fewer frames *and* lower resolution (down to the floors)
-    6. a smaller model      (the catalogue's smaller sibling — Wan 2.1 14B → 1.3B, Wan 2.2 A14B → TI2V-5B — at the
+    2. model CPU offload    (CUDA only; ≈1.1× the time)
+    3. group offload        (CUDA only: block level, CUDA-stream prefetch; ≈1.1× the denoising time)
+    4. layerwise casting    (fp8 weight storage where the family supports it, CPU too; ≈1.1–1.2× the denoising
+                             time, a small loss of quality, said in its line)
+    5. sequential offload   (CUDA only; ≈10× the denoising time, full quality)
+    6. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
+    7. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
+    8. fewer frames *and* lower resolution (down to the floors)
+    9. a smaller model      (the catalogue's smaller sibling — Wan 2.1 14B → 1.3B, Wan 2.2 A14B → TI2V-5B — at the
                              setting first asked, or its first rung that fits; only with the user's consent to
                              another model, and then marked like a fallback: ``smaller_model_setting``)
-    (fewer steps is not a rung: steps do not change peak memory — the calibration has no term for them)
+    (fewer steps is not a rung: steps do not change peak memory — the activations of one step are freed before
+    the next, and the calibration has no term for them; fewer steps only make the video worse, not smaller)
+
+Rungs 1–5 are memory switches (``components.memory.rungs``: what each saves and costs, with sources); each one
+turned on is a change line with its time cost ("group_offload off → on …: ≈1.1× the denoising time, full
+quality"), and the predicted seconds of a plan choice carry the same ratios. A switch the planner has no
+measurement of is predicted from the model's weight bytes (``weights``: model id → ``ModelWeights``).
 
 Before a run, ``plan_notice`` tells the user what planning would change, with the choices (fewer frames instead,
 lower resolution instead, run anyway, cancel), each with its predicted memory and time; ``PlanNotice.plan`` turns
@@ -32,6 +42,19 @@ from typing import Any
 
 from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
 from components.memory.planner import MemoryPlanner
+from components.memory.rungs import (
+    SWITCHES,
+    ModelWeights,
+    WeightsOf,
+    cost_line,
+    layerwise_supported,
+    measured_part,
+    predicted_bytes,
+    switch_variants,
+    time_ratio,
+    unmeasured,
+)
+from components.memory.rungs import rung as rung_of
 from recovery.errors import InvalidParameterError
 from recovery.messages import format_bytes
 
@@ -54,6 +77,8 @@ __all__ = [
 PLAN_CHOICES = ("fewer_frames", "lower_resolution", "run_anyway", "cancel")
 #: Predicted seconds of a setting (``TimeModel.estimate(...).total_s``), ``None`` when unknown.
 TimeOf = Callable[[GenerationRequest, RunOptions], "float | None"]
+#: A memory switch this many times slower (sequential offload) is the user's choice, told before the run.
+SLOW_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -119,22 +144,53 @@ def scaled_sizes(width: int, height: int, *, min_share: float = 0.0, tolerance: 
     return sizes
 
 
-def _variants(options: RunOptions, device: str) -> list[RunOptions]:
-    """The options to try for one size, cheapest loss first: as asked, tiling on, (CUDA) offload on."""
-    variants = [options]
-    if not options.vae_tiling:
-        variants.append(replace(options, vae_tiling=True))
-    if device == "cuda" and not options.model_cpu_offload:
-        variants += [replace(v, model_cpu_offload=True) for v in list(variants)]
-    return variants
+def _variants(request: GenerationRequest, options: RunOptions, device: str) -> list[RunOptions]:
+    """The switch settings to try for one size, cheapest loss first (``rungs.switch_variants``)."""
+    return switch_variants(options, device, layerwise=layerwise_supported(request.model_id))
 
 
-def _option_lines(old: RunOptions, new: RunOptions) -> list[str]:
+def _option_lines(old: RunOptions, new: RunOptions, device: str = "cpu", why: str = "") -> list[str]:
+    """A line per switch that changed; one turned on says why (``why``) and what it costs in time."""
     lines = []
-    for name in ("vae_tiling", "model_cpu_offload"):
-        if getattr(old, name) != getattr(new, name):
-            lines.append(f"{name} {'on' if getattr(old, name) else 'off'} → {'on' if getattr(new, name) else 'off'}")
+    for name in SWITCHES:
+        was, now = getattr(old, name), getattr(new, name)
+        if was != now:
+            cost = f": {cost_line(name, device)}" if now else ""
+            lines.append(f"{name} {'on' if was else 'off'} → {'on' if now else 'off'}{why}{cost}")
     return lines
+
+
+def _weights_of(weights: WeightsOf | None, request: GenerationRequest) -> ModelWeights | None:
+    return weights(request.model_id) if weights is not None else None
+
+
+def _estimate(
+    planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, weights: WeightsOf | None
+) -> int | None:
+    """The planner's prediction, with the switches it has no measurement of taken off by the weights they move."""
+    return predicted_bytes(planner.estimate, request, options, _weights_of(weights, request))
+
+
+def _fits(
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions,
+    budget: int | None,
+    weights: WeightsOf | None,
+) -> bool:
+    if planner.fits(request, options, budget):
+        return True  # what the planner measured (or its runs taught it) says so
+    if budget is None or not (unmeasured(options) or options.model_cpu_offload):
+        return False
+    estimate = _estimate(planner, request, options, weights)
+    return estimate is not None and estimate * (1 + planner.margin) <= budget
+
+
+def _seconds(time_of: TimeOf, request: GenerationRequest, options: RunOptions, device: str) -> float | None:
+    """The time model's seconds for the switches it knows, times the ratios of those it has no term for."""
+    known = measured_part(options)
+    seconds = time_of(request, known)
+    return None if seconds is None else seconds * time_ratio(known, options, device)
 
 
 def _request_lines(old: GenerationRequest, new: GenerationRequest) -> list[str]:
@@ -153,17 +209,27 @@ def _fit_lines(
     chosen: RunOptions,
     budget: int | None,
     estimate: int,
+    device: str = "cpu",
 ) -> list[str]:
-    """How ``candidate``/``chosen`` differ from what was asked, each line saying why (the budget, the prediction)."""
+    """How ``candidate``/``chosen`` differ from what was asked, each line saying why (the budget, the prediction)
+    and, for a switch, what it costs in time (a lower setting is a smaller video: never slower)."""
     why = f" to fit in {format_bytes(budget)} (predicted {format_bytes(estimate)})" if budget else ""
-    return [line + why for line in _option_lines(options, chosen) + _request_lines(request, candidate)]
+    return _option_lines(options, chosen, device, why) + [line + why for line in _request_lines(request, candidate)]
 
 
 def _fitting(
-    planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None, device: str
+    planner: MemoryPlanner,
+    request: GenerationRequest,
+    options: RunOptions,
+    budget: int | None,
+    device: str,
+    weights: WeightsOf | None = None,
+    *,
+    skip: RunOptions | None = None,
 ) -> RunOptions | None:
-    for variant in _variants(options, device):
-        if planner.fits(request, variant, budget):
+    """The first switch setting predicted to fit (never ``skip``: the setting that just failed)."""
+    for variant in _variants(request, options, device):
+        if variant != skip and _fits(planner, request, variant, budget, weights):
             return variant
     return None
 
@@ -191,19 +257,30 @@ def choose_setting(
     decode_retry: bool = False,
     min_frames_share: float = 0.25,
     min_side_share: float = 0.5,
+    weights: WeightsOf | None = None,
 ) -> Choice | None:
-    """The first rung of the ladder whose largest setting the planner predicts to fit ``budget``."""
+    """The first rung of the ladder whose largest setting is predicted to fit ``budget`` — for the request as it
+    is, the first switch setting after ``options`` (the one that just failed)."""
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
     for rung, candidate in _candidates(request, min_frames, min_side_share):
-        chosen = _fitting(planner, candidate, options, budget, device)
-        if chosen is None or (candidate == request and chosen == options):
+        skip = options if candidate == request else None
+        chosen = _fitting(planner, candidate, options, budget, device, weights, skip=skip)
+        if chosen is None:
             continue
-        estimate = planner.estimate(candidate, chosen) or 0
-        lines = _fit_lines(request, options, candidate, chosen, budget, estimate)
+        estimate = _estimate(planner, candidate, chosen, weights) or 0
+        lines = _fit_lines(request, options, candidate, chosen, budget, estimate, device)
         if decode_retry and candidate == request:
             lines.append("the kept latents are decoded again: denoising is not repeated")
+        if candidate == request:
+            rung = _switch_rung(options, chosen)
         return Choice(candidate, chosen, estimate, tuple(lines), rung)
     return None
+
+
+def _switch_rung(old: RunOptions, new: RunOptions) -> str:
+    """The rung a switch setting stands for: the last switch of the ladder it turns on."""
+    turned_on = [name for name in SWITCHES if getattr(new, name) and not getattr(old, name)]
+    return rung_of(turned_on[-1]).label if turned_on else "memory switches"
 
 
 def smaller_model_setting(
@@ -217,12 +294,13 @@ def smaller_model_setting(
     device: str = "cpu",
     min_frames_share: float = 0.25,
     min_side_share: float = 0.5,
+    weights: WeightsOf | None = None,
 ) -> Choice | None:
     """The last rung, once no lower setting of ``current``'s model fits: ``sibling`` (its smaller model) at the
     setting first ``asked`` when predicted to fit, else at its first rung that is; ``None`` when nothing fits.
     The caller checks the user's consent to another model; the lines name both models and why."""
     candidate = replace(asked, model_id=sibling)
-    chosen = _fitting(planner, candidate, options, budget, device)
+    chosen = _fitting(planner, candidate, options, budget, device, weights)
     if chosen is not None:
         request, request_options = candidate, chosen
     else:
@@ -234,16 +312,17 @@ def smaller_model_setting(
             device=device,
             min_frames_share=min_frames_share,
             min_side_share=min_side_share,
+            weights=weights,
         )
         if lowered is None:
             return None
         request, request_options = lowered.request, lowered.options
-    estimate = planner.estimate(request, request_options) or 0
+    estimate = _estimate(planner, request, request_options, weights) or 0
     room = format_bytes(budget) if budget else "the free memory"
     lines = [
         f"model {current.model_id} → {sibling} (its smaller sibling; another model was allowed): no lower setting "
         f"of {current.model_id} is predicted to fit in {room}",
-        *_fit_lines(current, options, request, request_options, budget, estimate),
+        *_fit_lines(current, options, request, request_options, budget, estimate, device),
     ]
     return Choice(request, request_options, estimate, tuple(lines), "smaller model", degraded=True)
 
@@ -256,6 +335,7 @@ def preview_setting(
     *,
     device: str = "cpu",
     max_frames: int = 9,
+    weights: WeightsOf | None = None,
 ) -> Choice | None:
     """The largest preview (frames × pixels, at most ``max_frames`` frames, aspect kept) predicted to fit."""
     sizes = [(request.width, request.height), *scaled_sizes(request.width, request.height)]
@@ -263,15 +343,15 @@ def preview_setting(
     frames = [top, *frame_counts(top)]
     for _, f, (w, h) in sorted(((f * w * h, f, (w, h)) for f in frames for w, h in sizes), reverse=True):
         candidate = replace(request, num_frames=f, width=w, height=h)
-        chosen = _fitting(planner, candidate, options, budget, device)
+        chosen = _fitting(planner, candidate, options, budget, device, weights)
         if chosen is not None and (candidate, chosen) != (request, options):
-            estimate = planner.estimate(candidate, chosen) or 0
+            estimate = _estimate(planner, candidate, chosen, weights) or 0
             label = (
                 f"preview: {f} frames at {w}×{h} instead of {request.num_frames} at "
                 f"{request.width}×{request.height} — the full request does not fit in "
                 f"{format_bytes(budget) if budget else 'the free memory'}"
             )
-            lines = [label, *_option_lines(options, chosen), *_request_lines(request, candidate)]
+            lines = [label, *_option_lines(options, chosen, device), *_request_lines(request, candidate)]
             return Choice(candidate, chosen, estimate, tuple(lines), "preview", degraded=True)
     return None
 
@@ -283,14 +363,16 @@ def plan_memory(
     budget: int | None = None,
     *,
     device: str = "cpu",
+    weights: WeightsOf | None = None,
 ) -> MemoryPlan:
     """Before running: keep the request if it is predicted to fit, else the best setting of the ladder that
-    does (each change a line), else a labelled preview; ``fits=False`` when not even that fits."""
-    estimate = planner.estimate(request, options) or 0
-    if planner.fits(request, options, budget):
+    does (each change a line, a switch with its time cost), else a labelled preview; ``fits=False`` when not even
+    that fits."""
+    estimate = _estimate(planner, request, options, weights) or 0
+    if _fits(planner, request, options, budget, weights):
         return MemoryPlan(request, options, estimate, budget, True, asked=request)
-    choice = choose_setting(planner, request, options, budget, device=device) or preview_setting(
-        planner, request, options, budget
+    choice = choose_setting(planner, request, options, budget, device=device, weights=weights) or preview_setting(
+        planner, request, options, budget, device=device, weights=weights
     )
     if choice is None:
         return MemoryPlan(
@@ -374,10 +456,13 @@ class PlanNotice:
                 value=choice,
                 constraint="a choice that runs",
             )
-        if choice == "run_anyway":
+        changes: tuple[str, ...]
+        if choice == "run_anyway" and option.fits:  # as asked, with a slow memory switch: the video as asked
+            changes = tuple(f"planned before running (your choice: {choice}): {line}" for line in option.changes)
+        elif choice == "run_anyway":
             need = format_bytes(option.memory_bytes) if option.memory_bytes else "more"
             room = format_bytes(self.budget_bytes) if self.budget_bytes else "the free memory"
-            changes: tuple[str, ...] = (
+            changes = (
                 f"run as asked (your choice) although predicted to need {need} of {room}: an out-of-memory failure "
                 "is recovered as usual",
             )
@@ -407,13 +492,18 @@ def plan_notice(
     *,
     device: str = "cpu",
     time_of: TimeOf | None = None,
+    weights: WeightsOf | None = None,
 ) -> PlanNotice | None:
-    """``None`` when the request runs as asked (it fits, perhaps with a memory switch such as VAE tiling, which
-    keeps the video); otherwise the notice with its choices, each with predicted memory and (via ``time_of``) time."""
-    if _fitting(planner, request, options, budget, device) is not None:
+    """``None`` when the request runs as asked at about its speed (it fits, perhaps with a memory switch such as
+    VAE tiling or group offload, which keeps the video); otherwise the notice with its choices, each with predicted
+    memory and (via ``time_of``) time. When only a slow switch makes it fit (sequential offload, ≥ ``SLOW_RATIO``
+    × the time), ``run_anyway`` runs it as asked with that switch — "≈10× the time, full quality" — beside the
+    lower settings at their speed, and the user chooses."""
+    as_asked = _fitting(planner, request, options, budget, device, weights)
+    if as_asked is not None and time_ratio(options, as_asked, device) < SLOW_RATIO:
         return None
-    seconds = time_of or (lambda _request, _options: None)
-    estimate = planner.estimate(request, options)
+    seconds = (lambda r, o: _seconds(time_of, r, o, device)) if time_of else (lambda _request, _options: None)
+    estimate = _estimate(planner, request, options, weights)
     choices: list[PlanOption] = []
     lowered = (
         ("fewer_frames", (replace(request, num_frames=f) for f in frame_counts(request.num_frames))),
@@ -424,21 +514,38 @@ def plan_notice(
     )
     for name, candidates in lowered:
         for candidate in candidates:
-            chosen = _fitting(planner, candidate, options, budget, device)
+            chosen = _fitting(planner, candidate, options, budget, device, weights)
             if chosen is not None:
-                need = planner.estimate(candidate, chosen)
-                lines = tuple(_fit_lines(request, options, candidate, chosen, budget, need or 0))
+                need = _estimate(planner, candidate, chosen, weights)
+                lines = tuple(_fit_lines(request, options, candidate, chosen, budget, need or 0, device))
                 choices.append(PlanOption(name, candidate, chosen, lines, need, seconds(candidate, chosen), True))
                 break
-    choices.append(PlanOption("run_anyway", request, options, (), estimate, seconds(request, options), False))
+    if as_asked is not None:  # fits, slowly: run as asked with the slow switch
+        need = _estimate(planner, request, as_asked, weights)
+        lines = tuple(_fit_lines(request, options, request, as_asked, budget, need or 0, device))
+        choices.append(PlanOption("run_anyway", request, as_asked, lines, need, seconds(request, as_asked), True))
+    else:
+        choices.append(PlanOption("run_anyway", request, options, (), estimate, seconds(request, options), False))
     choices.append(PlanOption("cancel", None, None, (), None, None, True))
-    automatic = plan_memory(planner, request, options, budget, device=device)
+    automatic = plan_memory(planner, request, options, budget, device=device, weights=weights)
     words = {"fewer_frames": "fewer frames", "lower_resolution": "a lower resolution"}
     offered = [words[option.choice] for option in choices if option.choice in words]
-    message = (
-        f"{_described(request)} is predicted to need "
-        f"{f'about {format_bytes(estimate)}' if estimate else 'more memory'}, more than "
-        f"{format_bytes(budget) if budget else 'the free memory'} here. Choose "
-        f"{', '.join([*offered, 'to run it as asked anyway'])} or to cancel."
-    )
+    if as_asked is not None:
+        slow = f"≈{time_ratio(options, as_asked, device):.3g}× the time"
+        message = (
+            f"{_described(request)} fits in {format_bytes(budget) if budget else 'the free memory'} here only "
+            f"with {', '.join(_switch_words(options, as_asked))} ({slow}, full quality). Choose "
+            f"{', '.join([*offered, 'to run it as asked, slower'])} or to cancel."
+        )
+    else:
+        message = (
+            f"{_described(request)} is predicted to need "
+            f"{f'about {format_bytes(estimate)}' if estimate else 'more memory'}, more than "
+            f"{format_bytes(budget) if budget else 'the free memory'} here. Choose "
+            f"{', '.join([*offered, 'to run it as asked anyway'])} or to cancel."
+        )
     return PlanNotice(request, options, budget, estimate, message, tuple(choices), automatic.changes)
+
+
+def _switch_words(old: RunOptions, new: RunOptions) -> list[str]:
+    return [rung_of(name).label for name in SWITCHES if getattr(new, name) and not getattr(old, name)]

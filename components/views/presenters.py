@@ -53,7 +53,13 @@ FORM_LABELS = {
     "fps": "Frames per second",
     "image": "Start image",
 }
-_SWITCHES = {"vae_tiling": "VAE tiling", "model_cpu_offload": "Model CPU offload"}
+_SWITCHES = {
+    "vae_tiling": "VAE tiling",
+    "model_cpu_offload": "Model CPU offload",
+    "group_offload": "Group offload",
+    "layerwise_casting": "Layerwise casting (fp8 weights)",
+    "sequential_offload": "Sequential CPU offload",
+}
 _WORDS = {**FORM_LABELS, **_SWITCHES}
 _NAMES = "|".join(sorted(_WORDS, key=len, reverse=True))
 _QUOTED = re.compile(rf"`({_NAMES})`")
