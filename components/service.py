@@ -31,6 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from components.backends.protocol import WorkerBackend
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.families import family_of_folder
 from components.generation.images import check_request_image
@@ -42,7 +43,7 @@ from components.generation.request import (
     validate_request,
 )
 from components.generation.timing import EtaClock, PhaseEstimate
-from components.generation.worker import Worker, WorkerEvent
+from components.generation.worker import WorkerEvent
 from components.journal import JournalEntry, RequestState
 from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
 from components.memory.prior import weight_bytes
@@ -89,7 +90,7 @@ class GenerationService:
         self,
         settings: Settings | None = None,
         *,
-        worker: Worker | None = None,
+        worker: WorkerBackend | None = None,
         engine: EnhancedErrorRecovery | None = None,
         freer: ResourceFreer | None = None,
         store: ModelStore | None = None,
