@@ -242,6 +242,7 @@ class RayReplica:
         self.name, self.config, self.threads = name, config, threads
         self._actor_class = actor_class
         self._actor: Any = None
+        self._ready: Any = None  # the actor's ``ready`` answer, awaited by the first job
         self._lock = threading.Lock()
         self.info: dict[str, Any] = {}
         self.restarts = 0
@@ -259,7 +260,18 @@ class RayReplica:
             self._actor = self._actor_class.options(runtime_env={"env_vars": _replica_environment()}).remote(
                 asdict(self.config), self.threads
             )
+            self._ready = self._actor.ready.remote()  # answered once the actor has imported and capped itself
             self.info = {}
+
+    @property
+    def started(self) -> bool:
+        """Up and answering (not a fresh actor still importing): what dispatch prefers after a warm replica."""
+        if self.info:
+            return True
+        if self._actor is None:
+            return False
+        done, _ = import_ray().wait([self._ready], timeout=0)
+        return bool(done)
 
     def _discard(self) -> None:
         if self._actor is not None:
@@ -280,7 +292,7 @@ class RayReplica:
             return
         ray = import_ray()
         try:
-            kind, data = ray.get(self._actor.ready.remote(), timeout=self.config.start_timeout_s)
+            kind, data = ray.get(self._ready, timeout=self.config.start_timeout_s)
         except ray.exceptions.GetTimeoutError:
             self._discard()
             raise WorkerStartError(f"{self.name} did not start in time", reason="timeout") from None
@@ -489,7 +501,8 @@ class ReplicaPool:
 
     @property
     def info(self) -> dict[str, Any]:
-        return self._current().info
+        """The calling thread's replica's ``info`` (``{}`` before the pool started: reading it starts nothing)."""
+        return self._current().info if self.replicas else {}
 
     @property
     def restarts(self) -> int:
@@ -515,7 +528,7 @@ class ReplicaPool:
     def _pick(self, model_id: str) -> RayReplica | None:
         free = [replica for replica in self.replicas if replica.name not in self._busy]
         warm = [replica for replica in free if replica.loaded_model == model_id]
-        ready = [replica for replica in free if replica.info]  # started: not a fresh one still importing
+        ready = [replica for replica in free if replica.started]
         return min(warm or ready or free, key=lambda replica: replica.jobs_run, default=None)
 
     def run(

@@ -73,3 +73,11 @@ def test_choosing_ray_builds_a_replica_pool_that_starts_nothing_yet(tmp_path: Pa
     pool = build_backend(settings, WorkerConfig(memory_cap=2**30))
     assert isinstance(pool, ReplicaPool)
     assert (pool.size, pool.address, pool.config.memory_cap, pool.replicas) == (3, "ray://head:10001", 2**30, [])
+
+
+def test_both_backends_satisfy_the_protocol() -> None:
+    """Today's ``Worker`` and the Ray ``ReplicaPool`` both are ``WorkerBackend``s (no Ray needed to check)."""
+    from components.backends import ReplicaPool, WorkerBackend
+    from components.generation.worker import Worker
+
+    assert isinstance(Worker(), WorkerBackend) and isinstance(ReplicaPool(replicas=1), WorkerBackend)

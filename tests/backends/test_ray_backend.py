@@ -19,7 +19,7 @@ from components.views.reports import ServiceEvent, ServiceEventKind
 from recovery.errors import RequestCancelledError
 
 SMALL = {"prompt": "a lantern", "width": 64, "height": 64, "num_frames": 9, "steps": 2, "seed": 3}
-OVER_BUDGET = {"prompt": "a lantern", "width": 768, "height": 768, "num_frames": 5, "steps": 2, "seed": 4}
+OVER_BUDGET = {"prompt": "a lantern", "width": 640, "height": 640, "num_frames": 9, "steps": 2, "seed": 4}
 
 
 def _collect(
@@ -73,33 +73,9 @@ def test_two_requests_run_at_once_on_two_replicas(ray_service: GenerationService
     assert start_a < end_b and start_b < end_a, "the two requests ran one after the other"
 
 
-def test_a_replica_killed_mid_request_hands_it_to_the_other(ray_service: GenerationService, pool: ReplicaPool) -> None:
-    """SIGKILL of the replica at the first denoising step: the request completes on the other replica in its
-    second attempt, and the timeline says where each attempt ran and that the first failed."""
-    killed: list[str] = []
-
-    def kill_at_first_step(event: ServiceEvent) -> None:
-        if event.kind is ServiceEventKind.PHASE and not killed:
-            killed.append(event.data["replica"])
-        if event.kind is ServiceEventKind.PROGRESS and len(killed) == 1:
-            replica = next(replica for replica in pool.replicas if replica.name == killed[0])
-            os.kill(replica.info["pid"], signal.SIGKILL)
-            killed.append("done")
-
-    events, error = _collect(ray_service, {**SMALL, "steps": 8}, on_event=kill_at_first_step)
-    assert error is None, error
-    result = events[-1][1].data["result"]
-    assert result.attempts == 2
-    (other,) = {"replica-0", "replica-1"} - {killed[0]}
-    assert _replicas(events, attempt=1) == {killed[0]} and _replicas(events, attempt=2) == {other}
-    timeline = "\n".join(line for _when, event in events if (line := timeline_line(event)))
-    assert f"(attempt 1, on {killed[0]})" in timeline and f"(attempt 2, on {other})" in timeline
-    assert "**Attempt 1 failed**" in timeline and "system_resource_error" in timeline
-
-
 def test_an_out_of_memory_in_a_replica_is_recovered_by_the_ladder(ray_service: GenerationService) -> None:
-    """5×768² under the replicas' 340 MiB cap (planning off): a real out-of-memory inside the replica, then the
-    memory ladder's smaller settings make a video, marked changed, as with the local worker."""
+    """9×640² (about 730 MiB) under the replicas' 340 MiB cap (planning off): a real out-of-memory inside the
+    replica, then the memory ladder's smaller settings make a video, marked changed, as with the local worker."""
     events, error = _collect(ray_service, OVER_BUDGET)
     assert error is None, error
     failures = [
@@ -110,7 +86,7 @@ def test_an_out_of_memory_in_a_replica_is_recovered_by_the_ladder(ray_service: G
     assert failures and failures[0] == "vram_exhaustion"
     result = events[-1][1].data["result"]
     assert result.changed and result.changes
-    assert result.request.width * result.request.height * result.request.num_frames < 768 * 768 * 5
+    assert result.request.width * result.request.height * result.request.num_frames < 640 * 640 * 9
 
 
 def test_cancel_stops_a_running_request_and_the_replica_stays_warm(
@@ -154,6 +130,30 @@ def test_more_requests_than_replicas_wait_and_none_is_lost(ray_service: Generati
     for cid in ids:
         entry = ray_service.request_status(cid)
         assert entry is not None and entry.status.value == "completed"
+
+
+def test_a_replica_killed_mid_request_hands_it_to_the_other(ray_service: GenerationService, pool: ReplicaPool) -> None:
+    """SIGKILL of the replica at the first denoising step: the request completes on the other replica in its
+    second attempt, and the timeline says where each attempt ran and that the first failed."""
+    killed: list[str] = []
+
+    def kill_at_first_step(event: ServiceEvent) -> None:
+        if event.kind is ServiceEventKind.PHASE and not killed:
+            killed.append(event.data["replica"])
+        if event.kind is ServiceEventKind.PROGRESS and len(killed) == 1:
+            replica = next(replica for replica in pool.replicas if replica.name == killed[0])
+            os.kill(replica.info["pid"], signal.SIGKILL)
+            killed.append("done")
+
+    events, error = _collect(ray_service, {**SMALL, "steps": 8}, on_event=kill_at_first_step)
+    assert error is None, error
+    result = events[-1][1].data["result"]
+    assert result.attempts == 2
+    (other,) = {"replica-0", "replica-1"} - {killed[0]}
+    assert _replicas(events, attempt=1) == {killed[0]} and _replicas(events, attempt=2) == {other}
+    timeline = "\n".join(line for _when, event in events if (line := timeline_line(event)))
+    assert f"(attempt 1, on {killed[0]})" in timeline and f"(attempt 2, on {other})" in timeline
+    assert "**Attempt 1 failed**" in timeline and "system_resource_error" in timeline
 
 
 _LISTENER = re.compile(r"^LISTEN\s+\S+\s+\S+\s+(\S+):(\d+)\s+\S+\s*(.*)$")
