@@ -110,6 +110,11 @@ class GenerationService:
         self._weights_known: set[str] = set()  # models whose weight bytes the planner was told
         self._component_dtypes: dict[str, str] = {}  # components the worker runs in another dtype (last result)
 
+    @property
+    def capacity(self) -> int:
+        """How many requests run at once: the Ray backend's replica count (as configured), else one."""
+        return int(getattr(self.worker, "size", None) or 1)
+
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Start the worker (it imports in the background), make sure the built-in model is ready, and re-run in
