@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,7 +41,6 @@ def main() -> None:
     from components.backends.ray_backend import ReplicaPool, connect
     from components.generation.embedded_model import build_embedded_model
     from components.generation.request import GenerationRequest
-    from components.generation.worker import WorkerConfig
     from components.service import GenerationService
     from components.settings import Settings
 
@@ -55,7 +55,22 @@ def main() -> None:
         shutil.copytree(model, settings.embedded_model_dir)
         return GenerationService(settings, worker=worker)
 
+    home_ray = Path.home() / ".ray"
+    had_home_ray = home_ray.exists()
     connect(None, logical_gpus=max(args.replicas), num_cpus=os.cpu_count(), temp_dir=work / "ray")
+    try:
+        _measure(args, request, _service)
+    finally:
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+        if not had_home_ray:  # Ray's token, written by this run
+            shutil.rmtree(home_ray, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, request: Any, _service: Any) -> None:
+    from components.backends.ray_backend import ReplicaPool
+    from components.generation.worker import WorkerConfig
+
     print(f"{os.cpu_count()} CPU cores; {args.frames}×{args.size}² {args.steps} steps; one torch thread per replica")
 
     # -- throughput -------------------------------------------------------------------------------------------------
@@ -100,8 +115,6 @@ def main() -> None:
         f"one request, median of {args.rounds}: Ray replica {ray_s:.3f} s, local worker {local_s:.3f} s "
         f"→ ratio {ray_s / local_s:.3f} (target ≤ 1.05)"
     )
-    ray.shutdown()
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

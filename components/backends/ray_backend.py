@@ -138,8 +138,9 @@ class ReplicaRuntime:
 
     def __init__(self, config: dict[str, Any], threads: int | None = None) -> None:
         self.config = WorkerConfig(**config)
-        self._job: str | None = None
-        self._cancelled = threading.Event()
+        # One flag per job: the tail of a finished job's stream may still run when the next job starts here.
+        self._cancels: dict[str, threading.Event] = {}
+        self._job_lock = threading.Lock()  # one job at a time on the pipeline, its memory release included
         self._probed = False
         self._failure: list[bytes] | None = None
         try:
@@ -172,8 +173,9 @@ class ReplicaRuntime:
 
     def cancel(self, job_id: str) -> None:
         """Stop job ``job_id`` (``""``: whatever runs) at its next step; a late cancel for another job is dropped."""
-        if self._job is not None and job_id in ("", self._job):
-            self._cancelled.set()
+        for running, flag in list(self._cancels.items()):
+            if job_id in ("", running):
+                flag.set()
 
     def generate(self, job_id: str, payload: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
         """Run one job, yielding the worker's messages: ``phase``/``progress`` as they happen, then ``result`` (the
@@ -181,18 +183,18 @@ class ReplicaRuntime:
         from components.generation.pipeline import release_memory
 
         events: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
-        self._job = job_id
-        self._cancelled.clear()
+        cancelled = self._cancels[job_id] = threading.Event()
 
         def work() -> None:
-            try:
-                result = self._run(job_id, payload, events)
-            except Exception as exc:
-                result = ("error", job_id, _exception_chain(exc))
-            # put outside the except block: the failed run's memory is unreachable now, so it can be given back
-            events.put(result)
-            if result[0] == "error":
-                release_memory(self.generator.pipe)
+            with self._job_lock:
+                try:
+                    result = self._run(job_id, payload, events, cancelled.is_set)
+                except Exception as exc:
+                    result = ("error", job_id, _exception_chain(exc))
+                # put outside the except block: the failed run's memory is unreachable now, so it can be given back
+                events.put(result)
+                if result[0] == "error":
+                    release_memory(self.generator.pipe)
             events.put(None)
 
         thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
@@ -201,11 +203,13 @@ class ReplicaRuntime:
             while (item := events.get()) is not None:
                 yield item
         finally:
-            self._cancelled.set()  # the app stopped reading: stop the job too
+            cancelled.set()  # the app stopped reading: stop the job too
             thread.join()
-            self._job = None
+            self._cancels.pop(job_id, None)
 
-    def _run(self, job_id: str, payload: dict[str, Any], events: queue.Queue[Any]) -> tuple[str, str, Any]:
+    def _run(
+        self, job_id: str, payload: dict[str, Any], events: queue.Queue[Any], cancelled: Callable[[], bool]
+    ) -> tuple[str, str, Any]:
         generator = self.generator
         if not self._probed:  # in the first job, under the cap, as the worker process does
             self._probed = True
@@ -221,7 +225,7 @@ class ReplicaRuntime:
             options=RunOptions(**payload["options"]),
             on_step=lambda step, total: progress("denoise", step, total),
             on_phase=lambda phase: events.put(("phase", job_id, {"phase": phase})),
-            should_cancel=self._cancelled.is_set,
+            should_cancel=cancelled,
             on_decode_step=lambda step, total: progress("decode", step, total),
         )
         peak = _vm_size("VmPeak")
@@ -478,7 +482,11 @@ class ReplicaPool:
         ray = import_ray()
         if self.size is None:  # one per GPU of the cluster
             self.size = max(1, int(ray.cluster_resources().get("GPU", 0)))
-        actor_class = ray.remote(num_gpus=1, max_restarts=0, max_task_retries=0, max_concurrency=2)(ReplicaRuntime)
+        # One GPU each and no CPU for scheduling (with a GPU named, Ray would also reserve one CPU per actor, so
+        # the CPU count, not the GPU count, would cap replicas); Ray never restarts or re-runs anything itself.
+        actor_class = ray.remote(num_gpus=1, num_cpus=0, max_restarts=0, max_task_retries=0, max_concurrency=2)(
+            ReplicaRuntime
+        )
         self.replicas = [
             RayReplica(f"replica-{index}", actor_class, self.config, self.threads) for index in range(self.size)
         ]

@@ -31,8 +31,8 @@ def ray_instance() -> Iterator[Path]:
     home = Path.home() / ".ray"
     before = set(home.iterdir()) if home.is_dir() else None
     temp = Path(tempfile.mkdtemp(prefix="kray", dir="/tmp"))
-    assert connect(None, logical_gpus=2, num_cpus=2, temp_dir=temp), "Ray was already running in this process"
     try:
+        assert connect(None, logical_gpus=2, num_cpus=2, temp_dir=temp), "Ray was already running in this process"
         yield temp
     finally:
         ray.shutdown()
