@@ -44,12 +44,13 @@ def ray_instance() -> Iterator[Path]:
                 shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_service(
     ray_instance: Path, tmp_path_factory: pytest.TempPathFactory, tiny_model: Path
 ) -> Iterator[GenerationService]:
     """A started service whose worker is a pool of two Ray replicas under a 340 MiB cap, memory planning off (so a
-    request too big for the cap runs and meets a real out-of-memory), the hub a closed loopback port."""
+    request too big for the cap runs and meets a real out-of-memory), the hub a closed loopback port. Module-scoped:
+    the replicas (about 500 MiB each) are gone once their tests are, not held for the rest of the suite."""
     from components.backends.ray_backend import ReplicaPool
     from components.generation.worker import WorkerConfig
     from components.service import GenerationService
