@@ -10,13 +10,18 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from components.backends.ray_backend import ReplicaPool
+from components.generation.embedded_model import EMBEDDED_MODEL_ID
+from components.generation.request import GenerationRequest
 from components.service import GenerationService
 from components.views.presenters import timeline_line
 from components.views.reports import ServiceEvent, ServiceEventKind
-from recovery.errors import RequestCancelledError
+from recovery.errors import ModelLoadTimeoutError, RequestCancelledError
 
 SMALL = {"prompt": "a lantern", "width": 64, "height": 64, "num_frames": 9, "steps": 2, "seed": 3}
 OVER_BUDGET = {"prompt": "a lantern", "width": 640, "height": 640, "num_frames": 9, "steps": 2, "seed": 4}
@@ -154,6 +159,30 @@ def test_a_replica_killed_mid_request_hands_it_to_the_other(ray_service: Generat
     timeline = "\n".join(line for _when, event in events if (line := timeline_line(event)))
     assert f"(attempt 1, on {killed[0]})" in timeline and f"(attempt 2, on {other})" in timeline
     assert "**Attempt 1 failed**" in timeline and "system_resource_error" in timeline
+
+
+def test_a_load_over_its_time_limit_ends_the_replica_with_ray_kill(
+    ray_service: GenerationService, pool: ReplicaPool
+) -> None:
+    """A model load longer than the replica's limit (0.01 s here) raises ``ModelLoadTimeoutError``, and the actor
+    is killed and replaced (a hung load cannot be interrupted otherwise; ``ray.cancel`` does not stop a task)."""
+    cold = next((replica for replica in pool.replicas if replica.loaded_model is None), None)
+    if cold is None:  # both warm: a fresh one has no model loaded
+        cold = pool.replicas[0]
+        cold.restart()
+    config, restarts = cold.config, cold.restarts
+    cold.config = replace(config, load_timeout_s=0.01)
+    try:
+        with pytest.raises(ModelLoadTimeoutError):
+            for _event in cold.run(
+                GenerationRequest.from_dict({**SMALL, "model_id": EMBEDDED_MODEL_ID}),
+                ray_service.settings.outputs_dir / "load-timeout.mp4",
+                model_path=ray_service.store.ensure(EMBEDDED_MODEL_ID),
+            ):
+                pass
+    finally:
+        cold.config = config
+    assert cold.restarts == restarts + 1 and cold.loaded_model is None
 
 
 _LISTENER = re.compile(r"^LISTEN\s+\S+\s+\S+\s+(\S+):(\d+)\s+\S+\s*(.*)$")
