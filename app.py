@@ -581,7 +581,7 @@ def build_app() -> gr.Blocks:
                     page_generation(choice),
                     [*form, image_input],
                     page_outputs,
-                    concurrency_limit=1,
+                    concurrency_limit=get_service().capacity,  # one per Ray replica; one locally
                     concurrency_id="generate",
                     show_progress="hidden",
                     **private,
@@ -636,7 +636,7 @@ def build_app() -> gr.Blocks:
                     "of an image-to-video model (PNG, JPEG or WebP, cropped and resized to width×height, "
                     "reported); a text-to-video model refuses one."
                 ),
-                concurrency_limit=1,
+                concurrency_limit=get_service().capacity,
                 concurrency_id="generate",
                 show_progress="hidden",
             )

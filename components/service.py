@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from components.backends.protocol import WorkerBackend
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.families import family_of_folder
 from components.generation.images import check_request_image
@@ -43,7 +44,7 @@ from components.generation.request import (
     validate_request,
 )
 from components.generation.timing import EtaClock, PhaseEstimate
-from components.generation.worker import Worker, WorkerEvent
+from components.generation.worker import WorkerEvent
 from components.journal import JournalEntry, RequestState
 from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
 from components.memory.prior import weight_bytes
@@ -97,7 +98,7 @@ class GenerationService:
         self,
         settings: Settings | None = None,
         *,
-        worker: Worker | None = None,
+        worker: WorkerBackend | None = None,
         engine: EnhancedErrorRecovery | None = None,
         freer: ResourceFreer | None = None,
         store: ModelStore | None = None,
@@ -119,6 +120,11 @@ class GenerationService:
         self._active_lock = threading.Lock()
         self._weights_known: set[str] = set()  # models whose weight bytes the planner was told
         self._component_dtypes: dict[str, str] = {}  # components the worker runs in another dtype (last result)
+
+    @property
+    def capacity(self) -> int:
+        """How many requests run at once: the Ray backend's replica count (as configured), else one."""
+        return int(getattr(self.worker, "size", None) or 1)
 
     # -- life cycle -----------------------------------------------------------------------------------------------
     def start(self) -> None:

@@ -19,7 +19,7 @@ from components.generation.request import MODEL_ID_PATTERN
 from recovery.errors import InvalidParameterError
 from recovery.settings import parse_rate, parse_switch
 
-__all__ = ["Settings", "parse_bytes"]
+__all__ = ["BACKENDS", "Settings", "parse_bytes"]
 
 _UNITS = {
     "": 1,
@@ -38,6 +38,7 @@ _UNITS = {
     "tb": 10**12,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+BACKENDS = ("local", "ray")
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -77,6 +78,9 @@ class Settings:
     journal_retention_days: int = 30  # finished journal entries older than this are deleted at start; 0 = never
     max_upload_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # the most bytes an image-to-video start image may have
     health_interval_s: float = 30.0  # the health watch's quick check of installed models (file changes: ≤ 2 s); 0 = off
+    backend: str = "local"  # local: one supervised worker process | ray: replicas as Ray actors (the ray extra)
+    ray_address: str | None = None  # None: a local Ray instance on 127.0.0.1 | auto | ray://host:port
+    ray_replicas: int = 0  # Ray replicas, one GPU each; 0: one per GPU of the cluster (one on a machine without)
 
     @property
     def models_dir(self) -> Path:
@@ -140,7 +144,24 @@ def _convert(name: str, raw: str) -> object:
         return None if raw.lower() in {"none", "off", "0"} else parse_bytes(raw, name=variable)
     if name in {"load_timeout_s", "recovery_timeout_s", "health_interval_s"}:
         return _number(variable, raw, float)
-    if name in {"max_recovery_attempts", "user_intervention_threshold", "queue_size", "journal_retention_days"}:
+    if name == "backend" and raw.strip().lower() not in BACKENDS:
+        raise InvalidParameterError(
+            f"`{variable}` must be one of {', '.join(BACKENDS)} (got {raw!r})",
+            parameter=variable,
+            value=raw,
+            constraint="|".join(BACKENDS),
+        )
+    if name == "backend":
+        return raw.strip().lower()
+    if name == "ray_address":
+        return raw.strip()
+    if name in {
+        "max_recovery_attempts",
+        "user_intervention_threshold",
+        "queue_size",
+        "journal_retention_days",
+        "ray_replicas",
+    }:
         return _number(variable, raw, int)
     if name in {"memory_planning", "compile", "chaos"}:
         return _parsed(variable, raw, parse_switch, "on|off")

@@ -3,6 +3,9 @@
     parts = build_parts(Settings.from_env())         # store, worker, probe, planner, engine, metrics, journal
     parts = build_parts(settings, worker=shared)      # a caller's own worker (the scenario bench shares them)
 
+The worker is the backend ``KINTSUGI_BACKEND`` names: ``local``, one supervised process (Ray is not imported), or
+``ray``, a pool of replicas on Ray (``components.backends``), with the same config.
+
 The engine's ports are the sub-systems' adapters: the model store (``components.store.port``), the failed speed-up
 switch then the memory ladder (``components.generation.optimisations``, ``components.memory.adapters``), the worker
 restarter and the labelled preview. One hardware key names this machine for the planner and the circuit breaker.
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from components.backends.protocol import WorkerBackend
 from components.generation.embedded_model import EMBEDDED_MODEL_ID, ensure_embedded_model, ensure_tiny_model
 from components.generation.families import tiny_model_ids
 from components.generation.optimisations import OptimisationSwitch
@@ -35,7 +39,7 @@ from recovery.metrics import MetricsStore
 from recovery.ports import ResourceFreer
 from recovery.strategies import FirstAdjuster
 
-__all__ = ["ServiceParts", "build_parts"]
+__all__ = ["ServiceParts", "build_backend", "build_parts"]
 
 
 @dataclass
@@ -44,7 +48,7 @@ class ServiceParts:
 
     settings: Settings
     store: ModelStore
-    worker: Worker
+    worker: WorkerBackend  # the local worker process, or a pool of Ray replicas
     probe: HardwareProbe
     device: str  # where generation runs: cpu or cuda
     hardware_key: str  # this machine, for the planner's profiles and the breaker's keys
@@ -62,7 +66,7 @@ class ServiceParts:
 def build_parts(
     settings: Settings,
     *,
-    worker: Worker | None = None,
+    worker: WorkerBackend | None = None,
     store: ModelStore | None = None,
     engine: EnhancedErrorRecovery | None = None,
     freer: ResourceFreer | None = None,
@@ -84,14 +88,15 @@ def build_parts(
             store.register_local_source(
                 tiny_id, partial(_build_tiny, tiny_id, settings.tiny_model_dir(tiny_id)), install=False
             )
-    worker = worker or Worker(
+    worker = worker or build_backend(
+        settings,
         WorkerConfig(
             device=settings.device,
             dtype=settings.dtype,
             memory_cap=cap,
             load_timeout_s=settings.load_timeout_s,
             precision_cache=str(settings.data_dir / "precision_probe.json"),
-        )
+        ),
     )
     probe = HardwareProbe(cap)
     hardware = probe()
@@ -156,6 +161,17 @@ def build_parts(
         watch,
         weights,
     )
+
+
+def build_backend(settings: Settings, config: WorkerConfig) -> WorkerBackend:
+    """The backend ``settings.backend`` names, running jobs with ``config``. Ray is imported only for ``ray`` (and
+    only when the pool starts), so the local mode never loads it."""
+    if settings.backend != "ray":
+        return Worker(config)
+    from components.backends.ray_backend import ReplicaPool, import_ray
+
+    import_ray()  # without the extra: a clear error naming it, here rather than at the first request
+    return ReplicaPool(config, replicas=settings.ray_replicas or None, address=settings.ray_address)
 
 
 def _build_tiny(model_id: str, folder: Path, _target: Path) -> Path:

@@ -116,10 +116,10 @@ def test_the_graph_sees_the_imports() -> None:
 
 @pytest.mark.parametrize("module", sorted(name for name in MODULES if name.startswith("recovery")))
 def test_recovery_imports_neither_torch_gradio_nor_components(module: str) -> None:
-    """recovery/ is generic: no torch, diffusers, gradio or components anywhere in its source."""
+    """recovery/ is generic: no torch, diffusers, gradio, ray or components anywhere in its source."""
     tree = ast.parse(MODULES[module].read_text())
     loaded = set(_imports(tree, module, MODULES[module].name == "__init__.py"))
-    forbidden = {name for name in loaded if name.split(".")[0] in {"torch", "diffusers", "gradio", "components"}}
+    forbidden = {name for name in loaded if name.split(".")[0] in {"torch", "diffusers", "gradio", "ray", "components"}}
     assert not forbidden, f"{module} imports {sorted(forbidden)}"
 
 

@@ -51,6 +51,8 @@ def test_defaults_need_no_environment() -> None:
         ("KINTSUGI_JOURNAL_RETENTION_DAYS", "-1"),
         ("KINTSUGI_JOURNAL_RETENTION_DAYS", "a month"),
         ("KINTSUGI_JOURNAL_RETENTION_DAYS", "1.5"),
+        ("KINTSUGI_BACKEND", "kubernetes"),
+        ("KINTSUGI_RAY_REPLICAS", "-2"),
     ],
 )
 def test_bad_setting_names_the_variable(variable: str, value: str) -> None:
@@ -152,3 +154,12 @@ def test_a_bad_health_interval_names_the_variable(value: str) -> None:
     """A negative or non-numeric interval is refused naming KINTSUGI_HEALTH_INTERVAL_S and the value."""
     with pytest.raises(InvalidParameterError, match=f"KINTSUGI_HEALTH_INTERVAL_S.*{value}"):
         Settings.from_env({"KINTSUGI_HEALTH_INTERVAL_S": value})
+
+
+def test_the_backend_is_local_unless_ray_is_chosen() -> None:
+    """By default one local worker; ``KINTSUGI_BACKEND=ray`` with its address and replica count as given."""
+    assert (Settings.from_env({}).backend, Settings.from_env({}).ray_address) == ("local", None)
+    chosen = Settings.from_env(
+        {"KINTSUGI_BACKEND": "Ray", "KINTSUGI_RAY_ADDRESS": "ray://head:10001", "KINTSUGI_RAY_REPLICAS": "4"}
+    )
+    assert (chosen.backend, chosen.ray_address, chosen.ray_replicas) == ("ray", "ray://head:10001", 4)

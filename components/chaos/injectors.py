@@ -248,7 +248,8 @@ class _KillOnProgress:
     def generate(self, request: Mapping[str, Any]) -> Iterator[Any]:
         for event in self.service.generate(request):
             if event.kind is ServiceEventKind.PROGRESS and not self.killed:
-                process = self.service.worker._process
+                worker = self.service.worker
+                process = worker._process if isinstance(worker, Worker) else None  # the bench runs a local worker
                 if process is not None and process.poll() is None:
                     os.kill(process.pid, signal.SIGKILL)
                     self.killed = True

@@ -92,7 +92,8 @@ def timeline_line(event: ServiceEvent) -> str | None:
     if event.kind is ServiceEventKind.DOWNLOAD and event.message == "download.waiting":
         return f"- Waiting for the download of {data.get('model_id', 'the model')} that is already running"
     if event.kind is ServiceEventKind.PHASE:
-        return f"- {PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)})"
+        where = f", on {data['replica']}" if data.get("replica") else ""  # the Ray backend names its replica
+        return f"- {PHASES.get(event.message, event.message)} (attempt {data.get('attempt', 1)}{where})"
     if event.kind is not ServiceEventKind.RECOVERY:
         return None
     if event.message == events.FAILURE_CLASSIFIED:
