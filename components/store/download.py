@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import httpx2
-from filelock import FileLock, Timeout
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -384,12 +383,8 @@ class EnhancedModelDownloader:
     def _one_at_a_time(
         self, repo_id: str, on_event: EventListener | None, cancel: CancelToken | None
     ) -> Iterator[None]:
-        path = self.cache.state_dir / "locks" / f"{repo_id.replace('/', '--')}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path, thread_local=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        lock = self.cache.model_lock(repo_id)  # in the cache: every process using it sees it (system.locks)
+        if not lock.acquire(timeout=0):
             if on_event is not None:
                 on_event(
                     DownloadEvent(
@@ -404,16 +399,11 @@ class EnhancedModelDownloader:
                         detail="another download of this model is running; waiting for it",
                     )
                 )
-            while True:
+            while not lock.acquire(timeout=0.25):
                 if cancel is not None and cancel.cancelled:
                     raise GenerationCancelledError(
                         f"download of {repo_id} cancelled", phase="download", steps_completed=0
                     ) from None
-                try:
-                    lock.acquire(timeout=0.25)
-                    break
-                except Timeout:
-                    continue
         try:
             yield
         finally:

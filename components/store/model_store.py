@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from components.store.availability import ModelAvailabilityManager, ModelStatus
@@ -65,6 +66,9 @@ class ModelStore:
         self.availability = ModelAvailabilityManager(self.cache, self.downloader, reserve_bytes=reserve_bytes)
         self.health = ModelHealthMonitor(self.cache, self.downloader, self.local_sources)
         self.versions = VersionManager(self.cache, self.downloader)
+        # A process killed mid-update or mid-clean-up left a journaled switch or folders set aside: finish them.
+        self.versions.recover_all()
+        self.cache.sweep_trash()
         self.fallbacks = IntelligentFallbackManager(
             catalog,
             is_available=lambda model_id: self.availability.availability(model_id, check_remote=False).status.usable,
@@ -74,11 +78,18 @@ class ModelStore:
         """A model with no hub behind it (the embedded one): ``build(dir) -> folder`` recreates it; with
         ``install`` it is built into the cache now unless already there."""
         self.local_sources[repo_id] = build
-        if install and self.cache.resolve(repo_id, "main") is None:
-            with tempfile.TemporaryDirectory(prefix="kintsugi-build-") as tmp:
-                manifest = self.cache.import_folder(repo_id, build(Path(tmp) / "model"))
-            # import_folder hashed every file it wrote: the revision is verified by construction
-            self.cache.mark_verified(manifest, True)
+        if not install or self.cache.resolve(repo_id, "main") is not None:
+            return
+        with self.cache.model_lock(repo_id):  # another process may be installing it: the second finds it done
+            if self.cache.resolve(repo_id, "main") is None:
+                with tempfile.TemporaryDirectory(prefix="kintsugi-build-") as tmp:
+                    manifest = self.cache.import_folder(repo_id, build(Path(tmp) / "model"))
+                # import_folder hashed every file it wrote: the revision is verified by construction
+                self.cache.mark_verified(manifest, True)
+
+    def using(self, repo_id: str) -> AbstractContextManager[None]:
+        """Mark a model as read by a generation (in every process on this cache): no clean-up deletes it meanwhile."""
+        return self.cache.using(repo_id)
 
     def download(
         self,
