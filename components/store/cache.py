@@ -205,6 +205,24 @@ class HubCache:
             blob.unlink(missing_ok=True)
         shutil.rmtree(trash, ignore_errors=True)
 
+    def sweep_partials(self, repo_id: str) -> int:
+        """Remove the hidden partial files a killed writer left in a repo's folder (a ref, a link, a copied blob
+        being written beside its name); call with the model's lock held. The resumable ``<blob>.incomplete`` of a
+        download is not hidden and stays. Returns the files removed."""
+        removed = 0
+        for path in self.repo_dir(repo_id).glob("**/.*.incomplete*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def cached_repos(self) -> list[str]:
+        """Models with a folder in the cache."""
+        found = sorted(self.cache_dir.glob("models--*")) if self.cache_dir.is_dir() else []
+        return [p.name.removeprefix("models--").replace("--", "/") for p in found if p.is_dir()]
+
     @property
     def trash_dir(self) -> Path:
         """Folders a clean-up moved aside before removing them (one folder per clean-up: ``<pid>-<id>``)."""
@@ -350,6 +368,10 @@ class HubCache:
         The commit id is derived from the content, so rebuilding the same model gives the same commit. With
         ``only``, just those files are (re)written: the repair path for a model that has no hub to fetch from.
         """
+        with self.model_lock(repo_id):
+            return self._import_folder(repo_id, folder, ref=ref, only=only)
+
+    def _import_folder(self, repo_id: str, folder: Path, *, ref: str, only: Iterable[str] | None) -> RevisionManifest:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         entries = tuple(_entry_for(p.relative_to(folder).as_posix(), p) for p in files)
         listing = "".join(f"{e.path}\0{e.blob_name}\n" for e in entries)
@@ -362,6 +384,8 @@ class HubCache:
                 shutil.copyfile(folder / entry.path, partial)
             self.link(repo_id, manifest.commit, entry)
         self.save_manifest(manifest)
+        if wanted is None:  # every file was hashed as it was read: verified by construction, before it is current
+            self.mark_verified(manifest, True)
         self.set_ref(repo_id, ref, manifest.commit)
         return manifest
 

@@ -99,6 +99,7 @@ class ModelLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.took_over: int | None = None  # pid of a dead owner whose lock this acquisition took over
+        self._broken_from: int | None = None
 
     def acquire(self, timeout: float | None = None, *, poll_s: float = 0.05) -> bool:
         """Take the lock, waiting up to ``timeout`` seconds (None: for ever, 0: not at all); False when busy."""
@@ -117,7 +118,7 @@ class ModelLock:
         if fd is None:
             slot.rlock.release()
             return False
-        left_by = _read_pid(fd)
+        left_by = _read_pid(fd) or self._broken_from
         self.took_over = left_by if left_by is not None and left_by != os.getpid() else None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -125,6 +126,7 @@ class ModelLock:
         return True
 
     def _flock(self, deadline: float | None, poll_s: float) -> int | None:
+        self._broken_from = None
         while True:
             fd = _open(self.path)
             if _try_flock(fd, fcntl.LOCK_EX):
@@ -135,6 +137,7 @@ class ModelLock:
             owner = _read_pid(fd)
             if owner is not None and owner != os.getpid() and not pid_alive(owner):
                 self._break(fd)
+                self._broken_from = owner
                 os.close(fd)
                 continue
             os.close(fd)
