@@ -285,11 +285,17 @@ def _wait(pid: int, started: float, kill_after: float | None, timeout: float) ->
 def _serve(warm: list[str]) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ["HF_HUB_DISABLE_XET"] = "1"
-    import components.store.model_store  # imported once, before any fork
 
     _configure_client()
-    if "build" in warm:
-        import components.generation.embedded_model  # noqa: F401
+    if "build" in warm:  # one build of the default tiny pipeline loads every module a build needs (~15 s, once)
+        import torch
+
+        from components.generation.embedded_model import EMBEDDED_MODEL_ID
+        from components.generation.families import FAMILIES
+
+        torch.set_num_threads(1)  # no intra-op thread pool in the parent: a forked child could not use it
+        torch.set_num_interop_threads(1)
+        next(f for f in FAMILIES if f.tiny_model_id == EMBEDDED_MODEL_ID).build_tiny()
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     background: dict[int, float] = {}
@@ -308,6 +314,7 @@ def _serve(warm: list[str]) -> None:
             answer = _wait(_fork(request["spec"]), started, request.get("kill_after"), float(request["timeout"]))
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
+    os._exit(0)  # the caller is done; skip the interpreter's (torch's) slow teardown
 
 
 if __name__ == "__main__":
