@@ -426,9 +426,8 @@ class EnhancedModelDownloader:
         wanted = set(files) if files is not None else None
         entries = [e for e in manifest.files if wanted is None or e.path in wanted]
         todo = [e for e in entries if fresh or not self._blob_ok(repo_id, e)]
-        if fresh:
-            for entry in todo:
-                self.cache.incomplete_path(repo_id, entry.blob_name).unlink(missing_ok=True)
+        # A ``fresh`` re-fetch still resumes a partial file of the blob (a repair killed midway): its bytes came from
+        # the blob's own URL, and the hash checked before the move throws away one that is not right.
         kept = self.cache.partial_bytes(repo_id)
         resumed = sum(min(kept.get(e.blob_name, 0), e.size) for e in todo)
         transfer = _Transfer(self, manifest, sum(e.size for e in todo), resumed, on_event)
