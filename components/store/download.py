@@ -363,7 +363,7 @@ class EnhancedModelDownloader:
         ``set_ref=False`` leaves ``refs/<revision>`` untouched (an update downloads beside the current one).
 
         One download of a model at a time — a download, a repair, an update; threads and processes alike (a file
-        lock per model under the store's state folder): a second caller gets a ``WAITING`` event, waits (a
+        lock per model in the cache, ``HubCache.model_lock``): a second caller gets a ``WAITING`` event, waits (a
         ``cancel`` ends the wait), then finds the finished files and fetches only what is still missing, instead
         of appending to the same partial file at the same time.
         """
