@@ -72,9 +72,9 @@ def build_tiny_model(model_id: str, target_dir: str | os.PathLike[str]) -> Path:
         raise KeyError(f"no built-in tiny model {model_id!r}")
     target = Path(target_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # One build of a folder at a time, across processes; whoever holds the lock owns every partial beside the
-    # target, so what a killed build left there is removed first.
-    with exclusive(target.with_name(f".{target.name}.build-lock")):
+    # One build in a folder at a time, across processes (the parent folder itself is locked); whoever holds it owns
+    # every partial beside the target, so what a killed build left there is removed first.
+    with exclusive(target.parent):
         for leftover in target.parent.glob(f".{target.name}.*.incomplete"):
             shutil.rmtree(leftover, ignore_errors=True)
         with replacing(target) as staging:

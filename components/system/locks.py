@@ -201,8 +201,9 @@ def claim_unused(path: Path) -> Iterator[bool]:
 
 @contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """A short exclusive section across processes (a read-modify-write of one small file)."""
-    fd = _open(path)
+    """A short exclusive section across processes (a read-modify-write of one small file); ``path`` is a lock file,
+    or an existing folder, which is then locked itself (nothing is created in it)."""
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
