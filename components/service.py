@@ -547,37 +547,40 @@ class GenerationService:
                 )
             )
 
-        # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
-        model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
-        self._check_model(request.model_id, model_path)
-        weights = self._weights_key(request.model_id, model_path, correlation_id, info.number, inbox)
-        active.repairs = (request.model_id, self.store.health.repair_count(request.model_id))
-        output_path = self.settings.outputs_dir / video_file_name(
-            request.prompt, correlation_id, info.number, time.time()
-        )
-        job_id = f"{correlation_id}-{info.number}"
-        with self._active_lock:
-            active.job_id = job_id
-        try:
-            return self._relay(
-                self.worker.run(
-                    request,
-                    output_path,
-                    model_path=model_path,
-                    options=options,
-                    job_id=job_id,
-                    should_cancel=lambda: active.token.cancelled,
-                    weights=weights,
-                ),
-                request,
-                options,
-                info,
-                inbox,
-                EtaClock(self.estimate_time(request, options)),
+        # The model is marked in use (in every process on this cache) from before it is made usable until the run
+        # ends, so no clean-up deletes it meanwhile.
+        with self.store.using(request.model_id):
+            # Damage goes to the engine (repair=False): classified, repaired by its strategy, counted, reported.
+            model_path = self.store.ensure(request.model_id, on_event=downloading, repair=False, cancel=active.token)
+            self._check_model(request.model_id, model_path)
+            weights = self._weights_key(request.model_id, model_path, correlation_id, info.number, inbox)
+            active.repairs = (request.model_id, self.store.health.repair_count(request.model_id))
+            output_path = self.settings.outputs_dir / video_file_name(
+                request.prompt, correlation_id, info.number, time.time()
             )
-        finally:
+            job_id = f"{correlation_id}-{info.number}"
             with self._active_lock:
-                active.job_id = None
+                active.job_id = job_id
+            try:
+                return self._relay(
+                    self.worker.run(
+                        request,
+                        output_path,
+                        model_path=model_path,
+                        options=options,
+                        job_id=job_id,
+                        should_cancel=lambda: active.token.cancelled,
+                        weights=weights,
+                    ),
+                    request,
+                    options,
+                    info,
+                    inbox,
+                    EtaClock(self.estimate_time(request, options)),
+                )
+            finally:
+                with self._active_lock:
+                    active.job_id = None
 
     def _relay(
         self,

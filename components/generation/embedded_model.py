@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from components.generation.families.tokenizers import (
 )
 from components.generation.families.wan import build_tiny_wan, tiny_umt5_encoder
 from components.system.files import hash_file, replacing, write_text_atomic
+from components.system.locks import exclusive
 
 __all__ = [
     "EMBEDDED_MODEL_ID",
@@ -69,13 +71,19 @@ def build_tiny_model(model_id: str, target_dir: str | os.PathLike[str]) -> Path:
     if family is None:
         raise KeyError(f"no built-in tiny model {model_id!r}")
     target = Path(target_dir)
-    with replacing(target) as staging:
-        pipe = family.build_tiny()
-        pipe.save_pretrained(staging, safe_serialization=True)
-        _write_manifest(staging, model_id)
-        problems = verify_manifest(staging)
-        if problems:
-            raise OSError(f"tiny model build did not verify: {problems}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One build in a folder at a time, across processes (the parent folder itself is locked); whoever holds it owns
+    # every partial beside the target, so what a killed build left there is removed first.
+    with exclusive(target.parent):
+        for leftover in target.parent.glob(f".{target.name}.*.incomplete"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        with replacing(target) as staging:
+            pipe = family.build_tiny()
+            pipe.save_pretrained(staging, safe_serialization=True)
+            _write_manifest(staging, model_id)
+            problems = verify_manifest(staging)
+            if problems:
+                raise OSError(f"tiny model build did not verify: {problems}")
     return target
 
 
@@ -114,7 +122,8 @@ def verify_manifest(folder: str | os.PathLike[str], *, full: bool = True) -> lis
 def ensure_tiny_model(
     model_id: str, target_dir: str | os.PathLike[str], *, on_build: Callable[[Path], None] | None = None
 ) -> Path:
-    """Return a tiny model's folder, building it first when it is missing or fails the quick check."""
+    """Return a tiny model's folder, building it first when it is missing or fails the quick check (a build killed
+    midway left either the old folder or none under the name: both rebuild here)."""
     target = Path(target_dir)
     if target.is_dir() and not verify_manifest(target, full=False):
         return target

@@ -8,21 +8,24 @@ verified, which commit a ref pointed to before an update) is kept in one JSON fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants
+from huggingface_hub import DeleteCacheStrategy, constants
 from huggingface_hub.file_download import repo_folder_name
 
+from components.system import locks
 from components.system.files import hash_file, replacing, write_text_atomic
 
 __all__ = ["HubCache", "ManifestEntry", "RevisionManifest", "is_commit_hash", "LFS_SUFFIXES"]
@@ -84,6 +87,11 @@ class HubCache:
         self._lock = threading.RLock()
 
     # -- layout ----------------------------------------------------------------------------------------------
+    @property
+    def locks_dir(self) -> Path:
+        """Our per-model lock files, in the cache itself: every process using this cache sees them."""
+        return self.cache_dir / ".locks" / "kintsugi"
+
     def repo_dir(self, repo_id: str) -> Path:
         return self.cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")
 
@@ -138,6 +146,98 @@ class HubCache:
     def snapshot_commits(self, repo_id: str) -> list[str]:
         snapshots = self.repo_dir(repo_id) / "snapshots"
         return sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
+
+    # -- cross-process locks (components.system.locks) -----------------------------------------------------------
+    def model_lock(self, repo_id: str) -> locks.ModelLock:
+        """The writer's lock of one model: download, repair, update and clean-up take it."""
+        return locks.ModelLock(self.locks_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.lock")
+
+    def using(self, repo_id: str) -> contextlib.AbstractContextManager[None]:
+        """The shared "in use" mark a generation holds while it reads the model's files."""
+        return locks.using(self._use_path(repo_id))
+
+    def claim_unused(self, repo_id: str) -> contextlib.AbstractContextManager[bool]:
+        """The "in use" mark taken exclusively, without waiting (True when no one reads the model)."""
+        return locks.claim_unused(self._use_path(repo_id))
+
+    def busy(self, repo_id: str) -> str | None:
+        """Why a model cannot be deleted now (another process writes or reads it), or None when it can."""
+        with self.exclusive([repo_id]) as refused:
+            return refused
+
+    @contextmanager
+    def exclusive(self, repo_ids: Iterable[str]) -> Iterator[str | None]:
+        """Hold the writer's lock and the "in use" mark of every model, without waiting; yields why not (the first
+        model that is busy, all released) or None while all are held (a clean-up deletes inside)."""
+        with contextlib.ExitStack() as stack:
+            for repo_id in sorted(set(repo_ids)):
+                lock = self.model_lock(repo_id)
+                if not lock.acquire(timeout=0):
+                    owner = locks.lock_owner(lock.path)
+                    yield f"{repo_id} is being downloaded, repaired or updated" + (
+                        f" by process {owner}" if owner is not None else ""
+                    )
+                    return
+                stack.callback(lock.release)
+                if not stack.enter_context(self.claim_unused(repo_id)):
+                    yield f"{repo_id} is in use by a generation"
+                    return
+            yield None
+
+    def _use_path(self, repo_id: str) -> Path:
+        return self.locks_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.use"
+
+    # -- deletion ----------------------------------------------------------------------------------------------
+    def delete(self, strategy: DeleteCacheStrategy) -> None:
+        """Carry out a hub deletion plan in an order a ``kill -9`` cannot turn into damage: refs first (the revision
+        stops being current), then each snapshot or repo folder moved aside in one rename, then its blobs; the
+        moved-aside folders are removed last (``sweep_trash`` removes what a killed clean-up left)."""
+        for ref in strategy.refs:
+            ref.unlink(missing_ok=True)
+        trash = self.trash_dir / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        for folder in (*strategy.repos, *strategy.snapshots):
+            if folder.exists() or folder.is_symlink():
+                trash.mkdir(parents=True, exist_ok=True)
+                os.replace(folder, trash / f"{len(list(trash.iterdir()))}-{folder.name}")
+        for path in strategy.files:  # single snapshot entries whose folder stays
+            path.unlink(missing_ok=True)
+        for blob in strategy.blobs:
+            blob.unlink(missing_ok=True)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def sweep_partials(self, repo_id: str) -> int:
+        """Remove the hidden partial files a killed writer left in a repo's folder (a ref, a link, a copied blob
+        being written beside its name); call with the model's lock held. The resumable ``<blob>.incomplete`` of a
+        download is not hidden and stays. Returns the files removed."""
+        removed = 0
+        for path in self.repo_dir(repo_id).glob("**/.*.incomplete*"):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+    def cached_repos(self) -> list[str]:
+        """Models with a folder in the cache."""
+        found = sorted(self.cache_dir.glob("models--*")) if self.cache_dir.is_dir() else []
+        return [p.name.removeprefix("models--").replace("--", "/") for p in found if p.is_dir()]
+
+    @property
+    def trash_dir(self) -> Path:
+        """Folders a clean-up moved aside before removing them (one folder per clean-up: ``<pid>-<id>``)."""
+        return self.locks_dir / "trash"
+
+    def sweep_trash(self) -> int:
+        """Remove what clean-ups that died left aside (a live one's folder is left to it); returns folders removed."""
+        removed = 0
+        for folder in sorted(self.trash_dir.iterdir()) if self.trash_dir.is_dir() else ():
+            pid = folder.name.split("-")[0]
+            if pid.isdigit() and locks.pid_alive(int(pid)) and int(pid) != os.getpid():
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        return removed
 
     # -- manifests -------------------------------------------------------------------------------------------
     def save_manifest(self, manifest: RevisionManifest) -> None:
@@ -208,20 +308,53 @@ class HubCache:
     def previous(self, repo_id: str, ref: str) -> list[str]:
         return list(self.read_state(repo_id)["previous"].get(ref, []))
 
+    # -- the journal of a ref switch (store.versions): written before ``refs/<ref>`` changes, cleared after ---------
+    def begin_switch(self, repo_id: str, ref: str, kind: str, source: str | None, target: str) -> None:
+        """Record, in one write, that ``ref`` moves from ``source`` to ``target`` (``kind``: update or rollback);
+        an update also remembers ``source`` for a later rollback in the same write."""
+        with self._state(repo_id) as state:
+            if kind == "update" and source is not None:
+                state["previous"].setdefault(ref, []).append(source)
+            state["switches"][ref] = {"kind": kind, "from": source, "to": target, "pid": os.getpid()}
+
+    def end_switch(self, repo_id: str, ref: str, *, forget: str | None = None) -> None:
+        """Clear the switch record; ``forget`` drops that commit from the top of the rollback history (one write)."""
+        with self._state(repo_id) as state:
+            history = state["previous"].get(ref) or []
+            if forget is not None and history and history[-1] == forget:
+                history.pop()
+            state["switches"].pop(ref, None)
+
+    def switches(self, repo_id: str) -> dict[str, dict[str, Any]]:
+        """Ref switches begun and not finished, by ref (left by a process that died or is still switching)."""
+        return dict(self.read_state(repo_id)["switches"])
+
+    def repos_with_switches(self) -> list[str]:
+        """Repos whose state records an unfinished ref switch."""
+        found = []
+        for path in sorted(self.state_dir.glob("models--*.json")) if self.state_dir.is_dir() else ():
+            repo_id = path.stem.removeprefix("models--").replace("--", "/")
+            if self.switches(repo_id):
+                found.append(repo_id)
+        return found
+
     def read_state(self, repo_id: str) -> dict[str, Any]:
         path = self._state_path(repo_id)
         with self._lock:
             state = json.loads(path.read_text()) if path.is_file() else {}
-        for key in ("manifests", "verified", "previous"):
+        for key in ("manifests", "verified", "previous", "switches"):
             state.setdefault(key, {})
         return state
 
     @contextmanager
     def _state(self, repo_id: str) -> Iterator[dict[str, Any]]:
-        with self._lock:
+        """Read, change and write back one repo's state; two processes sharing the state folder take turns."""
+        path = self._state_path(repo_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, locks.exclusive(path.with_name(path.name + ".lock")):
             state = self.read_state(repo_id)
             yield state
-            write_text_atomic(self._state_path(repo_id), json.dumps(state, indent=1))
+            write_text_atomic(path, json.dumps(state, indent=1))
 
     def _state_path(self, repo_id: str) -> Path:
         return self.state_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.json"
@@ -235,6 +368,10 @@ class HubCache:
         The commit id is derived from the content, so rebuilding the same model gives the same commit. With
         ``only``, just those files are (re)written: the repair path for a model that has no hub to fetch from.
         """
+        with self.model_lock(repo_id):
+            return self._import_folder(repo_id, folder, ref=ref, only=only)
+
+    def _import_folder(self, repo_id: str, folder: Path, *, ref: str, only: Iterable[str] | None) -> RevisionManifest:
         files = sorted(p for p in folder.rglob("*") if p.is_file())
         entries = tuple(_entry_for(p.relative_to(folder).as_posix(), p) for p in files)
         listing = "".join(f"{e.path}\0{e.blob_name}\n" for e in entries)
@@ -247,6 +384,8 @@ class HubCache:
                 shutil.copyfile(folder / entry.path, partial)
             self.link(repo_id, manifest.commit, entry)
         self.save_manifest(manifest)
+        if wanted is None:  # every file was hashed as it was read: verified by construction, before it is current
+            self.mark_verified(manifest, True)
         self.set_ref(repo_id, ref, manifest.commit)
         return manifest
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from huggingface_hub import HFCacheInfo, scan_cache_dir
 
 from components.store.cache import HubCache, RevisionManifest
+from recovery.errors import UnsupportedOperationError
 from recovery.messages import format_bytes
 
 __all__ = [
@@ -221,16 +222,25 @@ def apply_cleanup(plan: CleanupPlan) -> int:
     """Delete the plan's revisions and unfinished downloads (only ever on request); returns the bytes freed (for
     revisions, what the hub expects to free)."""
     freed = 0
-    for item in plan.items:
-        for path in item.files:
-            if path.is_file():
-                freed += path.stat().st_size
-                path.unlink()
-    commits = [i.commit for i in plan.items if i.commit]
-    if commits:
-        strategy = scan_cache_dir(plan.cache_dir).delete_revisions(*commits)
-        strategy.execute()
-        freed += strategy.expected_freed_size
+    cache = HubCache(plan.cache_dir)
+    # Nothing of a model another process is downloading, repairing, updating or reading is deleted (system.locks).
+    with cache.exclusive(item.repo_id for item in plan.items) as refused:
+        if refused is not None:
+            raise UnsupportedOperationError(
+                f"Nothing was deleted: {refused}. Preview the clean-up again when it has finished.",
+                operation="clean-up",
+                reason=refused,
+            )
+        for item in plan.items:
+            for path in item.files:
+                if path.is_file():
+                    freed += path.stat().st_size
+                    path.unlink()
+        commits = [i.commit for i in plan.items if i.commit]
+        if commits:
+            strategy = scan_cache_dir(plan.cache_dir).delete_revisions(*commits)
+            cache.delete(strategy)  # refs first, folders moved aside, blobs last: a kill leaves no half revision
+            freed += strategy.expected_freed_size
     return freed
 
 

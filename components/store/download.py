@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import httpx2
-from filelock import FileLock, Timeout
 from huggingface_hub import HfApi, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -382,7 +381,7 @@ class EnhancedModelDownloader:
         them for resuming, or ``"remove"`` them (``StorageFullError`` is raised either way).
 
         One download of a model at a time — a download, a repair, an update; threads and processes alike (a file
-        lock per model under the store's state folder): a second caller gets a ``WAITING`` event, waits (a
+        lock per model in the cache, ``HubCache.model_lock``): a second caller gets a ``WAITING`` event, waits (a
         ``cancel`` ends the wait), then finds the finished files and fetches only what is still missing, instead
         of appending to the same partial file at the same time.
         """
@@ -405,12 +404,8 @@ class EnhancedModelDownloader:
     def _one_at_a_time(
         self, repo_id: str, on_event: EventListener | None, cancel: CancelToken | None
     ) -> Iterator[None]:
-        path = self.cache.state_dir / "locks" / f"{repo_id.replace('/', '--')}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(path, thread_local=False)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
+        lock = self.cache.model_lock(repo_id)  # in the cache: every process using it sees it (system.locks)
+        if not lock.acquire(timeout=0):
             if on_event is not None:
                 on_event(
                     DownloadEvent(
@@ -425,16 +420,11 @@ class EnhancedModelDownloader:
                         detail="another download of this model is running; waiting for it",
                     )
                 )
-            while True:
+            while not lock.acquire(timeout=0.25):
                 if cancel is not None and cancel.cancelled:
                     raise GenerationCancelledError(
                         f"download of {repo_id} cancelled", phase="download", steps_completed=0
                     ) from None
-                try:
-                    lock.acquire(timeout=0.25)
-                    break
-                except Timeout:
-                    continue
         try:
             yield
         finally:
@@ -458,9 +448,8 @@ class EnhancedModelDownloader:
         wanted = set(files) if files is not None else None
         entries = [e for e in manifest.files if wanted is None or e.path in wanted]
         todo = [e for e in entries if fresh or not self._blob_ok(repo_id, e)]
-        if fresh:
-            for entry in todo:
-                self.cache.incomplete_path(repo_id, entry.blob_name).unlink(missing_ok=True)
+        # A ``fresh`` re-fetch still resumes a partial file of the blob (a repair killed midway): its bytes came from
+        # the blob's own URL, and the hash checked before the move throws away one that is not right.
         kept = self.cache.partial_bytes(repo_id)
         resumed = sum(min(kept.get(e.blob_name, 0), e.size) for e in todo)
         transfer = _Transfer(self, manifest, sum(e.size for e in todo), resumed, on_event)

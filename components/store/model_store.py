@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from components.store.availability import ModelAvailabilityManager, ModelStatus
@@ -66,20 +67,41 @@ class ModelStore:
         self.availability = ModelAvailabilityManager(self.cache, self.downloader, reserve_bytes=reserve_bytes)
         self.health = ModelHealthMonitor(self.cache, self.downloader, self.local_sources)
         self.versions = VersionManager(self.cache, self.downloader)
+        self.recover_after_crash()
         self.fallbacks = IntelligentFallbackManager(
             catalog,
             is_available=lambda model_id: self.availability.availability(model_id, check_remote=False).status.usable,
         )
 
+    def recover_after_crash(self) -> dict[str, int]:
+        """What a process killed mid-action left, settled (run at every start): unfinished ref switches finished,
+        folders a clean-up set aside removed, hidden partial files removed. Models another process holds are left
+        to it. Returns how many of each were found."""
+        settled = self.versions.recover_all()
+        partials = 0
+        for repo_id in self.cache.cached_repos():
+            lock = self.cache.model_lock(repo_id)
+            if lock.acquire(timeout=0):
+                try:
+                    partials += self.cache.sweep_partials(repo_id)
+                finally:
+                    lock.release()
+        return {"switches": sum(map(len, settled.values())), "trash": self.cache.sweep_trash(), "partials": partials}
+
     def register_local_source(self, repo_id: str, build: LocalBuilder, *, install: bool = True) -> None:
         """A model with no hub behind it (the embedded one): ``build(dir) -> folder`` recreates it; with
         ``install`` it is built into the cache now unless already there."""
         self.local_sources[repo_id] = build
-        if install and self.cache.resolve(repo_id, "main") is None:
-            with tempfile.TemporaryDirectory(prefix="kintsugi-build-") as tmp:
-                manifest = self.cache.import_folder(repo_id, build(Path(tmp) / "model"))
-            # import_folder hashed every file it wrote: the revision is verified by construction
-            self.cache.mark_verified(manifest, True)
+        if not install or self.cache.resolve(repo_id, "main") is not None:
+            return
+        with self.cache.model_lock(repo_id):  # another process may be installing it: the second finds it done
+            if self.cache.resolve(repo_id, "main") is None:
+                with tempfile.TemporaryDirectory(prefix="kintsugi-build-") as tmp:
+                    self.cache.import_folder(repo_id, build(Path(tmp) / "model"))  # verified before it is current
+
+    def using(self, repo_id: str) -> AbstractContextManager[None]:
+        """Mark a model as read by a generation (in every process on this cache): no clean-up deletes it meanwhile."""
+        return self.cache.using(repo_id)
 
     def download(
         self,

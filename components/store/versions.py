@@ -118,7 +118,12 @@ def check_compatibility(snapshot: Path) -> CompatibilityReport:
 
 
 class VersionManager:
-    """Update a model's ref to a newer revision safely, and roll back."""
+    """Update a model's ref to a newer revision safely, and roll back.
+
+    A switch of ``refs/<ref>`` is journaled in the store's state before the ref changes and cleared after; one found
+    on a later start (the process died mid-switch) is finished by ``recover``: an update goes back to the revision
+    it replaced, a rollback completes. Either way one whole, verified revision is current, never a mix.
+    """
 
     def __init__(self, cache: HubCache, downloader: EnhancedModelDownloader) -> None:
         self.cache, self.downloader = cache, downloader
@@ -132,58 +137,91 @@ class VersionManager:
         on_event: EventListener | None = None,
     ) -> UpdateReport:
         """Download ``ref``'s newest commit beside the current one, verify, switch, test-load; undo on failure."""
-        current = self.cache.resolve(repo_id, ref)
-        manifest = self.downloader.remote_manifest(repo_id, ref)
-        new = manifest.commit
-        if new == current:
-            return UpdateReport(repo_id, ref, UpdateStatus.UP_TO_DATE, current, new)
-        try:
-            self.downloader.download(repo_id, ref, manifest=manifest, set_ref=False, on_event=on_event)
-        except (CorruptModelError, ModelDownloadError) as exc:
-            return UpdateReport(repo_id, ref, UpdateStatus.ROLLED_BACK, current, new, f"download failed: {exc}")
-        integrity = full_check(self.cache, manifest)
-        self.cache.mark_verified(manifest, integrity.ok)
-        if not integrity.ok:
-            return UpdateReport(
-                repo_id,
-                ref,
-                UpdateStatus.ROLLED_BACK,
-                current,
-                new,
-                f"verification failed: {', '.join(integrity.bad_paths)}",
-                integrity,
-            )
-        self.cache.set_ref(repo_id, ref, new)
-        if current is not None:
-            self.cache.push_previous(repo_id, ref, current)
-        if validate is not None:
+        with self.cache.model_lock(repo_id):
+            self.recover(repo_id)
+            current = self.cache.resolve(repo_id, ref)
+            manifest = self.downloader.remote_manifest(repo_id, ref)
+            new = manifest.commit
+            if new == current:
+                return UpdateReport(repo_id, ref, UpdateStatus.UP_TO_DATE, current, new)
             try:
-                validate(self.cache.snapshot_dir(repo_id, new))
-            except Exception as exc:  # any failure of the test load means: go back
-                self.rollback(repo_id, ref)
+                self.downloader.download(repo_id, ref, manifest=manifest, set_ref=False, on_event=on_event)
+            except (CorruptModelError, ModelDownloadError) as exc:
+                return UpdateReport(repo_id, ref, UpdateStatus.ROLLED_BACK, current, new, f"download failed: {exc}")
+            integrity = full_check(self.cache, manifest)
+            self.cache.mark_verified(manifest, integrity.ok)
+            if not integrity.ok:
                 return UpdateReport(
                     repo_id,
                     ref,
                     UpdateStatus.ROLLED_BACK,
                     current,
                     new,
-                    f"test load failed: {type(exc).__name__}: {exc}",
+                    f"verification failed: {', '.join(integrity.bad_paths)}",
                     integrity,
                 )
-        return UpdateReport(repo_id, ref, UpdateStatus.UPDATED, current, new, integrity=integrity)
+            self.cache.begin_switch(repo_id, ref, "update", current, new)
+            self.cache.set_ref(repo_id, ref, new)
+            if validate is not None:
+                try:
+                    validate(self.cache.snapshot_dir(repo_id, new))
+                except Exception as exc:  # any failure of the test load means: go back
+                    self.recover(repo_id)
+                    return UpdateReport(
+                        repo_id,
+                        ref,
+                        UpdateStatus.ROLLED_BACK,
+                        current,
+                        new,
+                        f"test load failed: {type(exc).__name__}: {exc}",
+                        integrity,
+                    )
+            self.cache.end_switch(repo_id, ref)
+            return UpdateReport(repo_id, ref, UpdateStatus.UPDATED, current, new, integrity=integrity)
 
     def rollback(self, repo_id: str, ref: str = "main") -> str:
         """Point ``ref`` back at the commit it had before the last update; returns that commit."""
-        previous = self.cache.pop_previous(repo_id, ref)
-        if previous is None or not self.cache.snapshot_dir(repo_id, previous).is_dir():
-            raise ModelVersionError(
-                f"{repo_id}: no earlier revision of {ref!r} is kept to roll back to",
-                model_id=repo_id,
-                expected="a previous revision",
-                found=None,
-            )
-        self.cache.set_ref(repo_id, ref, previous)
-        return previous
+        with self.cache.model_lock(repo_id):
+            self.recover(repo_id)
+            history = self.cache.previous(repo_id, ref)
+            previous = history[-1] if history else None
+            if previous is None or not self.cache.snapshot_dir(repo_id, previous).is_dir():
+                raise ModelVersionError(
+                    f"{repo_id}: no earlier revision of {ref!r} is kept to roll back to",
+                    model_id=repo_id,
+                    expected="a previous revision",
+                    found=None,
+                )
+            self.cache.begin_switch(repo_id, ref, "rollback", self.cache.resolve(repo_id, ref), previous)
+            self.cache.set_ref(repo_id, ref, previous)
+            self.cache.end_switch(repo_id, ref, forget=previous)
+            return previous
+
+    def recover(self, repo_id: str) -> dict[str, str]:
+        """Finish the ref switches a dead process left (call with the model's lock held, or through
+        ``recover_all``): an update is undone, a rollback completed. Returns the commit each ref is now at."""
+        settled = {}
+        for ref, switch in self.cache.switches(repo_id).items():
+            source, target = switch.get("from"), switch["to"]
+            back = source if switch["kind"] == "update" else target
+            if back is None or not self.cache.snapshot_dir(repo_id, back).is_dir():
+                back = target  # a first install has nothing to go back to: its verified revision stays
+            self.cache.set_ref(repo_id, ref, back)
+            self.cache.end_switch(repo_id, ref, forget=back)
+            settled[ref] = back
+        return settled
+
+    def recover_all(self) -> dict[str, dict[str, str]]:
+        """``recover`` every model with an unfinished switch whose lock is free (a live switch is left alone)."""
+        settled = {}
+        for repo_id in self.cache.repos_with_switches():
+            lock = self.cache.model_lock(repo_id)
+            if lock.acquire(timeout=0):
+                try:
+                    settled[repo_id] = self.recover(repo_id)
+                finally:
+                    lock.release()
+        return settled
 
 
 def _installed(package: str) -> str | None:

@@ -41,15 +41,25 @@ def _remove(path: Path) -> None:
 def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a partial path beside ``path``; when the block ends normally whatever was written there replaces
     ``path`` in one rename (a folder replaces a folder: the old one is removed first), and when it raises the partial
-    is removed and ``path`` is left as it was."""
+    is removed and ``path`` is left as it was (a ``kill -9`` leaves the hidden partial beside it, never a mix)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
     try:
         yield partial
         if partial.is_dir() and not partial.is_symlink() and target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        os.replace(partial, target)
+            # The old folder leaves in one rename and the new one arrives in another: a process killed between
+            # them leaves no folder under the name (rebuilt on demand), never a half-removed one.
+            aside = partial_path(target)
+            os.replace(target, aside)
+            try:
+                os.replace(partial, target)
+            except OSError:
+                os.replace(aside, target)
+                raise
+            _remove(aside)
+        else:
+            os.replace(partial, target)
     finally:
         _remove(partial)
 

@@ -274,6 +274,9 @@ class ModelActions:
         busy = sorted({item.repo_id for item in plan.items} & self.kept())
         if busy:
             return f"**Nothing was deleted:** {', '.join(busy)} is in use now. Preview the clean-up again."
+        elsewhere = [why for repo in sorted({i.repo_id for i in plan.items}) if (why := self.store.cache.busy(repo))]
+        if elsewhere:  # another process on this cache writes or reads it (system.locks)
+            return f"**Nothing was deleted:** {'; '.join(elsewhere)}. Preview the clean-up again when it has finished."
         return self._explained(
             None,
             lambda: (
