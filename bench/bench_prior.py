@@ -153,7 +153,9 @@ def measure(
     frames, width, height = size
     worker.restart()
     base = int(worker.stats()["vm_size"])
-    base_rss = process_status("VmRSS", pid=worker.pid)["VmRSS"]
+    pid = worker.pid
+    assert pid is not None  # started by the restart
+    base_rss = process_status("VmRSS", pid=pid)["VmRSS"]
     request = GenerationRequest(
         prompt="a prior",
         width=width,
@@ -171,12 +173,12 @@ def measure(
     with tempfile.TemporaryDirectory() as scratch:
         for event in worker.run(request, Path(scratch) / "out.mp4", model_path=folder, options=options):
             if event.kind == "phase" and event.data.get("phase") in order:
-                status = process_status("VmPeak", "VmHWM", pid=worker.pid)
+                status = process_status("VmPeak", "VmHWM", pid=pid)
                 peaks[order[event.data["phase"]]] = status["VmPeak"] - base
                 rss[order[event.data["phase"]]] = status["VmHWM"] - base_rss
             if event.output is not None:
                 dtypes = dict(event.output.component_dtypes)
-        status = process_status("VmPeak", "VmHWM", pid=worker.pid)  # with the export: the run's whole need
+        status = process_status("VmPeak", "VmHWM", pid=pid)  # with the export: the run's whole need
         peaks["total"], rss["total"] = status["VmPeak"] - base, status["VmHWM"] - base_rss
     return dict(
         model_id=model_id,
