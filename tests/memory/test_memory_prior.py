@@ -155,6 +155,8 @@ def test_the_prior_counts_the_weights_its_headers_give(tiny_model: Path) -> None
     prior = read_prior(tiny_model, 2, {"vae": 4})
     assert prior is not None and prior.vae_bytes == 4
     assert prior.weights == weight_bytes(tiny_model, 2, {"vae": 4})
+    (file,) = (tiny_model / "transformer").glob("*.safetensors")
+    assert prior.stored["transformer"] == file.stat().st_size  # the mapped file, as stored
 
 
 @pytest.mark.parametrize("family", [f.name for f in FAMILIES])
