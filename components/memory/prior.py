@@ -6,12 +6,13 @@ And a physical prior: the transformer's and the VAE's ``config.json`` (layers, w
 compression, decoder widths, how the VAE splits a clip into chunks) with the request give, per phase,
 
 * load: a fixed process part plus the weights as loaded (in each component's run dtype: a VAE kept in fp32 counts
-  four bytes a weight, ``generation.precision``);
+  four bytes a weight, ``generation.precision``) and their files, mapped while they are read;
 * denoise: load plus activations per latent token (``batch × tokens × (4·width + ffn width) × dtype bytes``, the
   batch doubled where the pipeline batches classifier-free guidance), plus ``heads × tokens²`` only where the
   attention backend materialises the scores (SDPA's fused kernels, on the CPU and on CUDA, do not);
-* decode: load plus the VAE decoder's working set for one chunk (frames per chunk × the chunk's area × the
-  decoder's widths summed over its resolutions, the area one tile's when tiling applies) plus the output video;
+* decode: the loaded weights plus the VAE decoder's working set for one chunk (frames per chunk × the chunk's
+  area × the decoder's widths summed over its resolutions, the area one tile's when tiling applies), its weights
+  reordered for the kernels, a masked mid-block attention's tokens² where it has one, and the output video;
 
 each term scaled by one of a few coefficients fitted once from measurements (``components.memory.calibration
 .PRIOR_COEFFICIENTS``, with where they came from). The planner starts from this prior for a model it has never
