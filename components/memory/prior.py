@@ -7,9 +7,9 @@ compression, decoder widths, how the VAE splits a clip into chunks) with the req
 
 * load: a fixed process part plus the weights as loaded (in each component's run dtype: a VAE kept in fp32 counts
   four bytes a weight, ``generation.precision``) and their files, mapped while they are read;
-* denoise: load plus activations per latent token (``batch × tokens × (4·width + ffn width) × dtype bytes``, the
-  batch doubled where the pipeline batches classifier-free guidance), plus ``heads × tokens²`` only where the
-  attention backend materialises the scores (SDPA's fused kernels, on the CPU and on CUDA, do not);
+* denoise: the loaded weights plus activations per latent token (``batch × tokens × (4·width + ffn width) ×
+  dtype bytes``, the batch doubled where the pipeline batches classifier-free guidance), plus ``heads × tokens²``
+  only where the attention backend materialises the scores (SDPA's fused kernels, on the CPU and on CUDA, do not);
 * decode: the loaded weights plus the VAE decoder's working set for one chunk (frames per chunk × the chunk's
   area × the decoder's widths summed over its resolutions, the area one tile's when tiling applies), its weights
   reordered for the kernels, a masked mid-block attention's tokens² where it has one, and the output video;
