@@ -280,3 +280,15 @@ def test_a_failure_under_a_cap_raises_a_prior_models_estimate() -> None:
     cap = int(planner.estimate(request) * 1.5)  # type: ignore[operator]
     planner.record(request, RunOptions(), None, False, memory_cap=cap)
     assert planner.estimate(request) > cap  # type: ignore[operator]
+
+
+def test_the_planner_takes_the_coefficients_it_is_given(family_folders) -> None:
+    """``prior_coefficients`` replaces the hardware's: the bench plans with coefficients refitted without a model."""
+    from components.memory.prior import PriorCoefficients
+
+    model = "kintsugi/tiny-ltx-random"
+    given = PriorCoefficients(fixed=2**30, loading=1.0, activations=1.0, output=1.0)
+    planner = MemoryPlanner(None, hardware="cpu", prior_coefficients=given)
+    planner.know_prior(model, _prior_of(family_folders["ltx"]))
+    phases = planner.prior_phases(_request(model))
+    assert phases is not None and 2**30 <= phases["load"] < 2**30 + 10 * MiB
