@@ -47,7 +47,7 @@ from components.generation.timing import EtaClock, PhaseEstimate
 from components.generation.worker import WorkerEvent
 from components.journal import JournalEntry, RequestState
 from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_memory, plan_notice
-from components.memory.prior import weight_bytes
+from components.memory.prior import read_prior, weight_bytes
 from components.settings import Settings
 from components.store.download import CancelToken, DownloadEvent
 from components.store.model_store import ModelStore
@@ -374,9 +374,10 @@ class GenerationService:
         return replace(plan, changes=(*left_off, *plan.changes))
 
     def _know_weights(self, model_id: str) -> None:
-        """Tell the planner the weight bytes of ``model_id`` and of the built-in model (whose fit it borrows until
-        it has run), read from the safetensors headers of their cached snapshots; a model not cached yet is
-        skipped (its first run teaches the planner instead)."""
+        """Tell the planner the physical prior of ``model_id`` and of the built-in model (or, where a folder's
+        configs are unreadable, their weight bytes, to shift the built-in model's borrowed fit), read from the
+        headers and configs of their cached snapshots; a model not cached yet is skipped (its first run teaches
+        the planner instead)."""
         component_dtypes = self._component_dtypes
         for name in (model_id, EMBEDDED_MODEL_ID):
             if name in self._weights_known:
@@ -384,16 +385,20 @@ class GenerationService:
             commit = self.store.cache.resolve(name, "main")
             if commit is None:
                 continue
-            try:
-                sizes = weight_bytes(
-                    self.store.cache.snapshot_dir(name, commit),
-                    _DTYPE_BYTES.get(self.settings.dtype, 2),
-                    {component: _DTYPE_BYTES.get(dtype, 2) for component, dtype in component_dtypes.items()},
-                )
+            folder = self.store.cache.snapshot_dir(name, commit)
+            widths = (
+                _DTYPE_BYTES.get(self.settings.dtype, 2),
+                {component: _DTYPE_BYTES.get(dtype, 2) for component, dtype in component_dtypes.items()},
+            )
+            try:  # its physical prior from headers and configs; the weights alone where its configs are unreadable
+                sizes = weight_bytes(folder, *widths)
+                if (prior := read_prior(folder, *widths)) is not None:
+                    self.planner.know_prior(name, prior)
+                else:
+                    self.planner.know_weights(name, sum(sizes.values()))
             except (OSError, ValueError):  # a damaged header: the integrity check will say so when it runs
                 continue
-            self.planner.know_weights(name, sum(sizes.values()))
-            self.weights.know(name, sizes, _DTYPE_BYTES.get(self.settings.dtype, 2))
+            self.weights.know(name, sizes, widths[0])  # the ladder's switch rungs: bytes moved off the device
             self._weights_known.add(name)
 
     def _run(

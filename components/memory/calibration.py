@@ -22,10 +22,18 @@ from typing import Any
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
+from components.memory.prior import PriorCoefficients
 from recovery.errors import OutOfMemoryError
 from recovery.procfs import process_status
 
-__all__ = ["DEFAULT_CALIBRATIONS", "Measurement", "calibrate", "measure_once"]
+__all__ = [
+    "DEFAULT_CALIBRATIONS",
+    "PRIOR_COEFFICIENTS",
+    "Measurement",
+    "calibrate",
+    "measure_once",
+    "prior_coefficients",
+]
 
 Size = tuple[int, int, int]  # (num_frames, width, height)
 
@@ -194,3 +202,56 @@ _CPU_AMX: dict[str, Any] = {
 }
 
 DEFAULT_CALIBRATIONS: tuple[dict[str, Any], ...] = (_CPU, _CPU_AMX)
+
+
+# The physical prior's coefficients (``components.memory.prior``), fitted once by ``python bench/bench_prior.py --fit``
+# to peaks measured per phase in fresh workers (2026-12-01, Intel Xeon with AMX, 2 cores, torch 2.13 CPU, bf16,
+# diffusers 0.42.1): the six tiny text-to-video families at 9×128², 9×256², 17×256², 9×384², 9×512² (2 steps,
+# guidance 5), the real Wan 2.1 1.3B transformer config (random weights, bf16 in the file, over the tiny VAE) at
+# 9×128², 9×256², 33×256² and the real Wan 2.1 VAE config (``AutoencoderKLWan()``, fp32 in the file, under the tiny
+# transformer) at 9×128², 9×256², 9×384², 9×384² tiled (1 step, no guidance). What fixed each: ``fixed`` the tiny
+# models' load peaks (their weights are < 1 MB); ``loading``/``mapping`` the two real folders' load peaks (two
+# models, two unknowns: exact, not checked by a third); ``activations`` the 1.3B transformer's resident growth per
+# token (RSS: its load's address-space peak, 2.6× its weights, hides the denoise from ``VmPeak`` here; 0.10 MiB a
+# token, DESIGN.md had 0.07); ``decoder`` per VAE class, ``output``, ``vae_attention`` and ``decode_weights`` the
+# decode peaks above the denoise peak (rows weighted by the whole peak). LTX's tiny decoder is too narrow to show a
+# decoder term (fitted 0): it is floored at the smallest other class's. ``decode_weights`` rests on the real VAE
+# alone. The CPU unit (address-space growth) holds for every kind of CPU; CUDA's (``max_memory_allocated``) has no
+# process part and no mapped files, and its activation/decoder/output terms are the CPU's, not measured on a GPU.
+_DECODER = {
+    "AutoencoderKLWan": 4.45,
+    "AutoencoderKLCogVideoX": 12.15,
+    "AutoencoderKLHunyuanVideo": 1.79,
+    "AutoencoderKLLTXVideo": 1.79,
+}
+PRIOR_COEFFICIENTS: dict[str, PriorCoefficients] = {
+    "cpu": PriorCoefficients(
+        fixed=187.6 * 2**20,
+        loading=0.95,
+        mapping=1.62,
+        activations=4.29,
+        output=5.07,
+        decoder=_DECODER,
+        decoder_default=12.15,
+        decode_weights=2.64,
+        vae_attention=1.03,
+        source="bench/bench_prior.py --fit, 2026-12-01, 37 runs of 8 models on a 2-core AMX Xeon",
+    ),
+    "cuda": PriorCoefficients(
+        fixed=0.0,
+        loading=1.0,
+        activations=4.29,
+        output=5.07,
+        decoder=_DECODER,
+        decoder_default=12.15,
+        decode_weights=2.64,
+        vae_attention=1.03,
+        source="the CPU's activation and decode terms; weights at their size; not measured on a GPU",
+    ),
+}
+
+
+def prior_coefficients(hardware: str) -> PriorCoefficients:
+    """The prior's coefficients for a ``hardware_key``: the CPU's for every kind of CPU, CUDA's on a GPU."""
+    kind = "cuda" if hardware.startswith("cuda") else "cpu"
+    return PRIOR_COEFFICIENTS.get(kind, PRIOR_COEFFICIENTS["cpu"])

@@ -5,7 +5,10 @@ The unit is *the worker memory cap a request needs* (see ``components.memory_cal
 measured on the CPU and on CUDA). A prediction is a least-squares fit over measured points, per model, hardware,
 dtype and memory switches, with three terms that match where memory goes in Wan: a fixed part (weights, threads,
 allocator arenas), a per-pixel part (one frame's VAE decode buffers) and a per-pixel-per-frame part (the output
-video). Steps do not change peak memory. Then what real runs taught wins over the fit:
+video). Steps do not change peak memory. A model with no measurements here starts from its physical prior
+(``components.memory.prior``: its weights, transformer and VAE read from its folder), corrected by each measured
+point of it as they come, until it has enough of its own for a fit; only a model whose configs cannot be read
+borrows the embedded model's fit, shifted by the difference in weights. Then what real runs taught wins:
 
 * a failure under cap ``C`` means that setting — and every larger one (more frames, wider, taller) — needs more
   than ``C``; if the fit had said it fits, the fit's scale grows so that similar settings move too;
@@ -28,7 +31,9 @@ from typing import Any
 
 from components.generation.request import GenerationRequest, RunOptions
 from components.memory.calibration import DEFAULT_CALIBRATIONS, Measurement
+from components.memory.calibration import prior_coefficients as coefficients_for
 from components.memory.hardware import cpu_kind
+from components.memory.prior import ModelPrior, PriorCoefficients
 from components.system.files import write_text_atomic
 
 __all__ = ["MemoryPlanner"]
@@ -39,6 +44,7 @@ _KERNEL_WIDTH = 0.35  # in log units: a point counts fully for its own size, lit
 _SHRINK = 0.05  # far from every measured point, the correction fades to the plain fit
 _FAILURE_WEIGHT = 10.0  # a recent real failure outweighs an older calibration point at the same size
 _FAILURE_STEP = 0.1  # a failure says "needs more than the cap", not how much: assume 10 % more
+_OWN_FIT_POINTS = 4  # a model with a prior keeps it (corrected) until it has this many points of its own
 
 
 def _options_key(options: RunOptions) -> str:
@@ -118,6 +124,69 @@ class _Fit:
         return value + correction
 
 
+@dataclass(frozen=True)
+class _PriorFit:
+    """A model's physical prior times what its own measured points say about it: a global ratio (the geometric
+    mean of measured / predicted, shrunk towards 1 while points are few) and, near each point, its own ratio —
+    so a measured size is predicted as measured and far sizes move by the model's overall bias."""
+
+    prior: ModelPrior
+    coefficients: PriorCoefficients
+    tiling: bool
+    offload: bool
+    points: tuple[tuple[float, float, float, float, float], ...]  # log pixels, frames, aspect; weight; log ratio
+    bias: float = 0.0
+
+    @classmethod
+    def of(
+        cls, prior: ModelPrior, coefficients: PriorCoefficients, options: RunOptions, points: list[dict[str, Any]]
+    ) -> _PriorFit:
+        plain = cls(prior, coefficients, options.vae_tiling, options.model_cpu_offload, ())
+        ratios = []
+        for p in points:
+            predicted = plain.predict(p["num_frames"], p["width"], p["height"])
+            if predicted > 0 and p["need_bytes"] > 0:
+                weight = _FAILURE_WEIGHT if p.get("source") == "failure" else 1.0
+                ratios.append((p, weight, math.log(p["need_bytes"] / predicted)))
+        if not ratios:
+            return plain
+        bias = sum(r for *_x, r in ratios) / (len(ratios) + 1)  # one point moves far sizes half-way
+        residuals = tuple(
+            (
+                math.log(p["width"] * p["height"]),
+                math.log(p["num_frames"]),
+                math.log(p["width"] / p["height"]),
+                weight,
+                ratio - bias,
+            )
+            for p, weight, ratio in ratios
+        )
+        return cls(prior, coefficients, options.vae_tiling, options.model_cpu_offload, residuals, bias)
+
+    def phases(self, frames: int, width: int, height: int, guidance_scale: float = 5.0) -> dict[str, float]:
+        return self.prior.predict(
+            frames,
+            width,
+            height,
+            self.coefficients,
+            guidance_scale=guidance_scale,
+            vae_tiling=self.tiling,
+            model_cpu_offload=self.offload,
+        )
+
+    def predict(self, frames: int, width: int, height: int, guidance_scale: float = 5.0) -> float:
+        value = self.phases(frames, width, height, guidance_scale)["total"]
+        if not self.points:
+            return value
+        here = (math.log(width * height), math.log(frames), math.log(width / height))
+        weights = [
+            weight * math.exp(-sum((x - y) ** 2 for x, y in zip(point, here)) / _KERNEL_WIDTH**2)
+            for *point, weight, _r in self.points
+        ]
+        local = sum(w * r[-1] for w, r in zip(weights, self.points)) / (sum(weights) + _SHRINK)
+        return value * math.exp(self.bias + local)
+
+
 @dataclass
 class _Profile:
     points: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +199,8 @@ class MemoryPlanner:
 
     ``path``: the JSON calibration store (``None``: in memory only). ``hardware``: ``hardware_key`` of the probe
     (``"cpu"`` here). ``margin``: the share added to a fitted prediction before comparing with a budget.
+    ``prior_coefficients``: the physical prior's coefficients (default: ``calibration.prior_coefficients`` of the
+    hardware).
     """
 
     def __init__(
@@ -140,6 +211,7 @@ class MemoryPlanner:
         dtype: str = "bfloat16",
         margin: float = 0.08,
         defaults: Sequence[Mapping[str, Any]] | None = DEFAULT_CALIBRATIONS,
+        prior_coefficients: PriorCoefficients | None = None,
     ) -> None:
         if not 0 <= margin < 1:
             raise ValueError(f"`margin` must be in [0, 1) (got {margin})")
@@ -148,8 +220,10 @@ class MemoryPlanner:
         self._lock = threading.Lock()
         self._profiles: dict[str, _Profile] = {}
         self._weights: dict[str, int] = {}  # model → weight bytes as loaded (``know_weights``), this process only
+        self._priors: dict[str, ModelPrior] = {}  # model → its physical prior (``know_prior``), this process only
+        self._coefficients = prior_coefficients or coefficients_for(self.hardware)
         table = next((t for t in defaults or () if (t["hardware"], t["dtype"]) == (self.hardware, dtype)), None)
-        self._prior: Mapping[str, Any] | None = table
+        self._default_table: Mapping[str, Any] | None = table
         if table is not None:
             profile = self._profile(table["model_id"])
             for frames, width, height, tiling, mib in table["points_mib"]:
@@ -272,6 +346,31 @@ class MemoryPlanner:
         with self._lock:
             self._weights[model_id] = int(total_bytes)
 
+    def know_prior(self, model_id: str, prior: ModelPrior) -> None:
+        """``model_id``'s physical prior (``components.memory.prior.read_prior``, from its folder alone): what the
+        planner predicts for it until it has measurements of its own. Its weights count as ``know_weights``'s."""
+        with self._lock:
+            self._priors[model_id] = prior
+            self._weights[model_id] = prior.total_weights
+
+    def prior_phases(self, request: GenerationRequest, options: RunOptions = RunOptions()) -> dict[str, int] | None:
+        """The prior's peak per phase (``load``, ``denoise``, ``decode``, ``total``; bytes) for a model whose prior
+        is known, before any correction by measurements; ``None`` without a prior."""
+        with self._lock:
+            prior = self._priors.get(request.model_id)
+        if prior is None:
+            return None
+        phases = prior.predict(
+            request.num_frames,
+            request.width,
+            request.height,
+            self._coefficients,
+            guidance_scale=request.guidance_scale,
+            vae_tiling=options.vae_tiling,
+            model_cpu_offload=options.model_cpu_offload,
+        )
+        return {name: int(value) for name, value in phases.items()}
+
     # -- prediction -----------------------------------------------------------------------------------------------
     @staticmethod
     def _setting(request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
@@ -283,33 +382,47 @@ class MemoryPlanner:
             model_cpu_offload=options.model_cpu_offload,
         )
 
-    def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit, float, float] | None:
-        """The fit for this model and options, else the same model's untiled fit, else the embedded model's
-        (its shape is the prior for a model never calibrated) — with the scale learned from failures, and the
-        bytes to add: for a fit borrowed from another model, the difference in weights where both are known."""
+    def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit | _PriorFit, float, float] | None:
+        """The fit for this model and options; else its prior corrected by its points (a model never measured
+        here, or measured too little); else the same model's untiled fit; else the embedded model's (its shape is
+        the prior for a model whose configs are unreadable) — with the scale learned from failures, and the bytes
+        to add: for a fit borrowed from another model, the difference in weights where both are known."""
         profile = self._profiles.get(self._key(model_id), _Profile())
-        prior_id = self._prior["model_id"] if self._prior else None
+        scale = profile.scale.get(_options_key(options), 1.0)
+        prior_model = self._priors.get(model_id)
+        own = [p for p in profile.points if self._same_options(p, self._option_fields(options))]
+        if prior_model is None or len(own) >= _OWN_FIT_POINTS:
+            fitted = _Fit.of(own)
+            if fitted is not None:
+                return fitted, scale, 0.0
+        if prior_model is not None:
+            return _PriorFit.of(prior_model, self._coefficients, options, own), scale, 0.0
+        prior_id = self._default_table["model_id"] if self._default_table else None
         prior = self._profiles.get(self._key(prior_id), _Profile()) if prior_id else _Profile()
-        for source, wanted in ((profile, options), (profile, RunOptions()), (prior, options), (prior, RunOptions())):
-            same = [
-                p
-                for p in source.points
-                if (p["vae_tiling"], p["model_cpu_offload"]) == (wanted.vae_tiling, wanted.model_cpu_offload)
-            ]
+        for source, wanted in ((profile, RunOptions()), (prior, options), (prior, RunOptions())):
+            same = [p for p in source.points if self._same_options(p, self._option_fields(wanted))]
             fitted = _Fit.of(same)
             if fitted is not None:
                 offset = 0.0
                 if source is prior and prior is not profile and model_id in self._weights and prior_id in self._weights:
                     offset = float(self._weights[model_id] - self._weights[prior_id])
-                return fitted, profile.scale.get(_options_key(options), 1.0), offset
+                return fitted, scale, offset
         return None
+
+    @staticmethod
+    def _option_fields(options: RunOptions) -> dict[str, Any]:
+        return dict(vae_tiling=options.vae_tiling, model_cpu_offload=options.model_cpu_offload)
 
     def _fitted(self, request: GenerationRequest, options: RunOptions) -> float | None:
         found = self._model(request.model_id, options)
         if found is None:
             return None
         fitted, scale, offset = found
-        return max(0.0, fitted.predict(request.num_frames, request.width, request.height) + offset) * scale
+        if isinstance(fitted, _PriorFit):
+            value = fitted.predict(request.num_frames, request.width, request.height, request.guidance_scale)
+        else:
+            value = fitted.predict(request.num_frames, request.width, request.height)
+        return max(0.0, value + offset) * scale
 
     def estimate(self, request: GenerationRequest, options: RunOptions = RunOptions()) -> int | None:
         """Predicted memory cap this request needs (bytes), or ``None`` when nothing is known for the model."""
