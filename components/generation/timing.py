@@ -55,12 +55,26 @@ def _pixels(request: GenerationRequest) -> int:
     return request.num_frames * request.width * request.height
 
 
+_SLOW_SWITCHES = ("group_offload", "layerwise_casting", "sequential_offload")
+
+
+def _switches(options: RunOptions) -> str:
+    """The slower memory switches in a key only when on, so the keys learnt before they existed still hold."""
+    return "".join(f",{name}=1" for name in _SLOW_SWITCHES if getattr(options, name))
+
+
+def _same_switches(key: str, options: RunOptions) -> bool:
+    """Whether samples under ``key`` ran with the slower switches ``options`` have (a fallback across tiling or
+    offload settings is close enough; across a 10× slower sequential offload it is not)."""
+    return all((f",{name}=1" in key) == getattr(options, name) for name in _SLOW_SWITCHES)
+
+
 def _step_key(options: RunOptions) -> str:
-    return f"step|offload={int(options.model_cpu_offload)},compile={int(options.compile)}"
+    return f"step|offload={int(options.model_cpu_offload)},compile={int(options.compile)}{_switches(options)}"
 
 
 def _decode_key(options: RunOptions) -> str:
-    return f"decode|tiling={int(options.vae_tiling)},offload={int(options.model_cpu_offload)}"
+    return f"decode|tiling={int(options.vae_tiling)},offload={int(options.model_cpu_offload)}{_switches(options)}"
 
 
 def _predict(samples: Sequence[Sequence[float]], size: float) -> float | None:
@@ -207,7 +221,12 @@ class TimeModel:
                         return profile[exact + kind]
                 if family is None:
                     return []
-                return [s for key, samples in profile.items() if key.startswith(family) for s in samples]
+                return [
+                    s
+                    for key, samples in profile.items()
+                    if key.startswith(family) and _same_switches(key, options)
+                    for s in samples
+                ]
 
             latent, pixels = latent_size(request), _pixels(request)
             load = 0.0 if loaded else _predict(profile.get("load", []), 1.0)

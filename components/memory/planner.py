@@ -47,6 +47,12 @@ _FAILURE_STEP = 0.1  # a failure says "needs more than the cap", not how much: a
 _OWN_FIT_POINTS = 4  # a model with a prior keeps it (corrected) until it has this many points of its own
 
 
+def _unkeyed_switches(options: RunOptions) -> bool:
+    """Whether ``options`` turn on a memory switch the planner has no key for (group offload, layerwise casting,
+    sequential offload): the ladder predicts those from the weight bytes they move (``components.memory.rungs``)."""
+    return options.group_offload or options.layerwise_casting or options.sequential_offload
+
+
 def _options_key(options: RunOptions) -> str:
     return f"tiling={int(options.vae_tiling)},offload={int(options.model_cpu_offload)}"
 
@@ -314,6 +320,8 @@ class MemoryPlanner:
         the cap); ``peak_bytes`` is used as an exact need when it is in the planner's unit — on CUDA by default
         (``max_memory_allocated``), on the CPU only with ``exact=True`` (address-space growth, not peak RSS)."""
         exact = not self.hardware.startswith("cpu") if exact is None else exact
+        if _unkeyed_switches(options):
+            return  # the fit is keyed by tiling and model offload only: such a run would teach it a wrong need
         setting = self._setting(request, options)
         with self._lock:
             profile = self._profile(request.model_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,3 +172,13 @@ def test_one_slowed_run_does_not_move_the_prediction() -> None:
     model.record(output(request(), load=1.0, decode=0.5))
     model.record(output(request(), load=1.0, decode=5.0))
     assert model.estimate(request()).decode_s == 0.5
+
+
+def test_a_run_with_group_offload_does_not_teach_the_plain_step_time() -> None:
+    """A run slowed by a memory switch the keys did not name (group offload) is learnt under its own key: the
+    plain setting stays unknown and the switched one is predicted as it ran."""
+    model = TimeModel(None)
+    switched = replace(output(request(steps=10), load=4.0, denoise=60.0), options=RunOptions(group_offload=True))
+    model.record(switched, step_s=6.0)
+    assert model.estimate(request(steps=10)) is None  # the load is known; the plain step time is not
+    assert model.estimate(request(steps=10), RunOptions(group_offload=True)).step_s == pytest.approx(6.0)

@@ -332,3 +332,13 @@ def test_a_plan_notice_is_plain_data_for_an_api(make_planner, truth) -> None:
     assert [c["choice"] for c in data["choices"]] == ["fewer_frames", "lower_resolution", "run_anyway", "cancel"]
     assert data["choices"][0]["request"]["num_frames"] == 17 and data["choices"][-1]["request"] is None
     assert "more than" in data["message"] and data["budget_bytes"] == notice.budget_bytes
+
+
+def test_a_run_with_layerwise_casting_is_not_learnt_as_a_plain_run(tmp_path) -> None:
+    """The fit is keyed by tiling and model offload: a run with fp8 weights (less memory) recorded as a plain
+    run would make the plain setting look smaller than it is, so it teaches nothing."""
+    planner = MemoryPlanner(tmp_path / "memory.json")
+    asked = request(9, 256, 256)
+    before = planner.estimate(asked, RunOptions())
+    planner.record(asked, RunOptions(layerwise_casting=True), 20 * 2**20, True, memory_cap=2**30, exact=True)
+    assert before is not None and planner.estimate(asked, RunOptions()) == before
