@@ -338,7 +338,9 @@ def test_a_run_with_layerwise_casting_is_not_learnt_as_a_plain_run(tmp_path) -> 
     """The fit is keyed by tiling and model offload: a run with fp8 weights (less memory) recorded as a plain
     run would make the plain setting look smaller than it is, so it teaches nothing."""
     planner = MemoryPlanner(tmp_path / "memory.json")
-    asked = request(9, 256, 256)
+    asked = request(9, 256, 256, model_id="someone/new-model")
     before = planner.estimate(asked, RunOptions())
-    planner.record(asked, RunOptions(layerwise_casting=True), 20 * 2**20, True, memory_cap=2**30, exact=True)
-    assert before is not None and planner.estimate(asked, RunOptions()) == before
+    for frames, side in ((9, 256), (17, 256), (9, 384), (17, 384)):
+        run = request(frames, side, side, model_id="someone/new-model")
+        planner.record(run, RunOptions(layerwise_casting=True), 20 * 2**20, True, memory_cap=2**30, exact=True)
+    assert planner.estimate(asked, RunOptions()) == before
