@@ -105,6 +105,8 @@ class RunOptions:
     vae_tiling: bool = False
     model_cpu_offload: bool = False  # CUDA only: keeps each model on the GPU only while it runs
     compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
+    # Decode chunk by chunk straight into the mp4 writer (same frames, no whole video held): a decode OOM's retry
+    streamed_decode: bool = False
 
 
 def split_parameters(parameters: Mapping[str, Any]) -> tuple[GenerationRequest, RunOptions]:

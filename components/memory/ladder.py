@@ -2,7 +2,9 @@
 prediction, and ``plan_memory``: the plan a request runs with, made before anything runs.
 
     0. free memory          (the worker already ran gc/empty-cache/malloc_trim; restart it if memory stayed held)
-    1. VAE tiling           (for a decode OOM with latents kept: the same request, so denoising is not repeated)
+    1. streamed decode      (for a decode OOM with latents kept: the same request, its kept latents decoded again
+                             chunk by chunk into the mp4 writer — the same frames, denoising not repeated)
+       VAE tiling           (likewise the same request, where the planner predicts it lowers the peak)
     2. model CPU offload    (CUDA only)
     3. fewer frames         (the most frames, 4k+1, predicted to fit at the requested size)
     4. lower resolution     (the largest size, sides ÷16, aspect ratio kept, predicted to fit)
@@ -131,7 +133,7 @@ def _variants(options: RunOptions, device: str) -> list[RunOptions]:
 
 def _option_lines(old: RunOptions, new: RunOptions) -> list[str]:
     lines = []
-    for name in ("vae_tiling", "model_cpu_offload"):
+    for name in ("vae_tiling", "model_cpu_offload", "streamed_decode"):
         if getattr(old, name) != getattr(new, name):
             lines.append(f"{name} {'on' if getattr(old, name) else 'off'} → {'on' if getattr(new, name) else 'off'}")
     return lines
@@ -192,7 +194,18 @@ def choose_setting(
     min_frames_share: float = 0.25,
     min_side_share: float = 0.5,
 ) -> Choice | None:
-    """The first rung of the ladder whose largest setting the planner predicts to fit ``budget``."""
+    """The first rung of the ladder whose largest setting the planner predicts to fit ``budget``.
+
+    ``decode_retry`` (the decode ran out of memory, its latents kept): first the streamed decode of the same
+    request, chosen by measurement, not prediction — its peak is below the plain decode's for every family
+    (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted."""
+    if decode_retry and not options.streamed_decode:
+        streamed = replace(options, streamed_decode=True)
+        lines = (
+            *_option_lines(options, streamed),
+            "the kept latents are decoded again: denoising is not repeated",
+        )
+        return Choice(request, streamed, planner.estimate(request, streamed) or 0, lines, "streamed decode")
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
     for rung, candidate in _candidates(request, min_frames, min_side_share):
         chosen = _fitting(planner, candidate, options, budget, device)

@@ -22,7 +22,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,7 @@ class MemoryPlanner:
             height=request.height,
             vae_tiling=options.vae_tiling,
             model_cpu_offload=options.model_cpu_offload,
+            streamed_decode=options.streamed_decode,
         )
 
     def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit, float, float] | None:
@@ -290,11 +291,15 @@ class MemoryPlanner:
         profile = self._profiles.get(self._key(model_id), _Profile())
         prior_id = self._prior["model_id"] if self._prior else None
         prior = self._profiles.get(self._key(prior_id), _Profile()) if prior_id else _Profile()
-        for source, wanted in ((profile, options), (profile, RunOptions()), (prior, options), (prior, RunOptions())):
+        # A streamed decode never measured borrows the plain decode's fit with the same switches (it needs less)
+        plain = replace(options, streamed_decode=False)
+        tried = ((profile, options), (profile, plain), (profile, RunOptions()), (prior, options), (prior, plain))
+        for source, wanted in (*tried, (prior, RunOptions())):
+            switches = (wanted.vae_tiling, wanted.model_cpu_offload, wanted.streamed_decode)
             same = [
                 p
                 for p in source.points
-                if (p["vae_tiling"], p["model_cpu_offload"]) == (wanted.vae_tiling, wanted.model_cpu_offload)
+                if (p["vae_tiling"], p["model_cpu_offload"], p.get("streamed_decode", False)) == switches
             ]
             fitted = _Fit.of(same)
             if fitted is not None:
@@ -327,7 +332,11 @@ class MemoryPlanner:
 
     @staticmethod
     def _same_options(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        return a["vae_tiling"] == b["vae_tiling"] and a["model_cpu_offload"] == b["model_cpu_offload"]
+        return (
+            a["vae_tiling"] == b["vae_tiling"]
+            and a["model_cpu_offload"] == b["model_cpu_offload"]
+            and a.get("streamed_decode", False) == b.get("streamed_decode", False)
+        )
 
     def fits(self, request: GenerationRequest, options: RunOptions, budget: int | None) -> bool:
         """Whether the request is predicted to run under ``budget`` (``None``: no limit)."""

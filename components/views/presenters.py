@@ -53,7 +53,7 @@ FORM_LABELS = {
     "fps": "Frames per second",
     "image": "Start image",
 }
-_SWITCHES = {"vae_tiling": "VAE tiling", "model_cpu_offload": "Model CPU offload"}
+_SWITCHES = {"vae_tiling": "VAE tiling", "model_cpu_offload": "Model CPU offload", "streamed_decode": "Streamed decode"}
 _WORDS = {**FORM_LABELS, **_SWITCHES}
 _NAMES = "|".join(sorted(_WORDS, key=len, reverse=True))
 _QUOTED = re.compile(rf"`({_NAMES})`")

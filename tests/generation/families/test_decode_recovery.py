@@ -1,0 +1,133 @@
+"""The streamed decode, for every family: the same frames as the pipeline's own decode; and a decode
+out-of-memory under a real worker memory cap — the first try's decode (the whole video, then its copies) runs out,
+the retry decodes the kept latents streamed into the mp4 writer, and denoising runs once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from components.generation.families import FAMILIES, Family
+from components.generation.pipeline import VideoGenerator
+from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
+from components.generation.worker import Worker, WorkerConfig
+from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
+from components.memory.hardware import HardwareProbe
+from components.memory.planner import MemoryPlanner
+from recovery import EnhancedErrorRecovery, EnhancedFailureType
+
+MiB = 2**20
+FRAMES, SIDE, STEPS = 17, 256, 2
+#: The worker cap per family, between what the run needs with the plain decode and with the streamed one, each
+#: measured in a fresh worker as this module runs them (``python bench/bench_decode.py --worker --sizes
+#: 17x256x256``, MALLOC_ARENA_MAX=1): plain / streamed MiB in the comments.
+CAPS_MIB: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_arena() -> Iterator[None]:
+    """Workers inherit the environment: offline, and one glibc arena — a second one reserves 64 MiB of address
+    space at once, when threads happen to contend, which would move a run's need by more than the window."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("MALLOC_ARENA_MAX", "1")
+        yield
+
+
+@pytest.fixture(scope="module")
+def capped_worker() -> Iterator[Worker]:
+    """One worker for the module (each start costs ~5 s of imports); each case restarts it under its family's cap."""
+    worker = Worker(WorkerConfig(device="cpu", dtype="bfloat16"))
+    yield worker
+    worker.close()
+
+
+def _request(family: Family, folder: Path) -> GenerationRequest:
+    image = None
+    if family.takes_image:
+        from PIL import Image
+
+        image = str(folder / "start.png")
+        Image.new("RGB", (SIDE, SIDE), (200, 40, 40)).save(image)
+    return GenerationRequest(
+        prompt="a lantern in the rain",
+        num_frames=FRAMES,
+        width=SIDE,
+        height=SIDE,
+        steps=STEPS,
+        seed=7,
+        model_id=family.tiny_model_id,
+        image=image if family.needs_image else None,
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[family.name for family in FAMILIES])
+def test_a_decode_oom_is_retried_from_the_kept_latents(
+    family: Family, capped_worker: Worker, tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The plain decode runs out under the cap; the retry streams the kept latents' decode: the video has the
+    requested frames and size, the change says denoising was not repeated, and the steps ran once."""
+    cap = CAPS_MIB[family.name] * MiB
+    capped_worker.config = replace(capped_worker.config, memory_cap=cap)
+    capped_worker.restart()  # under this family's cap, with a clean address space
+    model = tiny_family_model(family.tiny_model_id)
+    planner = MemoryPlanner(tmp_path / "memory.json")
+    freer = WorkerMemoryFreer(capped_worker, planner=planner, model_id=family.tiny_model_id)
+    engine = EnhancedErrorRecovery(
+        adjuster=MemoryLadder(planner, budget=cap, freer=freer),
+        freer=freer,
+        degrader=PreviewDegrader(planner, budget=cap),
+        probe=HardwareProbe(cap),
+        sleep=lambda _s: None,
+    )
+    before = capped_worker.stats()["denoise_steps_run"]
+
+    def attempt(parameters: Any, info: Any) -> Any:
+        request, options = split_parameters(parameters)
+        target = tmp_path / f"try-{info.number}.mp4"
+        return list(capped_worker.run(request, target, model_path=model, options=options))[-1].output
+
+    params = join_parameters(_request(family, tmp_path), RunOptions())
+    outcome = engine.run(attempt, params, model_id=family.tiny_model_id)
+
+    assert outcome.ok and len(outcome.attempts) == 2, (outcome.changes, [a.error for a in outcome.attempts])
+    assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
+    assert "decode" in (outcome.attempts[0].error or "")
+    video = outcome.value
+    assert video.denoise_skipped and video.options.streamed_decode
+    assert (video.frames, video.width, video.height) == (FRAMES, SIDE, SIDE)
+    assert Path(video.video_path).stat().st_size > 0
+    assert "the kept latents are decoded again: denoising is not repeated" in outcome.changes
+    assert capped_worker.stats()["denoise_steps_run"] - before == STEPS, "denoising ran once, not twice"
+
+
+@pytest.mark.parametrize("family", FAMILIES, ids=[family.name for family in FAMILIES])
+def test_the_streamed_decode_gives_the_pipelines_frames(
+    family: Family, tiny_family_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """17 frames at 64²: several decoder chunks for the families that decode chunk by chunk; the frames (their
+    digest before encoding) and the mp4's frames are those of the plain decode."""
+    generator = VideoGenerator(device="cpu", dtype="bfloat16")
+    request = replace(_request(family, tmp_path), num_frames=17, width=64, height=64)
+    if request.image is not None:
+        from PIL import Image
+
+        Image.new("RGB", (64, 64), (200, 40, 40)).save(request.image)
+    model = tiny_family_model(family.tiny_model_id)
+    plain = generator.generate(request, tmp_path / "plain.mp4", model_path=model)
+    streamed = generator.generate(
+        request, tmp_path / "streamed.mp4", model_path=model, options=RunOptions(streamed_decode=True)
+    )
+    assert streamed.frames_sha256 == plain.frames_sha256
+    assert (streamed.frames, streamed.width, streamed.height) == (17, 64, 64)
+    with (
+        imageio.get_reader(tmp_path / "plain.mp4", format="FFMPEG") as first,
+        imageio.get_reader(tmp_path / "streamed.mp4", format="FFMPEG") as second,
+    ):
+        assert all(np.array_equal(a, b) for a, b in zip(first.iter_data(), second.iter_data(), strict=True))
