@@ -122,6 +122,7 @@ def _worker_caps(family_name: str, size: str, steps: int, scratch: Path) -> tupl
             base = int(worker.stats()["vm_size"])
             options = RunOptions(streamed_decode=streaming)
             list(worker.run(request, scratch / "bench.mp4", model_path=model, options=options))
+            assert worker.pid is not None
             needs.append(int(process_status("VmPeak", pid=worker.pid)["VmPeak"]) - base)
     finally:
         worker.close()

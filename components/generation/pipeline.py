@@ -12,6 +12,11 @@
                             a failure, not a result, and so are flat grey frames)
     7. export              (mp4 written beside, then renamed into place)
 
+A streamed decode (``RunOptions.streamed_decode``, the memory ladder's retry of a decode out-of-memory from the
+kept latents) runs 6 and 7 at once: each chunk the family's VAE decodes is post-processed and written a few frames
+at a time, so neither the whole float video nor its copies are held (on CUDA the transformers and encoders also
+wait in host memory meanwhile); the frames are the plain decode's.
+
 This module runs inside the worker process (``components.generation.worker``) but works in-process too (notebooks,
 benchmarks). Allocator failures leave here as ``recovery.errors.OutOfMemoryError`` carrying the phase and the
 bytes requested, so that they cross the process boundary as data.
@@ -524,6 +529,30 @@ class VideoGenerator:
             for hook in hooks:
                 hook.remove()
 
+    @contextmanager
+    def _only_vae_on_device(self) -> Iterator[None]:
+        """On CUDA the other modules (transformers, encoders) wait in host memory while a streamed decode runs —
+        the Wan 2.1 1.3B transformer alone holds 2.84 GB there — and come back after it. Nothing moves on the CPU
+        (one memory) or under model offload (its hooks move the modules). Not yet run on a GPU."""
+        if self.device != "cuda" or self._offloaded:
+            yield
+            return
+        import torch
+
+        parked = [
+            module
+            for name, module in self.pipe.components.items()
+            if name != "vae" and isinstance(module, torch.nn.Module)
+        ]
+        for module in parked:
+            module.to("cpu")
+        torch.cuda.empty_cache()
+        try:
+            yield
+        finally:
+            for module in parked:
+                module.to(self.device)
+
     def _decode_to_mp4(
         self,
         latents: Any,
@@ -546,6 +575,7 @@ class VideoGenerator:
         brightest, low, high = 0, float("inf"), float("-inf")
         with _mp4_writer(path, request.fps) as writer:
             with (
+                self._only_vae_on_device(),
                 self._decoder_hooks(latents, request, on_chunk, should_cancel, steps_completed),
                 torch.no_grad(),
             ):

@@ -201,11 +201,8 @@ def choose_setting(
     (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted."""
     if decode_retry and not options.streamed_decode:
         streamed = replace(options, streamed_decode=True)
-        lines = (
-            *_option_lines(options, streamed),
-            "the kept latents are decoded again: denoising is not repeated",
-        )
-        return Choice(request, streamed, planner.estimate(request, streamed) or 0, lines, "streamed decode")
+        said = (*_option_lines(options, streamed), "the kept latents are decoded again: denoising is not repeated")
+        return Choice(request, streamed, planner.estimate(request, streamed) or 0, said, "streamed decode")
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
     for rung, candidate in _candidates(request, min_frames, min_side_share):
         chosen = _fitting(planner, candidate, options, budget, device)
