@@ -23,22 +23,35 @@ from components.memory.planner import MemoryPlanner
 from recovery import EnhancedErrorRecovery, EnhancedFailureType
 
 MiB = 2**20
-SIDE, STEPS = 256, 2
-#: Per family: (frames, worker cap MiB). The cap lies between what the run needs with the plain decode and with
-#: the streamed one, each measured in fresh workers as this module runs them (``MALLOC_MMAP_THRESHOLD_=131072
-#: python bench/bench_decode.py --worker --families F --sizes 17x256x256``; plain / streamed MiB in the comments,
-#: the lowest plain and the highest streamed of the runs). CogVideoX and HunyuanVideo decode 17 frames in one
-#: decoder call or one big first batch, whose working set is most of the need either way: 33 frames there.
-CASES: dict[str, tuple[int, int]] = {
-    "wan2.1-t2v": (17, 177),  # 187, 188 / 167, 167
-    "wan2.1-i2v": (17, 270),  # 280 / 260
-    "wan2.2-ti2v": (17, 264),  # 275 / 253
-    "wan2.2-a14b": (17, 241),  # 251 / 230
-    "ltx": (17, 250),  # 287 / 213
-    "cogvideox": (33, 0),
-    "cogvideox-i2v": (33, 0),
-    "hunyuanvideo-t2v": (33, 0),
+SIDE, FRAMES, STEPS = 256, 17, 2
+#: Per family, the worker cap (MiB) between what 17×256² needs with the plain decode and with the streamed one,
+#: each measured in fresh workers as this module runs them (``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072
+#: python bench/bench_decode.py --worker --families F --sizes 17x256x256``): plain / streamed MiB in the comments.
+CAPS_MIB: dict[str, int] = {
+    "wan2.1-t2v": 177,  # 187, 188 / 167, 167 (two runs)
+    "wan2.1-i2v": 206,  # 216 / 196
+    "wan2.2-ti2v": 201,  # 211 / 190
+    "wan2.2-a14b": 177,  # 188 / 167
+    "ltx": 158,  # 165 / 150
 }
+#: Where no same-size window exists here (measured the same way): the decoder's own working set for one chunk
+#: (CogVideoX: its first batch of latent frames; HunyuanVideo: its one decoder call over the clip) is the peak with
+#: either decode, and the video's copies stay below it until far more frames than a test can afford.
+NO_WINDOW = {
+    "cogvideox": "17×256² needs 338 MiB plain, 336 streamed (33×256²: 403 / 399)",
+    "cogvideox-i2v": "the CogVideoX VAE and decode of cogvideox, which has no window",
+    "hunyuanvideo-t2v": "17×256² needs 274 MiB plain, 275 streamed",
+}
+CASES = [
+    pytest.param(family, id=family.name)
+    if family.name in CAPS_MIB
+    else pytest.param(
+        family,
+        id=family.name,
+        marks=pytest.mark.skip(reason=f"no cap where only the plain decode runs out here: {NO_WINDOW[family.name]}"),
+    )
+    for family in FAMILIES
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -78,18 +91,17 @@ def _request(family: Family, folder: Path, frames: int = 17) -> GenerationReques
         steps=STEPS,
         seed=7,
         model_id=family.tiny_model_id,
-        image=image if family.needs_image else None,
+        image=image,  # image-to-video where the family takes one (as measured)
     )
 
 
-@pytest.mark.parametrize("family", FAMILIES, ids=[family.name for family in FAMILIES])
+@pytest.mark.parametrize("family", CASES)
 def test_a_decode_oom_is_retried_from_the_kept_latents(
     family: Family, capped_worker: Worker, tiny_family_model: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """The plain decode runs out under the cap; the retry streams the kept latents' decode: the video has the
     requested frames and size, the change says denoising was not repeated, and the steps ran once."""
-    frames, cap_mib = CASES[family.name]
-    cap = cap_mib * MiB
+    cap = CAPS_MIB[family.name] * MiB
     capped_worker.config = replace(capped_worker.config, memory_cap=cap)
     capped_worker.restart()  # under this family's cap, with a clean address space
     model = tiny_family_model(family.tiny_model_id)
@@ -109,7 +121,7 @@ def test_a_decode_oom_is_retried_from_the_kept_latents(
         target = tmp_path / f"try-{info.number}.mp4"
         return list(capped_worker.run(request, target, model_path=model, options=options))[-1].output
 
-    params = join_parameters(_request(family, tmp_path, frames), RunOptions())
+    params = join_parameters(_request(family, tmp_path, FRAMES), RunOptions())
     outcome = engine.run(attempt, params, model_id=family.tiny_model_id)
 
     assert outcome.ok and len(outcome.attempts) == 2, (outcome.changes, [a.error for a in outcome.attempts])
@@ -118,7 +130,7 @@ def test_a_decode_oom_is_retried_from_the_kept_latents(
     video = outcome.value
     assert video is not None
     assert video.denoise_skipped and video.options.streamed_decode
-    assert (video.frames, video.width, video.height) == (frames, SIDE, SIDE)
+    assert (video.frames, video.width, video.height) == (FRAMES, SIDE, SIDE)
     assert Path(video.video_path).stat().st_size > 0
     assert "the kept latents are decoded again: denoising is not repeated" in outcome.changes
     assert capped_worker.stats()["denoise_steps_run"] - before == STEPS, "denoising ran once, not twice"
