@@ -80,16 +80,21 @@ def over_the_cap(worker: Worker, model_path: Path, tmp_path_factory: pytest.Temp
     return taught, outcome
 
 
-def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(over_the_cap: tuple[Any, Any]) -> None:
-    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the
-    video."""
+def test_request_over_the_cap_yields_a_video_within_two_adjusted_tries(over_the_cap: tuple[Any, Any]) -> None:
+    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by a video within two adjusted tries —
+    the lowered setting predicted to fit, after (when the OOM came in the decode) the streamed decode of the kept
+    latents, which gives the full video when it fits and costs one decode when it does not."""
     _taught, outcome = over_the_cap
-    assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
+    assert outcome.ok and len(outcome.attempts) in (2, 3), outcome.changes
     assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
     assert not outcome.degraded
     video = outcome.value
     assert Path(video.video_path).stat().st_size > 0
-    assert (video.frames, video.width, video.height) != (33, 384, 384)
+    if (video.frames, video.width, video.height) == (33, 384, 384):  # the streamed decode fitted
+        assert video.denoise_skipped and video.options.streamed_decode and len(outcome.attempts) == 2
+        return
+    if len(outcome.attempts) == 3:
+        assert "the kept latents are decoded again: denoising is not repeated" in outcome.changes
     assert any(
         line.startswith(("num_frames 33 → ", "resolution 384×384 → ")) and "to fit in 340 MiB" in line
         for line in outcome.changes

@@ -27,12 +27,13 @@ SIDE, FRAMES, STEPS = 256, 17, 2
 #: Per family, the worker cap (MiB) between what 17×256² needs with the plain decode and with the streamed one,
 #: each measured in fresh workers as this module runs them (``MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=131072
 #: python bench/bench_decode.py --worker --families F --sizes 17x256x256``): plain / streamed MiB in the comments.
+#: The cap sits 4 MiB under the plain need (which repeats within 1 MiB): the retry runs in the worker that just
+#: failed, which holds some MiB more than a fresh one (at the midpoint, Wan 2.1 T2V's retry ran out once in four).
 CAPS_MIB: dict[str, int] = {
-    "wan2.1-t2v": 177,  # 187, 188 / 167, 167 (two runs)
-    "wan2.1-i2v": 206,  # 216 / 196
-    "wan2.2-ti2v": 201,  # 211 / 190
-    "wan2.2-a14b": 177,  # 188 / 167
-    "ltx": 158,  # 165 / 150
+    "wan2.1-t2v": 183,  # 187, 188 / 167, 167 (two runs)
+    "wan2.2-ti2v": 207,  # 211 / 190
+    "wan2.2-a14b": 184,  # 188 / 167
+    "ltx": 161,  # 165 / 150
 }
 #: Where no same-size window exists here (measured the same way): the decoder's own working set for one chunk
 #: (CogVideoX: its first batch of latent frames; HunyuanVideo: its one decoder call over the clip) is the peak with
@@ -41,6 +42,9 @@ NO_WINDOW = {
     "cogvideox": "17×256² needs 338 MiB plain, 336 streamed (33×256²: 403 / 399)",
     "cogvideox-i2v": "the CogVideoX VAE and decode of cogvideox, which has no window",
     "hunyuanvideo-t2v": "17×256² needs 274 MiB plain, 275 streamed",
+    # Its denoise phase encodes the image as a 17-frame video through the VAE: that peak varied by more than the
+    # window (a run needed 196 MiB streamed; another ran out in that encode under 212).
+    "wan2.1-i2v": "the image encode's peak varies by more than the 20 MiB window (216 MiB plain, 196 streamed)",
 }
 CASES = [
     pytest.param(family, id=family.name)
