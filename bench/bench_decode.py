@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     wanted = args.families.split(",") if args.families else [family.name for family in FAMILIES]
     print(
-        f"{'family':<18} {'size':<11} {'denoise':>8} {'streamed':>9} {'plain':>7} {'window':>7}  (MiB)  {'streamed s':>10} {'plain s':>7}"
+        f"{'family':<18} {'size':<11} {'denoise':>8} {'streamed':>9} {'plain':>7} {'window':>7}  (MiB)  "
+        f"{'streamed s':>10} {'plain s':>7}"
     )
     for name in wanted:
         for size in args.sizes.split(","):
