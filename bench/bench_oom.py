@@ -78,6 +78,10 @@ class NaiveHalving:
         return Adjustment(join_parameters(new, options), (f"halved to {new.num_frames}×{new.width}×{new.height}",))
 
 
+def _shape(request: GenerationRequest) -> tuple[int, int, int]:
+    return request.num_frames, request.width, request.height
+
+
 def _run(worker: Worker, model: Path, out: Path, request: GenerationRequest, options: RunOptions) -> dict[str, Any]:
     output = list(worker.run(request, out, model_path=model, options=options))[-1].output
     assert output is not None
@@ -102,7 +106,8 @@ def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequ
     """pixel·frames of the first setting, in ladder order, that really fits — searched upward from ours."""
     order = [c for _rung, c in _candidates(asked, max(1, math.ceil(asked.num_frames / 4)), 0.5)]
     order = [(c, o) for c in order for o in _variants(RunOptions(), "cpu")]
-    start = next((i for i, (c, o) in enumerate(order) if (c, o) == ours), len(order))
+    plain = (ours[0], replace(ours[1], streamed_decode=False))  # the order's options have no streamed decode
+    start = next((i for i, (c, o) in enumerate(order) if (c, o) == plain), len(order))
     best = ours
     for candidate in reversed(order[:start]):  # walk up toward the request while real runs fit
         if not _fits_for_real(worker, model, out, *candidate, cache):
@@ -258,6 +263,9 @@ def main() -> None:
             for row in results.get("ours", []):
                 if row["ok"] and row["attempts"] > 1:
                     request, options = split_parameters(row["final"])
+                    if _shape(request) == _shape(row["asked"]):  # the size asked (e.g. a streamed decode)
+                        shares.append(1.0)
+                        continue
                     best = _best_for_real(search, model, folder / "s.mp4", row["asked"], (request, options), cache)
                     shares.append(request.num_frames * request.width * request.height / best)
         finally:
