@@ -12,6 +12,11 @@
                             a failure, not a result, and so are flat grey frames)
     7. export              (mp4 written beside, then renamed into place)
 
+A streamed decode (``RunOptions.streamed_decode``, the memory ladder's retry of a decode out-of-memory from the
+kept latents) runs 6 and 7 at once: each chunk the family's VAE decodes is post-processed and written a few frames
+at a time, so neither the whole float video nor its copies are held (on CUDA the transformers and encoders also
+wait in host memory meanwhile); the frames are the plain decode's.
+
 This module runs inside the worker process (``components.generation.worker``) but works in-process too (notebooks,
 benchmarks). Allocator failures leave here as ``recovery.errors.OutOfMemoryError`` carrying the phase and the
 bytes requested, so that they cross the process boundary as data.
@@ -27,9 +32,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from components.generation.families import Family, family_of_folder
 from components.generation.optimisations import MemorySwitches
@@ -59,6 +64,7 @@ _CPU_ALLOC_BYTES = re.compile(r"you tried to allocate (\d+) bytes")
 # torch on CUDA ("Tried to allocate 2.00 GiB") and numpy ("Unable to allocate 12.0 MiB for an array with shape ...")
 _SIZED_ALLOC = re.compile(r"(?:Tried|Unable) to allocate ([\d.]+) (B|KiB|MiB|GiB|TiB|PiB)")
 _UNIT = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40, "PiB": 2**50}
+_FRAMES_PER_WRITE = 4  # a streamed decode post-processes and writes this many frames at a time
 
 
 def resolve_device(device: str) -> str:
@@ -361,20 +367,34 @@ class VideoGenerator:
         # 6. decode
         phase_hook("decode")
         started = time.perf_counter()
-        frames = self._run_phase(
-            "decode",
-            steps_done,
-            True,
-            lambda: self._decode(latents, request, on_decode_step, should_cancel, steps_done[0]),
-        )
-        timings["decode"] = time.perf_counter() - started
-        _stop_if_cancelled(should_cancel, "decode", steps_done[0])
-        # 7. export
-        phase_hook("export")
-        started = time.perf_counter()
-        digest = hashlib.sha256(frames.tobytes()).hexdigest()
-        _export_mp4(frames, Path(output_path), request.fps)
-        timings["export"] = time.perf_counter() - started
+        if options.streamed_decode:  # 6–7 at once: each decoded chunk goes to the mp4 writer as it comes
+            written = self._run_phase(
+                "decode",
+                steps_done,
+                True,
+                lambda: self._decode_to_mp4(
+                    latents, request, Path(output_path), on_decode_step, should_cancel, steps_done[0]
+                ),
+            )
+            digest, shape, timings["export"] = written
+            timings["decode"] = time.perf_counter() - started - timings["export"]
+        else:
+            frames = self._run_phase(
+                "decode",
+                steps_done,
+                True,
+                lambda: self._decode(latents, request, on_decode_step, should_cancel, steps_done[0]),
+            )
+            timings["decode"] = time.perf_counter() - started
+            _stop_if_cancelled(should_cancel, "decode", steps_done[0])
+            # 7. export
+            phase_hook("export")
+            started = time.perf_counter()
+            digest = hashlib.sha256(frames.tobytes()).hexdigest()
+            shape = tuple(int(n) for n in frames.shape[:3])
+            _export_mp4(frames, Path(output_path), request.fps)
+            timings["export"] = time.perf_counter() - started
+            del frames
         self._latents = None  # delivered: the next request starts clean
         return GenerationOutput(
             video_path=os.fspath(output_path),
@@ -384,9 +404,9 @@ class VideoGenerator:
             peak_memory_bytes=peak.read(),
             device=self.device,
             dtype=self.dtype_name,
-            frames=int(frames.shape[0]),
-            height=int(frames.shape[1]),
-            width=int(frames.shape[2]),
+            frames=shape[0],
+            height=shape[1],
+            width=shape[2],
             frames_sha256=digest,
             steps_completed=steps_done[0],
             denoise_skipped=denoise_skipped,
@@ -475,6 +495,33 @@ class VideoGenerator:
 
         family = self.family
         assert family is not None
+        with self._decoder_hooks(latents, request, on_chunk, should_cancel, steps_completed), torch.no_grad():
+            video = family.decode(self.pipe, latents, request)
+        with torch.no_grad():
+            video = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
+        if not np.isfinite(video).all():
+            raise BadOutputError(
+                "the decoded frames contain NaN or infinite values", reason="non-finite frames", phase="decode"
+            )
+        frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
+        if frames.max() == 0:
+            raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
+        if video.std() == 0:  # a VAE below its tile size can decode silently to one flat grey (Allegro, measured)
+            raise BadOutputError("every decoded frame is one flat colour", reason="flat frames", phase="decode")
+        return frames
+
+    @contextmanager
+    def _decoder_hooks(
+        self,
+        latents: Any,
+        request: GenerationRequest,
+        on_chunk: StepCallback | None,
+        should_cancel: CancelCheck | None,
+        steps_completed: int,
+    ) -> Iterator[None]:
+        """Progress after, and the cancel check before, each call of the family's decoder module."""
+        family = self.family
+        assert family is not None
         decoder = family.decoder(self.pipe)
         total = family.decoder_chunks(self.pipe, tuple(latents.shape), request)
         done = [0]
@@ -489,23 +536,85 @@ class VideoGenerator:
 
         hooks = [decoder.register_forward_pre_hook(before_chunk), decoder.register_forward_hook(after_chunk)]
         try:
-            with torch.no_grad():
-                video = family.decode(self.pipe, latents, request)
+            yield
         finally:
             for hook in hooks:
                 hook.remove()
-        with torch.no_grad():
-            video = self.pipe.video_processor.postprocess_video(video, output_type="np")[0]
-        if not np.isfinite(video).all():
-            raise BadOutputError(
-                "the decoded frames contain NaN or infinite values", reason="non-finite frames", phase="decode"
-            )
-        frames = (np.clip(video, 0.0, 1.0) * 255).round().astype(np.uint8)
-        if frames.max() == 0:
-            raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
-        if video.std() == 0:  # a VAE below its tile size can decode silently to one flat grey (Allegro, measured)
-            raise BadOutputError("every decoded frame is one flat colour", reason="flat frames", phase="decode")
-        return frames
+
+    @contextmanager
+    def _only_vae_on_device(self) -> Iterator[None]:
+        """On CUDA the other modules (transformers, encoders) wait in host memory while a streamed decode runs —
+        the Wan 2.1 1.3B transformer alone holds 2.84 GB there — and come back after it. Nothing moves on the CPU
+        (one memory) or under model offload (its hooks move the modules). Not yet run on a GPU."""
+        if self.device != "cuda" or self._offloaded:
+            yield
+            return
+        import torch
+
+        parked = [
+            module
+            for name, module in self.pipe.components.items()
+            if name != "vae" and isinstance(module, torch.nn.Module)
+        ]
+        for module in parked:
+            module.to("cpu")
+        torch.cuda.empty_cache()
+        try:
+            yield
+        finally:
+            for module in parked:
+                module.to(self.device)
+
+    def _decode_to_mp4(
+        self,
+        latents: Any,
+        request: GenerationRequest,
+        path: Path,
+        on_chunk: StepCallback | None,
+        should_cancel: CancelCheck | None,
+        steps_completed: int,
+    ) -> tuple[str, tuple[int, int, int], float]:
+        """``_decode`` and the export in one pass: each chunk the family's VAE decodes (``decode_stream``) is
+        post-processed and written ``_FRAMES_PER_WRITE`` frames at a time, so neither the whole float video nor
+        its post-processed copies exist at once — the same frames (per-frame arithmetic), the same checks, the
+        same digest. Returns (frames' sha256, (frames, height, width), seconds spent writing)."""
+        import numpy as np
+        import torch
+
+        family = self.family
+        assert family is not None
+        digest, shape = hashlib.sha256(), [0, 0, 0]
+        brightest, low, high = 0, float("inf"), float("-inf")
+        with _mp4_writer(path, request.fps) as writer:
+            with (
+                self._only_vae_on_device(),
+                self._decoder_hooks(latents, request, on_chunk, should_cancel, steps_completed),
+                torch.no_grad(),
+            ):
+                for video in family.decode_stream(self.pipe, latents, request):
+                    for start in range(0, int(video.shape[2]), _FRAMES_PER_WRITE):
+                        part = video[:, :, start : start + _FRAMES_PER_WRITE]
+                        floats = self.pipe.video_processor.postprocess_video(part, output_type="np")[0]
+                        if not np.isfinite(floats).all():
+                            raise BadOutputError(
+                                "the decoded frames contain NaN or infinite values",
+                                reason="non-finite frames",
+                                phase="decode",
+                            )
+                        low, high = min(low, float(floats.min())), max(high, float(floats.max()))
+                        frames = (np.clip(floats, 0.0, 1.0) * 255).round().astype(np.uint8)
+                        del floats
+                        brightest = max(brightest, int(frames.max()))
+                        digest.update(frames.tobytes())
+                        shape = [shape[0] + int(frames.shape[0]), int(frames.shape[1]), int(frames.shape[2])]
+                        writer.append(frames)
+                    video = part = None  # freed before the next chunk is decoded
+            if brightest == 0:
+                raise BadOutputError("every decoded frame is black", reason="black frames", phase="decode")
+            if low == high:  # std 0: one flat colour (see ``_decode``)
+                raise BadOutputError("every decoded frame is one flat colour", reason="flat frames", phase="decode")
+            _stop_if_cancelled(should_cancel, "decode", steps_completed)
+        return digest.hexdigest(), (shape[0], shape[1], shape[2]), writer.seconds
 
 
 #: The name every caller used while Wan was the only family.
@@ -572,11 +681,47 @@ def _quiet_diffusers() -> Iterator[None]:
         diffusers_logging.set_verbosity(level)
 
 
-def _export_mp4(frames: Any, path: Path, fps: int) -> None:
-    """Write an H.264 mp4 beside its final name, check it is whole, then rename it into place: a reader never sees
-    half a file. ffmpeg on a full disk either breaks the pipe or exits quietly after a truncated write (imageio does
-    not check its exit status), so the written file's boxes are checked before the rename; a failure with too little
-    space left is ``StorageFullError``."""
+class _Mp4Frames:
+    """An open mp4 writer: ``append`` frames ``(F, H, W, 3)`` uint8; counts the seconds spent writing, the raw
+    bytes handed to it, and keeps the writer's own failure (to tell it from a failure of the decode around it)."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+        self.seconds = 0.0
+        self.nbytes = 0
+        self.failure: Exception | None = None
+
+    def append(self, frames: Any) -> None:
+        started = time.perf_counter()
+        try:
+            for frame in frames:
+                self.nbytes += int(getattr(frame, "nbytes", 0))
+                self.writer.append_data(frame)
+        except (OSError, RuntimeError) as exc:
+            self.failure = exc
+            raise
+        finally:
+            self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.writer.close()
+        except (OSError, RuntimeError) as exc:
+            self.failure = self.failure or exc
+            raise
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+@contextmanager
+def _mp4_writer(path: Path, fps: int) -> Iterator[_Mp4Frames]:
+    """An H.264 mp4 written beside its final name, checked whole, and renamed into place when the block ends
+    normally (a reader never sees half a file); when the block raises, the partial file is removed.
+
+    ffmpeg on a full disk either breaks the pipe or exits quietly after a truncated write (imageio does not check
+    its exit status), so the written file's boxes are checked before the rename; a writer failure or an incomplete
+    file with too little space left is ``StorageFullError``."""
     try:
         import imageio.v2 as imageio
         import imageio_ffmpeg  # noqa: F401  (the writer below needs its bundled ffmpeg)
@@ -585,38 +730,48 @@ def _export_mp4(frames: Any, path: Path, fps: int) -> None:
             "the mp4 writer is not installed", package="imageio-ffmpeg", install="pip install imageio imageio-ffmpeg"
         ) from exc
     with replacing(path) as partial:
-        writer = imageio.get_writer(
-            partial,
-            format="FFMPEG",
-            mode="I",
-            fps=fps,
-            codec="libx264",
-            quality=8,
-            pixelformat="yuv420p",
-            macro_block_size=16,
-            ffmpeg_log_level="error",
+        writer = _Mp4Frames(
+            imageio.get_writer(
+                partial,
+                format="FFMPEG",
+                mode="I",
+                fps=fps,
+                codec="libx264",
+                quality=8,
+                pixelformat="yuv420p",
+                macro_block_size=16,
+                ffmpeg_log_level="error",
+            )
         )
-        failure: Exception | None = None
         try:
-            try:
-                for frame in frames:
-                    writer.append_data(frame)
-            finally:
+            yield writer
+        except BaseException as exc:
+            with suppress(Exception):  # the block's own error is the one to report
                 writer.close()
-        except (OSError, RuntimeError) as exc:
-            failure = exc
-        if failure is None and _mp4_is_whole(partial):
-            return
-        free = shutil.disk_usage(partial.parent).free
-        if free < getattr(frames, "nbytes", 0):  # an H.264 mp4 is far smaller than the raw frames it encodes
-            raise StorageFullError(
-                f"the disk filled up while writing the video ({free} bytes free): it was not saved",
-                path=path.name,
-                bytes_free=free,
-            ) from failure
-        if failure is not None:
-            raise failure
-        raise BadOutputError("the mp4 writer left an incomplete file", reason="mp4_incomplete", phase="export")
+            if exc is writer.failure:
+                _refuse_incomplete(partial, path, writer)
+            raise
+        try:
+            writer.close()
+        except (OSError, RuntimeError):
+            _refuse_incomplete(partial, path, writer)
+        if not _mp4_is_whole(partial):
+            _refuse_incomplete(partial, path, writer)
+
+
+def _refuse_incomplete(partial: Path, path: Path, writer: _Mp4Frames) -> NoReturn:
+    """Why the mp4 was not saved: a full disk (less free than the raw frames written: an H.264 mp4 is far smaller
+    than what it encodes), else the writer's own error, else an incomplete file."""
+    free = shutil.disk_usage(partial.parent).free
+    if free < writer.nbytes:
+        raise StorageFullError(
+            f"the disk filled up while writing the video ({free} bytes free): it was not saved",
+            path=path.name,
+            bytes_free=free,
+        ) from writer.failure
+    if writer.failure is not None:
+        raise writer.failure
+    raise BadOutputError("the mp4 writer left an incomplete file", reason="mp4_incomplete", phase="export")
 
 
 def _mp4_is_whole(path: Path) -> bool:
@@ -638,3 +793,9 @@ def _mp4_is_whole(path: Path) -> bool:
             seen.add(header[4:8])
             offset += box
     return offset == size and {b"moov", b"mdat"} <= seen
+
+
+def _export_mp4(frames: Any, path: Path, fps: int) -> None:
+    """Write an H.264 mp4 of all ``frames`` (see ``_mp4_writer``)."""
+    with _mp4_writer(path, fps) as writer:
+        writer.append(frames)

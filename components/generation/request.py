@@ -109,6 +109,8 @@ class RunOptions:
     layerwise_casting: bool = False  # the transformer stored in float8_e4m3fn, computed in the run dtype (CPU too)
     sequential_offload: bool = False  # CUDA only: every leaf module on the GPU only while it runs (slowest)
     compile: bool = False  # torch.compile (inductor) of the transformer: needs a C++ compiler (CPU) or Triton (CUDA)
+    # Decode chunk by chunk straight into the mp4 writer (same frames, no whole video held): a decode OOM's retry
+    streamed_decode: bool = False
 
 
 def split_parameters(parameters: Mapping[str, Any]) -> tuple[GenerationRequest, RunOptions]:

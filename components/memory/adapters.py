@@ -73,10 +73,7 @@ class MemoryLadder:
         self.planner.record(request, options, None, False, memory_cap=budget)  # learn before choosing
         error = _out_of_memory(ctx)
         decode_retry = bool(
-            error is not None
-            and error.data.get("phase") == "decode"
-            and error.data.get("latents_kept")
-            and not options.vae_tiling
+            error is not None and error.data.get("phase") == "decode" and error.data.get("latents_kept")
         )
         choice = choose_setting(
             self.planner,

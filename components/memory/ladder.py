@@ -2,7 +2,9 @@
 prediction, and ``plan_memory``: the plan a request runs with, made before anything runs.
 
     0. free memory          (the worker already ran gc/empty-cache/malloc_trim; restart it if memory stayed held)
-    1. VAE tiling           (for a decode OOM with latents kept: the same request, so denoising is not repeated)
+    1. streamed decode      (for a decode OOM with latents kept: the same request, its kept latents decoded again
+                             chunk by chunk into the mp4 writer — the same frames, denoising not repeated)
+       VAE tiling           (likewise the same request, where the planner predicts it lowers the peak)
     2. model CPU offload    (CUDA only; ≈1.1× the time)
     3. group offload        (CUDA only: block level, CUDA-stream prefetch; ≈1.1× the denoising time)
     4. layerwise casting    (fp8 weight storage where the family supports it, CPU too; ≈1.1–1.2× the denoising
@@ -152,10 +154,10 @@ def _variants(request: GenerationRequest, options: RunOptions, device: str) -> l
 def _option_lines(old: RunOptions, new: RunOptions, device: str = "cpu", why: str = "") -> list[str]:
     """A line per switch that changed; one turned on says why (``why``) and what it costs in time."""
     lines = []
-    for name in SWITCHES:
+    for name in (*SWITCHES, "streamed_decode"):
         was, now = getattr(old, name), getattr(new, name)
         if was != now:
-            cost = f": {cost_line(name, device)}" if now else ""
+            cost = f": {cost_line(name, device)}" if now and name in SWITCHES else ""
             lines.append(f"{name} {'on' if was else 'off'} → {'on' if now else 'off'}{why}{cost}")
     return lines
 
@@ -260,7 +262,18 @@ def choose_setting(
     weights: WeightsOf | None = None,
 ) -> Choice | None:
     """The first rung of the ladder whose largest setting is predicted to fit ``budget`` — for the request as it
-    is, the first switch setting after ``options`` (the one that just failed)."""
+    is, the first switch setting after ``options`` (the one that just failed).
+
+    ``decode_retry`` (the decode ran out of memory, its latents kept): first the streamed decode of the same
+    request, chosen by measurement, not prediction — its peak is below the plain decode's for every family
+    (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted."""
+    if decode_retry and not options.streamed_decode:
+        streamed = replace(options, streamed_decode=True)
+        said = (
+            *_option_lines(options, streamed, device),
+            "the kept latents are decoded again: denoising is not repeated",
+        )
+        return Choice(request, streamed, planner.estimate(request, streamed) or 0, tuple(said), "streamed decode")
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
     for rung, candidate in _candidates(request, min_frames, min_side_share):
         skip = options if candidate == request else None

@@ -25,7 +25,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +388,7 @@ class MemoryPlanner:
             height=request.height,
             vae_tiling=options.vae_tiling,
             model_cpu_offload=options.model_cpu_offload,
+            streamed_decode=options.streamed_decode,
         )
 
     def _model(self, model_id: str, options: RunOptions) -> tuple[_Fit | _PriorFit, float, float] | None:
@@ -399,6 +400,9 @@ class MemoryPlanner:
         scale = profile.scale.get(_options_key(options), 1.0)
         prior_model = self._priors.get(model_id)
         own = [p for p in profile.points if self._same_options(p, self._option_fields(options))]
+        if options.streamed_decode and not own:
+            # A streamed decode never measured borrows the plain decode's fit with the same switches (it needs less)
+            return self._model(model_id, replace(options, streamed_decode=False))
         if prior_model is None or len(own) >= _OWN_FIT_POINTS:
             fitted = _Fit.of(own)
             if fitted is not None:
@@ -419,7 +423,11 @@ class MemoryPlanner:
 
     @staticmethod
     def _option_fields(options: RunOptions) -> dict[str, Any]:
-        return dict(vae_tiling=options.vae_tiling, model_cpu_offload=options.model_cpu_offload)
+        return dict(
+            vae_tiling=options.vae_tiling,
+            model_cpu_offload=options.model_cpu_offload,
+            streamed_decode=options.streamed_decode,
+        )
 
     def _fitted(self, request: GenerationRequest, options: RunOptions) -> float | None:
         found = self._model(request.model_id, options)
@@ -448,7 +456,11 @@ class MemoryPlanner:
 
     @staticmethod
     def _same_options(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-        return a["vae_tiling"] == b["vae_tiling"] and a["model_cpu_offload"] == b["model_cpu_offload"]
+        return (
+            a["vae_tiling"] == b["vae_tiling"]
+            and a["model_cpu_offload"] == b["model_cpu_offload"]
+            and a.get("streamed_decode", False) == b.get("streamed_decode", False)
+        )
 
     def fits(self, request: GenerationRequest, options: RunOptions, budget: int | None) -> bool:
         """Whether the request is predicted to run under ``budget`` (``None``: no limit)."""

@@ -59,6 +59,7 @@ _SWITCHES = {
     "group_offload": "Group offload",
     "layerwise_casting": "Layerwise casting (fp8 weights)",
     "sequential_offload": "Sequential CPU offload",
+    "streamed_decode": "Streamed decode",
 }
 _WORDS = {**FORM_LABELS, **_SWITCHES}
 _NAMES = "|".join(sorted(_WORDS, key=len, reverse=True))

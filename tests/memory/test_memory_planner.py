@@ -98,12 +98,29 @@ def test_largest_resolution_predicted_to_fit_keeps_aspect_ratio(make_planner, tr
     assert choice.changes[0].startswith(f"resolution 832×464 → {w}×{h} (aspect ratio kept) to fit in")
 
 
-def test_tiling_is_the_first_rung_when_calibration_says_it_helps(make_planner) -> None:
-    """A decode OOM with latents kept retries the same request with VAE tiling, saying denoising is skipped."""
+def test_a_decode_oom_is_first_retried_with_the_streamed_decode(make_planner) -> None:
+    """A decode OOM with latents kept retries the same request, its decode streamed (whatever the prediction:
+    the plain decode's copies are what ran out), saying denoising is not repeated."""
+    planner = make_planner(tiling_helps=False)
+    choice = choose_setting(planner, request(33), RunOptions(), 100 * MiB, decode_retry=True)
+    assert choice is not None and choice.request == request(33) and choice.rung == "streamed decode"
+    assert choice.options == RunOptions(streamed_decode=True)
+    assert choice.changes == (
+        "streamed_decode off → on",
+        "the kept latents are decoded again: denoising is not repeated",
+    )
+
+
+STREAMED = RunOptions(streamed_decode=True)
+
+
+def test_tiling_is_the_next_rung_when_calibration_says_it_helps(make_planner) -> None:
+    """A streamed decode that ran out too retries the same request with VAE tiling, saying denoising is skipped."""
     planner = make_planner(tiling_helps=True)
     budget = 300 * MiB  # 33×512²: 378 MiB untiled, 299 MiB tiled
-    choice = choose_setting(planner, request(33), RunOptions(), budget, decode_retry=True)
+    choice = choose_setting(planner, request(33), STREAMED, budget, decode_retry=True)
     assert choice is not None and choice.request == request(33) and choice.options.vae_tiling
+    assert choice.options.streamed_decode
     assert choice.changes[0].startswith("vae_tiling off → on to fit in 300 MiB")
     assert "denoising is not repeated" in choice.changes[-1]
 
@@ -112,7 +129,7 @@ def test_tiling_rung_is_skipped_when_calibration_says_it_does_not_help(make_plan
     """On a VAE where tiling raises the peak, the ladder goes to fewer frames and leaves tiling off."""
     planner = make_planner(tiling_helps=False)
     budget = int(truth(33, 512, 512) - MiB)
-    choice = choose_setting(planner, request(33), RunOptions(), budget, decode_retry=True)
+    choice = choose_setting(planner, request(33), STREAMED, budget, decode_retry=True)
     assert choice is not None and choice.rung == "fewer frames" and not choice.options.vae_tiling
 
 
@@ -236,7 +253,7 @@ def test_ladder_learns_and_lists_changes(make_planner, truth) -> None:
     planner = make_planner(tiling_helps=False)
     cap = int(truth(17, 512, 512) + MiB)
     params = join_parameters(request(33), RunOptions())
-    adjustment = MemoryLadder(planner).adjust(oom_context(params, cap=cap), params)
+    adjustment = MemoryLadder(planner).adjust(oom_context(params, cap=cap, phase="denoise"), params)
     assert adjustment is not None and adjustment.parameters["num_frames"] == 17
     assert any("num_frames 33 → 17" in line for line in adjustment.changes)
     assert not planner.fits(request(33), RunOptions(), cap)
@@ -247,7 +264,7 @@ def test_ladder_uses_its_budget_when_the_error_has_no_cap(make_planner, truth) -
     planner = make_planner(tiling_helps=False)
     budget = int(truth(9, 512, 512) + MiB)
     params = join_parameters(request(33), RunOptions())
-    adjustment = MemoryLadder(planner, budget=budget).adjust(oom_context(params, cap=None), params)
+    adjustment = MemoryLadder(planner, budget=budget).adjust(oom_context(params, cap=None, phase="denoise"), params)
     assert adjustment is not None and adjustment.parameters["num_frames"] == 9
 
 

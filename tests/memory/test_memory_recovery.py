@@ -1,4 +1,7 @@
-"""Out-of-memory recovered for real: a worker capped at 340 MiB, the recovery engine, and the memory ladder."""
+"""Out-of-memory recovered for real: a worker capped at 340 MiB, the recovery engine, and the memory ladder.
+
+A decode out-of-memory retried from the kept latents (the streamed decode) is tested for every family, under each
+family's cap, in ``tests/generation/families/test_decode_recovery.py``."""
 
 from __future__ import annotations
 
@@ -77,49 +80,25 @@ def over_the_cap(worker: Worker, model_path: Path, tmp_path_factory: pytest.Temp
     return taught, outcome
 
 
-def test_request_over_the_cap_yields_a_video_on_the_first_adjusted_attempt(over_the_cap: tuple[Any, Any]) -> None:
-    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by one adjusted try that produces the
-    video."""
+def test_request_over_the_cap_yields_a_video_within_two_adjusted_tries(over_the_cap: tuple[Any, Any]) -> None:
+    """33×384² needs ~445 MiB here (tiled more): the first OOM is followed by a video within two adjusted tries —
+    the lowered setting predicted to fit, after (when the OOM came in the decode) the streamed decode of the kept
+    latents, which gives the full video when it fits and costs one decode when it does not."""
     _taught, outcome = over_the_cap
-    assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
+    assert outcome.ok and len(outcome.attempts) in (2, 3), outcome.changes
     assert outcome.attempts[0].failure_type is EnhancedFailureType.VRAM_EXHAUSTION
     assert not outcome.degraded
     video = outcome.value
     assert Path(video.video_path).stat().st_size > 0
-    assert (video.frames, video.width, video.height) != (33, 384, 384)
+    if (video.frames, video.width, video.height) == (33, 384, 384):  # the streamed decode fitted
+        assert video.denoise_skipped and video.options.streamed_decode and len(outcome.attempts) == 2
+        return
+    if len(outcome.attempts) == 3:
+        assert "the kept latents are decoded again: denoising is not repeated" in outcome.changes
     assert any(
         line.startswith(("num_frames 33 → ", "resolution 384×384 → ")) and "to fit in 340 MiB" in line
         for line in outcome.changes
     ), outcome.changes
-
-
-def test_decode_oom_is_recovered_without_denoising_again(
-    worker: Worker, planner: MemoryPlanner, model_path: Path, tmp_path: Path
-) -> None:
-    """5×512² runs out of memory in the VAE decode; the retry tiles the decode of the kept latents.
-
-    Only where this CPU's calibration says tiling lowers that decode's peak under the cap: on a CPU with AMX
-    (oneDNN's bf16 kernels) tiling raises it at every size, the ladder rightly never tiles (the synthetic-planner
-    tests of ``test_memory_planner.py`` prove that rung is skipped), and no decode-only retry exists to test."""
-    tiled, untiled = (planner.estimate(request(5, 512), RunOptions(vae_tiling=tiling)) for tiling in (True, False))
-    if not (tiled and untiled and tiled * (1 + planner.margin) <= CAP < untiled):
-        pytest.skip(
-            f"on {planner.hardware} the tiled decode of 5×512² is predicted at {tiled} bytes and the untiled "
-            f"at {untiled}: tiling does not make it fit in {CAP}"
-        )
-    worker.restart()  # a clean address space: the first try's decode must be what runs out
-    params = join_parameters(request(5, 512), RunOptions())
-    before = worker.stats()["denoise_steps_run"]
-    outcome = engine_for(worker, planner).run(
-        attempt(worker, planner, model_path, tmp_path), params, model_id=params["model_id"]
-    )
-    assert outcome.ok and len(outcome.attempts) == 2, outcome.changes
-    first_error = outcome.attempts[0].error or ""
-    assert "decode" in first_error
-    assert outcome.value.denoise_skipped and outcome.value.options.vae_tiling
-    assert (outcome.value.frames, outcome.value.width) == (5, 512)
-    assert worker.stats()["denoise_steps_run"] - before == STEPS, "denoising ran once, not twice"
-    assert outcome.changes[0].startswith("vae_tiling off → on to fit in 340 MiB")
 
 
 def test_the_next_similar_request_starts_from_what_fits(

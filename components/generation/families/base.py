@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -171,6 +171,13 @@ class Family(ABC):
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
         """Kept latents → the VAE's video tensor ``[B, C, F, H, W]`` in ``[-1, 1]``, exactly as the pipeline's own
         call decodes them (tests compare with the pipeline's frames)."""
+
+    def decode_stream(self, pipe: Any, latents: Any, request: Any) -> Iterator[Any]:
+        """``decode``'s video as consecutive frame chunks (concatenated along frames they are ``decode``'s
+        tensor, value for value), for a decode that hands each chunk to the mp4 writer instead of holding the
+        whole video and its copies. Default: one chunk, the whole ``decode`` (the generator still post-processes
+        and writes it a few frames at a time); a family whose VAE decodes chunk by chunk yields each chunk."""
+        yield self.decode(pipe, latents, request)
 
     def decoder(self, pipe: Any) -> Any:
         """The module called once per decoded chunk (hooked for progress and cancel between chunks)."""

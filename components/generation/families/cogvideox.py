@@ -23,6 +23,7 @@ whatever that costs in quality, so that is left to the user.)
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from components.generation.families.base import (
@@ -111,6 +112,36 @@ class CogVideoX(Family):
             # A VAE kept in another dtype than the transformer (generation.precision) needs its own dtype; the
             # pipeline's decode assumes one dtype for all, where this cast changes nothing.
             return pipe.decode_latents(latents.to(pipe.vae.dtype))
+
+    def decode_stream(self, pipe: Any, latents: Any, request: Any) -> Iterator[Any]:
+        """``decode`` one batch of latent frames at a time: ``AutoencoderKLCogVideoX._decode``'s loop with its
+        convolution cache, without the ``torch.cat`` of every batch's frames (each chunk is the whole decode's
+        frames, value for value). A tiled or batch-sliced decode comes as one chunk."""
+        import torch
+
+        vae = pipe.vae
+        with torch.no_grad():
+            kept = latents[:, _padding_frames(pipe, request.num_frames) :].to(vae.dtype)
+            z = 1 / pipe.vae_scaling_factor_image * kept.permute(0, 2, 1, 3, 4)  # as ``decode_latents``
+            _batch, _channels, frames, height, width = z.shape
+            tiled = vae.use_tiling and (width > vae.tile_latent_min_width or height > vae.tile_latent_min_height)
+            if tiled or (vae.use_slicing and z.shape[0] > 1):
+                yield vae.decode(z).sample
+                return
+            hook = getattr(vae, "_hf_hook", None)  # model offload moves the VAE in on ``decode``, as this does
+            if hook is not None and hasattr(hook, "pre_forward"):
+                hook.pre_forward(vae)
+            size = vae.num_latent_frames_batch_size
+            remaining = frames % size
+            conv_cache = None
+            for index in range(max(frames // size, 1)):
+                start = size * index + (0 if index == 0 else remaining)
+                chunk = z[:, :, start : size * (index + 1) + remaining]
+                if vae.post_quant_conv is not None:
+                    chunk = vae.post_quant_conv(chunk)
+                out, conv_cache = vae.decoder(chunk, conv_cache=conv_cache)
+                yield out
+                del out
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         batch, frames, *rest = latent_shape

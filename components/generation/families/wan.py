@@ -26,6 +26,7 @@ no second load).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any, ClassVar, cast
 
 from components.generation.families.base import (
@@ -50,6 +51,7 @@ __all__ = [
     "build_tiny_wan",
     "tiny_umt5_encoder",
     "wan_decode",
+    "wan_decode_stream",
     "wan_decoder_chunks",
 ]
 
@@ -111,16 +113,62 @@ WAN22_VAE_CONFIG: dict[str, Any] = dict(
 A14B_BOUNDARY_RATIO = 0.875  # Wan2.2-T2V-A14B's: the high-noise expert runs while t >= 875 of 1000
 
 
+def _denormalised(vae: Any, latents: Any) -> Any:
+    """The pipelines' ``latents / (1 / std) + mean``, verbatim (bit-identical frames)."""
+    import torch
+
+    z = latents.to(vae.device, dtype=vae.dtype)
+    mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
+    return z / inv_std + mean
+
+
 def wan_decode(pipe: Any, latents: Any) -> Any:
     """``WanPipeline.__call__``'s decode (and ``WanImageToVideoPipeline``'s, the same lines), step for step."""
     import torch
 
     vae = pipe.vae
     with torch.no_grad():
-        z = latents.to(vae.device, dtype=vae.dtype)
-        mean = torch.tensor(vae.config.latents_mean).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, vae.config.z_dim, 1, 1, 1).to(z.device, z.dtype)
-        return vae.decode(z / inv_std + mean, return_dict=False)[0]
+        return vae.decode(_denormalised(vae, latents), return_dict=False)[0]
+
+
+def wan_decode_stream(pipe: Any, latents: Any) -> Iterator[Any]:
+    """``wan_decode`` one decoder chunk at a time: ``AutoencoderKLWan._decode``'s loop over the latent frames with
+    its causal feature cache, without the ``torch.cat`` that holds every decoded frame (twice, while it copies).
+    Unpatchify (Wan 2.2) and the clamp act frame by frame, so each chunk is the whole decode's frames, value for
+    value. A tiled or batch-sliced decode is not chunked here: it comes as one chunk."""
+    import torch
+    from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+    vae = pipe.vae
+    with torch.no_grad():
+        z = _denormalised(vae, latents)
+        _batch, _channels, frames, height, width = z.shape
+        ratio = vae.spatial_compression_ratio
+        tiled = vae.use_tiling and (
+            width > vae.tile_sample_min_width // ratio or height > vae.tile_sample_min_height // ratio
+        )
+        if tiled or (vae.use_slicing and z.shape[0] > 1):
+            yield vae.decode(z, return_dict=False)[0]
+            return
+        hook = getattr(vae, "_hf_hook", None)  # model offload moves the VAE in on ``decode``, as this does
+        if hook is not None and hasattr(hook, "pre_forward"):
+            hook.pre_forward(vae)
+        vae.clear_cache()
+        try:
+            x = vae.post_quant_conv(z)
+            del z
+            for index in range(frames):
+                vae._conv_idx = [0]
+                out = vae.decoder(
+                    x[:, :, index : index + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx, first_chunk=index == 0
+                )
+                if vae.config.patch_size is not None:
+                    out = unpatchify(out, patch_size=vae.config.patch_size)
+                yield torch.clamp(out, min=-1.0, max=1.0)
+                del out
+        finally:
+            vae.clear_cache()
 
 
 def wan_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
@@ -205,6 +253,9 @@ class _Wan(Family):
 
     def decode(self, pipe: Any, latents: Any, request: Any) -> Any:
         return wan_decode(pipe, latents)
+
+    def decode_stream(self, pipe: Any, latents: Any, request: Any) -> Iterator[Any]:
+        return wan_decode_stream(pipe, latents)
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         return wan_decoder_chunks(pipe.vae, latent_shape)
