@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from components.generation.embedded_model import EMBEDDED_MODEL_ID, build_tiny_model
 from components.generation.families import FAMILIES
@@ -475,4 +473,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # Here, not at import: a test imports this module, and the variables would stay set for every later test.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     main()
