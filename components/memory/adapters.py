@@ -70,10 +70,17 @@ class MemoryLadder:
         request, options = split_parameters(parameters)
         asked = self._first_setting(ctx.correlation_id, request)
         budget = _budget(ctx, self.budget, self.planner, request, options)
+        # A request predicted to fit that still ran out points at memory the worker held, not at its size: then the
+        # restart below (which loses the kept latents) is the remedy, not a decode of the same latents in the same
+        # worker.
+        predicted_to_fit = budget is not None and self.planner.fits(request, options, budget)
         self.planner.record(request, options, None, False, memory_cap=budget)  # learn before choosing
         error = _out_of_memory(ctx)
         decode_retry = bool(
-            error is not None and error.data.get("phase") == "decode" and error.data.get("latents_kept")
+            error is not None
+            and error.data.get("phase") == "decode"
+            and error.data.get("latents_kept")
+            and not predicted_to_fit
         )
         choice = choose_setting(
             self.planner,

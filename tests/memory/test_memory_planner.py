@@ -370,3 +370,24 @@ def test_a_run_with_layerwise_casting_is_not_learnt_as_a_plain_run(tmp_path) -> 
         run = request(frames, side, side, model_id="someone/new-model")
         planner.record(run, RunOptions(layerwise_casting=True), 20 * 2**20, True, memory_cap=2**30, exact=True)
     assert planner.estimate(asked, RunOptions()) == before
+
+
+def test_a_decode_oom_of_a_request_predicted_to_fit_restarts_instead_of_streaming(make_planner, truth) -> None:
+    """A request predicted to fit that ran out in its decode points at memory the worker held: the ladder frees it
+    (restarting the worker, which loses the kept latents) rather than decoding the same latents in that worker."""
+
+    class Freer:
+        calls: list[str] = []
+
+        def make_room(self, model_id: str, *, force: bool = False) -> list[str]:
+            self.calls.append(model_id)
+            return ["worker restarted"]
+
+    planner = make_planner(tiling_helps=False)
+    params = join_parameters(request(9, 256, 256), RunOptions())
+    cap = int(truth(9, 256, 256) * 2)
+    freer = Freer()
+    adjustment = MemoryLadder(planner, freer=freer).adjust(oom_context(params, cap=cap), params)
+    assert adjustment is not None and adjustment.label != "streamed decode"
+    assert not adjustment.parameters["options"]["streamed_decode"]
+    assert freer.calls and "worker restarted" in adjustment.changes
