@@ -266,9 +266,9 @@ def choose_setting(
 
     ``decode_retry`` (the decode ran out of memory, its latents kept): first the streamed decode of the same
     request, chosen by measurement, not prediction — its peak is below the plain decode's for every family
-    (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted — unless the plain need is
-    predicted so far above the budget that no saving of streaming could close the gap."""
-    if decode_retry and not options.streamed_decode and _streaming_may_fit(planner, request, options, budget, device):
+    (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted; a decode only, so it is worth
+    its try even where the planner (whose fit may be far off for this allocator) predicts little room."""
+    if decode_retry and not options.streamed_decode:
         streamed = replace(options, streamed_decode=True)
         why = f" to fit in {format_bytes(budget)}" if budget else ""  # no prediction: the planner has none for it
         said = (
@@ -290,25 +290,6 @@ def choose_setting(
             rung = _switch_rung(options, chosen)
         return Choice(candidate, chosen, estimate, tuple(lines), rung)
     return None
-
-
-#: What the streamed decode can save at most on a CPU, in float32 copies of the whole video: the plain decode holds
-#: the decoded video and up to four float32 copies (post-processing, clipping, the VAEs' concatenation) that the
-#: streamed one never does — measured 45–87 MiB at 33×256², about 2–3.5 copies (``bench/bench_decode.py``).
-_STREAMED_COPIES = 5
-
-
-def _streaming_may_fit(
-    planner: MemoryPlanner, request: GenerationRequest, options: RunOptions, budget: int | None, device: str
-) -> bool:
-    """Whether the streamed decode could rescue this decode: not when the plain need is predicted above the
-    budget by more than the copies streaming avoids (a decode of seconds, but a try the user waits for). On CUDA
-    it also moves the transformer off the device, so it is always worth its try there."""
-    if budget is None or device != "cpu":
-        return True
-    need = planner.estimate(request, replace(options, streamed_decode=False))
-    copies = _STREAMED_COPIES * request.num_frames * request.width * request.height * 3 * 4
-    return need is None or budget + copies >= need
 
 
 def _switch_rung(old: RunOptions, new: RunOptions) -> str:

@@ -111,15 +111,6 @@ def test_a_decode_oom_is_first_retried_with_the_streamed_decode(make_planner) ->
     )
 
 
-def test_a_decode_oom_far_over_the_budget_is_not_retried_streamed(make_planner) -> None:
-    """The streamed decode saves at most a few float32 copies of the video: a decode predicted to need far more
-    than the budget beyond that is not retried streamed (no try the user waits for in vain)."""
-    planner = make_planner(tiling_helps=False)
-    asked = request(9, 128, 128)  # ~107 MiB predicted; streaming saves at most 5 copies of 9×128² (~8 MiB)
-    choice = choose_setting(planner, asked, RunOptions(), 60 * MiB, decode_retry=True)
-    assert choice is None or choice.rung != "streamed decode"
-
-
 STREAMED = RunOptions(streamed_decode=True)
 
 
