@@ -80,7 +80,8 @@ def test_two_requests_run_at_once_on_two_replicas(ray_service: GenerationService
 
 def test_an_out_of_memory_in_a_replica_is_recovered_by_the_ladder(ray_service: GenerationService) -> None:
     """9×640² (about 730 MiB) under the replicas' 340 MiB cap (planning off): a real out-of-memory inside the
-    replica, then the memory ladder's smaller settings make a video, marked changed, as with the local worker."""
+    replica, then the memory ladder makes a video as with the local worker: at smaller settings, marked changed, or
+    (a decode that ran out) the kept latents decoded streamed at full size — which one varies with the allocator."""
     events, error = _collect(ray_service, OVER_BUDGET)
     assert error is None, error
     failures = [
@@ -90,8 +91,11 @@ def test_an_out_of_memory_in_a_replica_is_recovered_by_the_ladder(ray_service: G
     ]
     assert failures and failures[0] == "vram_exhaustion"
     result = events[-1][1].data["result"]
-    assert result.changed and result.changes
-    assert result.request.width * result.request.height * result.request.num_frames < 640 * 640 * 9
+    assert result.changes
+    if result.changed:  # the ladder's lower settings
+        assert result.request.width * result.request.height * result.request.num_frames < 640 * 640 * 9
+    else:  # or, when the decode ran out, its first rung: the kept latents decoded again, streamed, at full size
+        assert result.output.denoise_skipped and result.output.options.streamed_decode
 
 
 def test_cancel_stops_a_running_request_and_the_replica_stays_warm(
