@@ -131,7 +131,8 @@ class OutOfMemoryError(KintsugiError, MemoryError):
 
 
 class WorkerCrashedError(KintsugiError, RuntimeError):
-    """The worker process died (killed by a signal, segfault, host OOM killer)."""
+    """The worker process died (killed by a signal, segfault, host OOM killer); ``crashed_in`` is the
+    ``module.function`` its Python stack was in when a fault handler could tell."""
 
     def __init__(
         self,
@@ -140,9 +141,10 @@ class WorkerCrashedError(KintsugiError, RuntimeError):
         exitcode: int | None = None,
         signal_name: str | None = None,
         phase: str | None = None,
+        crashed_in: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.exitcode, self.signal_name, self.phase = exitcode, signal_name, phase
+        self.exitcode, self.signal_name, self.phase, self.crashed_in = exitcode, signal_name, phase, crashed_in
 
 
 class WorkerStartError(KintsugiError, RuntimeError):

@@ -11,13 +11,16 @@ the cap, so the cap is what models and generation may use; on CUDA it is ``set_p
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import pickle
+import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -34,6 +37,7 @@ from recovery.errors import (
     GenerationCancelledError,
     KintsugiError,
     ModelLoadTimeoutError,
+    OutOfMemoryError,
     WorkerCrashedError,
     WorkerStartError,
 )
@@ -44,6 +48,8 @@ __all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
 log = logging.getLogger(__name__)
 _POLL_S = 0.1
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])
+# A frame of faulthandler's report: ``File "/…/attention_dispatch.py", line 3760 in _native_attention``
+_CRASH_FRAME = re.compile(r'^\s*File "(?:[^"]*/)?([^"/]+?)(?:\.py)?", line \d+ in (\S+)', re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -240,6 +246,7 @@ class Worker:
         self._send_lock = threading.Lock()  # cancel() may send while run() is receiving
         self._process: subprocess.Popen | None = None
         self._conn: Connection | None = None
+        self._crash_log: Any = None  # the process's faulthandler file (unnamed: nothing is left on disk)
         self.info: dict[str, Any] = {}
         self.restarts = 0
         self._job_id: str | None = None
@@ -250,6 +257,9 @@ class Worker:
         if self._process is not None and self._process.poll() is None:
             return
         parent, child = socket.socketpair()
+        if self._crash_log is not None:  # a process that died between jobs, never discarded
+            self._crash_log.close()
+        self._crash_log = tempfile.TemporaryFile(prefix="kintsugi-worker-crash-")  # faulthandler's report lands here
         environment = {
             **os.environ,
             "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -266,8 +276,9 @@ class Worker:
                 "-c",
                 "from components.generation.worker import child_main; child_main()",
                 str(child.fileno()),
+                str(self._crash_log.fileno()),
             ],
-            pass_fds=[child.fileno()],
+            pass_fds=[child.fileno(), self._crash_log.fileno()],
             env=environment,
             stdin=subprocess.DEVNULL,
             cwd=_PROJECT_ROOT,
@@ -311,16 +322,43 @@ class Worker:
                 self._process.kill()
                 code = self._process.wait()
             name = signal.Signals(-code).name if code is not None and code < 0 else None
+            info, crashed_in = self.info, self._crashed_in()
             self._discard()
             self.restarts += 1
             self.start()  # a fresh worker for the next request, importing while the caller handles the error
+            where = f" in {crashed_in}" if crashed_in else ""
+            if name == "SIGSEGV" and info.get("cap_kind") == "rlimit_as" and phase not in ("start", "stats"):
+                # Under an address-space cap a refused mmap is the usual SIGSEGV: native code (oneDNN's JIT kernels,
+                # measured here in CPU attention) that does not check the allocation dies instead of raising. What
+                # helps is what helps an out-of-memory, so it is reported as one, saying how it ended.
+                raise OutOfMemoryError(
+                    f"out of memory during {phase}: the worker died of SIGSEGV{where} at its memory cap",
+                    phase=phase,
+                    device="cpu",
+                    memory_cap=info.get("memory_cap"),
+                    reason="native_crash_at_cap",
+                    cause="native code died of a refused allocation at the worker's memory cap",
+                ) from None
             raise WorkerCrashedError(
                 f"the generation worker stopped unexpectedly during {phase}"
-                + (f" (killed by {name})" if name else f" (exit code {code})"),
+                + (f" (killed by {name}{where})" if name else f" (exit code {code})"),
                 exitcode=code,
                 signal_name=name,
                 phase=phase,
+                crashed_in=crashed_in,
             ) from None
+
+    def _crashed_in(self) -> str | None:
+        """``module.function`` where the dead process's Python stack was when it crashed (faulthandler's report)."""
+        if self._crash_log is None:
+            return None
+        try:
+            report = os.pread(self._crash_log.fileno(), 64 * 1024, 0).decode("utf-8", "replace")
+        except OSError:
+            return None
+        current = report.rfind("Current thread")
+        match = _CRASH_FRAME.search(report, current if current >= 0 else 0)
+        return f"{match.group(1)}.{match.group(2)}" if match else None
 
     def _discard(self) -> None:
         if self._process is not None and self._process.poll() is None:
@@ -328,7 +366,9 @@ class Worker:
             self._process.wait(timeout=5)
         if self._conn is not None:
             self._conn.close()
-        self._process, self._conn, self.info = None, None, {}
+        if self._crash_log is not None:
+            self._crash_log.close()
+        self._process, self._conn, self._crash_log, self.info = None, None, None, {}
 
     def restart(self) -> None:
         """Replace the process (e.g. when memory did not come back after a failure)."""
@@ -500,8 +540,11 @@ class Worker:
 
 
 def child_main() -> None:  # pragma: no cover - the worker process itself
-    """Entry point of the worker process: the socket's descriptor is ``argv[1]``, the config its first message."""
+    """Entry point of the worker process: the socket's descriptor is ``argv[1]``, faulthandler's file ``argv[2]``,
+    the config its first message."""
     connection = Connection(int(sys.argv[1]))
+    if len(sys.argv) > 2:  # a native crash leaves its Python stack for the supervisor to name (``_crashed_in``)
+        faulthandler.enable(file=int(sys.argv[2]), all_threads=False)
     try:
         _kind, _job, config = connection.recv()
         _worker_main(connection, WorkerConfig(**config))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pickle
+import re
 import shutil
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,9 +61,10 @@ def test_request_after_a_crash_succeeds_on_a_fresh_worker(worker: Worker, tiny_m
     """After a crash the next request runs on a new process and gives the same frames as before the crash."""
     before = _run(worker, SMALL, tmp_path / "a.mp4", tiny_model)
     old_pid = worker.pid
-    worker.kill()
-    with pytest.raises(WorkerCrashedError):
-        _run(worker, SMALL, tmp_path / "b.mp4", tiny_model)
+    with pytest.raises(WorkerCrashedError):  # killed in a job: between jobs a dead process is just replaced
+        for event in worker.run(SMALL, tmp_path / "b.mp4", model_path=tiny_model):
+            if event.kind == "progress":
+                worker.kill()
     after = _run(worker, SMALL, tmp_path / "c.mp4", tiny_model)
     assert worker.pid != old_pid
     assert after.frames_sha256 == before.frames_sha256
@@ -180,24 +184,60 @@ def test_loading_error_crosses_with_its_cause_chain(worker: Worker, tiny_model: 
         _run(worker, request, tmp_path / "v.mp4", broken)
 
 
-def test_memory_cap_gives_typed_oom_and_worker_stays_usable(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_segfault_names_where_the_stack_was(worker: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """A SIGSEGV (sent here; in the wild a native library's) ends the job with WorkerCrashedError naming the
+    ``module.function`` faulthandler saw, in the error's field and its message."""
+    with pytest.raises(WorkerCrashedError) as caught:
+        for event in worker.run(LONG, tmp_path / "v.mp4", model_path=tiny_model):
+            if event.kind == "progress" and event.data["step"] == 2:
+                worker.kill(signal.SIGSEGV)
+    assert caught.value.signal_name == "SIGSEGV"
+    assert caught.value.crashed_in and re.fullmatch(r"\w+\.\w+", caught.value.crashed_in)
+    assert f"killed by SIGSEGV in {caught.value.crashed_in}" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def capped() -> Iterator[Worker]:
+    """A CPU worker under a 400 MiB memory cap (RLIMIT_AS), shared by the tests of this module."""
+    supervised = Worker(WorkerConfig(device="cpu", memory_cap=400 * 2**20))
+    supervised.start()
+    yield supervised
+    supervised.close()
+
+
+def test_memory_cap_gives_typed_oom_and_worker_stays_usable(capped: Worker, tiny_model: Path, tmp_path: Path) -> None:
     """Under a 400 MiB cap a large request (33×512², ~0.8 GB uncapped) fails in the real allocator with the typed
     OOM error (phase, bytes); a small request in the same worker process then succeeds."""
-    capped = Worker(WorkerConfig(device="cpu", memory_cap=400 * 2**20))
-    try:
-        large = GenerationRequest(prompt="a lantern", width=512, height=512, num_frames=33, steps=2, seed=5)
-        with pytest.raises(OutOfMemoryError) as caught:
-            _run(capped, large, tmp_path / "big.mp4", tiny_model)
-        pid = capped.pid
-        error = caught.value
-        assert error.phase == "decode" and error.latents_kept is True
-        assert error.bytes_requested and error.bytes_requested > 0
-        assert error.memory_cap == 400 * 2**20
-        assert "DefaultCPUAllocator" in str(error.__cause__)
-        assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model).frames == SMALL.num_frames
-        assert capped.pid == pid
-    finally:
-        capped.close()
+    large = GenerationRequest(prompt="a lantern", width=512, height=512, num_frames=33, steps=2, seed=5)
+    with pytest.raises(OutOfMemoryError) as caught:
+        _run(capped, large, tmp_path / "big.mp4", tiny_model)
+    pid = capped.pid
+    error = caught.value
+    assert error.phase == "decode" and error.latents_kept is True
+    assert error.bytes_requested and error.bytes_requested > 0
+    assert error.memory_cap == 400 * 2**20
+    assert "DefaultCPUAllocator" in str(error.__cause__)
+    assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model).frames == SMALL.num_frames
+    assert capped.pid == pid
+
+
+def test_a_segfault_under_the_memory_cap_is_an_out_of_memory(capped: Worker, tiny_model: Path, tmp_path: Path) -> None:
+    """Under an address-space cap a SIGSEGV is what native code that ignores a refused allocation does (CPU
+    attention here, 1 run in 3 at a tight cap), so it reaches the ladder as an out-of-memory saying how it ended;
+    the next request runs on the fresh worker. (The signal is sent: a real one cannot be produced on demand.)"""
+    with pytest.raises(OutOfMemoryError) as caught:
+        for event in capped.run(LONG, tmp_path / "v.mp4", model_path=tiny_model):
+            if event.kind == "progress" and event.data["step"] == 2:
+                capped.kill(signal.SIGSEGV)
+    error = caught.value
+    assert (error.phase, error.reason, error.memory_cap, error.latents_kept) == (
+        "denoise",
+        "native_crash_at_cap",
+        400 * 2**20,
+        False,
+    )
+    assert "died of SIGSEGV" in str(error) and "memory cap" in str(error)
+    assert _run(capped, SMALL, tmp_path / "small.mp4", tiny_model).frames == SMALL.num_frames
 
 
 def test_typed_errors_pickle_with_their_data() -> None:

@@ -20,9 +20,9 @@ def test_nothing_fits_ends_with_user_intervention(model_path: Path, tmp_path: Pa
     """Under 180 MiB even the smallest preview is predicted not to fit: no adjusted try but the streamed decode of
     the kept latents (a decode only), then a clear hand-over.
 
-    The one try runs out of memory in the decode. On a CPU with AMX the native decode sometimes dies of the refused
-    allocation instead (SIGSEGV, 1 run in 4 here): the fresh worker then runs the same request once more, which is
-    the crash's recovery, not an adjustment, and ends the same way."""
+    The one try runs out of memory in the denoise or the decode (where varies from run to run); on a CPU with AMX
+    the native attention sometimes dies of the refused allocation instead (SIGSEGV, 1 run in 3 here), which the
+    worker reports as the out-of-memory it is: no crash retry of the same request."""
     planner = MemoryPlanner(tmp_path / "memory.json")
     worker = Worker(WorkerConfig(device="cpu", memory_cap=CAP))
     freer = WorkerMemoryFreer(worker, planner=planner)
@@ -50,9 +50,7 @@ def test_nothing_fits_ends_with_user_intervention(model_path: Path, tmp_path: Pa
     tried = [dict(a.parameters) for a in outcome.attempts]
     assert all(p in (params, streamed) for p in tried), "the request was never adjusted or degraded"
     assert tried.count(streamed) <= 1, "only the decode of the kept latents was tried again"
-    assert sum("WorkerCrashedError" in (a.error or "") for a in outcome.attempts) <= 1
-    last = outcome.attempts[-1]
-    assert last.error and "OutOfMemoryError" in last.error
+    assert all("OutOfMemoryError" in (a.error or "") for a in outcome.attempts), [a.error for a in outcome.attempts]
     assert outcome.failure is not None and outcome.failure.failure_type is EnhancedFailureType.VRAM_EXHAUSTION
     assert outcome.result is not None and outcome.result.requires_user_action
     assert outcome.result.actionable_steps
