@@ -36,7 +36,15 @@ from components.store.integrity import (
 )
 from recovery.errors import CorruptModelError, ModelVersionError, NetworkUnavailableError
 
-__all__ = ["HealthFinding", "HealthTrigger", "HealthWatch", "LocalBuilder", "ModelHealthMonitor", "RepairReport"]
+__all__ = [
+    "HealthFinding",
+    "HealthTrigger",
+    "HealthWatch",
+    "LocalBuilder",
+    "ModelHealthMonitor",
+    "RepairReport",
+    "problem_lines",
+]
 
 LocalBuilder = Callable[[Path], Path]
 _LOG = logging.getLogger(__name__)
@@ -82,7 +90,7 @@ class HealthFinding:
     @property
     def problems(self) -> tuple[str, ...]:
         """One ``path: what is wrong`` line per damaged file (sizes, never hashes or local paths)."""
-        return tuple(_problem_words(bad) for bad in self.repair.before.bad)
+        return problem_lines(self.repair.before)
 
     def sentence(self) -> str:
         """The finding in one plain line, for the Models tab and a request's timeline."""
@@ -110,6 +118,11 @@ class HealthFinding:
 
 
 _SOURCE_WORDS = {"local": "built-in source", "hub": "hub"}
+
+
+def problem_lines(report: IntegrityReport) -> tuple[str, ...]:
+    """One ``path: what is wrong`` line per damaged file of ``report`` (sizes, never hashes or local paths)."""
+    return tuple(_problem_words(bad) for bad in report.bad)
 
 
 def _problem_words(bad: BadFile) -> str:
