@@ -678,7 +678,7 @@ class GenerationService:
     ) -> str:
         """What the model's files are now (its revision, and how often they were repaired): the worker loads the
         model again when this differs from its last job's, since a warm model read from the files before a repair
-        may hold the damage (weights are memory-mapped). The timeline is told of repairs the health watch made in
+        may hold the damage (it read them at load). The timeline is told of repairs the health watch made in
         the background since the model's last request, and of the reload."""
         data = {"correlation_id": correlation_id, "attempt": attempt, "degraded": False, "changed": False}
         for finding in self.store.health.untold(model_id):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +30,11 @@ REQUEST = {"prompt": "a paper lantern", "width": 64, "height": 64, "num_frames":
 
 @dataclass
 class TruncatedRun:
-    """A generation during whose denoising the transformer's weights were cut to half, and the next request."""
+    """A generation during whose denoising the transformer's weights were cut to half."""
 
     during: list[ServiceEvent]
     pids: tuple[int | None, int | None]  # the worker's before and after the run
     found: list[HealthFinding]
-    next_run: list[ServiceEvent]
 
 
 def _weight_blob(service: GenerationService) -> Path:
@@ -78,10 +76,10 @@ def service(offline_service: GenerationService) -> GenerationService:
 
 
 @pytest.fixture(scope="module")
-def truncated(service: GenerationService) -> Iterator[TruncatedRun]:
+def truncated(service: GenerationService) -> TruncatedRun:
     """The worker is suspended (SIGSTOP) right after the cut, so the job is certainly mid-denoise while a watch
     polling every 50 ms repairs the file (a new blob renamed over the cut one); then it continues (SIGCONT) and
-    runs its remaining step and decode. A worker holding views into the file dies of SIGBUS there."""
+    runs its second step and the decode. A worker holding views into the file dies of SIGBUS there."""
     watch = HealthWatch(service.store.health, interval_s=0.2, poll_s=0.05)
     watch.start()
     before = len(service.store.health.findings(EMBEDDED_MODEL_ID))
@@ -98,18 +96,19 @@ def truncated(service: GenerationService) -> Iterator[TruncatedRun]:
 
     pid = _worker(service).pid
     try:
-        during = _truncate_at_first_step(service, {**REQUEST, "steps": 3}, hold_until_repaired)
+        during = _truncate_at_first_step(service, REQUEST, hold_until_repaired)
     finally:
         watch.close()
     pids = (pid, _worker(service).pid)
     found = service.store.health.findings(EMBEDDED_MODEL_ID)[before:]
-    yield TruncatedRun(during, pids, found, list(service.generate(REQUEST)))
+    return TruncatedRun(during, pids, found)
 
 
 @pytest.fixture(scope="module")
 def bus_error(service: GenerationService, truncated: TruncatedRun) -> list[ServiceEvent]:
-    """The other way round: the weights cut to half and the worker then killed by a real SIGBUS (what a library
-    still mapping the file would get), with the service's own watch paused so that the request finds the damage."""
+    """The next request, the other way round: the weights cut to half and the worker then killed by a real SIGBUS
+    (what a library still mapping the file would get), with the service's own watch paused so that the request
+    finds the damage."""
     service.watch.close()
     try:
         return _truncate_at_first_step(service, REQUEST, lambda: _worker(service).kill(signal.SIGBUS))
@@ -155,10 +154,11 @@ def test_the_cut_file_is_found_and_repaired_in_the_background(
     assert row["found by"] == "file change" and WEIGHTS in row["found"] and row["done"].startswith("repaired")
 
 
-def test_the_next_request_is_told_and_reloads(truncated: TruncatedRun) -> None:
-    lines = _timeline(truncated.next_run)
-    assert "model health" in lines and "truncated" in lines and "is loaded again" in lines
-    assert _result(truncated.next_run).attempts == 1
+def test_the_next_request_is_told_and_reloads(bus_error: list[ServiceEvent]) -> None:
+    """The background repair is told to the next request of the model, which loads the repaired files."""
+    lines = _timeline(bus_error).split("\n- **Attempt 1 failed")[0]
+    assert "model health" in lines and "file change" in lines and f"{WEIGHTS}: truncated" in lines
+    assert "is loaded again" in lines
 
 
 def test_a_worker_killed_by_sigbus_over_damaged_files_is_repaired_and_retried_once(
