@@ -50,7 +50,7 @@ from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_
 from components.memory.prior import read_prior, weight_bytes
 from components.settings import Settings
 from components.store.download import CancelToken, DownloadEvent
-from components.store.health import problem_lines
+from components.store.health import HealthTrigger, problem_lines
 from components.store.model_store import ModelStore
 from components.views.history import video_file_name
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
@@ -652,6 +652,7 @@ class GenerationService:
         if report.ok:
             return None
         found = "; ".join(problem_lines(report))
+        self.store.health.found_by(model_id, HealthTrigger.WORKER_CRASH)  # the Models tab: what found it
         inbox.put(
             ServiceEvent(
                 Kind.PLAN,

@@ -177,5 +177,10 @@ def test_the_timeline_says_what_the_sigbus_check_found_and_did(bus_error: list[S
     assert "Repaired the model files**: worked" in lines
 
 
+def test_the_models_tab_says_a_worker_crash_found_it(service: GenerationService, bus_error: list[ServiceEvent]) -> None:
+    row = health_log(service.store).iloc[0]
+    assert row["found by"] == "worker crash (SIGBUS)" and WEIGHTS in row["found"] and row["done"].startswith("repaired")
+
+
 def test_after_both_the_model_passes_a_full_check(service: GenerationService, bus_error: list[ServiceEvent]) -> None:
     assert service.store.health.verify(EMBEDDED_MODEL_ID).ok
