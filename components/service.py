@@ -50,17 +50,20 @@ from components.memory.ladder import PLAN_CHOICES, MemoryPlan, PlanNotice, plan_
 from components.memory.prior import read_prior, weight_bytes
 from components.settings import Settings
 from components.store.download import CancelToken, DownloadEvent
+from components.store.health import HealthTrigger, problem_lines
 from components.store.model_store import ModelStore
 from components.views.history import video_file_name
 from components.views.reports import GenerationResult, ServiceEvent, ServiceEventKind
 from components.wiring import build_parts
 from recovery.engine import EnhancedErrorRecovery
 from recovery.errors import (
+    CorruptModelError,
     GenerationCancelledError,
     GenerationFailedError,
     InvalidParameterError,
     KintsugiError,
     RequestCancelledError,
+    WorkerCrashedError,
 )
 from recovery.events import RecoveryEvent
 from recovery.metrics import RunRow
@@ -583,6 +586,11 @@ class GenerationService:
                     inbox,
                     EtaClock(self.estimate_time(request, options)),
                 )
+            except WorkerCrashedError as crash:
+                damage = self._damage_behind(crash, request.model_id, correlation_id, info.number, inbox)
+                if damage is None:
+                    raise
+                raise damage from crash
             finally:
                 with self._active_lock:
                     active.job_id = None
@@ -627,6 +635,37 @@ class GenerationService:
             inbox.put(ServiceEvent(Kind(event.kind), message, {**event.data, "attempt": info.number, **timing.data()}))
         raise KintsugiError("the worker ended a job without a result")
 
+    def _damage_behind(
+        self, crash: WorkerCrashedError, model_id: str, correlation_id: str, attempt: int, inbox: queue.Queue[Any]
+    ) -> CorruptModelError | None:
+        """A worker killed by SIGBUS touched a page of a mapped file that is no longer there: most likely one of the
+        model's weight files shrank under it (the worker copies its weights out of the files it loads, but another
+        library may keep one mapped). The full check tells: damage found is a corrupt model (classified as such,
+        repaired by its strategy, retried once) and the timeline says what was found; none leaves the crash as it
+        was (a SIGSEGV is not mapped here: under a memory cap it is the allocator's)."""
+        if crash.signal_name != "SIGBUS":
+            return None
+        try:
+            report = self.store.health.verify(model_id)
+        except (OSError, KintsugiError):  # no manifest to check against: the crash stays what it was
+            return None
+        if report.ok:
+            return None
+        found = "; ".join(problem_lines(report))
+        self.store.health.found_by(model_id, HealthTrigger.WORKER_CRASH)  # the Models tab: what found it
+        inbox.put(
+            ServiceEvent(
+                Kind.PLAN,
+                f"the worker died of SIGBUS while reading {model_id}; a full check of its files found: {found}",
+                {"correlation_id": correlation_id, "attempt": attempt, "degraded": False, "changed": False},
+            )
+        )
+        return CorruptModelError(
+            f"{model_id}: the worker died of SIGBUS reading its files; a full check found {found}",
+            model_id=model_id,
+            files=list(report.bad_paths),
+        )
+
     def _check_model(self, model_id: str, model_path: Any) -> None:
         """Before loading: the model's diffusers version and classes are installed, and it is of a family the
         studio runs, its class fitting its components (an image-to-video Wan folder that names ``WanPipeline``
@@ -640,7 +679,7 @@ class GenerationService:
     ) -> str:
         """What the model's files are now (its revision, and how often they were repaired): the worker loads the
         model again when this differs from its last job's, since a warm model read from the files before a repair
-        may hold the damage (weights are memory-mapped). The timeline is told of repairs the health watch made in
+        may hold the damage (it read them at load). The timeline is told of repairs the health watch made in
         the background since the model's last request, and of the reload."""
         data = {"correlation_id": correlation_id, "attempt": attempt, "degraded": False, "changed": False}
         for finding in self.store.health.untold(model_id):

@@ -56,7 +56,7 @@ from recovery.errors import (
 from recovery.procfs import process_status, reset_peak_rss
 from recovery.taxonomy import EnhancedFailureType
 
-__all__ = ["VideoGenerator", "WanGenerator", "release_memory", "resolve_device"]
+__all__ = ["VideoGenerator", "WanGenerator", "copy_out_of_files", "release_memory", "resolve_device"]
 
 StepCallback = Callable[[int, int], None]
 CancelCheck = Callable[[], bool]
@@ -106,6 +106,59 @@ def release_memory(pipe: Any = None) -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+def copy_out_of_files(pipe: Any, model_path: str | os.PathLike[str]) -> int:
+    """Copy every host tensor of ``pipe`` that is a view into one of the model's mapped weight files (safetensors
+    and transformers map the files and hand out views whenever no dtype cast copies a tensor: fp32 weights run in
+    fp32, the fp32 modules a family keeps, a bf16 file run in bf16) into memory of its own; returns the bytes
+    copied. A file truncated while such a view lives kills the process with SIGBUS at the next touch of a page
+    past the new end; after the copy the maps are dropped and the process no longer reads the files. Weights on a
+    device are not views (CUDA without an offload hook drops the host copies when it places them)."""
+    files: set[str] = set()
+    for root, _dirs, names in os.walk(model_path, followlinks=True):
+        files.update(os.path.realpath(os.path.join(root, name)) for name in names)
+    spans = _mapped_spans(files)
+    if not spans:
+        return 0
+    import torch
+
+    def mapped(tensor: Any) -> bool:
+        if not isinstance(tensor, torch.Tensor) or tensor.device.type != "cpu":
+            return False
+        address = tensor.data_ptr()
+        return any(start <= address < end for start, end in spans)
+
+    copied, seen = 0, set()
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for module in component.modules():
+            for name, tensor in list(module._parameters.items()) + list(module._buffers.items()):
+                if tensor is None or id(tensor) in seen or not mapped(tensor):
+                    continue
+                seen.add(id(tensor))
+                copied += tensor.numel() * tensor.element_size()
+                if name in module._parameters:
+                    tensor.data = tensor.data.clone()  # the same Parameter object: tied weights stay tied
+                else:
+                    module._buffers[name] = tensor.clone()
+    return copied  # the last views gone (no cycles hold them), safetensors has unmapped the files
+
+
+def _mapped_spans(files: set[str]) -> list[tuple[int, int]]:
+    """The address ranges this process maps from ``files`` (real paths), from ``/proc/self/maps``."""
+    spans = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() in files:
+                    start, end = fields[0].split("-")
+                    spans.append((int(start, 16), int(end, 16)))
+    except OSError:  # not Linux: nothing to tell mapped from owned memory by
+        return []
+    return spans
 
 
 def _oom_from(
@@ -210,6 +263,7 @@ class VideoGenerator:
         self._compiled_transformer: Any = None
         self._latents: tuple[tuple, Any] | None = None
         self.denoise_steps_run = 0  # counts every denoising step this process has run (proves decode-only retries)
+        self.weights_copied_from_files = 0  # bytes of the last load's weights copied out of their mapped files
 
     # -- step 2: ensure model -------------------------------------------------------------------------------------
     def load(self, model_path: str | os.PathLike[str], model_id: str, options: RunOptions | None = None) -> float:
@@ -228,6 +282,8 @@ class VideoGenerator:
             if module is not None:
                 module.to(dtype=getattr(torch, dtype))
         pipe.set_progress_bar_config(disable=True)
+        if self.device == "cpu" or (options is not None and self.switches.places_weights(options)):
+            self.weights_copied_from_files = copy_out_of_files(pipe, model_path)  # weights stay in host memory
         if options is not None:
             self.switches.apply(pipe, options, self.device)  # fp8 cast in host memory; offload hooks place weights
         self.pipe = pipe if options is not None and self.switches.places_weights(options) else pipe.to(self.device)

@@ -43,6 +43,7 @@ from components.store.health import (
     LocalBuilder,
     ModelHealthMonitor,
     RepairReport,
+    problem_lines,
 )
 from components.store.integrity import (
     BadFile,
@@ -119,6 +120,7 @@ __all__ = [
     "is_commit_hash",
     "plan_cleanup",
     "preflight",
+    "problem_lines",
     "quick_check",
     "retry_delay_for",
     "safetensors_problem",

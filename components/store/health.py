@@ -36,7 +36,15 @@ from components.store.integrity import (
 )
 from recovery.errors import CorruptModelError, ModelVersionError, NetworkUnavailableError
 
-__all__ = ["HealthFinding", "HealthTrigger", "HealthWatch", "LocalBuilder", "ModelHealthMonitor", "RepairReport"]
+__all__ = [
+    "HealthFinding",
+    "HealthTrigger",
+    "HealthWatch",
+    "LocalBuilder",
+    "ModelHealthMonitor",
+    "RepairReport",
+    "problem_lines",
+]
 
 LocalBuilder = Callable[[Path], Path]
 _LOG = logging.getLogger(__name__)
@@ -65,6 +73,7 @@ class HealthTrigger(str, Enum):
     SCHEDULE = "scheduled check"  # the health watch's periodic quick check
     FILE_CHANGE = "file change"  # the health watch saw a snapshot file change and hashed it
     MODELS_TAB = "Models tab"  # the user's Repair
+    WORKER_CRASH = "worker crash (SIGBUS)"  # the worker died reading a mapped file; the full check found damage
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ class HealthFinding:
     @property
     def problems(self) -> tuple[str, ...]:
         """One ``path: what is wrong`` line per damaged file (sizes, never hashes or local paths)."""
-        return tuple(_problem_words(bad) for bad in self.repair.before.bad)
+        return problem_lines(self.repair.before)
 
     def sentence(self) -> str:
         """The finding in one plain line, for the Models tab and a request's timeline."""
@@ -112,6 +121,11 @@ class HealthFinding:
 _SOURCE_WORDS = {"local": "built-in source", "hub": "hub"}
 
 
+def problem_lines(report: IntegrityReport) -> tuple[str, ...]:
+    """One ``path: what is wrong`` line per damaged file of ``report`` (sizes, never hashes or local paths)."""
+    return tuple(_problem_words(bad) for bad in report.bad)
+
+
 def _problem_words(bad: BadFile) -> str:
     words = bad.problem.value.replace("_", " ")
     if bad.problem is FileProblem.SIZE_MISMATCH:
@@ -134,6 +148,7 @@ class ModelHealthMonitor:
         self._untold: dict[str, list[HealthFinding]] = {}
         self._repairs: Counter[str] = Counter()
         self._repair_locks: dict[str, threading.Lock] = {}
+        self._found_by: dict[str, HealthTrigger] = {}
 
     def installed(self) -> list[RevisionManifest]:
         """The manifest of the ``main`` revision of every model in the cache (what a request would load)."""
@@ -155,6 +170,13 @@ class ModelHealthMonitor:
         """The background repairs of ``repo_id`` no request was told about yet; each is returned once."""
         with self._record_lock:
             return self._untold.pop(repo_id, [])
+
+    def found_by(self, repo_id: str, trigger: HealthTrigger) -> None:
+        """Say what found the damage of ``repo_id`` that the next repair on a request's path (the engine's, through
+        the store port, which knows no trigger) fixes: its finding names ``trigger`` instead of *check before use*.
+        Any repair of the model takes the note, so it never outlives the damage it was about."""
+        with self._record_lock:
+            self._found_by[repo_id] = trigger
 
     def repair_count(self, repo_id: str) -> int:
         """How many repairs rewrote files of ``repo_id``: a model loaded before the last one is loaded again."""
@@ -210,6 +232,9 @@ class ModelHealthMonitor:
         that rewrote files is remembered as a ``HealthFinding`` found by ``trigger``."""
         with self._record_lock:
             lock = self._repair_locks.setdefault(repo_id, threading.Lock())
+            noted = self._found_by.pop(repo_id, None)
+        if noted is not None and trigger is HealthTrigger.BEFORE_USE:
+            trigger = noted
         if not lock.acquire(blocking=False):
             lock.acquire()
             if report is not None:  # what the other repair left: the quick check, and the named files hashed again

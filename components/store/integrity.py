@@ -193,10 +193,12 @@ def full_check(
     on_progress: Callable[[VerifyProgress], None] | None = None,
     workers: int | None = None,
 ) -> IntegrityReport:
-    """Hash every blob of a revision (in parallel across cores) and compare with the expected hashes."""
+    """Hash every blob of a revision (in parallel across cores) and compare with the expected hashes. A file
+    missing or of the wrong size is reported as such (a truncated file says *truncated*, not a bare hash
+    mismatch) and not hashed."""
     started = time.perf_counter()
     quick = quick_check(cache, manifest)
-    bad = {b.path: b for b in quick.bad if b.problem is FileProblem.MISSING}
+    bad = {b.path: b for b in quick.bad if b.problem in (FileProblem.MISSING, FileProblem.SIZE_MISMATCH)}
     todo = [e for e in manifest.files if e.path not in bad]
     total = sum(_size_of(cache, manifest, e) for e in todo)
     done = 0
