@@ -35,6 +35,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gpu_check import WAN_1_3B  # the published Wan 2.1 1.3B transformer config (bench/ is on the path)
+
 from components.generation.embedded_model import EMBEDDED_MODEL_ID, build_tiny_model
 from components.generation.families import FAMILIES
 from components.generation.request import GenerationRequest, RunOptions
@@ -54,23 +56,6 @@ REAL_VAE = "bench/wan2.1-vae"
 REAL_TRANSFORMER_SIZES = ((9, 128, 128), (9, 256, 256), (33, 256, 256))
 REAL_VAE_SIZES = ((9, 128, 128), (9, 256, 256), (9, 384, 384))
 
-#: The published Wan 2.1 T2V 1.3B transformer config (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json).
-WAN21_13B_TRANSFORMER: dict[str, Any] = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=12,
-    attention_head_dim=128,
-    in_channels=16,
-    out_channels=16,
-    text_dim=4096,
-    freq_dim=256,
-    ffn_dim=8960,
-    num_layers=30,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
-)
-
 
 def build_real(folder: Path, *, transformer: str) -> Path:
     """A WanPipeline folder with random weights: the real 1.3B transformer over the tiny VAE (``"real"``), or the
@@ -84,7 +69,7 @@ def build_real(folder: Path, *, transformer: str) -> Path:
     from components.generation.families.tokenizers import char_t5_tokenizer
     from components.generation.families.wan import TRANSFORMER_CONFIG, VAE_CONFIG
 
-    config = WAN21_13B_TRANSFORMER if transformer == "real" else TRANSFORMER_CONFIG
+    config = WAN_1_3B if transformer == "real" else TRANSFORMER_CONFIG
     tokenizer = char_t5_tokenizer()
     torch.manual_seed(1)
     torch.set_default_dtype(torch.bfloat16)  # 1.4 G parameters: built in bf16 (2.8 GB), not fp32 (5.7 GB)

@@ -27,20 +27,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from components.generation.request import GenerationOutput, GenerationRequest, RunOptions
-from components.generation.worker import (
-    WorkerConfig,
-    WorkerEvent,
-    _apply_memory_cap,
-    _exception_chain,
-    _precision,
-    _rebuild_chain,
-    _vm_size,
-)
+from components.generation.worker import JobHost, WorkerConfig, WorkerEvent, rebuild_chain
 from recovery.errors import (
     DependencyMissingError,
     GenerationCancelledError,
@@ -137,40 +129,22 @@ class ReplicaRuntime:
     ``generate`` streams."""
 
     def __init__(self, config: dict[str, Any], threads: int | None = None) -> None:
-        self.config = WorkerConfig(**config)
         # One flag per job: the tail of a finished job's stream may still run when the next job starts here.
         self._cancels: dict[str, threading.Event] = {}
         self._job_lock = threading.Lock()  # one job at a time on the pipeline, its memory release included
-        self._probed = False
-        self._weights_of: dict[str, str | None] = {}  # model → the weights key of its last job (see Worker)
-        self._failure: list[bytes] | None = None
-        try:
-            import torch
-            from diffusers.utils import logging as diffusers_logging
+        import torch
+        from diffusers.utils import logging as diffusers_logging
 
-            from components.generation.pipeline import VideoGenerator
-
-            if threads:
-                torch.set_num_threads(threads)
-            diffusers_logging.disable_progress_bar()
-            self.generator = VideoGenerator(device=self.config.device, dtype=self.config.dtype)
-            self.info = {
-                "pid": os.getpid(),
-                "device": self.generator.device,
-                **_apply_memory_cap(self.config.memory_cap, self.generator.device),
-            }
-            self.generator.memory_cap = self.config.memory_cap
-        except Exception as exc:  # told to the app by ``ready``, as the worker process tells its supervisor
-            self._failure = _exception_chain(exc)
-            return
-        self._baseline = _vm_size()
-        self._peak_seen = _vm_size("VmPeak")
+        if threads:
+            torch.set_num_threads(threads)
+        diffusers_logging.disable_progress_bar()
+        self.host = JobHost(WorkerConfig(**config))  # the worker process's own job code
 
     def ready(self) -> tuple[str, Any]:
-        return ("error", self._failure) if self._failure is not None else ("ready", self.info)
+        return ("error", self.host.failure) if self.host.failure is not None else ("ready", self.host.info)
 
     def stats(self) -> dict[str, Any]:
-        return {"denoise_steps_run": self.generator.denoise_steps_run, "vm_size": _vm_size()}
+        return self.host.stats()
 
     def cancel(self, job_id: str) -> None:
         """Stop job ``job_id`` (``""``: whatever runs) at its next step; a late cancel for another job is dropped."""
@@ -181,21 +155,15 @@ class ReplicaRuntime:
     def generate(self, job_id: str, payload: dict[str, Any]) -> Iterator[tuple[str, str, Any]]:
         """Run one job, yielding the worker's messages: ``phase``/``progress`` as they happen, then ``result`` (the
         output as a dict) or ``error`` (the pickled exception chain)."""
-        from components.generation.pipeline import release_memory
-
         events: queue.Queue[tuple[str, str, Any] | None] = queue.Queue()
         cancelled = self._cancels[job_id] = threading.Event()
 
         def work() -> None:
             with self._job_lock:
-                try:
-                    result = self._run(job_id, payload, events, cancelled.is_set)
-                except Exception as exc:
-                    result = ("error", job_id, _exception_chain(exc))
-                # put outside the except block: the failed run's memory is unreachable now, so it can be given back
+                result = self.host.run(job_id, payload, events.put, cancelled.is_set)
                 events.put(result)
                 if result[0] == "error":
-                    release_memory(self.generator.pipe)
+                    self.host.release()
             events.put(None)
 
         thread = threading.Thread(target=work, name=f"job-{job_id}", daemon=True)
@@ -207,37 +175,6 @@ class ReplicaRuntime:
             cancelled.set()  # the app stopped reading: stop the job too
             thread.join()
             self._cancels.pop(job_id, None)
-
-    def _run(
-        self, job_id: str, payload: dict[str, Any], events: queue.Queue[Any], cancelled: Callable[[], bool]
-    ) -> tuple[str, str, Any]:
-        generator = self.generator
-        if not self._probed:  # in the first job, under the cap, as the worker process does
-            self._probed = True
-            generator.precision = _precision(self.config, generator.device)
-        model_id, weights = payload["request"]["model_id"], payload.get("weights")
-        if generator.model_id == model_id and weights != self._weights_of.get(model_id):
-            generator.unload()  # its files were repaired or replaced since it was loaded: load them again
-        self._weights_of[model_id] = weights
-
-        def progress(phase: str, step: int, total: int) -> None:
-            events.put(("progress", job_id, {"phase": phase, "step": step, "total": total}))
-
-        output = generator.generate(
-            GenerationRequest.from_dict(payload["request"]),
-            payload["output_path"],
-            model_path=payload["model_path"],
-            options=RunOptions(**payload["options"]),
-            on_step=lambda step, total: progress("denoise", step, total),
-            on_phase=lambda phase: events.put(("phase", job_id, {"phase": phase})),
-            should_cancel=cancelled,
-            on_decode_step=lambda step, total: progress("decode", step, total),
-        )
-        peak = _vm_size("VmPeak")
-        if peak > self._peak_seen:  # this run set a new peak: its address-space need is known exactly
-            output = replace(output, address_space_need=peak - self._baseline)
-            self._peak_seen = peak
-        return ("result", job_id, output.to_dict())
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -310,7 +247,7 @@ class RayReplica:
             raise WorkerStartError(f"{self.name} could not start", reason=type(exc).__name__) from None
         if kind == "error":
             self._discard()
-            cause = _rebuild_chain(data)
+            cause = rebuild_chain(data)
             if isinstance(cause, KintsugiError):
                 raise cause
             raise WorkerStartError(f"{self.name} could not start", reason=str(cause)) from cause
@@ -427,7 +364,7 @@ class RayReplica:
                     return
                 elif kind == "error":
                     ended = True
-                    raise _rebuild_chain(data)
+                    raise rebuild_chain(data)
         except GeneratorExit:  # the caller stopped reading: stop the job, so the next one finds the replica idle
             if not ended:
                 self.cancel(job_id)

@@ -43,7 +43,7 @@ from recovery.errors import (
 )
 from recovery.procfs import process_status
 
-__all__ = ["Worker", "WorkerConfig", "WorkerEvent"]
+__all__ = ["JobHost", "Worker", "WorkerConfig", "WorkerEvent", "rebuild_chain"]
 
 log = logging.getLogger(__name__)
 _POLL_S = 0.1
@@ -124,7 +124,8 @@ def _exception_chain(exc: BaseException) -> list[bytes]:
     return chain
 
 
-def _rebuild_chain(chain: list[bytes]) -> BaseException:
+def rebuild_chain(chain: list[bytes]) -> BaseException:
+    """The exception a pickled chain (``_exception_chain``) came from, its causes linked again."""
     errors = [pickle.loads(item) for item in chain]
     for error, cause in zip(errors, errors[1:]):
         error.__cause__ = cause
@@ -147,14 +148,6 @@ class _Cancelled:
         return self.flag
 
 
-def _send_progress(conn: Connection, job_id: str, phase: str, step: int, total: int) -> None:
-    conn.send(("progress", job_id, {"phase": phase, "step": step, "total": total}))
-
-
-def _send_phase(conn: Connection, job_id: str, phase: str) -> None:
-    conn.send(("phase", job_id, {"phase": phase}))
-
-
 def _precision(config: WorkerConfig, device: str) -> Any:  # pragma: no cover - child process
     """The dtype per component for this machine (``generation.precision``); the asked dtype if the probe fails."""
     from components.generation.precision import PrecisionChoice, PrecisionProbe
@@ -165,31 +158,100 @@ def _precision(config: WorkerConfig, device: str) -> Any:  # pragma: no cover - 
         return PrecisionChoice(config.dtype)
 
 
+class JobHost:  # pragma: no cover - runs in the worker process (and in a Ray replica)
+    """What runs jobs inside a worker process and inside a Ray replica alike: one warm ``VideoGenerator`` under the
+    memory cap, the precision probe in the first job, a model loaded again when its weights key changed, and the
+    address-space need of a run that set a new peak. Construction never raises: ``failure`` holds the pickled
+    error chain of a start that failed (told to the app as the ``ready`` answer)."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        from components.generation.pipeline import VideoGenerator
+
+        self.config = config
+        self.failure: list[bytes] | None = None
+        self.info: dict[str, Any] = {}
+        self._probed = False
+        self._weights_of: dict[str, str | None] = {}  # model → the weights key of its last job
+        try:
+            self.generator = VideoGenerator(device=config.device, dtype=config.dtype)
+            self.info = {
+                "pid": os.getpid(),
+                "device": self.generator.device,
+                **_apply_memory_cap(config.memory_cap, self.generator.device),
+            }
+            self.generator.memory_cap = config.memory_cap
+        except Exception as exc:
+            self.failure = _exception_chain(exc)
+            return
+        self._baseline = _vm_size()  # what the memory cap is measured from
+        self._peak_seen = _vm_size("VmPeak")
+
+    def stats(self) -> dict[str, Any]:
+        return {"denoise_steps_run": self.generator.denoise_steps_run, "vm_size": _vm_size()}
+
+    def run(
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        send: Callable[[tuple[str, str, Any]], None],
+        should_cancel: Callable[[], bool],
+    ) -> tuple[str, str, Any]:
+        """One job: its ``phase``/``progress`` messages through ``send`` as they happen; returns the ``result``
+        message (the output as a dict) or the ``error`` one (the pickled exception chain). After an error, call
+        ``release`` once the returned message is sent: by then the failed run's memory is unreachable."""
+        try:
+            return ("result", job_id, self._generate(job_id, payload, send, should_cancel))
+        except Exception as exc:
+            return ("error", job_id, _exception_chain(exc))
+
+    def release(self) -> None:
+        """Give a failed run's memory back to the system (not only to the heap) before the next job."""
+        from components.generation.pipeline import release_memory
+
+        release_memory(self.generator.pipe)
+
+    def _generate(self, job_id: str, payload: dict[str, Any], send: Callable[..., None], cancel: Any) -> dict:
+        generator = self.generator
+        if not self._probed:  # in the first job, under the cap, as its own kernels would first run there
+            self._probed = True
+            generator.precision = _precision(self.config, generator.device)
+        model_id, weights = payload["request"]["model_id"], payload.get("weights")
+        if generator.model_id == model_id and weights != self._weights_of.get(model_id):
+            generator.unload()  # its files were repaired or replaced since it was loaded: load them again
+        self._weights_of[model_id] = weights
+
+        def progress(phase: str, step: int, total: int) -> None:
+            send(("progress", job_id, {"phase": phase, "step": step, "total": total}))
+
+        output = generator.generate(
+            GenerationRequest.from_dict(payload["request"]),
+            payload["output_path"],
+            model_path=payload["model_path"],
+            options=RunOptions(**payload["options"]),
+            on_step=partial(progress, "denoise"),
+            on_phase=lambda phase: send(("phase", job_id, {"phase": phase})),
+            should_cancel=cancel,
+            on_decode_step=partial(progress, "decode"),
+        )
+        peak = _vm_size("VmPeak")
+        if peak > self._peak_seen:  # this run set a new peak: its address-space need is known exactly
+            output = replace(output, address_space_need=peak - self._baseline)
+            self._peak_seen = peak
+        return output.to_dict()
+
+
 def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no cover - child process
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the app, which stops us itself
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from components.generation.pipeline import VideoGenerator, release_memory
-
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
-    try:
-        generator = VideoGenerator(device=config.device, dtype=config.dtype)
-        info = {
-            "pid": os.getpid(),
-            "device": generator.device,
-            **_apply_memory_cap(config.memory_cap, generator.device),
-        }
-        generator.memory_cap = config.memory_cap
-    except Exception as exc:
-        conn.send(("error", "", _exception_chain(exc)))
+    host = JobHost(config)
+    if host.failure is not None:
+        conn.send(("error", "", host.failure))
         return
-    conn.send(("ready", "", info))
-    baseline = _vm_size()  # what the memory cap is measured from
-    peak_seen = _vm_size("VmPeak")
-    probed = False
-    weights_of: dict[str, str | None] = {}  # model → the weights key of its last job
+    conn.send(("ready", "", host.info))
     while True:
         try:
             command, job_id, payload = conn.recv()
@@ -198,40 +260,14 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:  # pragma: no 
         if command == "stop":
             return
         if command == "stats":
-            conn.send(("stats", job_id, {"denoise_steps_run": generator.denoise_steps_run, "vm_size": _vm_size()}))
+            conn.send(("stats", job_id, host.stats()))
             continue
         if command != "generate":  # e.g. a late "cancel" for a job that already ended
             continue
-        try:
-            if not probed:  # in the first job, under the cap, as its own kernels would first run there
-                probed = True
-                generator.precision = _precision(config, generator.device)
-            model_id, weights = payload["request"]["model_id"], payload.get("weights")
-            if generator.model_id == model_id and weights != weights_of.get(model_id):
-                generator.unload()  # its files were repaired or replaced since it was loaded: load them again
-            weights_of[model_id] = weights
-            output = generator.generate(
-                GenerationRequest.from_dict(payload["request"]),
-                payload["output_path"],
-                model_path=payload["model_path"],
-                options=RunOptions(**payload["options"]),
-                on_step=partial(_send_progress, conn, job_id, "denoise"),
-                on_phase=partial(_send_phase, conn, job_id),
-                should_cancel=_Cancelled(conn, job_id),
-                on_decode_step=partial(_send_progress, conn, job_id, "decode"),
-            )
-            peak = _vm_size("VmPeak")
-            if peak > peak_seen:  # this run set a new peak: its address-space need is known exactly
-                output = replace(output, address_space_need=peak - baseline)
-                peak_seen = peak
-            result: tuple = ("result", job_id, output.to_dict())
-        except Exception as exc:
-            result = ("error", job_id, _exception_chain(exc))
-        # Sent outside the except block: by now the failed run's memory is unreachable (the error and its traceback
-        # are gone with the block), so it is given back to the system before the next job, not only to the heap.
+        result = host.run(job_id, payload, conn.send, _Cancelled(conn, job_id))
         conn.send(result)
         if result[0] == "error":
-            release_memory(generator.pipe)
+            host.release()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -300,7 +336,7 @@ class Worker:
                 return
             if kind == "error":
                 self._discard()
-                cause = _rebuild_chain(data)
+                cause = rebuild_chain(data)
                 if isinstance(cause, KintsugiError):  # a typed reason (e.g. float16 on a CPU) says it all
                     raise cause
                 raise WorkerStartError("the generation worker could not start", reason=str(cause)) from cause
@@ -518,7 +554,7 @@ class Worker:
                     yield WorkerEvent("result", job_id, output=GenerationOutput.from_dict(data))
                     return
                 elif kind == "error":
-                    raise _rebuild_chain(data)
+                    raise rebuild_chain(data)
         except GeneratorExit:  # the caller stopped reading: stop the job too, so the next one finds the worker idle
             if not ended:
                 self.cancel(job_id)

@@ -251,7 +251,7 @@ def test_typed_errors_pickle_with_their_data() -> None:
 def test_the_raising_module_crosses_the_process_boundary() -> None:
     """A traceback does not pickle, so the worker records the module that raised each error of the chain; the
     classifier in the app then tells a bare assert inside flash_attn from any other."""
-    from components.generation.worker import _exception_chain, _rebuild_chain
+    from components.generation.worker import _exception_chain, rebuild_chain
     from recovery.classify import classify_exception, raised_in
 
     namespace: dict = {"__name__": "flash_attn.flash_attn_interface"}
@@ -259,6 +259,6 @@ def test_the_raising_module_crosses_the_process_boundary() -> None:
     try:
         namespace["check"]()
     except AssertionError as error:
-        rebuilt = _rebuild_chain(_exception_chain(error))
+        rebuilt = rebuild_chain(_exception_chain(error))
     assert rebuilt.__traceback__ is None and raised_in(rebuilt) == "flash_attn.flash_attn_interface"
     assert classify_exception(rebuilt).matched_by == "module:flash_attn.flash_attn_interface"
