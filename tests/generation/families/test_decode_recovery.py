@@ -35,8 +35,10 @@ CAPS_MIB: dict[str, int] = {
     "wan2.2-a14b": 184,  # 188 / 167
     "ltx": 161,  # 165 / 150
     # Its retry streams tiled, tiles sized from the frame (``Family.tiled_decode_retry``): streamed alone needed
-    # as much as plain (274 / 275), its one decoder call over the clip being the peak. Tiled: 274 / 220.
-    "hunyuanvideo-t2v": 245,
+    # as much as plain (274 / 275), its one decoder call over the clip being the peak. Plain / tiled, five runs:
+    # 274, 275, 274, 274, 477 / 220, 221, 219, 415, 415 (some fresh workers need ~195 MiB more, either way; not
+    # found why). The retry in the failed worker ran out 2 times in 5 under 245 MiB, 1 in 4 under 262, 0 in 8 here.
+    "hunyuanvideo-t2v": 270,
 }
 #: Where no same-size window exists here (measured the same way).
 NO_WINDOW = {
@@ -174,42 +176,35 @@ def test_the_streamed_decode_gives_the_pipelines_frames(
         assert all(np.array_equal(a, b) for a, b in pairs)
 
 
-@pytest.mark.parametrize(
-    "family", [f for f in FAMILIES if f.tiled_decode_retry], ids=[f.name for f in FAMILIES if f.tiled_decode_retry]
-)
+#: One family per ``stream_tiles``, text-to-video (CogVideoX image-to-video tiles its decode as CogVideoX does; the
+#: pipeline's own call would tile its image encode too, so it is no reference for the decode alone).
+TILED = [family for family in FAMILIES if family.tiled_decode_retry and not family.takes_image]
+
+
+@pytest.mark.parametrize("family", TILED, ids=[family.name for family in TILED])
 def test_the_tiled_streamed_decode_gives_the_pipelines_tiled_frames(
     family: Family, tiny_family_model: Callable[[str], Path], tmp_path: Path
 ) -> None:
     """The decode retry of these families streams tiled, with tiles sized from the frame (the VAE's own do not
-    split a small frame): the frames are the pipeline's own decode with those tiles (≤ 1e-5), at the size asked.
-    (Image-to-video: the pipeline's call would tile its image encode too, so there the reference is the family's
-    plain decode with those tiles, which the every-family test holds equal to the pipeline's decode.)"""
+    split a small frame): the frames are the pipeline's own decode with those tiles (≤ 1e-5), at the size asked."""
     import torch
-    from PIL import Image
 
     generator = VideoGenerator(device="cpu", dtype="bfloat16")
     request = replace(_request(family, tmp_path), num_frames=9, width=64, height=64)
-    image = None
-    if request.image is not None:
-        Image.new("RGB", (64, 64), (200, 40, 40)).save(request.image)
-        image = Image.open(request.image).convert("RGB")
     generator.load(tiny_family_model(family.tiny_model_id), family.tiny_model_id)
     pipe = generator.pipe
 
     def keep(_pipe: Any, _index: int, _timestep: Any, kwargs: dict) -> dict:
         return kwargs
 
-    latents = family.denoise(pipe, request, image, torch.Generator().manual_seed(7), keep)
+    latents = family.denoise(pipe, request, None, torch.Generator().manual_seed(7), keep)
     family.set_tiling(pipe, True)
     with family.stream_tiles(pipe, request) as tile, torch.no_grad():
         assert tile is not None and max(tile) < 64, "the tiles split the frame"
         chunks = list(family.decode_stream(pipe, latents, request))
         ours = pipe.video_processor.postprocess_video(torch.cat(chunks, dim=2), output_type="np")[0]
-        if image is None:
-            theirs = pipe(
-                **family.call_arguments(request, image), generator=torch.Generator().manual_seed(7), output_type="np"
-            ).frames[0]
-        else:
-            theirs = pipe.video_processor.postprocess_video(family.decode(pipe, latents, request), output_type="np")[0]
+        theirs = pipe(
+            **family.call_arguments(request, None), generator=torch.Generator().manual_seed(7), output_type="np"
+        ).frames[0]
     assert np.asarray(ours).shape == np.asarray(theirs).shape == (9, 64, 64, 3)
     assert float(np.abs(np.asarray(ours) - np.asarray(theirs)).max()) <= 1e-5
