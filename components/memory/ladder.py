@@ -272,11 +272,12 @@ def choose_setting(
     (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted; a decode only, so it is worth
     its try even where the planner (whose fit may be far off for this allocator) predicts little room."""
     if decode_retry and not options.streamed_decode:
-        tiled = options.vae_tiling or _tiled_decode_retry(request.model_id)
+        frame_tiles = _tiled_decode_retry(request.model_id)  # even where tiling was on: the tiles change size
+        tiled = options.vae_tiling or frame_tiles
         streamed = replace(options, streamed_decode=True, vae_tiling=tiled)
         why = f" to fit in {format_bytes(budget)}" if budget else ""  # no prediction: the planner has none for it
         said = [*_option_lines(options, streamed, device, why)]
-        if tiled and not options.vae_tiling:
+        if frame_tiles:
             said.append(
                 "the decode runs in tiles sized from the frame, blended at their seams: "
                 "not bit-identical to the untiled decode"
