@@ -8,7 +8,8 @@ decodes the kept latents streamed and then plain, reading ``VmPeak`` after each 
 address space after loading (what a worker memory cap counts, less the model's weights, which are tiny here):
 the peak through denoising, through the streamed decode, through the plain decode, and the window between —
 under a cap inside the window the plain decode runs out of memory and the streamed one fits. A phase that stays
-below an earlier peak shows that peak (its own need is at most that).
+below an earlier peak shows that peak (its own need is at most that). "Streamed" is the decode retry's setting:
+tiled too (tiles sized from the frame) for the families whose retry is (``Family.tiled_decode_retry``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str
         return int(process_status("VmPeak")["VmPeak"])
 
     family = family_by_name(family_name)
+    tiled = family.tiled_decode_retry  # the decode retry streams tiled for this family
     frames, width, height = (int(part) for part in size.split("x"))
     model = build_tiny_model(family.tiny_model_id, scratch / family.name)
     image = None
@@ -77,7 +79,7 @@ def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str
             request,
             scratch / f"{name}.mp4",
             model_path=model,
-            options=RunOptions(streamed_decode=name == "streamed"),
+            options=RunOptions(streamed_decode=name == "streamed", vae_tiling=name == "streamed" and tiled),
             on_phase=at,
         )
         figures[name] = (peak() - base) / MiB
@@ -120,7 +122,8 @@ def _worker_caps(family_name: str, size: str, steps: int, scratch: Path) -> tupl
         for streaming in (False, True):
             worker.restart()
             base = int(worker.stats()["vm_size"])
-            options = RunOptions(streamed_decode=streaming)
+            # The decode retry's setting: streamed, and tiled where the family's retry is (``tiled_decode_retry``)
+            options = RunOptions(streamed_decode=streaming, vae_tiling=streaming and family.tiled_decode_retry)
             list(worker.run(request, scratch / "bench.mp4", model_path=model, options=options))
             assert worker.pid is not None
             needs.append(int(process_status("VmPeak", pid=worker.pid)["VmPeak"]) - base)

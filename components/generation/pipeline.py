@@ -633,7 +633,10 @@ class VideoGenerator:
         """``_decode`` and the export in one pass: each chunk the family's VAE decodes (``decode_stream``) is
         post-processed and written ``_FRAMES_PER_WRITE`` frames at a time, so neither the whole float video nor
         its post-processed copies exist at once — the same frames (per-frame arithmetic), the same checks, the
-        same digest. Returns (frames' sha256, (frames, height, width), seconds spent writing)."""
+        same digest. With VAE tiling on, the family's ``stream_tiles`` sizes the tiles from the frame (the VAE's
+        own tiles are sized for real resolutions and would not split a small one): the frames are then those of
+        the pipeline's own decode with those tiles. Returns (frames' sha256, (frames, height, width), seconds
+        spent writing)."""
         import numpy as np
         import torch
 
@@ -644,6 +647,7 @@ class VideoGenerator:
         with _mp4_writer(path, request.fps) as writer:
             with (
                 self._only_vae_on_device(),
+                family.stream_tiles(self.pipe, request),  # tiles that split this frame, when tiling is on
                 self._decoder_hooks(latents, request, on_chunk, should_cancel, steps_completed),
                 torch.no_grad(),
             ):

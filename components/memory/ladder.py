@@ -3,7 +3,9 @@ prediction, and ``plan_memory``: the plan a request runs with, made before anyth
 
     0. free memory          (the worker already ran gc/empty-cache/malloc_trim; restart it if memory stayed held)
     1. streamed decode      (for a decode OOM with latents kept: the same request, its kept latents decoded again
-                             chunk by chunk into the mp4 writer — the same frames, denoising not repeated)
+                             chunk by chunk into the mp4 writer — the same frames, denoising not repeated; tiled,
+                             with tiles sized from the frame, for CogVideoX and HunyuanVideo, whose decoder's
+                             working set for one chunk is the peak — labelled: the tiles are blended at the seams)
        VAE tiling           (likewise the same request, where the planner predicts it lowers the peak)
     2. model CPU offload    (CUDA only; ≈1.1× the time)
     3. group offload        (CUDA only: block level, CUDA-stream prefetch; ≈1.1× the denoising time)
@@ -42,6 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from components.generation.families import family_for_model_id
 from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
 from components.memory.planner import MemoryPlanner
 from components.memory.rungs import (
@@ -269,13 +272,19 @@ def choose_setting(
     (``bench/bench_decode.py``) and denoising, which is not repeated, already fitted; a decode only, so it is worth
     its try even where the planner (whose fit may be far off for this allocator) predicts little room."""
     if decode_retry and not options.streamed_decode:
-        streamed = replace(options, streamed_decode=True)
+        frame_tiles = _tiled_decode_retry(request.model_id)  # even where tiling was on: the tiles change size
+        tiled = options.vae_tiling or frame_tiles
+        streamed = replace(options, streamed_decode=True, vae_tiling=tiled)
         why = f" to fit in {format_bytes(budget)}" if budget else ""  # no prediction: the planner has none for it
-        said = (
-            *_option_lines(options, streamed, device, why),
-            "the kept latents are decoded again: denoising is not repeated",
-        )
-        return Choice(request, streamed, planner.estimate(request, streamed) or 0, tuple(said), "streamed decode")
+        said = [*_option_lines(options, streamed, device, why)]
+        if frame_tiles:
+            said.append(
+                "the decode runs in tiles sized from the frame, blended at their seams: "
+                "not bit-identical to the untiled decode"
+            )
+        said.append("the kept latents are decoded again: denoising is not repeated")
+        rung = "tiled streamed decode" if tiled else "streamed decode"
+        return Choice(request, streamed, planner.estimate(request, streamed) or 0, tuple(said), rung)
     min_frames = max(1, math.ceil(request.num_frames * min_frames_share))
     for rung, candidate in _candidates(request, min_frames, min_side_share):
         skip = options if candidate == request else None
@@ -290,6 +299,13 @@ def choose_setting(
             rung = _switch_rung(options, chosen)
         return Choice(candidate, chosen, estimate, tuple(lines), rung)
     return None
+
+
+def _tiled_decode_retry(model_id: str) -> bool:
+    """The model's family decodes in chunks whose own working set is the decode's peak, so its decode retry
+    streams tiled (``Family.tiled_decode_retry``); a model not known by id gets the plain streamed retry."""
+    family = family_for_model_id(model_id)
+    return family is not None and family.tiled_decode_retry
 
 
 def _switch_rung(old: RunOptions, new: RunOptions) -> str:

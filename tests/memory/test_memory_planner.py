@@ -111,6 +111,23 @@ def test_a_decode_oom_is_first_retried_with_the_streamed_decode(make_planner) ->
     )
 
 
+def test_a_decode_oom_of_a_family_decoding_in_big_chunks_is_retried_streamed_and_tiled(make_planner) -> None:
+    """CogVideoX's decoder working set for one chunk is its decode's peak, so its first retry streams tiled,
+    and says that the tiles are blended (not the untiled decode's frames)."""
+    planner = make_planner(tiling_helps=False)
+    asked = request(17, 256, 256, model_id="kintsugi/tiny-cogvideox-random")
+    choice = choose_setting(planner, asked, RunOptions(), 100 * MiB, decode_retry=True)
+    assert choice is not None and choice.request == asked and choice.rung == "tiled streamed decode"
+    assert choice.options == RunOptions(streamed_decode=True, vae_tiling=True)
+    assert choice.changes[0].startswith("vae_tiling off → on to fit in 100 MiB")
+    assert choice.changes[1:] == (
+        "streamed_decode off → on to fit in 100 MiB",
+        "the decode runs in tiles sized from the frame, blended at their seams: not bit-identical to the untiled "
+        "decode",
+        "the kept latents are decoded again: denoising is not repeated",
+    )
+
+
 STREAMED = RunOptions(streamed_decode=True)
 
 

@@ -12,6 +12,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -116,6 +117,10 @@ class Family(ABC):
     known_models: ClassVar[tuple[str, ...]] = ()
     supports_tiling: ClassVar[bool] = True
     supports_offload: ClassVar[bool] = True  # enable_model_cpu_offload (CUDA only)
+    #: The decode retry of a decode out-of-memory streams *tiled* (``stream_tiles``): streaming alone does not
+    #: lower this family's decode peak, because one decoder call's working set is the peak and the video's
+    #: copies stay below it (``bench/bench_decode.py``; docs/models.md has the figures).
+    tiled_decode_retry: ClassVar[bool] = False
 
     # -- recognising a folder -------------------------------------------------------------------------------------
     def matches(self, folder: ModelFolder) -> bool:
@@ -178,6 +183,13 @@ class Family(ABC):
         whole video and its copies. Default: one chunk, the whole ``decode`` (the generator still post-processes
         and writes it a few frames at a time); a family whose VAE decodes chunk by chunk yields each chunk."""
         yield self.decode(pipe, latents, request)
+
+    @contextmanager
+    def stream_tiles(self, pipe: Any, request: Any) -> Iterator[tuple[int, int] | None]:
+        """While a streamed decode runs with VAE tiling on: tiles that really split ``request``'s frame where the
+        VAE's own tiles (sized for real resolutions) would not, restored afterwards. Yields the tile size in
+        pixels (height, width) the decode uses, or None when it is not tiled. Default: the VAE's tiles as set."""
+        yield None
 
     def decoder(self, pipe: Any) -> Any:
         """The module called once per decoded chunk (hooked for progress and cancel between chunks)."""

@@ -24,6 +24,7 @@ whatever that costs in quality, so that is left to the user.)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from components.generation.families.base import (
@@ -39,7 +40,13 @@ from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenize
 from components.generation.families.vae_inputs import encoder_in_own_dtype
 from recovery.errors import InvalidParameterError
 
-__all__ = ["CogVideoX", "CogVideoXImageToVideo", "build_tiny_cogvideox", "cogvideox_decoder_chunks"]
+__all__ = [
+    "CogVideoX",
+    "CogVideoXImageToVideo",
+    "build_tiny_cogvideox",
+    "cogvideox_decoder_chunks",
+    "cogvideox_stream_tile",
+]
 
 TINY_COGVIDEOX_ID = "kintsugi/tiny-cogvideox-random"
 TINY_COGVIDEOX_I2V_ID = "kintsugi/tiny-cogvideox-i2v-random"
@@ -62,6 +69,23 @@ def cogvideox_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
     return batches * rows * columns
 
 
+#: The tile overlap of a tiled streamed decode on both axes: with tiles of 6k latent pixels it makes the stride
+#: (in latent pixels × 8) equal the part of each tile kept (in pixels), so the tiles add up to the frame exactly —
+#: other tile sizes make ``tiled_decode`` return a frame of the wrong size (measured: 262 rows for 256).
+STREAM_TILE_OVERLAP = 1 / 6
+
+
+def cogvideox_stream_tile(latent_side: int, scale: int = 8) -> int:
+    """The tile side in latent pixels for a tiled streamed decode along a side of ``latent_side`` latent pixels:
+    about half of it, a multiple of 6, whose stride and kept part agree (see ``STREAM_TILE_OVERLAP``)."""
+    tile = 6 * max(1, latent_side // 12)
+    while tile > 6 and int(tile * (1 - STREAM_TILE_OVERLAP)) * scale != tile * scale - int(
+        tile * scale * STREAM_TILE_OVERLAP
+    ):
+        tile -= 6
+    return tile
+
+
 class CogVideoX(Family):
     name: ClassVar[str] = "cogvideox"
     label: ClassVar[str] = "CogVideoX text-to-video"
@@ -75,6 +99,9 @@ class CogVideoX(Family):
         "THUDM/CogVideoX-5b",
         "THUDM/CogVideoX1.5-5B",  # latent frames padded to pairs: same 8k+1 frames, padding dropped at decode
     )
+    # Its decoder's working set for one batch of latent frames at full size is the decode's peak, streamed or not
+    # (17×256²: 257 MiB plain, 256 streamed, 173 streamed with frame-sized tiles).
+    tiled_decode_retry: ClassVar[bool] = True
 
     def check_folder(self, folder: ModelFolder) -> None:
         """A transformer that takes the image's latents as extra channels is image-to-video; one that does not is
@@ -142,6 +169,37 @@ class CogVideoX(Family):
                 out, conv_cache = vae.decoder(chunk, conv_cache=conv_cache)
                 yield out
                 del out
+
+    @contextmanager
+    def stream_tiles(self, pipe: Any, request: Any) -> Iterator[tuple[int, int] | None]:
+        """With tiling on and a frame within the VAE's tile (its sample size, 480×720 in the released models):
+        tiles of about half the frame (``cogvideox_stream_tile``, overlap ``STREAM_TILE_OVERLAP``); otherwise the
+        VAE's tiles as they are."""
+        vae = pipe.vae
+        if not getattr(vae, "use_tiling", False):
+            yield None
+            return
+        names = (
+            "tile_sample_min_height",
+            "tile_sample_min_width",
+            "tile_latent_min_height",
+            "tile_latent_min_width",
+            "tile_overlap_factor_height",
+            "tile_overlap_factor_width",
+        )
+        saved = {name: getattr(vae, name) for name in names}
+        if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
+            scale = 2 ** (len(vae.config.block_out_channels) - 1)
+            height = cogvideox_stream_tile(request.height // scale, scale)
+            width = cogvideox_stream_tile(request.width // scale, scale)
+            vae.tile_latent_min_height, vae.tile_latent_min_width = height, width
+            vae.tile_sample_min_height, vae.tile_sample_min_width = height * scale, width * scale
+            vae.tile_overlap_factor_height = vae.tile_overlap_factor_width = STREAM_TILE_OVERLAP
+        try:
+            yield int(vae.tile_sample_min_height), int(vae.tile_sample_min_width)
+        finally:
+            for name, value in saved.items():
+                setattr(vae, name, value)
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         batch, frames, *rest = latent_shape

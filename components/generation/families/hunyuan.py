@@ -23,6 +23,8 @@ which stays at the pipeline's default (off); ``prompt_2`` (the CLIP prompt) defa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from components.generation.families.base import (
@@ -42,6 +44,7 @@ __all__ = [
     "HunyuanVideoTextToVideo",
     "build_tiny_hunyuan",
     "hunyuan_decoder_chunks",
+    "hunyuan_stream_tile",
     "prompt_template_for",
 ]
 
@@ -93,6 +96,12 @@ def prompt_template_for(tokenizer: Any) -> dict[str, Any] | None:
     return None
 
 
+def hunyuan_stream_tile(width: int, height: int) -> int:
+    """The tile side (pixels) a tiled streamed decode uses for a frame within one VAE tile: half the larger side,
+    rounded up to a multiple of 32 (tile and its ¾ stride whole latent pixels), at least 32."""
+    return max(32, -(-max(width, height) // 2 // 32) * 32)
+
+
 def hunyuan_decoder_chunks(vae: Any, latent_shape: tuple[int, ...]) -> int:
     """How many times ``AutoencoderKLHunyuanVideo.decode`` calls its decoder: the conditions and strides of its
     ``_decode``, ``_temporal_tiled_decode`` and ``tiled_decode``, per batch item when slicing."""
@@ -122,6 +131,9 @@ class HunyuanVideoTextToVideo(Family):
     rules: ClassVar[ShapeRules] = ShapeRules(side_multiple=16, frame_multiple=4, label="HunyuanVideo")
     tiny_model_id: ClassVar[str] = TINY_HUNYUAN_ID
     known_models: ClassVar[tuple[str, ...]] = (TINY_HUNYUAN_ID, "hunyuanvideo-community/HunyuanVideo")
+    # One decoder call decodes a whole temporal tile (16 frames) at full size: that working set is the decode's
+    # peak, streamed or not (17×256²: 195 MiB plain, 196 streamed, 141 streamed with frame-sized tiles).
+    tiled_decode_retry: ClassVar[bool] = True
 
     def check_folder(self, folder: ModelFolder) -> None:
         """An image-conditioned HunyuanVideo transformer (I2V, SkyReels: extra input channels or an image
@@ -163,6 +175,32 @@ class HunyuanVideoTextToVideo(Family):
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         return hunyuan_decoder_chunks(pipe.vae, latent_shape)
+
+    @contextmanager
+    def stream_tiles(self, pipe: Any, request: Any) -> Iterator[tuple[int, int] | None]:
+        """With tiling on and a frame no larger than the VAE's tile (256² in every released model): tiles of
+        half the frame's larger side (a multiple of 32, so tile and stride stay whole latent pixels), the VAE's
+        own overlap of a quarter tile; otherwise the VAE's tiles as they are."""
+        vae = pipe.vae
+        if not getattr(vae, "use_tiling", False):
+            yield None
+            return
+        names = (
+            "tile_sample_min_height",
+            "tile_sample_min_width",
+            "tile_sample_stride_height",
+            "tile_sample_stride_width",
+        )
+        saved = {name: getattr(vae, name) for name in names}
+        if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
+            tile = hunyuan_stream_tile(request.width, request.height)
+            vae.tile_sample_min_height = vae.tile_sample_min_width = tile
+            vae.tile_sample_stride_height = vae.tile_sample_stride_width = tile * 3 // 4
+        try:
+            yield int(vae.tile_sample_min_height), int(vae.tile_sample_min_width)
+        finally:
+            for name, value in saved.items():
+                setattr(vae, name, value)
 
     def build_tiny(self) -> Any:
         return build_tiny_hunyuan()
