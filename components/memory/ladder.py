@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from components.generation.families import family_for_model_id
+from components.generation.families import family_for_model_id, rules_for_model
 from components.generation.request import LIMITS, GenerationRequest, RunOptions, join_parameters
 from components.memory.planner import MemoryPlanner
 from components.memory.rungs import (
@@ -129,15 +129,19 @@ def _described(request: GenerationRequest) -> str:
     return f"{request.num_frames} frames at {request.width}×{request.height}"
 
 
-def frame_counts(upper: int, lower: int = 1) -> list[int]:
-    """Valid Wan frame counts (4k+1) below ``upper`` and at least ``lower``, largest first."""
-    top = (upper - 2) // LIMITS.frame_multiple * LIMITS.frame_multiple + 1
-    return [f for f in range(top, 0, -LIMITS.frame_multiple) if f >= lower]
+def frame_counts(upper: int, lower: int = 1, *, multiple: int = LIMITS.frame_multiple) -> list[int]:
+    """Valid frame counts (``multiple``·k+1: Wan's 4k+1 by default) below ``upper`` and at least ``lower``, largest
+    first."""
+    top = (upper - 2) // multiple * multiple + 1
+    return [f for f in range(top, 0, -multiple) if f >= lower]
 
 
-def scaled_sizes(width: int, height: int, *, min_share: float = 0.0, tolerance: float = 0.1) -> list[tuple[int, int]]:
-    """Smaller (width, height) pairs, sides ÷16, aspect ratio within ``tolerance``, largest first."""
-    step, aspect, sizes = LIMITS.side_multiple, width / height, []
+def scaled_sizes(
+    width: int, height: int, *, min_share: float = 0.0, tolerance: float = 0.1, step: int = LIMITS.side_multiple
+) -> list[tuple[int, int]]:
+    """Smaller (width, height) pairs, sides divisible by ``step`` (Wan's 16 by default), aspect ratio within
+    ``tolerance``, largest first."""
+    aspect, sizes = width / height, []
     long_side = max(width, height)
     for side in range(long_side - step, step - 1, -step):
         if side < long_side * min_share:
@@ -147,6 +151,18 @@ def scaled_sizes(width: int, height: int, *, min_share: float = 0.0, tolerance: 
         if abs(w / h - aspect) / aspect <= tolerance and (w, h) not in sizes:
             sizes.append((w, h))
     return sizes
+
+
+def _fewer_frames(request: GenerationRequest, lower: int = 1, upper: int | None = None) -> list[int]:
+    """Smaller frame counts the request's model family runs at (CogVideoX 8k+1, Wan 4k+1, …)."""
+    multiple = rules_for_model(request.model_id).frame_multiple
+    return frame_counts(request.num_frames if upper is None else upper, lower, multiple=multiple)
+
+
+def _smaller_sizes(request: GenerationRequest, min_share: float = 0.0) -> list[tuple[int, int]]:
+    """Smaller sizes the request's model family runs at (Wan 2.2 5B ÷32, Wan ÷16, …)."""
+    step = rules_for_model(request.model_id).side_multiple
+    return scaled_sizes(request.width, request.height, min_share=min_share, step=step)
 
 
 def _variants(request: GenerationRequest, options: RunOptions, device: str) -> list[RunOptions]:
@@ -243,12 +259,12 @@ def _candidates(
     request: GenerationRequest, min_frames: int, min_share: float
 ) -> Iterator[tuple[str, GenerationRequest]]:
     yield "memory switches", request
-    for frames in frame_counts(request.num_frames, min_frames):
+    for frames in _fewer_frames(request, min_frames):
         yield "fewer frames", replace(request, num_frames=frames)
-    for width, height in scaled_sizes(request.width, request.height, min_share=min_share):
+    for width, height in _smaller_sizes(request, min_share):
         yield "lower resolution", replace(request, width=width, height=height)
-    smallest = min([f for f in frame_counts(request.num_frames, min_frames)] or [request.num_frames])
-    for width, height in scaled_sizes(request.width, request.height, min_share=min_share):
+    smallest = min(_fewer_frames(request, min_frames) or [request.num_frames])
+    for width, height in _smaller_sizes(request, min_share):
         yield "fewer frames and lower resolution", replace(request, num_frames=smallest, width=width, height=height)
 
 
@@ -369,9 +385,9 @@ def preview_setting(
     weights: WeightsOf | None = None,
 ) -> Choice | None:
     """The largest preview (frames × pixels, at most ``max_frames`` frames, aspect kept) predicted to fit."""
-    sizes = [(request.width, request.height), *scaled_sizes(request.width, request.height)]
+    sizes = [(request.width, request.height), *_smaller_sizes(request)]
     top = min(request.num_frames, max_frames)
-    frames = [top, *frame_counts(top)]
+    frames = [top, *_fewer_frames(request, upper=top)]
     for _, f, (w, h) in sorted(((f * w * h, f, (w, h)) for f in frames for w, h in sizes), reverse=True):
         candidate = replace(request, num_frames=f, width=w, height=h)
         chosen = _fitting(planner, candidate, options, budget, device, weights)
@@ -537,11 +553,8 @@ def plan_notice(
     estimate = _estimate(planner, request, options, weights)
     choices: list[PlanOption] = []
     lowered = (
-        ("fewer_frames", (replace(request, num_frames=f) for f in frame_counts(request.num_frames))),
-        (
-            "lower_resolution",
-            (replace(request, width=w, height=h) for w, h in scaled_sizes(request.width, request.height)),
-        ),
+        ("fewer_frames", (replace(request, num_frames=f) for f in _fewer_frames(request))),
+        ("lower_resolution", (replace(request, width=w, height=h) for w, h in _smaller_sizes(request))),
     )
     for name, candidates in lowered:
         for candidate in candidates:

@@ -29,9 +29,11 @@ def model_path(tiny_model: Path) -> Path:
     return tiny_model
 
 
-def synthetic_planner(path: Path | None = None, *, tiling_helps: bool = True, hardware: str = "cpu") -> MemoryPlanner:
-    """A planner whose calibration is an exact formula: 100 MiB + 400 MiB per Mpixel + 20 MiB per Mpixel·frame
-    (tiling: per-pixel part 100 MiB when it helps, 600 MiB when it does not)."""
+def synthetic_planner(
+    path: Path | None = None, *, tiling_helps: bool = True, hardware: str = "cpu", model_id: str = "test/model"
+) -> MemoryPlanner:
+    """A planner whose calibration of ``model_id`` is an exact formula: 100 MiB + 400 MiB per Mpixel + 20 MiB per
+    Mpixel·frame (tiling: per-pixel part 100 MiB when it helps, 600 MiB when it does not)."""
     planner = MemoryPlanner(path, hardware=hardware, margin=0.0, defaults=None)
     for tiling in (False, True):
         per_pixel = 400 if not tiling else (100 if tiling_helps else 600)
@@ -39,7 +41,7 @@ def synthetic_planner(path: Path | None = None, *, tiling_helps: bool = True, ha
             for side in (128, 256, 512):
                 mp = side * side / 1e6
                 need = (100 + per_pixel * mp + 20 * mp * frames) * MiB
-                planner.add_measurement(Measurement("test/model", frames, side, side, tiling, False, int(need)))
+                planner.add_measurement(Measurement(model_id, frames, side, side, tiling, False, int(need)))
     return planner
 
 

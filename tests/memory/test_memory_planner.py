@@ -84,6 +84,27 @@ def test_largest_frame_count_predicted_to_fit_is_chosen(make_planner, truth) -> 
     )
 
 
+def test_fewer_frames_follow_the_familys_frame_rule(make_planner, truth) -> None:
+    """CogVideoX runs 8k+1 frames only: the rung offers 25 or 17, never Wan's 29 or 21 (refused at validation)."""
+    cogvideox = "kintsugi/tiny-cogvideox-random"
+    planner = make_planner(tiling_helps=False, model_id=cogvideox)
+    budget = int(truth(21, 512, 512) + MiB)
+    choice = choose_setting(planner, request(33, model_id=cogvideox), RunOptions(), budget)
+    assert choice is not None and choice.rung == "fewer frames"
+    assert choice.request.num_frames == 17
+
+
+def test_smaller_sizes_follow_the_familys_side_rule(make_planner, truth) -> None:
+    """LTX-Video runs sides ÷32 only: a lower resolution it is offered is ÷32 (Wan's ÷16 would be floored)."""
+    planner = make_planner(tiling_helps=False, model_id="kintsugi/tiny-ltx-random")
+    budget = int(truth(33, 432, 432) + MiB)  # ÷16 would give 432×432
+    asked = request(33, 512, 512, model_id="kintsugi/tiny-ltx-random")
+    choice = choose_setting(planner, asked, RunOptions(), budget, min_frames_share=0.9)
+    assert choice is not None and choice.rung == "lower resolution"
+    assert (choice.request.width, choice.request.height) == (416, 416)
+    assert frame_counts(33, multiple=8) == [25, 17, 9, 1]
+
+
 def test_largest_resolution_predicted_to_fit_keeps_aspect_ratio(make_planner, truth) -> None:
     """Lower resolution (when fewer frames are not enough): the largest ÷16 size with the same aspect ratio."""
     planner = make_planner(tiling_helps=False)
