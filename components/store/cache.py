@@ -9,6 +9,7 @@ verified, which commit a ref pointed to before an update) is kept in one JSON fi
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +28,8 @@ from huggingface_hub.file_download import repo_folder_name
 
 from components.system import locks
 from components.system.files import hash_file, replacing, write_text_atomic
+from recovery.errors import StorageFullError
+from recovery.messages import format_bytes
 
 __all__ = ["HubCache", "ManifestEntry", "RevisionManifest", "is_commit_hash", "LFS_SUFFIXES"]
 
@@ -354,7 +357,18 @@ class HubCache:
         with self._lock, locks.exclusive(path.with_name(path.name + ".lock")):
             state = self.read_state(repo_id)
             yield state
-            write_text_atomic(path, json.dumps(state, indent=1))
+            try:
+                write_text_atomic(path, json.dumps(state, indent=1))
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                free = shutil.disk_usage(self.state_dir).free
+                raise StorageFullError(
+                    f"the disk holding the model store's records is full ({format_bytes(free)} free): {repo_id}'s "
+                    "record was not changed (the previous one is intact) and files already downloaded are kept",
+                    path=str(self.state_dir),
+                    bytes_free=free,
+                ) from exc
 
     def _state_path(self, repo_id: str) -> Path:
         return self.state_dir / f"{repo_folder_name(repo_id=repo_id, repo_type='model')}.json"
