@@ -230,3 +230,15 @@ def refuse_image_channels(family: Family, folder: ModelFolder, component: str = 
             f"its {component} takes {in_channels} input channels for {out_channels} latent ones "
             "(an image-to-video model): it cannot run text-to-video",
         )
+
+
+@contextmanager
+def restored(obj: Any, *names: str) -> Iterator[None]:
+    """The block may change ``obj``'s attributes ``names``: they get their values back after it (a VAE's tile
+    settings changed for one streamed decode)."""
+    saved = {name: getattr(obj, name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(obj, name, value)

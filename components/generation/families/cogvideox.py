@@ -35,6 +35,7 @@ from components.generation.families.base import (
     Task,
     class_mismatch,
     refuse_image_channels,
+    restored,
 )
 from components.generation.families.tokenizers import TEXT_DIM, char_t5_tokenizer, tiny_t5_encoder
 from components.generation.families.vae_inputs import encoder_in_own_dtype
@@ -179,27 +180,23 @@ class CogVideoX(Family):
         if not getattr(vae, "use_tiling", False):
             yield None
             return
-        names = (
+        with restored(
+            vae,
             "tile_sample_min_height",
             "tile_sample_min_width",
             "tile_latent_min_height",
             "tile_latent_min_width",
             "tile_overlap_factor_height",
             "tile_overlap_factor_width",
-        )
-        saved = {name: getattr(vae, name) for name in names}
-        if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
-            scale = 2 ** (len(vae.config.block_out_channels) - 1)
-            height = cogvideox_stream_tile(request.height // scale, scale)
-            width = cogvideox_stream_tile(request.width // scale, scale)
-            vae.tile_latent_min_height, vae.tile_latent_min_width = height, width
-            vae.tile_sample_min_height, vae.tile_sample_min_width = height * scale, width * scale
-            vae.tile_overlap_factor_height = vae.tile_overlap_factor_width = STREAM_TILE_OVERLAP
-        try:
+        ):
+            if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
+                scale = 2 ** (len(vae.config.block_out_channels) - 1)
+                height = cogvideox_stream_tile(request.height // scale, scale)
+                width = cogvideox_stream_tile(request.width // scale, scale)
+                vae.tile_latent_min_height, vae.tile_latent_min_width = height, width
+                vae.tile_sample_min_height, vae.tile_sample_min_width = height * scale, width * scale
+                vae.tile_overlap_factor_height = vae.tile_overlap_factor_width = STREAM_TILE_OVERLAP
             yield int(vae.tile_sample_min_height), int(vae.tile_sample_min_width)
-        finally:
-            for name, value in saved.items():
-                setattr(vae, name, value)
 
     def decoder_chunks(self, pipe: Any, latent_shape: tuple[int, ...], request: Any) -> int:
         batch, frames, *rest = latent_shape

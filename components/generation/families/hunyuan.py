@@ -35,6 +35,7 @@ from components.generation.families.base import (
     Task,
     class_mismatch,
     refuse_image_channels,
+    restored,
 )
 
 __all__ = [
@@ -185,22 +186,13 @@ class HunyuanVideoTextToVideo(Family):
         if not getattr(vae, "use_tiling", False):
             yield None
             return
-        names = (
-            "tile_sample_min_height",
-            "tile_sample_min_width",
-            "tile_sample_stride_height",
-            "tile_sample_stride_width",
-        )
-        saved = {name: getattr(vae, name) for name in names}
-        if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
-            tile = hunyuan_stream_tile(request.width, request.height)
-            vae.tile_sample_min_height = vae.tile_sample_min_width = tile
-            vae.tile_sample_stride_height = vae.tile_sample_stride_width = tile * 3 // 4
-        try:
+        sides = ("height", "width")
+        with restored(vae, *(f"tile_sample_{kind}_{side}" for kind in ("min", "stride") for side in sides)):
+            if request.width <= vae.tile_sample_min_width and request.height <= vae.tile_sample_min_height:
+                tile = hunyuan_stream_tile(request.width, request.height)
+                vae.tile_sample_min_height = vae.tile_sample_min_width = tile
+                vae.tile_sample_stride_height = vae.tile_sample_stride_width = tile * 3 // 4
             yield int(vae.tile_sample_min_height), int(vae.tile_sample_min_width)
-        finally:
-            for name, value in saved.items():
-                setattr(vae, name, value)
 
     def build_tiny(self) -> Any:
         return build_tiny_hunyuan()
