@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -32,19 +33,12 @@ MiB = 2**20
 SIZES = ("5x512x512", "9x512x512", "9x384x384")
 
 
-def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str, float]:
-    """In this (fresh) process: the peaks of one run's phases over the address space after loading."""
+def _model_and_request(family: Any, size: str, steps: int, scratch: Path) -> tuple[Path, Any]:
+    """The family's tiny model (built in ``scratch``) and the request ``size`` (FxWxH) for it, with a start image
+    where the family takes one."""
     from components.generation.embedded_model import build_tiny_model
-    from components.generation.families import family_by_name
-    from components.generation.pipeline import VideoGenerator
-    from components.generation.request import GenerationRequest, RunOptions
-    from recovery.procfs import process_status
+    from components.generation.request import GenerationRequest
 
-    def peak() -> int:
-        return int(process_status("VmPeak")["VmPeak"])
-
-    family = family_by_name(family_name)
-    tiled = family.tiled_decode_retry  # the decode retry streams tiled for this family
     frames, width, height = (int(part) for part in size.split("x"))
     model = build_tiny_model(family.tiny_model_id, scratch / family.name)
     image = None
@@ -63,6 +57,22 @@ def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str
         model_id=family.tiny_model_id,
         image=image,
     )
+    return model, request
+
+
+def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str, float]:
+    """In this (fresh) process: the peaks of one run's phases over the address space after loading."""
+    from components.generation.families import family_by_name
+    from components.generation.pipeline import VideoGenerator
+    from components.generation.request import RunOptions
+    from recovery.procfs import process_status
+
+    def peak() -> int:
+        return int(process_status("VmPeak")["VmPeak"])
+
+    family = family_by_name(family_name)
+    tiled = family.tiled_decode_retry  # the decode retry streams tiled for this family
+    model, request = _model_and_request(family, size, steps, scratch)
     generator = VideoGenerator(device="cpu", dtype="bfloat16")
     generator.load(model, family.tiny_model_id)
     base = int(process_status("VmSize")["VmSize"])
@@ -91,31 +101,13 @@ def _measure(family_name: str, size: str, steps: int, scratch: Path) -> dict[str
 def _worker_caps(family_name: str, size: str, steps: int, scratch: Path) -> tuple[int, int]:
     """The worker memory cap a run needs, plain and streamed, each in a fresh worker as the tests run them (the
     dtype probe in its first job, the cap counted from its address space once ready, before loading)."""
-    from components.generation.embedded_model import build_tiny_model
     from components.generation.families import family_by_name
-    from components.generation.request import GenerationRequest, RunOptions
+    from components.generation.request import RunOptions
     from components.generation.worker import Worker, WorkerConfig
     from recovery.procfs import process_status
 
     family = family_by_name(family_name)
-    frames, width, height = (int(part) for part in size.split("x"))
-    model = build_tiny_model(family.tiny_model_id, scratch / family.name)
-    image = None
-    if family.takes_image:
-        from PIL import Image
-
-        image = str(scratch / "start.png")
-        Image.new("RGB", (width, height), (200, 40, 40)).save(image)
-    request = GenerationRequest(
-        prompt="a lantern in the rain",
-        num_frames=frames,
-        width=width,
-        height=height,
-        steps=steps,
-        seed=7,
-        model_id=family.tiny_model_id,
-        image=image,
-    )
+    model, request = _model_and_request(family, size, steps, scratch)
     worker = Worker(WorkerConfig(device="cpu", dtype="bfloat16"))
     needs = []
     try:

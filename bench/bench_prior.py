@@ -326,6 +326,16 @@ def errors(
     return out
 
 
+def _print_breakdown(by_phase: list, by_model: list) -> None:
+    """Median and worst |error| per phase (of ``by_phase``), then per model (of ``by_model``)."""
+    for phase in PHASES:
+        m, w = _summary([r for r in by_phase if r[1] == phase])
+        print(f"  {phase:8} median {m:.0%} worst {w:.0%}")
+    for model_id in sorted({r[0]["model_id"] for r in by_model}):
+        m, w = _summary([r for r in by_model if r[0]["model_id"] == model_id])
+        print(f"  {model_id:34} median {m:.0%} worst {w:.0%}")
+
+
 def _summary(rows: list[tuple[dict[str, Any], str, float, float]]) -> tuple[float, float]:
     relative = [abs(p - m) / m for _i, _ph, p, m in rows]
     return statistics.median(relative), max(relative)
@@ -416,21 +426,11 @@ def report(items: list[dict[str, Any]], folders: dict[str, Path]) -> None:
         f"\nnever-calibrated models, every phase: median |error| {median:.0%} (target ≤ 20 %), "
         f"worst {worst:.0%} (target ≤ 40 %), {len(never)} phase peaks"
     )
-    for phase in PHASES:
-        m, w = _summary([r for r in never if r[1] == phase])
-        print(f"  {phase:8} median {m:.0%} worst {w:.0%}")
-    for model_id in sorted({r[0]["model_id"] for r in rows}):
-        m, w = _summary([r for r in rows if r[0]["model_id"] == model_id])
-        print(f"  {model_id:34} median {m:.0%} worst {w:.0%}")
+    _print_breakdown(never, rows)
     held = [r for r in errors(items, folders, None) if r[0]["model_id"] != EMBEDDED_MODEL_ID]
     m, w = _summary(held)
     print(f"leave-one-model-out (coefficients refitted without the model predicted): median {m:.0%} worst {w:.0%}")
-    for phase in PHASES:
-        m, w = _summary([r for r in held if r[1] == phase])
-        print(f"  {phase:8} median {m:.0%} worst {w:.0%}")
-    for model_id in sorted({r[0]["model_id"] for r in held}):
-        m, w = _summary([r for r in held if r[0]["model_id"] == model_id])
-        print(f"  {model_id:34} median {m:.0%} worst {w:.0%}")
+    _print_breakdown(held, held)
     print("\nfirst try under worker caps between each model's measured needs, replayed from those needs:")
     for mode, (share, kept, n) in first_try(items, folders).items():
         print(

@@ -7,10 +7,9 @@ from typing import Any
 
 from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
 from components.generation.worker import Worker, WorkerConfig
-from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
-from components.memory.hardware import HardwareProbe
 from components.memory.planner import MemoryPlanner
-from recovery import EnhancedErrorRecovery, EnhancedFailureType
+from recovery import EnhancedFailureType
+from tests.support.memory_engine import capped_engine
 
 MiB = 2**20
 CAP = 180 * MiB  # less than the embedded model needs for its smallest video here (~200 MiB)
@@ -25,14 +24,7 @@ def test_nothing_fits_ends_with_user_intervention(model_path: Path, tmp_path: Pa
     worker reports as the out-of-memory it is: no crash retry of the same request."""
     planner = MemoryPlanner(tmp_path / "memory.json")
     worker = Worker(WorkerConfig(device="cpu", memory_cap=CAP))
-    freer = WorkerMemoryFreer(worker, planner=planner)
-    engine = EnhancedErrorRecovery(
-        adjuster=MemoryLadder(planner, budget=CAP, freer=freer),
-        freer=freer,
-        degrader=PreviewDegrader(planner, budget=CAP),
-        probe=HardwareProbe(CAP),
-        sleep=lambda _s: None,
-    )
+    engine = capped_engine(worker, planner, CAP)
 
     def attempt(parameters: Any, info: Any) -> Any:
         request, options = split_parameters(parameters)

@@ -13,11 +13,10 @@ import pytest
 
 from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
 from components.generation.worker import Worker, WorkerConfig
-from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
-from components.memory.hardware import HardwareProbe
 from components.memory.ladder import plan_memory
 from components.memory.planner import MemoryPlanner
 from recovery import EnhancedErrorRecovery, EnhancedFailureType
+from tests.support.memory_engine import capped_engine
 
 MiB = 2**20
 CAP = 340 * MiB
@@ -40,14 +39,7 @@ def planner(tmp_path: Path) -> MemoryPlanner:
 
 
 def engine_for(worker: Worker, planner: MemoryPlanner) -> EnhancedErrorRecovery:
-    freer = WorkerMemoryFreer(worker, planner=planner)
-    return EnhancedErrorRecovery(
-        adjuster=MemoryLadder(planner, budget=CAP, freer=freer),
-        freer=freer,
-        degrader=PreviewDegrader(planner, budget=CAP),
-        probe=HardwareProbe(CAP),
-        sleep=lambda _s: None,
-    )
+    return capped_engine(worker, planner, CAP)
 
 
 def attempt(worker: Worker, planner: MemoryPlanner, model_path: Path, out_dir: Path):

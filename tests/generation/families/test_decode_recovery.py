@@ -17,10 +17,9 @@ from components.generation.families import FAMILIES, Family
 from components.generation.pipeline import VideoGenerator
 from components.generation.request import GenerationRequest, RunOptions, join_parameters, split_parameters
 from components.generation.worker import Worker, WorkerConfig
-from components.memory.adapters import MemoryLadder, PreviewDegrader, WorkerMemoryFreer
-from components.memory.hardware import HardwareProbe
 from components.memory.planner import MemoryPlanner
-from recovery import EnhancedErrorRecovery, EnhancedFailureType
+from recovery import EnhancedFailureType
+from tests.support.memory_engine import capped_engine
 
 MiB = 2**20
 SIDE, FRAMES, STEPS = 256, 17, 2
@@ -118,14 +117,7 @@ def test_a_decode_oom_is_retried_from_the_kept_latents(
     capped_worker.restart()  # under this family's cap, with a clean address space
     model = tiny_family_model(family.tiny_model_id)
     planner = MemoryPlanner(tmp_path / "memory.json")
-    freer = WorkerMemoryFreer(capped_worker, planner=planner, model_id=family.tiny_model_id)
-    engine = EnhancedErrorRecovery(
-        adjuster=MemoryLadder(planner, budget=cap, freer=freer),
-        freer=freer,
-        degrader=PreviewDegrader(planner, budget=cap),
-        probe=HardwareProbe(cap),
-        sleep=lambda _s: None,
-    )
+    engine = capped_engine(capped_worker, planner, cap, family.tiny_model_id)
     before = capped_worker.stats()["denoise_steps_run"]
 
     def attempt(parameters: Any, info: Any) -> Any:
