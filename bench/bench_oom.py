@@ -105,7 +105,7 @@ def _fits_for_real(
 def _best_for_real(worker: Worker, model: Path, out: Path, asked: GenerationRequest, ours: tuple, cache: dict) -> int:
     """pixel·frames of the first setting, in ladder order, that really fits — searched upward from ours."""
     order = [c for _rung, c in _candidates(asked, max(1, math.ceil(asked.num_frames / 4)), 0.5)]
-    order = [(c, o) for c in order for o in _variants(RunOptions(), "cpu")]
+    order = [(c, o) for c in order for o in _variants(c, RunOptions(), "cpu")]
     plain = (ours[0], replace(ours[1], streamed_decode=False))  # the order's options have no streamed decode
     start = next((i for i, (c, o) in enumerate(order) if (c, o) == plain), len(order))
     best = ours
